@@ -1,0 +1,20 @@
+// The only file in rumor that reads a clock (STYLE.md: sans-I/O core).
+#include "base/clock.h"
+
+#include <chrono>
+
+namespace rumor {
+
+std::uint64_t SystemTimeSource::now_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::uint64_t monotonic_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+
+}  // namespace rumor

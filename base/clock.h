@@ -1,0 +1,39 @@
+// Time, the one place it enters rumor. The protocol and the store never read a clock: they take
+// a `TimeSource` (or a plain millisecond value) handed in by whoever drives them. The reactor
+// hands in the system clock below; the simulator hands in virtual time; tests hand in whatever
+// skewed or backward-jumping clock they need. `std::chrono::*::now()` appears only in clock.cc.
+#pragma once
+
+#include <cstdint>
+
+namespace rumor {
+
+// Milliseconds since the Unix epoch (wall clock) for HLC physical time.
+class TimeSource {
+ public:
+  virtual ~TimeSource() = default;
+  virtual std::uint64_t now_ms() = 0;
+};
+
+// The real wall clock.
+class SystemTimeSource final : public TimeSource {
+ public:
+  std::uint64_t now_ms() override;
+};
+
+// Monotonic nanoseconds for measuring intervals in tools (never for versions).
+std::uint64_t monotonic_ns();
+
+// A manual clock for tests and the simulator.
+class ManualTimeSource final : public TimeSource {
+ public:
+  explicit ManualTimeSource(std::uint64_t start_ms = 0) : now_(start_ms) {}
+  std::uint64_t now_ms() override { return now_; }
+  void set(std::uint64_t ms) { now_ = ms; }
+  void advance(std::uint64_t ms) { now_ += ms; }
+
+ private:
+  std::uint64_t now_;
+};
+
+}  // namespace rumor
