@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "base/assert.h"
+#include "base/memory.h"
 
 namespace rumor {
 namespace store_detail {
@@ -70,13 +71,17 @@ struct Table {
 
   static Table* make(std::uint32_t log2_capacity) {
     auto* t = new Table{log2_capacity, (std::uint64_t{1} << log2_capacity) - 1, nullptr};
-    // Value-initialised: every atomic starts at zero (empty slots, sequence 0).
-    t->slots = new (std::align_val_t(kCacheLineBytes)) Slot[t->mask + 1]();
+    // Zero-filled memory: every slot is empty with sequence 0. Slot is an array of
+    // std::atomic<uint64_t>, trivially destructible and valid when all bits are zero; the
+    // placement new starts the objects' lifetimes (it writes the same zeros again, which also
+    // faults the pages in here rather than on the first probes).
+    void* mem = alloc_zeroed(sizeof(Slot) * t->capacity());
+    t->slots = new (mem) Slot[t->capacity()]();
     return t;
   }
   static void destroy(void* p) {
     auto* t = static_cast<Table*>(p);
-    ::operator delete[](t->slots, std::align_val_t(kCacheLineBytes));
+    free_zeroed(t->slots, sizeof(Slot) * t->capacity());
     delete t;
   }
   std::uint64_t capacity() const { return mask + 1; }
@@ -107,9 +112,22 @@ inline bool owner_key_equals(const Slot& s, std::uint64_t meta, std::string_view
     auto* b = reinterpret_cast<Blob*>(ld(s.payload[0]));
     return b->key() == key;
   }
-  char buf[kInlineBytes];
-  copy_payload(s, key.size(), buf);
-  return std::memcmp(buf, key.data(), key.size()) == 0;
+  // Word by word, without a copy: the key starts at payload byte 0.
+  const char* k = key.data();
+  const std::size_t full = key.size() / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, k + i * 8, 8);
+    if (ld(s.payload[i]) != w) return false;
+  }
+  const std::size_t rest = key.size() % 8;
+  if (rest == 0) return true;
+  std::uint64_t w = 0;
+  for (std::size_t b = 0; b < rest; ++b) {
+    w |= static_cast<std::uint64_t>(static_cast<unsigned char>(k[full * 8 + b])) << (8 * b);
+  }
+  const std::uint64_t mask = (std::uint64_t{1} << (8 * rest)) - 1;
+  return (ld(s.payload[full]) & mask) == w;
 }
 
 // An owner-side view of a slot's entry; `buf` backs inline bytes.
@@ -212,7 +230,10 @@ Status StoreConfig::validate() const {
     return bad("write_queue_depth must be a power of two >= 2, got " +
                std::to_string(write_queue_depth));
   }
-  if (change_feed_depth == 0) return bad("change_feed_depth must be at least 1");
+  if (change_feed_depth == 0 || (change_feed_depth & (change_feed_depth - 1)) != 0) {
+    return bad("change_feed_depth must be a power of two, got " +
+               std::to_string(change_feed_depth));
+  }
   return Status::ok();
 }
 
@@ -355,7 +376,7 @@ void Shard::make_grave(void* slot_ptr) {
 void Shard::feed_push(const ChangeRecord& r) {
   const std::uint32_t depth = store_.config_.change_feed_depth;
   if (feed_.empty()) feed_.resize(depth);  // lazily: most shards of a small node stay empty
-  feed_[feed_head_ % depth] = r;
+  feed_[feed_head_ & (depth - 1)] = r;
   ++feed_head_;
 }
 
@@ -458,7 +479,7 @@ std::size_t Shard::read_feed(std::uint64_t* cursor, std::size_t max,
   }
   std::size_t n = 0;
   while (*cursor < feed_head_ && n < max) {
-    fn(feed_[*cursor % depth]);
+    fn(feed_[*cursor & (depth - 1)]);
     ++*cursor;
     ++n;
   }
@@ -698,49 +719,51 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   std::uint64_t max_hlc = 0;
   std::uint64_t too_large = 0, invalid = 0, skewed = 0;
 
-  // Hash ahead and prefetch both cache lines of each entry's home slot, so up to kAhead
-  // independent cache misses are in flight (the map's roof is memory-level parallelism).
-  constexpr std::size_t kAhead = 8;
-  std::uint64_t hashes[kAhead];
-  auto prefetch = [&](std::size_t j) {
-    const std::uint64_t h = in[j].key.empty() ? 1 : hash_key(in[j].key);
-    hashes[j % kAhead] = h;
-    const Table* t = shards_[shard_of_hash(h)]->table_.load(std::memory_order_relaxed);
-    if (t) {
-      const Slot* s = &t->slots[t->home(h)];
-      __builtin_prefetch(s, 1, 3);
-      __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
+  // Hash a chunk of entries and prefetch both cache lines of each home slot first, then merge
+  // them: the chunk's cache (and TLB) misses are all in flight at once instead of one after
+  // another (a hash map's roof is memory-level parallelism, machine-limits.md).
+  constexpr std::size_t kChunk = 32;
+  std::uint64_t hashes[kChunk];
+  for (std::size_t base = 0; base < in.size(); base += kChunk) {
+    const std::size_t n = std::min(kChunk, in.size() - base);
+    for (std::size_t j = 0; j < n; ++j) {
+      const EntryView& e = in[base + j];
+      const std::uint64_t h = e.key.empty() ? 1 : hash_key(e.key);
+      hashes[j] = h;
+      const Table* t = shards_[shard_of_hash(h)]->table_.load(std::memory_order_relaxed);
+      if (t) {
+        const Slot* s = &t->slots[t->home(h)];
+        __builtin_prefetch(s, 1, 3);
+        __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
+      }
     }
-  };
-  const std::size_t n = in.size();
-  for (std::size_t j = 0; j < n && j < kAhead; ++j) prefetch(j);
-  for (std::size_t j = 0; j < n; ++j) {
-    const EntryView& e = in[j];
-    const std::uint64_t h = hashes[j % kAhead];
-    if (j + kAhead < n) prefetch(j + kAhead);
-
-    if (e.key.empty() || e.version.is_zero()) {
-      ++invalid;
-      out[j] = MergeOutcome::kRefused;
-      continue;
+    for (std::size_t j = 0; j < n; ++j) {
+      const EntryView& e = in[base + j];
+      MergeOutcome& o = out[base + j];
+      const std::uint64_t h = hashes[j];
+      if (e.key.empty() || e.version.is_zero()) {
+        ++invalid;
+        o = MergeOutcome::kRefused;
+        continue;
+      }
+      if (e.key.size() > config_.key_bytes_max ||
+          (!e.tombstone && e.value.size() > config_.value_bytes_max)) {
+        ++too_large;
+        o = MergeOutcome::kRefused;
+        continue;
+      }
+      if (e.version.physical_ms() > horizon_ms) {
+        ++skewed;
+        o = MergeOutcome::kRefused;
+        continue;
+      }
+      const std::uint32_t s = shard_of_hash(h);
+      RUMOR_ASSERT(owner_of_shard(s) == owner);
+      const EntryView view = e.tombstone ? EntryView{e.key, {}, e.version, true} : e;
+      o = shards_[s]->merge_hashed(h, view, false);
+      if (o == MergeOutcome::kRefused) ++invalid;
+      if (e.version.hlc > max_hlc) max_hlc = e.version.hlc;
     }
-    if (e.key.size() > config_.key_bytes_max ||
-        (!e.tombstone && e.value.size() > config_.value_bytes_max)) {
-      ++too_large;
-      out[j] = MergeOutcome::kRefused;
-      continue;
-    }
-    if (e.version.physical_ms() > horizon_ms) {
-      ++skewed;
-      out[j] = MergeOutcome::kRefused;
-      continue;
-    }
-    const std::uint32_t s = shard_of_hash(h);
-    RUMOR_ASSERT(owner_of_shard(s) == owner);
-    const EntryView view = e.tombstone ? EntryView{e.key, {}, e.version, true} : e;
-    out[j] = shards_[s]->merge_hashed(h, view, false);
-    if (out[j] == MergeOutcome::kRefused) ++invalid;
-    if (e.version.hlc > max_hlc) max_hlc = e.version.hlc;
   }
   if (max_hlc != 0) {
     const Status st = hlc.observe(max_hlc);
