@@ -309,7 +309,29 @@ void Shard::grow_if_needed() {
   rebuild(log2);
 }
 
-void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
+// Copies n <= kInlineBytes bytes with inlined 8-byte moves (a libc memcpy call per field
+// costs more than the copy at these sizes).
+[[gnu::always_inline]] inline void small_copy(char* dst, const char* src, std::size_t n) {
+  while (n >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, src, 8);
+    std::memcpy(dst, &w, 8);
+    src += 8;
+    dst += 8;
+    n -= 8;
+  }
+  if (n >= 4) {  // two overlapping 4-byte moves cover 4..7
+    std::uint32_t a, b;
+    std::memcpy(&a, src, 4);
+    std::memcpy(&b, src + n - 4, 4);
+    std::memcpy(dst, &a, 4);
+    std::memcpy(dst + n - 4, &b, 4);
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+[[gnu::always_inline]] inline void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
                        bool slot_was_live) {
   Slot& s = *static_cast<Slot*>(slot_ptr);
   const std::uint64_t old_meta = ld(s.meta);
@@ -319,13 +341,23 @@ void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
   const std::size_t n = e.key.size() + e.value.size();
   std::uint64_t flags = e.tombstone ? kFlagTombstone : 0;
   std::uint64_t words[kPayloadWords];
-  std::size_t nw;
+  // An update of an inline entry keeps its key bytes: only the words from the one holding the
+  // key's end onward change (and the hash, which is the same, is not rewritten).
+  const bool same_key_inline = slot_was_live && !old_blob && n <= kInlineBytes;
+  std::size_t first = 0, nw;
   if (n <= kInlineBytes) {
     nw = (n + 7) / 8;
-    if (nw) words[nw - 1] = 0;  // no stale bytes after the end
-    std::memcpy(words, e.key.data(), e.key.size());
-    if (!e.value.empty()) {
-      std::memcpy(reinterpret_cast<char*>(words) + e.key.size(), e.value.data(), e.value.size());
+    char* bytes = reinterpret_cast<char*>(words);
+    if (nw) words[nw - 1] = 0;  // defined bytes after the end
+    if (same_key_inline) {
+      first = e.key.size() / 8;
+      if (e.key.size() % 8) words[first] = ld(s.payload[first]);  // the key's tail bytes
+    } else {
+      small_copy(bytes, e.key.data(), e.key.size());
+    }
+    small_copy(bytes + e.key.size(), e.value.data(), e.value.size());
+    if (same_key_inline && first + 1 == nw && n % 8) {
+      words[first] &= (std::uint64_t{1} << (8 * (n % 8))) - 1;  // old value bytes past the end
     }
   } else {
     flags |= kFlagBlob;
@@ -338,12 +370,12 @@ void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
   // Release fence: the odd sequence is visible before any of the data stores below, so a
   // reader that sees new data also sees the sequence move.
   std::atomic_thread_fence(std::memory_order_release);
-  st(s.hash, hash);
+  if (!same_key_inline) st(s.hash, hash);
   st(s.hlc, e.version.hlc);
   st(s.node, e.version.node);
   st(s.meta, pack_meta(e.key.size(), e.value.size(), flags));
   st(s.aux, sync_epoch_);
-  for (std::size_t i = 0; i < nw; ++i) st(s.payload[i], words[i]);
+  for (std::size_t i = first; i < nw; ++i) st(s.payload[i], words[i]);
   // Release: every store above happens before a reader that acquires the even sequence.
   s.seq.store(seq + 2, std::memory_order_release);
 
@@ -373,11 +405,75 @@ void Shard::make_grave(void* slot_ptr) {
   ++graves_;
 }
 
-void Shard::feed_push(const ChangeRecord& r) {
+[[gnu::always_inline]] inline void Shard::feed_push(const ChangeRecord& r) {
   const std::uint32_t depth = store_.config_.change_feed_depth;
   if (feed_.empty()) feed_.resize(depth);  // lazily: most shards of a small node stay empty
   feed_[feed_head_ & (depth - 1)] = r;
   ++feed_head_;
+}
+
+// The common case of the merge path, small enough to inline into merge_batch: a newer (or
+// stale) version of a live inline entry near its home slot, with a key length that is
+// a multiple of 8 (so value words need no shifting) and no tombstone on either side. Anything
+// else returns false and takes merge_hashed. Same protocol as write_slot. Looks at the first
+// few slots of the probe chain only.
+[[gnu::always_inline]] inline bool Shard::fast_merge(std::uint64_t hash, const EntryView& e,
+                                                     MergeOutcome* out) {
+  Table* t = table_.load(std::memory_order_relaxed);
+  if (!t || e.tombstone) return false;
+  constexpr int kProbes = 4;
+  std::uint64_t at = t->home(hash);
+  int p = 0;
+  for (; p < kProbes; ++p, at = (at + 1) & t->mask) {
+    const std::uint64_t h = ld(t->slots[at].hash);
+    if (h == hash) break;
+    if (h == 0) return false;
+  }
+  if (p == kProbes) return false;
+  Slot& s = t->slots[at];
+  const std::uint64_t m = ld(s.meta);
+  const std::size_t kl = e.key.size();
+  if (meta_flags(m) != 0 || meta_key_len(m) != kl || (kl & 7) != 0 ||
+      kl + e.value.size() > kInlineBytes) {
+    return false;
+  }
+  const char* k = e.key.data();
+  for (std::size_t i = 0; i < kl / 8; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, k + i * 8, 8);
+    if (ld(s.payload[i]) != w) return false;
+  }
+  if (e.version <= Version{ld(s.hlc), ld(s.node)}) {
+    bump(c_.merges_stale);
+    *out = MergeOutcome::kStale;
+    return true;
+  }
+  const std::size_t vl = e.value.size();
+  const char* v = e.value.data();
+  const std::uint64_t seq = ld(s.seq);
+  st(s.seq, seq + 1);
+  std::atomic_thread_fence(std::memory_order_release);  // see write_slot
+  st(s.hlc, e.version.hlc);
+  st(s.node, e.version.node);
+  st(s.meta, pack_meta(kl, vl, 0));
+  st(s.aux, sync_epoch_);
+  std::atomic<std::uint64_t>* dst = &s.payload[kl / 8];
+  std::size_t i = 0;
+  for (; i + 8 <= vl; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, v + i, 8);
+    st(*dst++, w);
+  }
+  if (i < vl) {
+    std::uint64_t w = 0;
+    small_copy(reinterpret_cast<char*>(&w), v + i, vl - i);
+    st(*dst, w);
+  }
+  s.seq.store(seq + 2, std::memory_order_release);  // see write_slot
+  bump(c_.merges_applied);
+  feed_push(ChangeRecord{hash, e.version, false, false});
+  *out = MergeOutcome::kApplied;
+  return true;
 }
 
 MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool local) {
@@ -719,51 +815,56 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   std::uint64_t max_hlc = 0;
   std::uint64_t too_large = 0, invalid = 0, skewed = 0;
 
-  // Hash a chunk of entries and prefetch both cache lines of each home slot first, then merge
-  // them: the chunk's cache (and TLB) misses are all in flight at once instead of one after
-  // another (a hash map's roof is memory-level parallelism, machine-limits.md).
-  constexpr std::size_t kChunk = 32;
-  std::uint64_t hashes[kChunk];
-  for (std::size_t base = 0; base < in.size(); base += kChunk) {
-    const std::size_t n = std::min(kChunk, in.size() - base);
-    for (std::size_t j = 0; j < n; ++j) {
-      const EntryView& e = in[base + j];
-      const std::uint64_t h = e.key.empty() ? 1 : hash_key(e.key);
-      hashes[j] = h;
-      const Table* t = shards_[shard_of_hash(h)]->table_.load(std::memory_order_relaxed);
-      if (t) {
-        const Slot* s = &t->slots[t->home(h)];
-        __builtin_prefetch(s, 1, 3);
-        __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
-      }
+  // Software pipeline: hash entry j + kAhead and prefetch both cache lines of its home slot
+  // while merging entry j, so up to kAhead entries' misses are in flight at once (a hash map's
+  // roof is memory-level parallelism, machine-limits.md). The pipeline runs across the whole
+  // batch, so callers should hand in everything they have (a reactor: all the entries of a
+  // loop turn's datagrams), not one datagram at a time.
+  constexpr std::size_t kAhead = 16;
+  std::uint64_t hashes[kAhead];
+  auto hash_and_prefetch = [&](std::size_t j) {
+    const EntryView& e = in[j];
+    const std::uint64_t h = e.key.empty() ? 1 : hash_key(e.key);
+    hashes[j % kAhead] = h;
+    const Table* t = shards_[shard_of_hash(h)]->table_.load(std::memory_order_relaxed);
+    if (t) {
+      const Slot* s = &t->slots[t->home(h)];
+      __builtin_prefetch(s, 1, 3);
+      __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
     }
-    for (std::size_t j = 0; j < n; ++j) {
-      const EntryView& e = in[base + j];
-      MergeOutcome& o = out[base + j];
-      const std::uint64_t h = hashes[j];
-      if (e.key.empty() || e.version.is_zero()) {
-        ++invalid;
-        o = MergeOutcome::kRefused;
-        continue;
-      }
-      if (e.key.size() > config_.key_bytes_max ||
-          (!e.tombstone && e.value.size() > config_.value_bytes_max)) {
-        ++too_large;
-        o = MergeOutcome::kRefused;
-        continue;
-      }
-      if (e.version.physical_ms() > horizon_ms) {
-        ++skewed;
-        o = MergeOutcome::kRefused;
-        continue;
-      }
-      const std::uint32_t s = shard_of_hash(h);
-      RUMOR_ASSERT(owner_of_shard(s) == owner);
+  };
+  const std::size_t n = in.size();
+  for (std::size_t j = 0; j < n && j < kAhead; ++j) hash_and_prefetch(j);
+  for (std::size_t j = 0; j < n; ++j) {
+    const EntryView& e = in[j];
+    MergeOutcome& o = out[j];
+    const std::uint64_t h = hashes[j % kAhead];
+    if (j + kAhead < n) hash_and_prefetch(j + kAhead);
+    if (e.key.empty() || e.version.is_zero()) {
+      ++invalid;
+      o = MergeOutcome::kRefused;
+      continue;
+    }
+    if (e.key.size() > config_.key_bytes_max ||
+        (!e.tombstone && e.value.size() > config_.value_bytes_max)) {
+      ++too_large;
+      o = MergeOutcome::kRefused;
+      continue;
+    }
+    if (e.version.physical_ms() > horizon_ms) {
+      ++skewed;
+      o = MergeOutcome::kRefused;
+      continue;
+    }
+    const std::uint32_t s = shard_of_hash(h);
+    RUMOR_ASSERT(owner_of_shard(s) == owner);
+    Shard& shard = *shards_[s];
+    if (!shard.fast_merge(h, e, &o)) {
       const EntryView view = e.tombstone ? EntryView{e.key, {}, e.version, true} : e;
-      o = shards_[s]->merge_hashed(h, view, false);
-      if (o == MergeOutcome::kRefused) ++invalid;
-      if (e.version.hlc > max_hlc) max_hlc = e.version.hlc;
+      o = shard.merge_hashed(h, view, false);
     }
+    if (o == MergeOutcome::kRefused) ++invalid;
+    if (e.version.hlc > max_hlc) max_hlc = e.version.hlc;
   }
   if (max_hlc != 0) {
     const Status st = hlc.observe(max_hlc);

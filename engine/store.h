@@ -150,6 +150,7 @@ class Shard {
  private:
   friend class Store;
   void write_slot(void* slot, std::uint64_t hash, const EntryView& e, bool keep_blob_of_old);
+  bool fast_merge(std::uint64_t hash, const EntryView& e, MergeOutcome* out);
   void make_grave(void* slot);
   void grow_if_needed();
   void rebuild(std::uint32_t log2_capacity);
