@@ -240,7 +240,8 @@ Status StoreConfig::validate() const {
 // ---------------------------------------------------------------------------------------------
 // Shard
 
-Shard::Shard(Store& store, std::uint32_t index) : store_(store), index_(index) {}
+Shard::Shard(Store& store, std::uint32_t index)
+    : store_(store), index_(index), owner_(store.owner_of_shard(index)) {}
 
 Shard::~Shard() {
   // Destruction happens when no reader remains (the Store's owner guarantees it).
@@ -290,7 +291,7 @@ void Shard::rebuild(std::uint32_t log2_capacity) {
   table_.store(t, std::memory_order_release);
   if (old) {
     // Blobs moved to the new table; only the old slot array goes.
-    store_.owners_[store_.owner_of_shard(index_)]->retirer.retire(old, &Table::destroy);
+    store_.owners_[owner_]->retirer.retire(old, &Table::destroy);
   }
   bump(c_.table_grows);
 }
@@ -380,7 +381,7 @@ void Shard::grow_if_needed() {
   s.seq.store(seq + 2, std::memory_order_release);
 
   if (old_blob_ptr) {
-    store_.owners_[store_.owner_of_shard(index_)]->retirer.retire(
+    store_.owners_[owner_]->retirer.retire(
         reinterpret_cast<void*>(old_blob_ptr), &Blob::destroy);
   }
 }
@@ -394,7 +395,7 @@ void Shard::make_grave(void* slot_ptr) {
   st(s.meta, pack_meta(0, 0, kFlagGrave));
   s.seq.store(seq + 2, std::memory_order_release);  // as in write_slot
   if (meta_flags(m) & kFlagBlob) {
-    store_.owners_[store_.owner_of_shard(index_)]->retirer.retire(
+    store_.owners_[owner_]->retirer.retire(
         reinterpret_cast<void*>(ld(s.payload[0])), &Blob::destroy);
   }
   if (meta_flags(m) & kFlagTombstone) {
@@ -856,9 +857,8 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
       o = MergeOutcome::kRefused;
       continue;
     }
-    const std::uint32_t s = shard_of_hash(h);
-    RUMOR_ASSERT(owner_of_shard(s) == owner);
-    Shard& shard = *shards_[s];
+    Shard& shard = *shards_[shard_of_hash(h)];
+    RUMOR_ASSERT(shard.owner_ == owner);  // a field, not a division per entry
     if (!shard.fast_merge(h, e, &o)) {
       const EntryView view = e.tombstone ? EntryView{e.key, {}, e.version, true} : e;
       o = shard.merge_hashed(h, view, false);

@@ -162,6 +162,7 @@ class Shard {
 
   Store& store_;
   const std::uint32_t index_;
+  const std::uint32_t owner_;
   // Published table. Acquire by readers: the table's slots are initialised before it is seen.
   std::atomic<store_detail::Table*> table_{nullptr};
   std::uint64_t used_ = 0;    // slots with an entry (owner only)
