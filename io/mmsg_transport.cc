@@ -94,9 +94,15 @@ void MmsgTransport::reap(bool for_receive) {
     m.msg_controllen = sizeof(s.control);
     m.msg_flags = 0;
     recv_hdrs_[i].msg_len = 0;
+    // Free frames stay poisoned, but ASan's recvmmsg interceptor checks the ranges the kernel
+    // may write: open them for the call, and close the ones left unused again after it.
+    unpoison(rx_frame(s.frame), rx_payload_bytes_);
   }
   const int r = recvmmsg(socket_.fd, recv_hdrs_.data(), static_cast<unsigned>(k), MSG_DONTWAIT,
                          nullptr);
+  for (std::size_t i = r > 0 ? static_cast<std::size_t>(r) : 0; i < k; ++i) {
+    poison(rx_frame(recv_slots_[i].frame), rx_payload_bytes_);
+  }
   if (r <= 0) return;  // EAGAIN: nothing waiting; other errors leave the socket as it was
   // Slot i was given the i-th frame from the top of the free stack: take them all off first.
   for (int i = 0; i < r; ++i) {
