@@ -100,6 +100,7 @@ void MmsgTransport::reap(bool for_receive) {
   }
   const int r = recvmmsg(socket_.fd, recv_hdrs_.data(), static_cast<unsigned>(k), MSG_DONTWAIT,
                          nullptr);
+  rx_maybe_more_ = r == static_cast<int>(k);
   for (std::size_t i = r > 0 ? static_cast<std::size_t>(r) : 0; i < k; ++i) {
     poison(rx_frame(recv_slots_[i].frame), rx_payload_bytes_);
   }
@@ -217,7 +218,8 @@ Status MmsgTransport::flush() {
 Status MmsgTransport::poll(std::uint64_t timeout_ns, std::uint32_t wait_count) {
   (void)wait_count;  // poll(2) wakes at the first datagram; recvmmsg then takes what is there
   Status s = flush();
-  if (!staging_empty() || timeout_ns == 0) return s;
+  // No need to wait (a system call) when datagrams are staged or surely waiting.
+  if (!staging_empty() || rx_maybe_more_ || timeout_ns == 0) return s;
   pollfd p{socket_.fd, static_cast<short>(POLLIN | (tx_queue_.empty() ? 0 : POLLOUT)), 0};
   timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000u),
               static_cast<long>(timeout_ns % 1'000'000'000u)};
