@@ -196,7 +196,11 @@ Status MmsgTransport::flush() {
     if (grp.count > 1 && (err == EIO || err == EINVAL || err == EOPNOTSUPP)) {
       gso_active_ = false;  // the path cannot segment; later batches go datagram by datagram
     }
-    if (result.is_ok()) result = errno_status("sendmmsg", err);
+    // A datagram the kernel refuses (unreachable, EMSGSIZE, ...) is counted, as on io_uring
+    // where it only shows in its completion; flush() fails only when it cannot submit at all.
+    if ((err == EBADF || err == ENOTSOCK || err == EFAULT) && result.is_ok()) {
+      result = errno_status("sendmmsg", err);
+    }
     finish_group(next, false);
     ++next;
   }
