@@ -224,7 +224,9 @@ class Transport {
   // Hands back received datagrams, and send buffers that will not be sent. Any order.
   virtual void release(std::span<const Datagram> batch) = 0;
 
-  // Submits queued sends with one system call, without waiting.
+  // Submits queued sends with one system call, without waiting. A datagram the kernel
+  // refuses is counted (DropReason::kSendFailed), not returned: an error here means the
+  // transport could not submit at all.
   virtual Status flush() = 0;
 
   // Submits queued sends and waits up to timeout_ns until at least wait_count completions
