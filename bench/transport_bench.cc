@@ -44,6 +44,7 @@ struct Trial {
   std::uint64_t ns = 0;  // first send to last receipt
   std::uint64_t rx_overflow = 0;   // kernel receive-queue drops seen by the receiver
   std::uint64_t rx_no_buffer = 0;  // receiver ran out of buffers (back-pressure)
+  std::uint64_t tx_no_buffer = 0;  // sender found its pool empty and had to wait
 };
 
 // What the receiving thread reports.
@@ -152,6 +153,7 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   trial->delivered = shared.delivered;
   trial->rx_overflow = receiver.counters().drop_count(DropReason::kSocketOverflow);
   trial->rx_no_buffer = receiver.counters().rx_no_buffer;
+  trial->tx_no_buffer = sender.counters().tx_no_buffer;
   trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
   return true;
 }
@@ -261,6 +263,7 @@ void BM_pps(benchmark::State& state, Path path) {
     total.ns += t.ns;
     total.rx_overflow += t.rx_overflow;
     total.rx_no_buffer += t.rx_no_buffer;
+    total.tx_no_buffer += t.tx_no_buffer;
   }
   const double seconds = static_cast<double>(total.ns) / 1e9;
   // Delivered datagrams per second of wall time: the honest rate, whatever the sender managed.
@@ -271,6 +274,7 @@ void BM_pps(benchmark::State& state, Path path) {
   state.counters["sent_per_second"] = static_cast<double>(total.sent) / seconds;
   state.counters["rx_overflow"] = static_cast<double>(total.rx_overflow);
   state.counters["rx_no_buffer"] = static_cast<double>(total.rx_no_buffer);
+  state.counters["tx_no_buffer"] = static_cast<double>(total.tx_no_buffer);
 }
 
 BENCHMARK_CAPTURE(BM_pps, uring, Path::kUring)->Name("transport/pps/uring")->Arg(64)->Arg(1200);
