@@ -94,9 +94,16 @@ void MmsgTransport::reap(bool for_receive) {
     m.msg_controllen = sizeof(s.control);
     m.msg_flags = 0;
     recv_hdrs_[i].msg_len = 0;
+    // Free frames stay poisoned, but ASan's recvmmsg interceptor checks the ranges the kernel
+    // may write: open them for the call, and close the ones left unused again after it.
+    unpoison(rx_frame(s.frame), rx_payload_bytes_);
   }
   const int r = recvmmsg(socket_.fd, recv_hdrs_.data(), static_cast<unsigned>(k), MSG_DONTWAIT,
                          nullptr);
+  rx_maybe_more_ = r == static_cast<int>(k);
+  for (std::size_t i = r > 0 ? static_cast<std::size_t>(r) : 0; i < k; ++i) {
+    poison(rx_frame(recv_slots_[i].frame), rx_payload_bytes_);
+  }
   if (r <= 0) return;  // EAGAIN: nothing waiting; other errors leave the socket as it was
   // Slot i was given the i-th frame from the top of the free stack: take them all off first.
   for (int i = 0; i < r; ++i) {
@@ -189,7 +196,11 @@ Status MmsgTransport::flush() {
     if (grp.count > 1 && (err == EIO || err == EINVAL || err == EOPNOTSUPP)) {
       gso_active_ = false;  // the path cannot segment; later batches go datagram by datagram
     }
-    if (result.is_ok()) result = errno_status("sendmmsg", err);
+    // A datagram the kernel refuses (unreachable, EMSGSIZE, ...) is counted, as on io_uring
+    // where it only shows in its completion; flush() fails only when it cannot submit at all.
+    if ((err == EBADF || err == ENOTSOCK || err == EFAULT) && result.is_ok()) {
+      result = errno_status("sendmmsg", err);
+    }
     finish_group(next, false);
     ++next;
   }
@@ -211,7 +222,8 @@ Status MmsgTransport::flush() {
 Status MmsgTransport::poll(std::uint64_t timeout_ns, std::uint32_t wait_count) {
   (void)wait_count;  // poll(2) wakes at the first datagram; recvmmsg then takes what is there
   Status s = flush();
-  if (!staging_empty() || timeout_ns == 0) return s;
+  // No need to wait (a system call) when datagrams are staged or surely waiting.
+  if (!staging_empty() || rx_maybe_more_ || timeout_ns == 0) return s;
   pollfd p{socket_.fd, static_cast<short>(POLLIN | (tx_queue_.empty() ? 0 : POLLOUT)), 0};
   timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000u),
               static_cast<long>(timeout_ns % 1'000'000'000u)};

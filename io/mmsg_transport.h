@@ -38,6 +38,7 @@ class MmsgTransport final : public UdpTransportBase {
     std::uint32_t frame;
   };
   std::vector<std::uint32_t> rx_free_;  // stack of frames the caller does not hold
+  bool rx_maybe_more_ = false;  // the last recvmmsg filled every slot: more is likely waiting
   std::vector<RecvSlot> recv_slots_;
   std::vector<mmsghdr> recv_hdrs_;
 

@@ -370,7 +370,9 @@ Status SimNetwork::inject(const Address& from, const Address& to,
   pkt.len = static_cast<std::uint32_t>(bytes.size());
   pkt.from = kNoNode;
   pkt.to = dst;
-  std::memcpy(buffer(b), bytes.data(), std::min<std::size_t>(bytes.size(), stride_));
+  if (!bytes.empty()) {
+    std::memcpy(buffer(b), bytes.data(), std::min<std::size_t>(bytes.size(), stride_));
+  }
   ++counters_.transmitted;
   schedule(p, now_ns_ + link(kNoNode, dst).latency_ns);
   return Status::ok();

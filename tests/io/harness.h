@@ -161,7 +161,7 @@ inline Status send_all(Harness& h, Transport& t, const Address& to,
     for (std::size_t i = 0; i < n; ++i) {
       const auto& p = payloads[done + i];
       EXPECT_LE(p.size(), batch[i].capacity);
-      std::memcpy(batch[i].data, p.data(), p.size());
+      if (!p.empty()) std::memcpy(batch[i].data, p.data(), p.size());
       batch[i].len = static_cast<std::uint32_t>(p.size());
       batch[i].peer = to;
     }
