@@ -357,8 +357,10 @@ static int print_pairs(const ClientOptions& o, const Message& m, const std::stri
     for (std::size_t i = 0; i < m.rows(); ++i) {
       if (m.at(i, 0).find(filter) == std::string::npos) continue;
       const std::string& v = m.at(i, 1);
-      const bool numeric =
-          !v.empty() && v.find_first_not_of("0123456789.e+-") == std::string::npos;
+      char* end = nullptr;
+      std::strtod(v.c_str(), &end);
+      const bool numeric = !v.empty() && end == v.c_str() + v.size() &&
+                           v.find_first_not_of("0123456789.e+-") == std::string::npos;
       out += fmt::format("{}{}:{}", first ? "" : ",", json_string(m.at(i, 0)),
                          numeric ? v : json_string(v));
       first = false;
