@@ -53,6 +53,16 @@ bool BloomView::decode(ByteReader& r, std::uint32_t blocks_max, BloomView* out) 
   return true;
 }
 
+void BloomView::encode(ByteWriter& w) const {
+  RUMOR_ASSERT(blocks_ != 0);
+  w.u8(static_cast<std::uint8_t>(k_));
+  w.u8(kBloomHashXxh3);
+  w.u16(0);
+  w.u32(blocks_);
+  w.u64(seed_);
+  w.bytes(bits_, std::size_t{blocks_} * kBloomBlockBytes);
+}
+
 bool BloomView::may_contain(std::uint64_t item) const {
   RUMOR_ASSERT(blocks_ != 0);
   const std::uint8_t* b =

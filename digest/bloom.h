@@ -119,6 +119,8 @@ class BloomView {
   bool may_contain_entry(std::uint64_t key_hash, const Version& v) const {
     return may_contain(bloom_item(key_hash, v, seed_));
   }
+  // Writes the filter back in wire form (to keep a copy beyond the message's lifetime).
+  void encode(ByteWriter& w) const;
 
  private:
   const std::uint8_t* bits_ = nullptr;
