@@ -6,14 +6,9 @@
 
 #include <cstdint>
 
-namespace rumor {
+#include "rumor/time_source.h"
 
-// Milliseconds since the Unix epoch (wall clock) for HLC physical time.
-class TimeSource {
- public:
-  virtual ~TimeSource() = default;
-  virtual std::uint64_t now_ms() = 0;
-};
+namespace rumor {
 
 // The real wall clock.
 class SystemTimeSource final : public TimeSource {

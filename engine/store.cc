@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "base/assert.h"
+#include "base/memory.h"
 #include "digest/hash.h"
 
 namespace rumor {
@@ -71,13 +72,17 @@ struct Table {
 
   static Table* make(std::uint32_t log2_capacity) {
     auto* t = new Table{log2_capacity, (std::uint64_t{1} << log2_capacity) - 1, nullptr};
-    // Value-initialised: every atomic starts at zero (empty slots, sequence 0).
-    t->slots = new (std::align_val_t(kCacheLineBytes)) Slot[t->mask + 1]();
+    // Zero-filled memory: every slot is empty with sequence 0. Slot is an array of
+    // std::atomic<uint64_t>, trivially destructible and valid when all bits are zero; the
+    // placement new starts the objects' lifetimes (it writes the same zeros again, which also
+    // faults the pages in here rather than on the first probes).
+    void* mem = alloc_zeroed(sizeof(Slot) * t->capacity());
+    t->slots = new (mem) Slot[t->capacity()]();
     return t;
   }
   static void destroy(void* p) {
     auto* t = static_cast<Table*>(p);
-    ::operator delete[](t->slots, std::align_val_t(kCacheLineBytes));
+    free_zeroed(t->slots, sizeof(Slot) * t->capacity());
     delete t;
   }
   std::uint64_t capacity() const { return mask + 1; }
@@ -108,9 +113,22 @@ inline bool owner_key_equals(const Slot& s, std::uint64_t meta, std::string_view
     auto* b = reinterpret_cast<Blob*>(ld(s.payload[0]));
     return b->key() == key;
   }
-  char buf[kInlineBytes];
-  copy_payload(s, key.size(), buf);
-  return std::memcmp(buf, key.data(), key.size()) == 0;
+  // Word by word, without a copy: the key starts at payload byte 0.
+  const char* k = key.data();
+  const std::size_t full = key.size() / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, k + i * 8, 8);
+    if (ld(s.payload[i]) != w) return false;
+  }
+  const std::size_t rest = key.size() % 8;
+  if (rest == 0) return true;
+  std::uint64_t w = 0;
+  for (std::size_t b = 0; b < rest; ++b) {
+    w |= static_cast<std::uint64_t>(static_cast<unsigned char>(k[full * 8 + b])) << (8 * b);
+  }
+  const std::uint64_t mask = (std::uint64_t{1} << (8 * rest)) - 1;
+  return (ld(s.payload[full]) & mask) == w;
 }
 
 // An owner-side view of a slot's entry; `buf` backs inline bytes.
@@ -213,14 +231,18 @@ Status StoreConfig::validate() const {
     return bad("write_queue_depth must be a power of two >= 2, got " +
                std::to_string(write_queue_depth));
   }
-  if (change_feed_depth == 0) return bad("change_feed_depth must be at least 1");
+  if (change_feed_depth == 0 || (change_feed_depth & (change_feed_depth - 1)) != 0) {
+    return bad("change_feed_depth must be a power of two, got " +
+               std::to_string(change_feed_depth));
+  }
   return Status::ok();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Shard
 
-Shard::Shard(Store& store, std::uint32_t index) : store_(store), index_(index) {}
+Shard::Shard(Store& store, std::uint32_t index)
+    : store_(store), index_(index), owner_(store.owner_of_shard(index)) {}
 
 Shard::~Shard() {
   // Destruction happens when no reader remains (the Store's owner guarantees it).
@@ -270,7 +292,7 @@ void Shard::rebuild(std::uint32_t log2_capacity) {
   table_.store(t, std::memory_order_release);
   if (old) {
     // Blobs moved to the new table; only the old slot array goes.
-    store_.owners_[store_.owner_of_shard(index_)]->retirer.retire(old, &Table::destroy);
+    store_.owners_[owner_]->retirer.retire(old, &Table::destroy);
   }
   bump(c_.table_grows);
 }
@@ -289,7 +311,29 @@ void Shard::grow_if_needed() {
   rebuild(log2);
 }
 
-void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
+// Copies n <= kInlineBytes bytes with inlined 8-byte moves (a libc memcpy call per field
+// costs more than the copy at these sizes).
+[[gnu::always_inline]] inline void small_copy(char* dst, const char* src, std::size_t n) {
+  while (n >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, src, 8);
+    std::memcpy(dst, &w, 8);
+    src += 8;
+    dst += 8;
+    n -= 8;
+  }
+  if (n >= 4) {  // two overlapping 4-byte moves cover 4..7
+    std::uint32_t a, b;
+    std::memcpy(&a, src, 4);
+    std::memcpy(&b, src + n - 4, 4);
+    std::memcpy(dst, &a, 4);
+    std::memcpy(dst + n - 4, &b, 4);
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+[[gnu::always_inline]] inline void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
                        bool slot_was_live) {
   Slot& s = *static_cast<Slot*>(slot_ptr);
   const std::uint64_t old_meta = ld(s.meta);
@@ -299,13 +343,23 @@ void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
   const std::size_t n = e.key.size() + e.value.size();
   std::uint64_t flags = e.tombstone ? kFlagTombstone : 0;
   std::uint64_t words[kPayloadWords];
-  std::size_t nw;
+  // An update of an inline entry keeps its key bytes: only the words from the one holding the
+  // key's end onward change (and the hash, which is the same, is not rewritten).
+  const bool same_key_inline = slot_was_live && !old_blob && n <= kInlineBytes;
+  std::size_t first = 0, nw;
   if (n <= kInlineBytes) {
     nw = (n + 7) / 8;
-    if (nw) words[nw - 1] = 0;  // no stale bytes after the end
-    std::memcpy(words, e.key.data(), e.key.size());
-    if (!e.value.empty()) {
-      std::memcpy(reinterpret_cast<char*>(words) + e.key.size(), e.value.data(), e.value.size());
+    char* bytes = reinterpret_cast<char*>(words);
+    if (nw) words[nw - 1] = 0;  // defined bytes after the end
+    if (same_key_inline) {
+      first = e.key.size() / 8;
+      if (e.key.size() % 8) words[first] = ld(s.payload[first]);  // the key's tail bytes
+    } else {
+      small_copy(bytes, e.key.data(), e.key.size());
+    }
+    small_copy(bytes + e.key.size(), e.value.data(), e.value.size());
+    if (same_key_inline && first + 1 == nw && n % 8) {
+      words[first] &= (std::uint64_t{1} << (8 * (n % 8))) - 1;  // old value bytes past the end
     }
   } else {
     flags |= kFlagBlob;
@@ -318,17 +372,17 @@ void Shard::write_slot(void* slot_ptr, std::uint64_t hash, const EntryView& e,
   // Release fence: the odd sequence is visible before any of the data stores below, so a
   // reader that sees new data also sees the sequence move.
   std::atomic_thread_fence(std::memory_order_release);
-  st(s.hash, hash);
+  if (!same_key_inline) st(s.hash, hash);
   st(s.hlc, e.version.hlc);
   st(s.node, e.version.node);
   st(s.meta, pack_meta(e.key.size(), e.value.size(), flags));
   st(s.aux, sync_epoch_);
-  for (std::size_t i = 0; i < nw; ++i) st(s.payload[i], words[i]);
+  for (std::size_t i = first; i < nw; ++i) st(s.payload[i], words[i]);
   // Release: every store above happens before a reader that acquires the even sequence.
   s.seq.store(seq + 2, std::memory_order_release);
 
   if (old_blob_ptr) {
-    store_.owners_[store_.owner_of_shard(index_)]->retirer.retire(
+    store_.owners_[owner_]->retirer.retire(
         reinterpret_cast<void*>(old_blob_ptr), &Blob::destroy);
   }
 }
@@ -342,7 +396,7 @@ void Shard::make_grave(void* slot_ptr) {
   st(s.meta, pack_meta(0, 0, kFlagGrave));
   s.seq.store(seq + 2, std::memory_order_release);  // as in write_slot
   if (meta_flags(m) & kFlagBlob) {
-    store_.owners_[store_.owner_of_shard(index_)]->retirer.retire(
+    store_.owners_[owner_]->retirer.retire(
         reinterpret_cast<void*>(ld(s.payload[0])), &Blob::destroy);
   }
   if (meta_flags(m) & kFlagTombstone) {
@@ -361,11 +415,75 @@ void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
   tree_->add(hash, digest::entry_hash(hash, v, tombstone));
 }
 
-void Shard::feed_push(const ChangeRecord& r) {
+[[gnu::always_inline]] inline void Shard::feed_push(const ChangeRecord& r) {
   const std::uint32_t depth = store_.config_.change_feed_depth;
   if (feed_.empty()) feed_.resize(depth);  // lazily: most shards of a small node stay empty
-  feed_[feed_head_ % depth] = r;
+  feed_[feed_head_ & (depth - 1)] = r;
   ++feed_head_;
+}
+
+// The common case of the merge path, small enough to inline into merge_batch: a newer (or
+// stale) version of a live inline entry near its home slot, with a key length that is
+// a multiple of 8 (so value words need no shifting) and no tombstone on either side. Anything
+// else returns false and takes merge_hashed. Same protocol as write_slot. Looks at the first
+// few slots of the probe chain only.
+[[gnu::always_inline]] inline bool Shard::fast_merge(std::uint64_t hash, const EntryView& e,
+                                                     MergeOutcome* out) {
+  Table* t = table_.load(std::memory_order_relaxed);
+  if (!t || e.tombstone) return false;
+  constexpr int kProbes = 4;
+  std::uint64_t at = t->home(hash);
+  int p = 0;
+  for (; p < kProbes; ++p, at = (at + 1) & t->mask) {
+    const std::uint64_t h = ld(t->slots[at].hash);
+    if (h == hash) break;
+    if (h == 0) return false;
+  }
+  if (p == kProbes) return false;
+  Slot& s = t->slots[at];
+  const std::uint64_t m = ld(s.meta);
+  const std::size_t kl = e.key.size();
+  if (meta_flags(m) != 0 || meta_key_len(m) != kl || (kl & 7) != 0 ||
+      kl + e.value.size() > kInlineBytes) {
+    return false;
+  }
+  const char* k = e.key.data();
+  for (std::size_t i = 0; i < kl / 8; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, k + i * 8, 8);
+    if (ld(s.payload[i]) != w) return false;
+  }
+  if (e.version <= Version{ld(s.hlc), ld(s.node)}) {
+    bump(c_.merges_stale);
+    *out = MergeOutcome::kStale;
+    return true;
+  }
+  const std::size_t vl = e.value.size();
+  const char* v = e.value.data();
+  const std::uint64_t seq = ld(s.seq);
+  st(s.seq, seq + 1);
+  std::atomic_thread_fence(std::memory_order_release);  // see write_slot
+  st(s.hlc, e.version.hlc);
+  st(s.node, e.version.node);
+  st(s.meta, pack_meta(kl, vl, 0));
+  st(s.aux, sync_epoch_);
+  std::atomic<std::uint64_t>* dst = &s.payload[kl / 8];
+  std::size_t i = 0;
+  for (; i + 8 <= vl; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, v + i, 8);
+    st(*dst++, w);
+  }
+  if (i < vl) {
+    std::uint64_t w = 0;
+    small_copy(reinterpret_cast<char*>(&w), v + i, vl - i);
+    st(*dst, w);
+  }
+  s.seq.store(seq + 2, std::memory_order_release);  // see write_slot
+  bump(c_.merges_applied);
+  feed_push(ChangeRecord{hash, e.version, false, false});
+  *out = MergeOutcome::kApplied;
+  return true;
 }
 
 MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool local) {
@@ -517,7 +635,7 @@ std::size_t Shard::read_feed(std::uint64_t* cursor, std::size_t max,
   }
   std::size_t n = 0;
   while (*cursor < feed_head_ && n < max) {
-    fn(feed_[*cursor % depth]);
+    fn(feed_[*cursor & (depth - 1)]);
     ++*cursor;
     ++n;
   }
@@ -757,12 +875,16 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   std::uint64_t max_hlc = 0;
   std::uint64_t too_large = 0, invalid = 0, skewed = 0;
 
-  // Hash ahead and prefetch both cache lines of each entry's home slot, so up to kAhead
-  // independent cache misses are in flight (the map's roof is memory-level parallelism).
-  constexpr std::size_t kAhead = 8;
+  // Software pipeline: hash entry j + kAhead and prefetch both cache lines of its home slot
+  // while merging entry j, so up to kAhead entries' misses are in flight at once (a hash map's
+  // roof is memory-level parallelism, machine-limits.md). The pipeline runs across the whole
+  // batch, so callers should hand in everything they have (a reactor: all the entries of a
+  // loop turn's datagrams), not one datagram at a time.
+  constexpr std::size_t kAhead = 16;
   std::uint64_t hashes[kAhead];
-  auto prefetch = [&](std::size_t j) {
-    const std::uint64_t h = in[j].key.empty() ? 1 : hash_key(in[j].key);
+  auto hash_and_prefetch = [&](std::size_t j) {
+    const EntryView& e = in[j];
+    const std::uint64_t h = e.key.empty() ? 1 : hash_key(e.key);
     hashes[j % kAhead] = h;
     const Table* t = shards_[shard_of_hash(h)]->table_.load(std::memory_order_relaxed);
     if (t) {
@@ -772,33 +894,35 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
     }
   };
   const std::size_t n = in.size();
-  for (std::size_t j = 0; j < n && j < kAhead; ++j) prefetch(j);
+  for (std::size_t j = 0; j < n && j < kAhead; ++j) hash_and_prefetch(j);
   for (std::size_t j = 0; j < n; ++j) {
     const EntryView& e = in[j];
+    MergeOutcome& o = out[j];
     const std::uint64_t h = hashes[j % kAhead];
-    if (j + kAhead < n) prefetch(j + kAhead);
-
+    if (j + kAhead < n) hash_and_prefetch(j + kAhead);
     if (e.key.empty() || e.version.is_zero()) {
       ++invalid;
-      out[j] = MergeOutcome::kRefused;
+      o = MergeOutcome::kRefused;
       continue;
     }
     if (e.key.size() > config_.key_bytes_max ||
         (!e.tombstone && e.value.size() > config_.value_bytes_max)) {
       ++too_large;
-      out[j] = MergeOutcome::kRefused;
+      o = MergeOutcome::kRefused;
       continue;
     }
     if (e.version.physical_ms() > horizon_ms) {
       ++skewed;
-      out[j] = MergeOutcome::kRefused;
+      o = MergeOutcome::kRefused;
       continue;
     }
-    const std::uint32_t s = shard_of_hash(h);
-    RUMOR_ASSERT(owner_of_shard(s) == owner);
-    const EntryView view = e.tombstone ? EntryView{e.key, {}, e.version, true} : e;
-    out[j] = shards_[s]->merge_hashed(h, view, false);
-    if (out[j] == MergeOutcome::kRefused) ++invalid;
+    Shard& shard = *shards_[shard_of_hash(h)];
+    RUMOR_ASSERT(shard.owner_ == owner);  // a field, not a division per entry
+    if (!shard.fast_merge(h, e, &o)) {
+      const EntryView view = e.tombstone ? EntryView{e.key, {}, e.version, true} : e;
+      o = shard.merge_hashed(h, view, false);
+    }
+    if (o == MergeOutcome::kRefused) ++invalid;
     if (e.version.hlc > max_hlc) max_hlc = e.version.hlc;
   }
   if (max_hlc != 0) {

@@ -161,6 +161,7 @@ class Shard {
  private:
   friend class Store;
   void write_slot(void* slot, std::uint64_t hash, const EntryView& e, bool keep_blob_of_old);
+  bool fast_merge(std::uint64_t hash, const EntryView& e, MergeOutcome* out);
   void make_grave(void* slot);
   void grow_if_needed();
   void rebuild(std::uint32_t log2_capacity);
@@ -173,6 +174,7 @@ class Shard {
 
   Store& store_;
   const std::uint32_t index_;
+  const std::uint32_t owner_;
   // Published table. Acquire by readers: the table's slots are initialised before it is seen.
   std::atomic<store_detail::Table*> table_{nullptr};
   std::uint64_t used_ = 0;    // slots with an entry (owner only)

@@ -1,0 +1,200 @@
+// rumor::Node: one member of a gossip cluster, as a sans-I/O state machine (DESIGN.md "The core
+// idea"). Given the time, incoming datagrams and API calls, it produces outgoing datagrams and
+// the next timer deadline. It never reads a clock except through the TimeSource it is given,
+// never sleeps, never opens a socket and never starts a thread. Two drivers run it:
+//   - the simulator (tests/sim, `rumor load --mode sim`): many nodes on one thread over
+//     io::SimNetwork with virtual time;
+//   - the reactor (engine/reactor.h): real UDP through a Transport, one thread.
+//
+// Thread-safety contract
+// - The driver thread calls start, receive, tick, next_deadline_ms, stop and dispatch_events.
+// - set, del, get, get_entry and scan_prefix may be called from any thread:
+//   reads go to the lock-free store; writes from a thread other than the driver's are queued to
+//   it (Code::kBusy when the queue is full) and applied at the driver's next receive/tick.
+// - subscribe and on_membership may be called from any thread before start().
+// - Callbacks (subscriptions, membership events) run on the driver thread inside
+//   dispatch_events(), which drivers call after a batch of packets and timers, never while a
+//   packet is being processed. A slow callback delays the node's next loop turn.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rumor/status.h"
+#include "rumor/store_config.h"
+#include "rumor/time_source.h"
+#include "rumor/transport.h"
+#include "rumor/version.h"
+
+namespace rumor {
+
+// Where a node writes the datagrams it wants to send. The driver hands one in with every call
+// that may send; buffers come from the transport (zero copy) or from the simulator.
+class PacketSink {
+ public:
+  virtual ~PacketSink() = default;
+  // A buffer to encode one datagram into (at least datagram_bytes_max bytes), or an empty span
+  // when none is available right now (back-pressure: the node counts what it could not send).
+  virtual std::span<std::byte> buffer() = 0;
+  // Sends the first len bytes of the buffer last returned by buffer() to `to`.
+  virtual void commit(const Address& to, std::size_t len) = 0;
+};
+
+enum class MemberState : std::uint8_t { kAlive = 0, kSuspect = 1, kDead = 2, kLeft = 3 };
+std::string_view member_state_name(MemberState s);
+
+struct Member {
+  NodeId id = 0;
+  std::string name;
+  Address address;
+  MemberState state = MemberState::kAlive;
+  std::uint64_t incarnation = 0;
+  std::string metadata;  // at most NodeConfig::metadata_bytes_max
+};
+
+struct MembershipEvent {
+  Member member;
+  MemberState previous = MemberState::kAlive;
+  bool joined = false;  // first time this node hears of the member (or it came back)
+};
+
+// A change to a key, from this node or any other.
+struct Change {
+  std::string key;
+  std::string value;  // empty for a delete
+  Version version;
+  bool deleted = false;
+  bool local = false;  // written through this node's API
+};
+
+struct NodeCounters {
+  // Packets and bytes on the wire.
+  std::uint64_t packets_sent = 0, packets_received = 0, bytes_sent = 0, bytes_received = 0;
+  std::uint64_t sink_full = 0;  // datagrams not sent: the sink had no buffer
+  // Drops of received packets, by reason (malformed detail in `malformed_*`).
+  std::uint64_t drop_bad_magic = 0, drop_bad_version = 0, drop_wrong_label = 0,
+                drop_truncated = 0, drop_malformed = 0, drop_from_self = 0,
+                drop_unknown_type = 0, drop_rate_limited = 0;
+  // Membership.
+  std::uint64_t probes_sent = 0, probes_failed = 0, indirect_probes = 0, suspicions = 0,
+                refutations = 0, deaths_declared = 0, joins = 0, leaves = 0;
+  std::uint64_t local_health = 0;  // Lifeguard awareness score now (0 = healthy)
+  // Dissemination and anti-entropy.
+  std::uint64_t updates_merged = 0, updates_stale = 0, updates_refused = 0;
+  std::uint64_t broadcasts_queued = 0, broadcasts_sent = 0, broadcasts_dropped = 0;
+  std::uint64_t syncs_started = 0, syncs_completed = 0, sync_entries_sent = 0,
+                sync_entries_received = 0, sync_bytes = 0, sync_rate_limited = 0;
+  std::uint64_t events_dropped = 0;
+};
+
+struct NodeConfig {
+  // Identity: a stable name; the id is XXH3 of it unless set. A node keeps its identity when its
+  // address changes (a restarted node on a new IP is the same member).
+  std::string name;
+  NodeId id = 0;
+  Address advertise;         // the address peers send to
+  std::vector<Address> seeds;  // any one reachable seed is enough to join
+  std::string cluster_label;   // nodes with different labels never exchange state
+  std::string metadata;        // bounded per-node metadata, gossiped with membership
+  std::uint64_t seed = 0;      // randomness; 0 = derived from the id
+
+  StoreConfig store;
+
+  std::uint32_t datagram_bytes_max = 1400;
+  std::uint32_t members_max = 65536;
+  std::uint32_t metadata_bytes_max = 512;
+  std::uint32_t name_bytes_max = 128;
+
+  // SWIM with Lifeguard.
+  std::uint32_t probe_interval_ms = 1000;
+  std::uint32_t probe_timeout_ms = 500;
+  std::uint32_t indirect_checks = 3;
+  std::uint32_t suspicion_mult = 4;          // min timeout = mult * log10(max(N,10)) * interval
+  std::uint32_t suspicion_max_timeout_mult = 6;
+  std::uint32_t awareness_max = 8;           // local health multiplier ceiling
+  std::uint64_t dead_reclaim_ms = 60'000;    // forget dead members after this long
+
+  // Dissemination: every update rides retransmit_mult * ceil(log2(N+1)) packets.
+  std::uint32_t gossip_interval_ms = 200;
+  std::uint32_t gossip_fanout = 3;
+  std::uint32_t retransmit_mult = 4;
+  std::uint32_t broadcast_queue_max = 65536;
+
+  // Anti-entropy: a push-pull reconciliation with one random live peer per interval.
+  std::uint32_t sync_interval_ms = 10'000;
+  std::uint32_t sync_timeout_ms = 5'000;
+  std::uint32_t sync_datagrams_per_tick_max = 64;  // per peer, rate limit of a sync's bulk
+  std::uint32_t join_sync = 1;                     // sync with a seed right after joining
+
+  std::uint32_t events_max = 65536;  // queued callbacks; more are dropped and counted
+
+  static NodeConfig lan();
+  static NodeConfig wan();
+  static NodeConfig local();  // loopback and tests: fast timers
+  Status validate() const;
+};
+
+class NodeImpl;
+
+class Node {
+ public:
+  static Result<std::unique_ptr<Node>> create(const NodeConfig& config, TimeSource& time);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  const NodeConfig& config() const;
+  NodeId id() const;
+
+  // ---- driver thread ----
+  // Starts: announces itself to the seeds (if any) and begins probing and gossiping.
+  void start(PacketSink& out);
+  // Graceful leave: announces `left` to a few members. The node then answers nothing.
+  void stop(PacketSink& out);
+  bool running() const;
+  void receive(const Address& from, std::span<const std::byte> datagram, PacketSink& out);
+  void tick(PacketSink& out);
+  // The earliest time (TimeSource ms) at which tick() has work. Drivers sleep until then or
+  // until a datagram arrives.
+  std::uint64_t next_deadline_ms() const;
+  // Runs queued subscription and membership callbacks. Returns how many ran.
+  std::size_t dispatch_events();
+
+  // ---- any thread ----
+  Status set(std::string_view key, std::string_view value);
+  Status del(std::string_view key);
+  std::optional<std::string> get(std::string_view key) const;
+  struct Entry {
+    std::string key, value;
+    Version version;
+    bool deleted = false;
+  };
+  std::optional<Entry> get_entry(std::string_view key) const;
+  // Live entries whose key starts with prefix, sorted by key.
+  std::vector<Entry> scan_prefix(std::string_view prefix, std::size_t limit = SIZE_MAX) const;
+
+  // ---- driver thread (the reactor publishes snapshots of these for other threads) ----
+  std::vector<Member> members() const;
+  NodeCounters counters() const;
+
+  using ChangeCallback = std::function<void(const Change&)>;
+  using MembershipCallback = std::function<void(const MembershipEvent&)>;
+  // Before start(): changes to keys under prefix, from anywhere in the cluster.
+  void subscribe(std::string_view prefix, ChangeCallback cb);
+  void on_membership(MembershipCallback cb);
+
+  // Internals for tools and tests (store metrics, the membership view).
+  NodeImpl& impl() { return *impl_; }
+
+ private:
+  explicit Node(std::unique_ptr<NodeImpl> impl);
+  std::unique_ptr<NodeImpl> impl_;
+};
+
+}  // namespace rumor
