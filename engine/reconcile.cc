@@ -48,6 +48,10 @@ Status ReconcileConfig::validate() const {
   if (requests_in_flight_max < 1 || requests_tracked_max < requests_in_flight_max) {
     return bad("need 1 <= requests_in_flight_max <= requests_tracked_max");
   }
+  if (requests_tracked_max < 2 * tree.fanout() + 4) {
+    // Admitting one answered node takes up to fanout + 2 requests.
+    return bad("requests_tracked_max must be at least 2 * fanout + 4");
+  }
   if (attempts_max < 1) return bad("attempts_max must be >= 1");
   if (responses_per_request_max < 1) return bad("responses_per_request_max must be >= 1");
   return Status::ok();
@@ -250,6 +254,9 @@ namespace {
 constexpr std::size_t kRecordSlackBytes = 32;  // record headers around a sub-record or entries
 constexpr std::uint64_t kWindowEntries = 64;   // entries examined per window
 constexpr std::uint32_t kWindowsPerRecordMax = 64;
+// Requests that may exceed requests_tracked_max: pushes cut from one answer (at most a list's
+// worth) are never refused, so the walk's own admission check leaves them this headroom.
+constexpr std::size_t kTrackedSlack = 64;
 
 std::uint64_t node_key(const TreeNode& n) {
   return (std::uint64_t{n.shard} << 40) | (std::uint64_t{n.level} << 32) | n.index;
@@ -328,7 +335,7 @@ ReconcileSession::Request* ReconcileSession::enqueue(Kind kind, const TreeNode& 
                                                      std::uint32_t part) {
   const Key k = key_of(kind, node, part);
   if (requests_.count(k)) return nullptr;  // already asked (or answered) in this session
-  if (queued_ + in_flight_ >= config_.requests_tracked_max) {
+  if (queued_ + in_flight_ >= std::size_t{config_.requests_tracked_max} + kTrackedSlack) {
     // Bounded memory: this part of the difference waits for the next session.
     ++stats_.requests_dropped;
     return nullptr;
@@ -367,7 +374,19 @@ void ReconcileSession::requeue(Request& r, bool progress) {
 }
 
 bool ReconcileSession::done() const {
-  return queued_ == 0 && in_flight_ == 0 && streams_.empty();
+  return queued_ == 0 && in_flight_ == 0 && streams_.empty() && deferred_.empty();
+}
+
+bool ReconcileSession::room(std::size_t n) const {
+  return queued_ + in_flight_ + n <= config_.requests_tracked_max;
+}
+
+void ReconcileSession::defer(const TreeNode& node) {
+  if (deferred_.size() >= 4 * std::size_t{config_.requests_tracked_max}) {
+    ++stats_.requests_dropped;
+    return;
+  }
+  deferred_.push_back(node);
 }
 
 bool ReconcileSession::complete() const {
@@ -388,7 +407,7 @@ void ReconcileSession::on_timeout() {
 
 bool ReconcileSession::refill_from_streams() {
   for (std::uint32_t windows = 0; queued_ == 0 && !streams_.empty(); ++windows) {
-    if (in_flight_ >= config_.requests_tracked_max) return false;
+    if (!room(1)) return false;  // a window's pushes may use some of kTrackedSlack
     if (windows == kWindowsPerRecordMax) return false;
     PushStream& s = streams_.front();
     const std::uint32_t bits = reader_->bits(s.node);
@@ -583,6 +602,11 @@ std::size_t ReconcileSession::next_datagram(std::span<std::uint8_t> out) {
   digest::put_header(w, MsgHeader{MsgType::kReconcileRequest, config_.tree, session_, seed_});
   std::size_t records = 0;
   while (in_flight_ < config_.requests_in_flight_max) {
+    while (!deferred_.empty() && room(config_.tree.fanout() + 2)) {
+      const TreeNode n = deferred_.back();  // depth first, as enqueue()
+      deferred_.pop_back();
+      expand(n);
+    }
     if (queued_ == 0 && !refill_from_streams()) break;
     if (queue_.empty()) break;
     const Key k = queue_.front();
@@ -667,6 +691,12 @@ void ReconcileSession::merge_entries(const digest::EntriesView& entries, Request
 
 void ReconcileSession::handle_sub(const TreeNode& child, const digest::SubRecord& sub) {
   const TreeParams& p = config_.tree;
+  if (!room(p.fanout() + 2)) {
+    // At the bound: remember only the node and ask about it ourselves once requests drain (one
+    // more round trip for this subtree, but the parent is answered and frees its slot now).
+    defer(child);
+    return;
+  }
   switch (sub.kind) {
     case Rec::kHashes: {
       std::uint64_t hashes[64], counts[64];

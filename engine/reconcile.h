@@ -163,6 +163,10 @@ class ReconcileSession {
                   const std::vector<std::pair<std::uint64_t, std::size_t>>& key_hashes);
   bool refill_from_streams();
   bool owns(std::uint32_t shard) const;
+  // Whether n more requests fit under requests_tracked_max.
+  bool room(std::size_t n) const;
+  // Remembers a differing node to ask about later, when the session is at its bound.
+  void defer(const digest::TreeNode& node);
 
   Store& store_;
   const std::uint32_t owner_;
@@ -174,6 +178,7 @@ class ReconcileSession {
   std::unordered_map<Key, Request, KeyHash> requests_;
   std::deque<Key> queue_;
   std::deque<reconcile_detail::PushStream> streams_;
+  std::vector<digest::TreeNode> deferred_;  // 8 bytes per differing node not yet asked about
   std::unordered_map<std::uint64_t, std::uint32_t> next_part_;  // per node, for push/pull parts
   std::size_t in_flight_ = 0;
   std::size_t queued_ = 0;
