@@ -453,11 +453,14 @@ void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
     std::memcpy(&w, k + i * 8, 8);
     if (ld(s.payload[i]) != w) return false;
   }
-  if (e.version <= Version{ld(s.hlc), ld(s.node)}) {
+  const Version cur{ld(s.hlc), ld(s.node)};
+  if (e.version <= cur) {
     bump(c_.merges_stale);
     *out = MergeOutcome::kStale;
     return true;
   }
+  tree_->replace(hash, digest::entry_hash(hash, cur, false),
+                 digest::entry_hash(hash, e.version, false));
   const std::size_t vl = e.value.size();
   const char* v = e.value.data();
   const std::uint64_t seq = ld(s.seq);
