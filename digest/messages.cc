@@ -17,8 +17,8 @@ Status TreeParams::validate() const {
     return bad("depth_max must be >= 1 with fanout_log2 * depth_max <= 32, got " +
                std::to_string(depth_max));
   }
-  if (hash_bytes < 4 || hash_bytes > 8) {
-    return bad("hash_bytes must be in [4, 8], got " + std::to_string(hash_bytes));
+  if (hash_bytes < 3 || hash_bytes > 8) {
+    return bad("hash_bytes must be in [3, 8], got " + std::to_string(hash_bytes));
   }
   if (shards_log2 > 16) return bad("shards_log2 must be at most 16");
   return Status::ok();
@@ -50,34 +50,38 @@ Item make_item(std::uint64_t key_hash, const Version& v, bool tombstone, std::ui
 // ---------------------------------------------------------------------------------------------
 // Encoders
 
+std::uint64_t session_seed(std::uint32_t session) {
+  return XXH3_64bits_withSeed(&session, sizeof session, 0x5275'6d6f'7253'6565ull);  // "RumorSee"
+}
+
 void put_header(ByteWriter& w, const MsgHeader& h) {
+  RUMOR_ASSERT(h.seed == session_seed(h.session));
   w.u8(static_cast<std::uint8_t>(h.type));
   w.u8(kFormatVersion);
   w.u8(h.params.fanout_log2);
   w.u8(h.params.depth_max);
   w.u8(h.params.hash_bytes);
   w.u8(h.params.shards_log2);
-  w.u16(0);
   w.u32(h.session);
-  w.u64(h.seed);
 }
 
 namespace {
-std::size_t index_bytes(std::uint32_t bits) { return (bits + 7) / 8; }
+std::size_t node_bits_on_wire(std::uint32_t level, const TreeParams& p) {
+  return p.level_bits() + p.shards_log2 + p.bits(level);
+}
 }  // namespace
 
 std::size_t node_bytes(const TreeNode& n, const TreeParams& p) {
-  return 3 + index_bytes(p.bits(n.level));
+  return (node_bits_on_wire(n.level, p) + 7) / 8;
 }
 
 void put_node(ByteWriter& w, const TreeNode& n, const TreeParams& p) {
   RUMOR_ASSERT(n.shard < p.shards());
   RUMOR_ASSERT(n.level <= p.depth_max);
   RUMOR_ASSERT(p.bits(n.level) == 32 || n.index < (std::uint64_t{1} << p.bits(n.level)));
-  w.u16(n.shard);
-  w.u8(n.level);
-  const std::size_t ib = index_bytes(p.bits(n.level));
-  if (ib) w.uint_n(n.index, ib);
+  const std::uint64_t v = n.level | (std::uint64_t{n.shard} << p.level_bits()) |
+                          (std::uint64_t{n.index} << (p.level_bits() + p.shards_log2));
+  w.uint_n(v, node_bytes(n, p));
 }
 
 void put_item(ByteWriter& w, const Item& it) {
@@ -232,16 +236,14 @@ class Parser {
     p_.depth_max = r_.u8();
     p_.hash_bytes = r_.u8();
     p_.shards_log2 = r_.u8();
-    const std::uint16_t reserved = r_.u16();
     h->session = r_.u32();
-    h->seed = r_.u64();
     if (!r_.ok()) return failed("truncated header");
+    h->seed = session_seed(h->session);
     if (type != static_cast<std::uint8_t>(MsgType::kReconcileRequest) &&
         type != static_cast<std::uint8_t>(MsgType::kReconcileResponse)) {
       return failed("unknown message type");
     }
     if (format != kFormatVersion) return failed("unknown format version");
-    if (reserved != 0) return failed("reserved header bits set");
     if (!p_.validate()) return failed("invalid tree parameters");
     h->type = static_cast<MsgType>(type);
     h->params = p_;
@@ -249,16 +251,20 @@ class Parser {
   }
 
   bool node(TreeNode* n) {
-    n->shard = r_.u16();
-    n->level = r_.u8();
+    const std::uint8_t first = r_.u8();
     if (!r_.ok()) return failed("truncated node");
-    if (n->shard >= p_.shards()) return failed("shard out of range");
-    if (n->level > p_.depth_max) return failed("level beyond depth_max");
-    const std::uint32_t bits = p_.bits(n->level);
-    const std::uint64_t index = r_.uint_n(index_bytes(bits));
-    if (!r_.ok()) return failed("truncated node index");
-    if (bits < 32 && index >= (std::uint64_t{1} << bits)) return failed("node index out of range");
-    n->index = static_cast<std::uint32_t>(index);
+    const std::uint32_t lb = p_.level_bits();
+    const std::uint32_t level = first & ((1u << lb) - 1);
+    if (level > p_.depth_max) return failed("level beyond depth_max");
+    const std::size_t total = node_bits_on_wire(level, p_);
+    const std::size_t nbytes = (total + 7) / 8;
+    std::uint64_t v = first;
+    if (nbytes > 1) v |= r_.uint_n(nbytes - 1) << 8;
+    if (!r_.ok()) return failed("truncated node");
+    if (total < 64 && (v >> total) != 0) return failed("node padding bits set");
+    n->level = static_cast<std::uint8_t>(level);
+    n->shard = static_cast<std::uint16_t>((v >> lb) & ((std::uint64_t{1} << p_.shards_log2) - 1));
+    n->index = static_cast<std::uint32_t>(v >> (lb + p_.shards_log2));
     return true;
   }
 

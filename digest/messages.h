@@ -1,8 +1,8 @@
 // Reconciliation messages: encoders and a validating decoder. Pure functions over bytes.
 //
-// A message is a self-contained body (docs/reconciliation.md has the byte layout): a 20-byte
-// header carrying its type and every digest parameter (fan-out, depth, hash width, shard count,
-// session and seed), then one or more records. The wire-format layer embeds bodies in packets
+// A message is a self-contained body (docs/reconciliation.md has the byte layout): a 10-byte
+// header carrying its type, every digest parameter (fan-out, depth, hash width, shard count) and
+// the session id (whose hash salts truncated hashes), then one or more records. The wire-format layer embeds bodies in packets
 // behind its own common header; nothing here depends on that header.
 //
 // Requests go from the session's initiator to the responder; responses come back. Each request
@@ -14,6 +14,7 @@
 // dropped as a whole and has no effect. Decoded records are views into the message bytes.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -50,7 +51,7 @@ enum class Rec : std::uint8_t {
   kAck = 0x16,        // answer to kPush
 };
 
-inline constexpr std::size_t kHeaderBytes = 20;
+inline constexpr std::size_t kHeaderBytes = 10;
 inline constexpr std::size_t kItemBytes = 14;
 inline constexpr std::uint32_t kRootsPerRecordMax = 256;
 inline constexpr std::uint32_t kFanoutLog2Max = 6;  // 64 children: masks fit a u64
@@ -59,15 +60,20 @@ inline constexpr std::uint32_t kValueBytesWireMax = 1u << 30;
 
 // The digest parameters every message carries. Two peers reconcile only with equal parameters.
 struct TreeParams {
-  std::uint8_t fanout_log2 = 4;  // children per node = 2^fanout_log2, 1..6
-  std::uint8_t depth_max = 4;    // levels below a shard root; fanout_log2 * depth_max <= 32
-  std::uint8_t hash_bytes = 4;   // bytes of each (salted) node hash on the wire, 4..8
+  std::uint8_t fanout_log2 = 3;  // children per node = 2^fanout_log2, 1..6
+  std::uint8_t depth_max = 6;    // levels below a shard root; fanout_log2 * depth_max <= 32
+  // Bytes of each salted node hash on the wire, 3..8. A differing node hides behind an equal
+  // truncation with probability 2^-(8 * hash_bytes) per session (then the next session, with
+  // another salt, finds it): 3 bytes is one miss per ~4,000 sessions at d = 1,000.
+  std::uint8_t hash_bytes = 3;
   std::uint8_t shards_log2 = 6;  // virtual shards = 2^shards_log2, 0..16
 
   std::uint32_t fanout() const { return 1u << fanout_log2; }
   std::uint32_t shards() const { return 1u << shards_log2; }
   std::uint32_t bits(std::uint32_t level) const { return level * fanout_log2; }
   std::size_t mask_bytes() const { return (fanout() + 7) / 8; }
+  // Bits of the level field in a node id: enough for 0..depth_max.
+  std::uint32_t level_bits() const { return static_cast<std::uint32_t>(std::bit_width(depth_max)); }
   Status validate() const;
   friend bool operator==(const TreeParams&, const TreeParams&) = default;
 };
@@ -76,11 +82,17 @@ struct MsgHeader {
   MsgType type = MsgType::kReconcileRequest;
   TreeParams params;
   std::uint32_t session = 0;
-  std::uint64_t seed = 0;
+  std::uint64_t seed = 0;  // not on the wire: session_seed(session)
 };
 
+// The salt of a session's truncated hashes and fingerprints, derived from its id (which the
+// initiator draws at random), so it costs no bytes.
+std::uint64_t session_seed(std::uint32_t session);
+
 // A tree node: protocol level l of shard s covers key hashes whose top l * fanout_log2 bits are
-// `index`. Level 0 is the shard root.
+// `index`. Level 0 is the shard root. On the wire a node is bit-packed little-endian into
+// ceil((level_bits + shards_log2 + l * fanout_log2) / 8) bytes: level in the low bits of the first
+// byte (so the decoder knows the length after one byte), then shard, then index, zero padding.
 struct TreeNode {
   std::uint16_t shard = 0;
   std::uint8_t level = 0;

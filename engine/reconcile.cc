@@ -290,13 +290,12 @@ std::size_t ReconcileSession::KeyHash::operator()(const Key& k) const {
 }
 
 ReconcileSession::ReconcileSession(Store& store, std::uint32_t owner,
-                                   const ReconcileConfig& config, std::uint32_t session_id,
-                                   std::uint64_t seed)
+                                   const ReconcileConfig& config, std::uint32_t session_id)
     : store_(store),
       owner_(owner),
       config_(config),
       session_(session_id),
-      seed_(seed),
+      seed_(digest::session_seed(session_id)),
       reader_(std::make_unique<ShardReader>(store, config_.tree)),
       arena_(std::make_unique<Arena>()) {
   RUMOR_ASSERT(config_.validate().is_ok());

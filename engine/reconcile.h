@@ -91,11 +91,12 @@ struct PushStream;
 
 class ReconcileSession {
  public:
-  // Reconciles every shard of `owner` with one peer. The driver chooses session_id (echoed by
-  // the peer, so late datagrams of an older session are told apart) and a random seed (salts
-  // truncated hashes and fingerprints; a fresh one per session).
+  // Reconciles every shard of `owner` with one peer. The driver draws session_id at random for
+  // each session: the peer echoes it (so late datagrams of an older session are told apart) and
+  // its hash salts truncated hashes and fingerprints (digest::session_seed), so a collision that
+  // hides a difference in one session does not hide it in the next.
   ReconcileSession(Store& store, std::uint32_t owner, const ReconcileConfig& config,
-                   std::uint32_t session_id, std::uint64_t seed);
+                   std::uint32_t session_id);
   ~ReconcileSession();
   ReconcileSession(const ReconcileSession&) = delete;
   ReconcileSession& operator=(const ReconcileSession&) = delete;
