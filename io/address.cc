@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
+#include <tuple>
 
 #include "rumor/transport.h"
 
@@ -213,24 +215,63 @@ std::string Address::to_string() const {
   return std::string(out);
 }
 
-std::size_t Address::hash() const {
-  // FNV-1a over the used bytes: addresses are hashed per packet only in the simulator's
-  // routing table, where this is plenty.
-  const auto* p = reinterpret_cast<const unsigned char*>(&u_);
-  std::uint64_t h = 1469598103934665603ull;
-  for (std::size_t i = 0; i < sizeof(u_); ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
+namespace {
+// The fields that make an endpoint, compared and hashed member by member (not as raw bytes,
+// which would drag in the padding's bytes).
+struct Key {
+  sa_family_t family;
+  std::uint16_t port;  // network order: only equality and a total order are needed
+  std::uint32_t scope;
+  std::array<std::uint8_t, 16> ip;
+};
+}  // namespace
+
+static Key key_of(const Address& a) {
+  Key k{a.family(), 0, 0, {}};
+  const sockaddr* sa = a.sockaddr_ptr();
+  if (a.is_ipv4()) {
+    sockaddr_in in;
+    std::memcpy(&in, sa, sizeof(in));
+    k.port = in.sin_port;
+    std::memcpy(k.ip.data(), &in.sin_addr, 4);
+  } else if (a.is_ipv6()) {
+    sockaddr_in6 in6;
+    std::memcpy(&in6, sa, sizeof(in6));
+    k.port = in6.sin6_port;
+    k.scope = in6.sin6_scope_id;
+    std::memcpy(k.ip.data(), &in6.sin6_addr, 16);
   }
+  return k;
+}
+
+std::size_t Address::hash() const {
+  // FNV-1a over the identifying fields: addresses are hashed per packet only in the
+  // simulator's routing table, where this is plenty.
+  const Key k = key_of(*this);
+  std::uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) {
+      h ^= (v >> (8 * i)) & 0xff;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(k.family, 2);
+  mix(k.port, 2);
+  mix(k.scope, 4);
+  for (std::uint8_t b : k.ip) mix(b, 1);
   return static_cast<std::size_t>(h);
 }
 
 bool operator==(const Address& a, const Address& b) {
-  return std::memcmp(&a.u_, &b.u_, sizeof(a.u_)) == 0;
+  const Key x = key_of(a);
+  const Key y = key_of(b);
+  return x.family == y.family && x.port == y.port && x.scope == y.scope && x.ip == y.ip;
 }
 
 bool operator<(const Address& a, const Address& b) {
-  return std::memcmp(&a.u_, &b.u_, sizeof(a.u_)) < 0;
+  const Key x = key_of(a);
+  const Key y = key_of(b);
+  return std::tie(x.family, x.ip, x.port, x.scope) < std::tie(y.family, y.ip, y.port, y.scope);
 }
 
 std::string_view drop_reason_name(DropReason reason) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/assert.h"
+#include "io/udp_base.h"
 
 namespace rumor::io {
 
@@ -24,8 +25,7 @@ Status attach_reuseport_steering(int socket_fd, std::uint32_t sockets) {
   sock_fprog prog{static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
   if (setsockopt(socket_fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0) {
     const int err = errno;
-    return Status::error(Code::kUnavailable,
-                         std::string("SO_ATTACH_REUSEPORT_CBPF: ") + std::strerror(err));
+    return Status::error(Code::kUnavailable, "SO_ATTACH_REUSEPORT_CBPF: " + errno_text(err));
   }
   return Status::ok();
 }

@@ -45,10 +45,15 @@ void unpoison(const void* p, std::size_t n) {
 #endif
 }
 
+std::string errno_text(int err) {
+  const char* text = strerrordesc_np(err);  // static strings, no locale, no shared buffer
+  return text != nullptr ? std::string(text) : "errno " + std::to_string(err);
+}
+
 Status errno_status(std::string_view what, int err) {
   std::string m(what);
   m += ": ";
-  m += std::strerror(err);
+  m += errno_text(err);
   m += " (errno ";
   m += std::to_string(err);
   m += ')';
@@ -148,7 +153,7 @@ Result<UdpSocket> open_udp_socket(const TransportConfig& config) {
   UdpSocket u;
   u.fd = socket(config.bind.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (u.fd < 0) return errno_status("socket", errno);
-  auto fail = [&](std::string what) -> Status {
+  auto fail = [&](const std::string& what) -> Status {
     const int err = errno;
     close(u.fd);
     return errno_status(what, err);

@@ -64,6 +64,8 @@ struct UdpSocket {
 // socket + SO_REUSEPORT + buffer sizing + SO_RXQ_OVFL + UDP_GRO + bind. Non-blocking.
 Result<UdpSocket> open_udp_socket(const TransportConfig& config);
 
+// "Operation not permitted": the text of an errno, thread-safe (strerror is not).
+std::string errno_text(int err);
 Status errno_status(std::string_view what, int err);
 
 // ---- Send planning (GSO) ----

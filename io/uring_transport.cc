@@ -91,7 +91,7 @@ Status UringTransport::init() {
   }
   if (!ring_open_) {
     return Status::error(Code::kUnavailable,
-                         "io_uring_setup failed: " + std::string(std::strerror(-err)) +
+                         "io_uring_setup failed: " + errno_text(-err) +
                              (err == -EPERM || err == -ENOSYS
                                   ? " (kernel without io_uring, or denied by seccomp/sysctl)"
                                   : ""));
@@ -124,7 +124,7 @@ Status UringTransport::init() {
   reg.bgid = 0;
   if (int r = io_uring_register_buf_ring(&ring_, &reg, 0); r != 0) {
     return Status::error(Code::kUnavailable, "io_uring provided buffer ring refused: " +
-                                                 std::string(std::strerror(-r)) +
+                                                 errno_text(-r) +
                                                  " (needs Linux 5.19 or later)");
   }
   io_uring_buf_ring_init(buf_ring_);
@@ -316,7 +316,7 @@ Status UringTransport::prepare() {
   }
   if (recv_errors_ >= kRecvErrorsMax) {
     return Status::error(Code::kIo, "io_uring receive keeps failing: " +
-                                        std::string(std::strerror(last_recv_error_)));
+                                        errno_text(last_recv_error_));
   }
   return Status::ok();
 }

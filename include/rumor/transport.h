@@ -231,8 +231,11 @@ class Transport {
 
   // Submits queued sends and waits up to timeout_ns until at least wait_count completions
   // (datagrams to receive, or sends done) are ready, in one system call where the backend can.
-  // timeout_ns 0 never blocks. wait_count > 1 batches wake-ups (io_uring honours it; sendmmsg
-  // wakes at the first datagram). The simulator never waits: its network advances time.
+  // timeout_ns 0 never blocks. wait_count > 1 is a throughput knob that batches wake-ups: on
+  // io_uring the kernel counts pending receive work, not datagrams, so a busy socket usually
+  // wakes the caller only at the timeout; sendmmsg wakes at the first datagram whatever the
+  // count. Latency-sensitive reactors pass 1. The simulator never waits: its network advances
+  // time.
   virtual Status poll(std::uint64_t timeout_ns, std::uint32_t wait_count) = 0;
 };
 
