@@ -1,0 +1,73 @@
+// The admin protocol between `rumor <command>` and a running `rumor agent`: length-prefixed
+// binary frames over TCP on loopback (docs/agent.md "Admin protocol").
+//
+//   frame     = u32 big-endian length N, then N bytes of message (1 <= N <= the side's max)
+//   request   = u8 version (1), u8 op, fields
+//   response  = u8 version (1), u8 code (rumor::Code), u16 columns, fields
+//   fields    = u32 count, then count × (u32 length, bytes)
+//
+// A response's fields are a table read row by row (`columns` per row); an error carries one
+// field, the message. Numbers travel as decimal text, so a frame is readable in a hex dump.
+// Several requests may be pipelined on one connection; answers come back in order. `watch`
+// turns its connection into a stream: one empty OK response, then one response per change.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rumor/status.h"
+
+namespace rumor::tools {
+
+inline constexpr std::uint8_t kAdminProtocolVersion = 1;
+// Limits: a request carries at most one key and one value (bounded far lower by the store's
+// limits); a response may list many keys or members.
+inline constexpr std::uint32_t kRequestBytesMax = 1u << 20;
+inline constexpr std::uint32_t kResponseBytesMax = 64u << 20;
+inline constexpr std::uint32_t kFieldsMax = 1u << 22;
+inline constexpr std::uint32_t kFrameHeaderBytes = 4;
+
+enum class Op : std::uint8_t {
+  kGet = 1,      // [key] -> [key, value, hlc, writer, writer_name]
+  kSet = 2,      // [key, value] -> [key, hlc, writer, writer_name]
+  kDel = 3,      // [key] -> [key, hlc, writer, writer_name]
+  kKeys = 4,     // [prefix, limit] -> rows of [key, value, hlc, writer, writer_name]
+  kMembers = 5,  // [] -> rows of [name, id, address, state, incarnation, metadata]
+  kStats = 6,    // [] -> rows of [name, value]
+  kWatch = 7,    // [prefix] -> stream of [key, value, hlc, writer, writer_name, deleted, local]
+  kInfo = 8,     // [] -> rows of [name, value]: agent name, id, addresses, backend
+};
+std::string_view op_name(Op op);
+
+struct Message {
+  std::uint8_t version = kAdminProtocolVersion;
+  std::uint8_t kind = 0;  // an Op in a request, a rumor::Code in a response
+  std::uint16_t columns = 0;
+  std::vector<std::string> fields;
+
+  bool ok() const { return kind == static_cast<std::uint8_t>(Code::kOk); }
+  std::size_t rows() const { return columns == 0 ? 0 : fields.size() / columns; }
+  const std::string& at(std::size_t row, std::size_t col) const {
+    return fields[row * columns + col];
+  }
+};
+
+Message make_request(Op op, std::vector<std::string> fields);
+Message make_response(std::uint16_t columns, std::vector<std::string> fields);
+Message make_error(const Status& status);
+
+// Appends one whole frame (header and message) to out.
+void encode_request(const Message& m, std::string& out);
+void encode_response(const Message& m, std::string& out);
+
+// Looks for one whole frame at the front of `in`. Returns the number of bytes it occupies and
+// fills `m`; 0 when more bytes are needed; an error when the frame can never be valid (too long,
+// malformed, another protocol version).
+Result<std::size_t> decode_request(std::string_view in, Message& m);
+Result<std::size_t> decode_response(std::string_view in, Message& m);
+
+}  // namespace rumor::tools

@@ -1,0 +1,136 @@
+// `rumor agent`: one Node on a Reactor, an admin server for the `rumor` client commands and an
+// optional Prometheus endpoint.
+//
+// Threads
+// - main: configuration, start-up, the join check, then waits for SIGINT/SIGTERM and shuts down
+//   (admin thread first, then the reactor: the node announces its leave and flushes).
+// - reactor (rumor::Reactor): the Node's driver thread. Runs admin commands posted to it
+//   (set/del, snapshots of members and counters, which are driver-thread only), and the Node's
+//   callbacks: membership changes are logged, changes feed `rumor watch` and the convergence-lag
+//   histogram.
+// - admin: one poll(2) loop serving admin TCP connections and metrics HTTP connections. It reads
+//   keys straight from the Node (lock-free store reads) and hands everything else to the reactor.
+//
+// Reactor -> admin traffic (snapshots, command results, watched changes) goes through two
+// single-producer/single-consumer queues and one eventfd, rung at most once per admin drain
+// (`admin_signaled_`). Admin -> reactor goes through Reactor::post. No lock anywhere.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/spsc_queue.h"
+#include "rumor/node.h"
+#include "rumor/reactor.h"
+#include "tools/admin_protocol.h"
+#include "tools/agent_config.h"
+
+namespace rumor::tools {
+
+// Convergence lag: for each change from another node, the time from the write's HLC physical
+// time (at its writer) to its merge here, as a Prometheus histogram (docs/agent.md).
+struct LagHistogram {
+  static constexpr std::array<double, 16> kBoundsSeconds = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  std::array<std::uint64_t, kBoundsSeconds.size() + 1> buckets{};  // last: +Inf
+  std::uint64_t count = 0;
+  double sum_seconds = 0;
+  double last_seconds = 0;
+  void observe(double seconds);
+};
+
+// Everything `rumor stats`, `rumor members` and /metrics show, copied on the reactor thread.
+struct Snapshot {
+  std::vector<Member> members;
+  NodeCounters node;
+  TransportCounters transport;
+  ReactorCounters reactor;
+  LagHistogram lag;
+  std::uint64_t changes_seen = 0;
+  std::uint64_t watch_dropped = 0;
+  std::uint64_t taken_ms = 0;
+};
+
+// A reactor -> admin answer to one request.
+struct Completion {
+  std::uint64_t conn = 0;  // admin connection id (0: the admin's own name-cache refresh)
+  std::uint64_t seq = 0;   // the request it answers
+  Op op = Op::kInfo;
+  bool metrics = false;    // an HTTP /metrics request
+  Status status;
+  std::string key;
+  Version version;
+  std::shared_ptr<const Snapshot> snapshot;
+};
+
+// A change for `rumor watch`.
+struct WatchedChange {
+  std::string key, value;
+  Version version;
+  bool deleted = false, local = false;
+};
+
+class AdminServer;
+
+class Agent {
+ public:
+  explicit Agent(AgentConfig config);
+  ~Agent();
+  // Runs until SIGINT/SIGTERM (or a start-up failure). Returns the process exit status.
+  int run();
+
+  // ---- used by the admin server (tools/admin_server.cc) ----
+  Node& node() { return *node_; }
+  Reactor& reactor() { return *reactor_; }
+  const AgentConfig& config() const { return config_; }
+  int admin_eventfd() const { return admin_eventfd_; }
+  // Admin thread: clears the eventfd and the coalescing flag before draining the queues.
+  void admin_acknowledge();
+  SpscQueue<std::unique_ptr<Completion>>& completions() { return completions_; }
+  SpscQueue<WatchedChange>& changes() { return changes_; }
+  void set_watching(bool on) { watching_.store(on, std::memory_order_relaxed); }
+  std::uint64_t watch_dropped() const { return watch_dropped_.load(std::memory_order_relaxed); }
+  // Reactor thread: builds a snapshot (driver-thread-only Node calls are allowed here).
+  std::shared_ptr<const Snapshot> take_snapshot();
+  // Reactor thread: queues a completion for the admin thread and rings it.
+  void complete(std::unique_ptr<Completion> c);
+  std::string backend_line() const;
+
+ private:
+  int start();  // 0 or an exit status
+  void shutdown();
+  void signal_admin();
+  void on_change(const Change& c);  // reactor thread
+  void on_member(const MembershipEvent& e);  // reactor thread
+  enum class JoinResult { kJoined, kTimeout, kInterrupted };
+  JoinResult wait_for_join();
+  void write_ready_file();
+
+  AgentConfig config_;
+  SystemTimeSource clock_;
+  std::unique_ptr<Reactor> reactor_;
+  std::unique_ptr<Node> node_;
+  std::unique_ptr<AdminServer> admin_;
+
+  // Reactor-thread state.
+  LagHistogram lag_;
+  std::uint64_t changes_seen_ = 0;
+
+  SpscQueue<std::unique_ptr<Completion>> completions_;
+  SpscQueue<WatchedChange> changes_;
+  int admin_eventfd_ = -1;
+  // acq_rel exchanges on both sides: the admin's exchange(false) reads the reactor's
+  // exchange(true), so everything pushed before the ring is visible to the drain after it.
+  std::atomic<bool> admin_signaled_{false};
+  // Relaxed: set by the admin thread, read by the reactor's callback; a change missed while a
+  // watcher registers is acceptable (the watch starts "from now").
+  std::atomic<bool> watching_{false};
+  std::atomic<std::uint64_t> watch_dropped_{0};  // relaxed: a statistic
+};
+
+}  // namespace rumor::tools

@@ -1,0 +1,56 @@
+// The agent's configuration: a TOML file, then `-o section.key=value` overrides, then flags
+// (flags win). Keys are the fields of NodeConfig ([node]), StoreConfig ([store]),
+// TransportConfig ([transport]) and ReactorConfig ([reactor]) under their own names, plus the
+// agent's own top-level keys. `rumor agent --config-keys` lists them all with their defaults;
+// docs/agent.md is generated from that list.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rumor/node.h"
+#include "rumor/reactor.h"
+#include "rumor/status.h"
+#include "tools/log.h"
+
+namespace rumor::tools {
+
+struct AgentConfig {
+  std::string preset = "lan";  // lan | wan | local: the NodeConfig timers to start from
+  NodeConfig node = NodeConfig::lan();
+  ReactorConfig reactor;
+  Address bind;                   // gossip (UDP)
+  Address advertise;              // what peers send to; default: bind
+  std::vector<std::string> join;  // seeds, HOST:PORT
+  Address admin;                  // admin (TCP, loopback only)
+  std::optional<Address> metrics;  // Prometheus (HTTP)
+  std::uint32_t cores = 1;
+  LogLevel log_level = LogLevel::kInfo;
+  std::uint64_t join_timeout_ms = 10'000;  // give up when no seed answers for this long
+  std::string ready_file;  // written (atomically) once the agent serves, for scripts and tests
+  std::uint32_t watch_queue_depth = 4096;   // changes buffered for `rumor watch` streams
+  std::uint32_t admin_connections_max = 64;
+
+  AgentConfig();
+};
+
+// Sets defaults for a preset (resets [node] to NodeConfig::lan(), wan() or local()).
+Status apply_preset(AgentConfig& c, std::string_view preset);
+// Reads a TOML file and applies every key in it but `preset` (see toml_preset). Unknown keys are
+// errors: a typo must not be silently ignored.
+Status apply_toml_file(AgentConfig& c, const std::string& path);
+// "section.key=value" (or "key=value" for top-level keys).
+Status apply_override(AgentConfig& c, std::string_view assignment);
+// Reads the preset named in a TOML file, if any (so a flag can override it before the rest).
+Result<std::optional<std::string>> toml_preset(const std::string& path);
+
+// Checks the whole configuration; messages name the key.
+Status validate(const AgentConfig& c);
+
+// One line per key: "section.key = default  # doc", for --config-keys and the docs.
+std::string describe_keys(const AgentConfig& defaults);
+
+}  // namespace rumor::tools

@@ -1,0 +1,58 @@
+// The `rumor` client commands: each connects to an agent's admin address, sends one request
+// (tools/admin_protocol.h) and prints the answer for people, or as JSON with --json.
+// Exit status: 0 success, 1 an operating error (no agent, key not found, value too large...),
+// 2 a usage error.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "rumor/status.h"
+#include "tools/admin_protocol.h"
+
+namespace rumor::tools {
+
+struct ClientOptions {
+  std::string admin = "127.0.0.1:7373";  // or $RUMOR_ADMIN
+  bool json = false;
+  double timeout_s = 5;
+};
+
+// A blocking connection with a deadline per call.
+class AdminClient {
+ public:
+  static Result<AdminClient> connect(const std::string& admin, double timeout_s);
+  AdminClient(AdminClient&& o) noexcept;
+  AdminClient& operator=(AdminClient&&) = delete;
+  ~AdminClient();
+  Status send(const Message& request);
+  // Waits for one response; timeout_s < 0 waits forever (watch).
+  Result<Message> receive(double timeout_s);
+  Result<Message> call(const Message& request);
+
+ private:
+  AdminClient(int fd, std::string admin, double timeout_s)
+      : fd_(fd), admin_(std::move(admin)), timeout_s_(timeout_s) {}
+  int fd_ = -1;
+  std::string admin_;
+  double timeout_s_;
+  std::string in_;
+};
+
+int cmd_get(const ClientOptions& o, const std::string& key, bool verbose);
+int cmd_set(const ClientOptions& o, const std::string& key, const std::string& value);
+int cmd_del(const ClientOptions& o, const std::string& key);
+int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limit);
+int cmd_members(const ClientOptions& o);
+int cmd_stats(const ClientOptions& o, const std::string& filter);
+int cmd_info(const ClientOptions& o);
+// Streams changes under prefix; stops after `count` changes when count > 0.
+int cmd_watch(const ClientOptions& o, const std::string& prefix, std::uint64_t count);
+
+// JSON helpers (also used by the agent's ready file).
+std::string json_string(std::string_view s);
+// "2026-11-25T10:11:12.345Z+3" for an HLC timestamp.
+std::string format_hlc(std::uint64_t hlc);
+
+}  // namespace rumor::tools

@@ -1,0 +1,192 @@
+// `rumor`: the agent and the client commands (docs/agent.md).
+//
+//   rumor agent --bind 127.0.0.1:7001 --admin 127.0.0.1:7101 --join 127.0.0.1:7002
+//   rumor set service_version v1.2.4 --admin 127.0.0.1:7101
+//   rumor get service_version --admin 127.0.0.1:7102
+//
+// Exit status: 0 success; 1 an operating error (port in use, no agent at the admin address,
+// unreachable seeds, key not found, value too large); 2 a usage error (bad flag or config).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "tools/agent.h"
+#include "tools/agent_config.h"
+#include "tools/client.h"
+
+using namespace rumor;
+using namespace rumor::tools;
+
+namespace {
+
+struct AgentFlags {
+  std::string config_file, preset, bind, advertise, admin, metrics, name, label, metadata,
+      log_level, backend, ready_file;
+  std::vector<std::string> join, options;
+  std::uint32_t cores = 1;
+  int cpu = -1;
+  std::uint64_t join_timeout_ms = 0;
+  bool no_pin = false, config_keys = false;
+};
+
+int fail_usage(const std::string& msg) {
+  std::fprintf(stderr, "rumor agent: %s\n", msg.c_str());
+  return 2;
+}
+
+int run_agent(const AgentFlags& f, CLI::App& cmd) {
+  AgentConfig c;
+  auto given = [&](const char* name) { return cmd.get_option(name)->count() > 0; };
+  if (f.config_keys) {
+    std::fputs(describe_keys(c).c_str(), stdout);
+    return 0;
+  }
+  // Precedence: preset (flag, else the file's, else lan), then the file, then -o, then flags.
+  std::string preset = "lan";
+  if (!f.config_file.empty()) {
+    auto p = toml_preset(f.config_file);
+    if (!p) return fail_usage(p.status().message());
+    if (*p) preset = **p;
+  }
+  if (given("--preset")) preset = f.preset;
+  if (Status s = apply_preset(c, preset); !s) return fail_usage(s.message());
+  if (!f.config_file.empty()) {
+    if (Status s = apply_toml_file(c, f.config_file); !s) return fail_usage(s.message());
+  }
+  for (const std::string& o : f.options) {
+    if (Status s = apply_override(c, o); !s) return fail_usage(s.message());
+  }
+  auto set = [&](const char* flag, std::string_view key, const std::string& value) -> Status {
+    if (!given(flag)) return Status::ok();
+    Status s = apply_override(c, fmt::format("{}={}", key, value));
+    if (!s) return Status::error(s.code(), fmt::format("{} {}: {}", flag, value, s.message()));
+    return s;
+  };
+  std::string join;
+  for (const std::string& j : f.join) join += (join.empty() ? "" : ",") + j;
+  for (Status s : {set("--bind", "bind", f.bind), set("--advertise", "advertise", f.advertise),
+                   set("--admin", "admin", f.admin), set("--metrics", "metrics", f.metrics),
+                   set("--name", "name", f.name), set("--label", "label", f.label),
+                   set("--metadata", "metadata", f.metadata),
+                   set("--log-level", "log_level", f.log_level),
+                   set("--backend", "transport.backend", f.backend),
+                   set("--ready-file", "ready_file", f.ready_file),
+                   set("--join", "join", join),
+                   set("--cores", "cores", std::to_string(f.cores)),
+                   set("--cpu", "reactor.cpu", std::to_string(f.cpu)),
+                   set("--join-timeout-ms", "join_timeout_ms",
+                       std::to_string(f.join_timeout_ms))}) {
+    if (!s) return fail_usage(s.message());
+  }
+  if (f.no_pin) c.reactor.pin = false;
+  if (Status s = validate(c); !s) return fail_usage(s.message());
+  Agent agent(std::move(c));
+  return agent.run();
+}
+
+void add_client_options(CLI::App* cmd, ClientOptions& o) {
+  cmd->add_option("--admin", o.admin, "the agent's admin address HOST:PORT ($RUMOR_ADMIN)")
+      ->capture_default_str();
+  cmd->add_flag("--json", o.json, "print JSON for scripts");
+  cmd->add_option("--timeout", o.timeout_s, "seconds to wait for the agent")
+      ->capture_default_str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"rumor: an embeddable gossip engine. Run an agent, or talk to a running one."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("rumor ") + RUMOR_VERSION_STRING);
+  app.footer(
+      "Run `rumor COMMAND --help` for a command's flags. docs/agent.md has the whole story.");
+
+  ClientOptions client;
+  if (const char* env = std::getenv("RUMOR_ADMIN"); env != nullptr && *env != '\0') {
+    client.admin = env;
+  }
+
+  // ---- agent ----
+  AgentFlags af;
+  CLI::App* agent = app.add_subcommand("agent", "run a node: gossip over UDP, serve admin");
+  agent->add_option("--bind", af.bind, "gossip address HOST:PORT (UDP) [127.0.0.1:7946]");
+  agent->add_option("--advertise", af.advertise,
+                    "address peers send to (default: --bind; needed for a wildcard bind)");
+  agent->add_option("--join", af.join, "seed(s) HOST:PORT[,HOST:PORT...]; any one is enough")
+      ->delimiter(',');
+  agent->add_option("--admin", af.admin, "admin address HOST:PORT (TCP, loopback) [127.0.0.1:7373]");
+  agent->add_option("--metrics", af.metrics, "serve Prometheus metrics on HOST:PORT (HTTP)");
+  agent->add_option("--name", af.name, "this node's name (default: its gossip address)");
+  agent->add_option("--cores", af.cores, "reactor threads (one today; see docs/agent.md)")
+      ->check(CLI::Range(1, 1024));
+  agent->add_option("--label", af.label, "cluster label; nodes with other labels are ignored");
+  agent->add_option("--metadata", af.metadata, "node metadata, gossiped with membership");
+  agent->add_option("--config", af.config_file, "TOML configuration file; flags override it")
+      ->check(CLI::ExistingFile);
+  agent->add_option("--preset", af.preset, "lan | wan | local timer defaults [lan]");
+  agent->add_option("--log-level", af.log_level, "debug | info | warn | error [info]");
+  agent->add_option("--backend", af.backend, "auto | uring | mmsg [auto]");
+  agent->add_option("--cpu", af.cpu, "pin the reactor to this CPU (-1: first allowed)");
+  agent->add_flag("--no-pin", af.no_pin, "do not pin the reactor thread (shared machines)");
+  agent->add_option("--join-timeout-ms", af.join_timeout_ms,
+                    "exit with an error if no seed answers in time (0: wait) [10000]");
+  agent->add_option("--ready-file", af.ready_file,
+                    "write a JSON line with the bound addresses here once serving");
+  agent->add_option("-o,--option", af.options,
+                    "set any config key: section.key=value (see --config-keys)");
+  agent->add_flag("--config-keys", af.config_keys, "list every config key with its default");
+
+  // ---- client commands ----
+  std::string key, value, prefix, filter;
+  bool verbose = false;
+  std::size_t limit = 10'000;
+  std::uint64_t count = 0;
+  CLI::App* get = app.add_subcommand("get", "print a key's value");
+  get->add_option("KEY", key, "the key")->required();
+  get->add_flag("-v,--verbose", verbose, "also print the version and its writer");
+  add_client_options(get, client);
+  CLI::App* setc = app.add_subcommand("set", "write a key; it spreads to every node");
+  setc->add_option("KEY", key, "the key")->required();
+  setc->add_option("VALUE", value, "the value")->required();
+  add_client_options(setc, client);
+  CLI::App* del = app.add_subcommand("del", "delete a key (a tombstone that spreads)");
+  del->add_option("KEY", key, "the key")->required();
+  add_client_options(del, client);
+  CLI::App* keys = app.add_subcommand("keys", "list live keys and values under a prefix");
+  keys->add_option("PREFIX", prefix, "key prefix (default: all keys)");
+  keys->add_option("--limit", limit, "at most this many keys")->capture_default_str();
+  add_client_options(keys, client);
+  CLI::App* members = app.add_subcommand("members", "list the members this agent knows");
+  add_client_options(members, client);
+  CLI::App* stats = app.add_subcommand("stats", "print the agent's counters");
+  stats->add_option("FILTER", filter, "only names containing this");
+  add_client_options(stats, client);
+  CLI::App* info = app.add_subcommand("info", "print the agent's identity and addresses");
+  add_client_options(info, client);
+  CLI::App* watch = app.add_subcommand("watch", "stream changes to keys under a prefix");
+  watch->add_option("PREFIX", prefix, "key prefix (default: all keys)");
+  watch->add_option("--count", count, "exit after this many changes (0: never)");
+  add_client_options(watch, client);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  if (agent->parsed()) return run_agent(af, *agent);
+  if (get->parsed()) return cmd_get(client, key, verbose);
+  if (setc->parsed()) return cmd_set(client, key, value);
+  if (del->parsed()) return cmd_del(client, key);
+  if (keys->parsed()) return cmd_keys(client, prefix, limit);
+  if (members->parsed()) return cmd_members(client);
+  if (stats->parsed()) return cmd_stats(client, filter);
+  if (info->parsed()) return cmd_info(client);
+  if (watch->parsed()) return cmd_watch(client, prefix, count);
+  return 2;
+}
