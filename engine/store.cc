@@ -10,6 +10,7 @@
 
 #include "base/assert.h"
 #include "base/memory.h"
+#include "digest/hash.h"
 
 namespace rumor {
 namespace store_detail {
@@ -404,6 +405,14 @@ void Shard::make_grave(void* slot_ptr) {
     bump(c_.live_entries, -1);
   }
   ++graves_;
+  const std::uint64_t h = ld(s.hash);
+  tree_->remove(h, digest::entry_hash(h, Version{ld(s.hlc), ld(s.node)},
+                                      (meta_flags(m) & kFlagTombstone) != 0));
+}
+
+void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
+  if (!tree_) tree_ = std::make_unique<digest::MerkleTree>(0);
+  tree_->add(hash, digest::entry_hash(hash, v, tombstone));
 }
 
 [[gnu::always_inline]] inline void Shard::feed_push(const ChangeRecord& r) {
@@ -444,11 +453,14 @@ void Shard::make_grave(void* slot_ptr) {
     std::memcpy(&w, k + i * 8, 8);
     if (ld(s.payload[i]) != w) return false;
   }
-  if (e.version <= Version{ld(s.hlc), ld(s.node)}) {
+  const Version cur{ld(s.hlc), ld(s.node)};
+  if (e.version <= cur) {
     bump(c_.merges_stale);
     *out = MergeOutcome::kStale;
     return true;
   }
+  tree_->replace(hash, digest::entry_hash(hash, cur, false),
+                 digest::entry_hash(hash, e.version, false));
   const std::size_t vl = e.value.size();
   const char* v = e.value.data();
   const std::uint64_t seq = ld(s.seq);
@@ -500,6 +512,8 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
       }
       const bool was_tomb = (meta_flags(m) & kFlagTombstone) != 0;
       write_slot(&s, hash, e, /*slot_was_live=*/true);
+      tree_->replace(hash, digest::entry_hash(hash, cur, was_tomb),
+                     digest::entry_hash(hash, e.version, e.tombstone));
       if (was_tomb != e.tombstone) {
         bump(c_.tombstones, e.tombstone ? 1 : -1);
         bump(c_.live_entries, e.tombstone ? -1 : 1);
@@ -511,6 +525,7 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
     // Absent. Reuse the first grave on the chain, if any, without growing.
     if (grave != ~std::uint64_t{0}) {
       write_slot(&t->slots[grave], hash, e, /*slot_was_live=*/false);
+      tree_add(hash, e.version, e.tombstone);
       --graves_;
       bump(e.tombstone ? c_.tombstones : c_.live_entries);
       bump(c_.merges_applied);
@@ -527,6 +542,7 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
   std::uint64_t i = t->home(hash);
   while (ld(t->slots[i].hash) != 0) i = (i + 1) & t->mask;
   write_slot(&t->slots[i], hash, e, /*slot_was_live=*/false);
+  tree_add(hash, e.version, e.tombstone);
   ++used_;
   bump(e.tombstone ? c_.tombstones : c_.live_entries);
   bump(c_.merges_applied);
@@ -565,6 +581,52 @@ void Shard::find_hash(std::uint64_t hash, const std::function<void(const EntryVi
     if (h == 0) return;
     if (h == hash && !(meta_flags(ld(s.meta)) & kFlagGrave)) fn(owner_view(s, buf));
   }
+}
+
+void Shard::for_each_in_hash_range(
+    std::uint64_t lo, std::uint64_t hi,
+    const std::function<void(std::uint64_t, const EntryView&)>& fn) const {
+  const Table* t = table_.load(std::memory_order_relaxed);
+  if (!t || lo > hi) return;
+  // An entry sits at or after its home slot with no empty slot in between (graves keep their
+  // hash, so chains never break). Entries in [lo, hi] have homes in [home(lo), home(hi)], so
+  // they all lie between home(lo) and the first empty slot past home(hi).
+  const std::uint64_t first = t->home(lo);
+  const std::uint64_t span = t->home(hi) - first;
+  char buf[kInlineBytes];
+  std::uint64_t i = first;
+  for (std::uint64_t off = 0; off <= t->mask; ++off, i = (i + 1) & t->mask) {
+    const Slot& s = t->slots[i];
+    const std::uint64_t h = ld(s.hash);
+    if (h == 0) {
+      if (off > span) return;
+      continue;
+    }
+    if (h < lo || h > hi || (meta_flags(ld(s.meta)) & kFlagGrave)) continue;
+    fn(h, owner_view(s, buf));
+  }
+}
+
+const digest::MerkleTree* Shard::merkle() {
+  if (!tree_) return nullptr;
+  if (tree_->wants_resize()) {
+    // Rare: the entry count has grown past, or shrunk far below, what the leaves were sized
+    // for. The scan is O(entries) once per several-fold change, so O(1) amortised per write.
+    tree_->reset(digest::MerkleTree::leaf_bits_for(tree_->entries()));
+    const Table* t = table_.load(std::memory_order_relaxed);
+    for (std::uint64_t i = 0; t && i <= t->mask; ++i) {
+      const Slot& s = t->slots[i];
+      const std::uint64_t h = ld(s.hash);
+      const std::uint64_t m = ld(s.meta);
+      if (h == 0 || (meta_flags(m) & kFlagGrave)) continue;
+      tree_->insert(h, digest::entry_hash(h, Version{ld(s.hlc), ld(s.node)},
+                                          (meta_flags(m) & kFlagTombstone) != 0));
+    }
+    tree_->fold_all();
+  } else {
+    tree_->fold();
+  }
+  return tree_.get();
 }
 
 std::size_t Shard::read_feed(std::uint64_t* cursor, std::size_t max,

@@ -35,6 +35,7 @@
 #include "base/clock.h"
 #include "base/epoch.h"
 #include "base/mpsc_queue.h"
+#include "digest/merkle.h"
 #include "engine/hlc.h"
 #include "rumor/status.h"
 #include "rumor/store_config.h"
@@ -117,6 +118,16 @@ class Shard {
   void for_each_sorted(const std::function<void(std::uint64_t hash, const EntryView&)>& fn) const;
   // Visits the entries whose key hash is `hash` (normally one).
   void find_hash(std::uint64_t hash, const std::function<void(const EntryView&)>& fn) const;
+  // Visits the entries whose key hash is in [lo, hi], in slot order (not sorted); the view is
+  // valid during the call. Slots are indexed by the hash's high bits, so this reads the slots of
+  // that hash range plus the probe run after it, not the whole table.
+  void for_each_in_hash_range(
+      std::uint64_t lo, std::uint64_t hi,
+      const std::function<void(std::uint64_t hash, const EntryView&)>& fn) const;
+  // The shard's Merkle tree (digest/merkle.h): every change in merge_hashed() and make_grave()
+  // updates one leaf in O(1); this folds the dirty paths and, when the entry count has moved
+  // several-fold, resizes the tree from a scan. nullptr while the shard never held an entry.
+  const digest::MerkleTree* merkle();
   // Reads feed records from *cursor on (at most max), advancing it. A cursor that fell more
   // than change_feed_depth behind skips to the oldest kept record and the overrun is counted.
   std::size_t read_feed(std::uint64_t* cursor, std::size_t max,
@@ -155,6 +166,7 @@ class Shard {
   void grow_if_needed();
   void rebuild(std::uint32_t log2_capacity);
   void feed_push(const ChangeRecord& r);
+  void tree_add(std::uint64_t hash, const Version& v, bool tombstone);
   void bump(std::atomic<std::uint64_t>& c, std::int64_t by = 1) {
     c.store(c.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(by),
             std::memory_order_relaxed);
@@ -172,6 +184,7 @@ class Shard {
   std::uint32_t sync_epoch_ = 1;       // stamped into every slot written
   std::uint32_t safe_sync_epoch_ = 0;  // entries stamped <= this are held by a peer
   std::uint64_t last_sync_ms_ = 0;
+  std::unique_ptr<digest::MerkleTree> tree_;  // allocated at the first entry (owner only)
 
   struct alignas(kCacheLineBytes) Counters {
     std::atomic<std::uint64_t> merges_applied{0}, merges_stale{0}, tombstones_purged{0},

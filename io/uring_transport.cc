@@ -393,11 +393,9 @@ void UringTransport::on_recv(const io_uring_cqe& cqe) {
   const std::uint32_t frame = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
   RUMOR_ASSERT(frame < rx_count_);
   take_rx_frame(frame);
-  std::byte* buf = rx_frame(frame);
-  io_uring_recvmsg_out* out = io_uring_recvmsg_validate(buf, cqe.res, &recv_msg_);
-  bool drop = out == nullptr;
+  io_uring_recvmsg_out* out = io_uring_recvmsg_validate(rx_frame(frame), cqe.res, &recv_msg_);
+  std::uint32_t segment = 0;
   if (out != nullptr) {
-    std::uint32_t segment = 0;
     for (cmsghdr* c = io_uring_recvmsg_cmsg_firsthdr(out, &recv_msg_); c != nullptr;
          c = io_uring_recvmsg_cmsg_nexthdr(out, &recv_msg_, c)) {
       if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
@@ -410,23 +408,20 @@ void UringTransport::on_recv(const io_uring_cqe& cqe) {
         note_kernel_drops(drops);
       }
     }
-    if ((out->flags & MSG_TRUNC) != 0) {
-      drop = true;  // longer than the buffer: never deliver half a datagram
-    } else {
-      const std::uint32_t len = io_uring_recvmsg_payload_length(out, cqe.res, &recv_msg_);
-      const auto* name = static_cast<const sockaddr*>(io_uring_recvmsg_name(out));
-      const Address peer = Address::from_sockaddr(
-          name, static_cast<socklen_t>(std::min(out->namelen, kRecvNameBytes)));
-      stage(frame, kRecvHeaderBytes, len, segment, peer);
-      return;
-    }
   }
-  if (drop) {
+  if (out == nullptr || (out->flags & MSG_TRUNC) != 0) {
+    // Longer than the buffer (or not even the header fit): never deliver half a datagram.
     count_drop(DropReason::kTruncated);
     give_rx_frame(frame);
     const std::uint32_t f[1] = {frame};
     return_rx_frames(f);
+    return;
   }
+  const std::uint32_t len = io_uring_recvmsg_payload_length(out, cqe.res, &recv_msg_);
+  const auto* name = static_cast<const sockaddr*>(io_uring_recvmsg_name(out));
+  const Address peer = Address::from_sockaddr(
+      name, static_cast<socklen_t>(std::min(out->namelen, kRecvNameBytes)));
+  stage(frame, kRecvHeaderBytes, len, segment, peer);
 }
 
 void UringTransport::on_send_single(std::uint32_t frame, int res) {

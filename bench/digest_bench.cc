@@ -1,0 +1,307 @@
+// Digest layer and reconciliation benchmarks (issue 3), each next to its baseline:
+//   digest/update/rumor    incremental Merkle update per changed entry (two entry hashes, one
+//                          leaf delta, a dirty mark; a fold every 1,024 updates, as if a digest
+//                          were read once per gossip round)
+//   digest/update/rebuild  the naive baseline: rebuild the shard's tree from all its entries per
+//                          changed entry (same 15,625-entry shard = 1M entries / 64 shards)
+//   digest/update/store    Store::merge_batch with the tree hook, end to end (for reference)
+//   digest/bloom/insert, digest/bloom/query   split-block filter, 1M items at 16 bits each
+//   reconcile/1000000/d    one anti-entropy exchange between two 1M-entry stores that differ in
+//                          d entries, driven in lock-step rounds (one round = one round trip)
+// Counters of reconcile/*: bytes (both directions, every datagram), meta_bytes_per_diff (bytes
+// that are not applied entry payload, / d), round_trips, full_state_bytes (shipping every entry
+// one way in 1,400-byte datagrams: the baseline).
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "digest/bloom.h"
+#include "digest/hash.h"
+#include "digest/merkle.h"
+#include "engine/reconcile.h"
+#include "engine/store.h"
+
+namespace rumor {
+namespace {
+
+using digest::MerkleTree;
+
+constexpr std::size_t kShardEntries = 15'625;  // 1,000,000 entries over 64 virtual shards
+
+struct ShardModel {
+  std::vector<std::uint64_t> kh;
+  std::vector<Version> v;
+  explicit ShardModel(std::size_t n) : kh(n), v(n) {
+    std::mt19937_64 rng(1);
+    for (std::size_t i = 0; i < n; ++i) {
+      kh[i] = rng() | 1;
+      v[i] = Version{hlc_pack(1'700'000'000'000 + i, 0), 3};
+    }
+  }
+};
+
+void BM_UpdateRumor(benchmark::State& state) {
+  ShardModel m(kShardEntries);
+  MerkleTree t(MerkleTree::leaf_bits_for(kShardEntries));
+  for (std::size_t i = 0; i < kShardEntries; ++i) {
+    t.add(m.kh[i], digest::entry_hash(m.kh[i], m.v[i], false));
+  }
+  t.fold();
+  std::uint64_t x = 88172645463325252ull, n = 0;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const std::size_t i = x % kShardEntries;
+    const Version nv{m.v[i].hlc + 1, 4};
+    t.replace(m.kh[i], digest::entry_hash(m.kh[i], m.v[i], false),
+              digest::entry_hash(m.kh[i], nv, false));
+    m.v[i] = nv;
+    if ((++n & 1023) == 0) t.fold();
+  }
+  t.fold();
+  benchmark::DoNotOptimize(t.root_hash());
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_UpdateRumor)->Name("digest/update/rumor");
+
+void BM_UpdateRebuild(benchmark::State& state) {
+  ShardModel m(kShardEntries);
+  MerkleTree t(MerkleTree::leaf_bits_for(kShardEntries));
+  std::uint64_t x = 88172645463325252ull;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const std::size_t i = x % kShardEntries;
+    m.v[i] = Version{m.v[i].hlc + 1, 4};
+    // The naive way: hash every entry of the shard again and rebuild every level.
+    t.reset(MerkleTree::leaf_bits_for(kShardEntries));
+    for (std::size_t j = 0; j < kShardEntries; ++j) {
+      t.insert(m.kh[j], digest::entry_hash(m.kh[j], m.v[j], false));
+    }
+    t.fold_all();
+    benchmark::DoNotOptimize(t.root_hash());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_UpdateRebuild)->Name("digest/update/rebuild");
+
+void BM_UpdateStore(benchmark::State& state) {
+  ManualTimeSource time(1'700'000'100'000);
+  StoreConfig cfg;
+  auto store = std::move(Store::create(cfg, 1, time).value());
+  constexpr std::size_t kKeys = 1'000'000;
+  std::vector<std::string> keys(kKeys);
+  for (std::size_t i = 0; i < kKeys; ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "key-%012zu", i);
+    keys[i] = buf;
+  }
+  const std::string value(64, 'v');
+  std::vector<EntryView> batch(256);
+  std::vector<MergeOutcome> out(256);
+  std::uint64_t tick = 1, x = 88172645463325252ull;
+  auto fill = [&]() {
+    for (auto& e : batch) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      e = EntryView{keys[x % kKeys], value, Version{hlc_pack(1'700'000'000'000, 0) + tick++, 5},
+                    false};
+    }
+  };
+  for (std::size_t i = 0; i < 4 * kKeys / batch.size(); ++i) {  // warm: every key present
+    fill();
+    store->merge_batch(0, batch, out);
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    fill();
+    state.ResumeTiming();
+    store->merge_batch(0, batch, out);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch.size()));
+}
+BENCHMARK(BM_UpdateStore)->Name("digest/update/store");
+
+constexpr std::size_t kBloomItems = 1 << 20;
+
+void BM_BloomInsert(benchmark::State& state) {
+  digest::BloomFilter f(digest::BloomFilter::blocks_for(kBloomItems, 16, ~0u), 8, 7);
+  std::uint64_t x = 88172645463325252ull;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    f.insert(x);
+  }
+  benchmark::DoNotOptimize(f.may_contain(x));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_BloomInsert)->Name("digest/bloom/insert");
+
+void BM_BloomQuery(benchmark::State& state) {
+  digest::BloomFilter f(digest::BloomFilter::blocks_for(kBloomItems, 16, ~0u), 8, 7);
+  std::mt19937_64 rng(3);
+  std::vector<std::uint64_t> inserted(kBloomItems);
+  for (auto& v : inserted) {
+    v = rng();
+    f.insert(v);
+  }
+  // Queries alternate between an inserted item and a random one (almost surely absent).
+  std::uint64_t x = 88172645463325252ull, n = 0, absent = 0, false_pos = 0, found = 0;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const bool probe_present = (++n & 1) != 0;
+    const bool r = f.may_contain(probe_present ? inserted[x % kBloomItems] : x);
+    found += r;
+    if (!probe_present) {
+      ++absent;
+      false_pos += r;
+    }
+  }
+  benchmark::DoNotOptimize(found);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  state.counters["fpr"] = absent ? static_cast<double>(false_pos) / static_cast<double>(absent) : 0;
+}
+BENCHMARK(BM_BloomQuery)->Name("digest/bloom/query");
+
+// ---- reconcile/1000000/d ----
+
+constexpr std::uint64_t kNowMs = 1'700'000'500'000;
+
+struct Fixture {
+  ManualTimeSource time{kNowMs};
+  std::unique_ptr<Store> a, b;
+  ReconcileConfig cfg;
+  std::uint64_t full_state = 0;
+  std::uint64_t fresh = 0;  // counter for new keys and newer versions across iterations
+  std::vector<std::uint8_t> buf;
+
+  Fixture() {
+    StoreConfig sc;  // 64 virtual shards
+    a = std::move(Store::create(sc, 1, time).value());
+    b = std::move(Store::create(sc, 2, time).value());
+    cfg = ReconcileConfig::for_store(sc);
+    buf.resize(cfg.datagram_bytes_max);
+    const std::string value(64, 'v');
+    std::vector<std::string> keys(1024);
+    std::vector<EntryView> batch(1024);
+    std::vector<MergeOutcome> out(1024);
+    for (std::size_t base = 0; base < 1'000'000; base += batch.size()) {
+      for (std::size_t j = 0; j < batch.size(); ++j) {
+        char k[32];
+        std::snprintf(k, sizeof k, "key-%012zu", base + j);
+        keys[j] = k;
+        batch[j] = EntryView{keys[j], value, Version{hlc_pack(kNowMs - 400'000, base + j), 3},
+                             false};
+      }
+      a->merge_batch(0, batch, out);
+      b->merge_batch(0, batch, out);
+    }
+    full_state = full_state_bytes(*a, 0, cfg);
+  }
+
+  // d differences of four kinds in turn: a key only a holds, a key only b holds, a newer value
+  // on a, a newer delete on b.
+  void diverge(std::size_t d) {
+    const std::string value(64, 'w');
+    for (std::size_t j = 0; j < d; ++j, ++fresh) {
+      const Version v{hlc_pack(kNowMs - 300'000 + fresh / 65536, fresh % 65536), 4};
+      char k[32];
+      switch (j % 4) {
+        case 0:
+          std::snprintf(k, sizeof k, "new-a-%010zu", static_cast<std::size_t>(fresh));
+          (void)a->merge(EntryView{k, value, v, false});
+          break;
+        case 1:
+          std::snprintf(k, sizeof k, "new-b-%010zu", static_cast<std::size_t>(fresh));
+          (void)b->merge(EntryView{k, value, v, false});
+          break;
+        case 2:
+          std::snprintf(k, sizeof k, "key-%012zu", static_cast<std::size_t>(fresh % 1'000'000));
+          (void)a->merge(EntryView{k, value, v, false});
+          break;
+        case 3:
+          std::snprintf(k, sizeof k, "key-%012zu",
+                        static_cast<std::size_t>((fresh * 7919) % 1'000'000));
+          (void)b->merge(EntryView{k, {}, v, true});
+          break;
+      }
+    }
+  }
+
+  bool equal_roots() {
+    for (std::uint32_t s = 0; s < a->shard_count(); ++s) {
+      const digest::MerkleTree* ta = a->shard(s).merkle();
+      const digest::MerkleTree* tb = b->shard(s).merkle();
+      if ((ta ? ta->root_hash() : 0) != (tb ? tb->root_hash() : 0)) return false;
+    }
+    return true;
+  }
+
+  struct Cost {
+    std::uint64_t bytes = 0, payload = 0, rounds = 0, sessions = 0;
+  };
+  // Sessions until the roots match (a second one only after a bloom or hash false positive).
+  Cost reconcile(std::uint64_t seed) {
+    Cost c;
+    do {
+      ++c.sessions;
+      ReconcileSession s(*a, 0, cfg, static_cast<std::uint32_t>(seed * 0x9e3779b97f4a7c15ull >> 32));
+      ReconcileResponder r(*b, 0, cfg);
+      while (!s.done()) {
+        ++c.rounds;
+        std::vector<std::vector<std::uint8_t>> responses;
+        while (std::size_t n = s.next_datagram(buf)) {
+          (void)r.respond(std::span(buf.data(), n), [&](std::span<const std::uint8_t> d) {
+            responses.emplace_back(d.begin(), d.end());
+          });
+        }
+        for (auto& d : responses) (void)s.on_datagram(d);
+        if (s.in_flight()) s.on_timeout();  // lossless: never, but keep the driver honest
+      }
+      c.bytes += s.stats().bytes_sent + r.stats().bytes_sent;
+      c.payload += s.stats().entry_bytes_applied + r.stats().entry_bytes_applied;
+      ++seed;
+    } while (!equal_roots() && c.sessions < 8);
+    return c;
+  }
+};
+
+Fixture& fixture() {
+  static Fixture* f = new Fixture();  // built once, shared by every reconcile benchmark
+  return *f;
+}
+
+void BM_Reconcile(benchmark::State& state) {
+  Fixture& f = fixture();
+  const auto d = static_cast<std::size_t>(state.range(1));
+  std::uint64_t seed = 1;
+  double bytes = 0, meta = 0, rounds = 0, sessions = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    f.diverge(d);
+    state.ResumeTiming();
+    const Fixture::Cost c = f.reconcile(seed++);
+    bytes += static_cast<double>(c.bytes);
+    meta += static_cast<double>(c.bytes - c.payload);
+    rounds += static_cast<double>(c.rounds);
+    sessions += static_cast<double>(c.sessions);
+  }
+  const double it = static_cast<double>(state.iterations());
+  state.counters["bytes"] = bytes / it;
+  state.counters["meta_bytes_per_diff"] = meta / it / static_cast<double>(d);
+  state.counters["round_trips"] = rounds / it;
+  state.counters["sessions"] = sessions / it;
+  state.counters["full_state_bytes"] = static_cast<double>(f.full_state);
+}
+BENCHMARK(BM_Reconcile)
+    ->Name("reconcile")
+    ->Args({1'000'000, 1})
+    ->Args({1'000'000, 10})
+    ->Args({1'000'000, 100})
+    ->Args({1'000'000, 1000})
+    ->Args({1'000'000, 10000})
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace rumor

@@ -1,0 +1,56 @@
+// Hashes the digest layer is built from. Pure functions, inlined (XXH3 through XXH_INLINE_ALL is
+// 2-3x faster than the shared library on short inputs; see reference/machine-limits.md).
+//
+// - key_hash(key): XXH3-64 of the key bytes, 0 mapped to 1. The store uses the same function
+//   (Store::hash_key) and keeps it in every slot; a test holds the two equal.
+// - entry_hash(key hash, version, tombstone): XXH3-64 over the three. The key enters through its
+//   key hash, which every slot already stores, so the store's write path never touches key bytes
+//   to update its Merkle leaf. Merkle nodes sum entry hashes (mod 2^64), so one write changes a
+//   leaf by `new - old` in O(1) and the sum over a key-hash prefix does not depend on tree shape.
+// - salted(x, seed): a seeded re-hash for what crosses the wire truncated (node hashes, bloom
+//   items). A fresh seed per reconciliation turns a truncation collision into a one-session
+//   miss instead of a permanent one.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "rumor/version.h"
+
+namespace rumor::digest {
+
+inline std::uint64_t key_hash(std::string_view key) {
+  const std::uint64_t h = XXH3_64bits(key.data(), key.size());
+  return h == 0 ? 1 : h;  // 0 marks an empty slot in the store
+}
+
+// Seeds that separate the two entry kinds, so a tombstone and a live entry with the same key
+// hash and version (which a correct writer never produces) still hash apart.
+inline constexpr std::uint64_t kEntrySeedLive = 0x5275'6d6f'7245'6e74ull;  // "RumorEnt"
+inline constexpr std::uint64_t kEntrySeedTomb = 0x5275'6d6f'7254'6f6dull;  // "RumorTom"
+
+inline std::uint64_t entry_hash(std::uint64_t key_hash, const Version& v, bool tombstone) {
+  const std::uint64_t words[3] = {key_hash, v.hlc, v.node};
+  return XXH3_64bits_withSeed(words, sizeof words, tombstone ? kEntrySeedTomb : kEntrySeedLive);
+}
+
+inline std::uint64_t salted(std::uint64_t x, std::uint64_t seed) {
+  return XXH3_64bits_withSeed(&x, sizeof x, seed);
+}
+
+// The node of a key hash at prefix depth `bits` (0..64): its top `bits` bits.
+constexpr std::uint64_t prefix_of(std::uint64_t key_hash, std::uint32_t bits) {
+  return bits == 0 ? 0 : key_hash >> (64 - bits);
+}
+// The key-hash range [lo, hi] (inclusive) of node `index` at depth `bits` (0..63).
+constexpr std::uint64_t prefix_lo(std::uint32_t bits, std::uint64_t index) {
+  return bits == 0 ? 0 : index << (64 - bits);
+}
+constexpr std::uint64_t prefix_hi(std::uint32_t bits, std::uint64_t index) {
+  return prefix_lo(bits, index) | (bits == 0 ? ~std::uint64_t{0} : (~std::uint64_t{0} >> bits));
+}
+
+}  // namespace rumor::digest

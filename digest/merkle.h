@@ -1,0 +1,95 @@
+// The Merkle tree of one virtual shard: prefix sums of entry hashes over the key-hash space.
+//
+// Node (bits k, index i) covers the key hashes whose top k bits are i; its hash is the sum
+// (mod 2^64) of entry_hash() over those entries and its count is how many there are. Because a
+// node is defined by its prefix alone, two trees with different leaf depths agree on every node
+// both hold, and the reconciliation protocol can use any fan-out that is a power of two: a
+// protocol node at level l with fan-out 2^f is this tree's node at k = l * f bits.
+//
+// Layout: a complete binary tree in heap order, node (k, i) at slot (1 << k) + i, leaves at
+// k = leaf_bits(). The shard sizes leaf_bits from its entry count (about kLeafEntriesTarget
+// entries per leaf) and rebuilds the tree only when that count has grown or shrunk several-fold,
+// on the digest read path, never on the write path. An empty shard has no tree at all.
+//
+// Write path (O(1)): add/remove/replace change one leaf by the entry hash delta and mark the leaf
+// in a CRoaring bitmap of dirty leaves. fold() recomputes the ancestors of every dirty leaf,
+// level by level in ascending order, before a digest is read; reads assert the tree is folded.
+//
+// Thread-safety: none. The tree belongs to its shard's owner thread, which writes and reads it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "digest/hash.h"
+
+typedef struct roaring_bitmap_s roaring_bitmap_t;
+
+namespace rumor::digest {
+
+class MerkleTree {
+ public:
+  // Deepest leaf level: 2^24 leaves (16M), for a shard at keys_per_shard_max = 2^24 and more.
+  static constexpr std::uint32_t kLeafBitsMax = 24;
+  // Entries per leaf the sizing policy aims at. Small leaves keep a node below the leaf level
+  // cheap to scan; 24 bytes per leaf keeps the tree below 10 bytes per entry.
+  static constexpr std::uint64_t kLeafEntriesTarget = 4;
+
+  explicit MerkleTree(std::uint32_t leaf_bits);
+  ~MerkleTree();
+  MerkleTree(const MerkleTree&) = delete;
+  MerkleTree& operator=(const MerkleTree&) = delete;
+
+  // The leaf depth the sizing policy wants for `entries` entries.
+  static std::uint32_t leaf_bits_for(std::uint64_t entries);
+  // True when the entry count has moved far enough from what leaf_bits() was sized for that a
+  // rebuild at leaf_bits_for(entries()) pays for itself (grow at 1x over, shrink at 4x under, so
+  // the rebuild cost amortises to O(1) per write).
+  bool wants_resize() const;
+
+  std::uint32_t leaf_bits() const { return leaf_bits_; }
+  std::uint64_t entries() const { return entries_; }
+  std::size_t memory_bytes() const;
+
+  // ---- write path: O(1), marks the leaf dirty ----
+  void add(std::uint64_t key_hash, std::uint64_t entry_hash);
+  void remove(std::uint64_t key_hash, std::uint64_t entry_hash);
+  void replace(std::uint64_t key_hash, std::uint64_t old_entry_hash,
+               std::uint64_t new_entry_hash);
+
+  // ---- digest read path ----
+  bool folded() const { return !dirty_any_; }
+  // Recomputes every dirty leaf's path to the root. Returns how many leaves were dirty.
+  std::size_t fold();
+  // Node at depth `bits` (0..leaf_bits()) and index (< 2^bits). The tree must be folded.
+  std::uint64_t hash(std::uint32_t bits, std::uint64_t index) const;
+  std::uint32_t count(std::uint32_t bits, std::uint64_t index) const;
+  std::uint64_t root_hash() const { return hash(0, 0); }
+
+  // Rebuild from scratch: reset(bits), then insert() every entry, then fold_all(). This is the
+  // naive baseline the incremental path is measured against, and how a resize happens.
+  void reset(std::uint32_t leaf_bits);
+  void insert(std::uint64_t key_hash, std::uint64_t entry_hash);  // no dirty marking
+  void fold_all();
+
+ private:
+  std::size_t slot(std::uint32_t bits, std::uint64_t index) const {
+    return (std::size_t{1} << bits) + index;
+  }
+  std::size_t leaf_slot(std::uint64_t key_hash) const {
+    return slot(leaf_bits_, prefix_of(key_hash, leaf_bits_));
+  }
+  void mark_dirty(std::size_t leaf_slot);
+
+  std::uint32_t leaf_bits_ = 0;
+  std::uint64_t entries_ = 0;
+  std::vector<std::uint64_t> hash_;   // heap order, slot 0 unused
+  std::vector<std::uint32_t> count_;  // heap order, slot 0 unused
+  roaring_bitmap_t* dirty_ = nullptr;  // leaf indexes; only when leaf_bits_ > 0
+  std::uint32_t last_dirty_ = ~0u;     // the last leaf marked, to skip repeated marks
+  bool dirty_any_ = false;
+  std::vector<std::uint32_t> scratch_;  // fold's work list, kept to avoid reallocating
+};
+
+}  // namespace rumor::digest

@@ -1,0 +1,246 @@
+// Anti-entropy reconciliation: two nodes find what they disagree on by walking their shards'
+// Merkle trees down from the roots only where hashes differ, then exchange exactly the entries
+// one side lacks or holds older. docs/reconciliation.md states the algorithm, its invariant and
+// its cost model; digest/messages.h has the message bodies.
+//
+// Both roles are sans-I/O state machines over datagrams: no sockets, no clocks, no threads.
+// - ReconcileSession (initiator) holds all the state of one exchange: which requests are in
+//   flight, which children of a node were answered, what to push. The driver pulls datagrams
+//   from next_datagram(), feeds responses to on_datagram(), and calls on_timeout() when its
+//   retransmission timer fires; every unanswered request is then sent again (requests are keyed
+//   by tree node and idempotent). It is done() when nothing is queued or in flight.
+// - ReconcileResponder is stateless: it answers each request datagram from the store's current
+//   state alone, so a lost, duplicated or reordered datagram costs at most a retransmission,
+//   and a peer cannot make it hold memory.
+// A single session makes both sides converge: the initiator merges what the responder sends and
+// pushes what the responder lacks. Whatever a session misses (a lost datagram after the last
+// attempt, a bloom false positive, a 32-bit truncation collision, a cap reached) leaves the trees
+// different, so the next session, with a fresh seed, finds it: no entry is ever lost or
+// installed wrongly, because every entry travels whole and lands through the store's LWW merge.
+//
+// Thread-safety: a session or responder serves the shards of one store owner and runs on that
+// owner's thread (it reads the shards' trees and merges into them). Records for shards of other
+// owners are skipped and counted; a dispatcher splits messages by shard when owners differ.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "digest/messages.h"
+#include "engine/store.h"
+#include "rumor/status.h"
+
+namespace rumor {
+
+struct ReconcileConfig {
+  // Fan-out, depth, hash width and shard count, carried in every message and checked on receipt.
+  digest::TreeParams tree;
+  std::uint32_t datagram_bytes_max = 1400;  // every message fits in one datagram of this size
+  // A node holding at most this many entries is answered with their summaries (14 bytes each)
+  // instead of its children's hashes; below depth_max a larger node is descended into, at
+  // depth_max it is answered with a bloom filter.
+  std::uint32_t list_items_max = 16;
+  std::uint32_t bloom_bits_per_item = 16;  // ~0.1% false positives
+  // Bounds on one session's memory and burst (STYLE.md: limit everything).
+  std::uint32_t requests_in_flight_max = 8192;  // request records sent and unanswered
+  std::uint32_t requests_tracked_max = 65536;   // request records tracked (queued, in flight, done)
+  std::uint32_t attempts_max = 6;               // sends of one request before it is abandoned
+  std::uint32_t responses_per_request_max = 64;  // datagrams one request datagram may draw
+
+  // Parameters matching a store (shards_log2 from virtual_shards).
+  static ReconcileConfig for_store(const StoreConfig& store);
+  Status validate() const;
+};
+
+// Counters of one session or responder. "Applied" entries are those the receiving store
+// installed (new or newer); everything else on the wire is metadata.
+struct ReconcileStats {
+  std::uint64_t datagrams_sent = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t datagrams_received = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t records_sent = 0;
+  std::uint64_t retransmits = 0;          // request records sent again after a timeout
+  std::uint64_t entries_sent = 0;
+  std::uint64_t entry_bytes_sent = 0;
+  std::uint64_t entries_received = 0;
+  std::uint64_t entries_applied = 0;
+  std::uint64_t entry_bytes_applied = 0;  // encoded size of the entries applied here
+  std::uint64_t entries_stale = 0;        // received but not newer: wasted payload
+  std::uint64_t entries_refused = 0;      // refused by the store (size, skew, invalid)
+  std::uint64_t entries_oversize = 0;     // larger than a datagram: not sent
+  std::uint64_t malformed = 0;            // datagrams dropped by the decoder
+  std::uint64_t mismatched = 0;           // datagrams for another session or other parameters
+  std::uint64_t foreign_records = 0;      // records for shards of another owner: skipped
+  std::uint64_t requests_abandoned = 0;   // attempts_max reached
+  std::uint64_t requests_dropped = 0;     // requests_tracked_max reached
+  std::uint64_t responses_truncated = 0;  // responses_per_request_max reached
+};
+
+namespace reconcile_detail {
+class ShardReader;
+struct Arena;
+struct PushStream;
+}  // namespace reconcile_detail
+
+class ReconcileSession {
+ public:
+  // Reconciles every shard of `owner` with one peer. The driver draws session_id at random for
+  // each session: the peer echoes it (so late datagrams of an older session are told apart) and
+  // its hash salts truncated hashes and fingerprints (digest::session_seed), so a collision that
+  // hides a difference in one session does not hide it in the next.
+  ReconcileSession(Store& store, std::uint32_t owner, const ReconcileConfig& config,
+                   std::uint32_t session_id);
+  ~ReconcileSession();
+  ReconcileSession(const ReconcileSession&) = delete;
+  ReconcileSession& operator=(const ReconcileSession&) = delete;
+
+  // Writes the next request datagram into out (at most datagram_bytes_max bytes) and returns its
+  // size, or 0 when there is nothing to send now (all done, or the in-flight bound is reached).
+  std::size_t next_datagram(std::span<std::uint8_t> out);
+  // A response datagram from the peer. Malformed or foreign input is counted and dropped.
+  Status on_datagram(std::span<const std::uint8_t> in);
+  // The retransmission timer fired: every request still unanswered is queued to be sent again
+  // (or abandoned after attempts_max sends).
+  void on_timeout();
+
+  bool done() const;
+  // Done, and nothing was abandoned or dropped on the way. A complete session leaves both sides
+  // equal unless they changed meanwhile or a false positive hid a difference (see the header).
+  bool complete() const;
+  std::size_t in_flight() const { return in_flight_; }
+  const ReconcileStats& stats() const { return stats_; }
+
+ private:
+  enum class Kind : std::uint8_t { kRoots = 1, kHashes, kList, kBloom, kPull, kPush };
+  enum class State : std::uint8_t { kQueued, kInFlight, kDone };
+  struct Key {
+    std::uint64_t a = 0;
+    std::uint64_t b = 0;
+    friend bool operator==(const Key&, const Key&) = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const;
+  };
+  struct Request {
+    Kind kind = Kind::kRoots;
+    State state = State::kQueued;
+    digest::TreeNode node;
+    std::uint16_t first_shard = 0;  // kRoots
+    std::uint16_t shard_count = 0;  // kRoots
+    std::uint16_t part = 0;         // kPush, kPull
+    std::uint64_t cursor = 0;       // kList, kBloom
+    bool want_bloom = false;        // kBloom
+    bool wants_handled = false;     // kList: the push of wanted items was queued
+    std::uint32_t attempts = 0;
+    std::uint64_t answered[4] = {0, 0, 0, 0};  // kRoots/kHashes: children answered
+    std::vector<std::uint64_t> key_hashes;  // kList: listed, in order; kPush: to push
+    std::vector<std::uint32_t> kfps;        // kPull: still wanted
+  };
+
+  Key key_of(Kind kind, const digest::TreeNode& node, std::uint32_t part) const;
+  // A new request, queued; nullptr if this session already has it or is at its bound.
+  Request* enqueue(Kind kind, const digest::TreeNode& node, std::uint32_t part);
+  void complete_request(Request& r);
+  // Queue r to be sent again; `progress` (an answer arrived) resets its attempt count.
+  void requeue(Request& r, bool progress);
+  // Writes r's record from the current local state. `fit`: r starts an empty datagram, so
+  // shrink variable parts to fit. Returns false when there is nothing left to send for r.
+  bool encode_request(Request& r, digest::ByteWriter& w, bool fit);
+  // Asks about a node that differs: its child hashes, its summaries or its bloom filter.
+  void expand(const digest::TreeNode& node);
+  void handle_sub(const digest::TreeNode& child, const digest::SubRecord& sub);
+  void handle_record(const digest::Record& rec);
+  bool mark_answered(Request& r, std::uint32_t i);
+  void merge_entries(const digest::EntriesView& entries, Request* pull);
+  // Push requests for (key hash, encoded size) pairs, cut into datagram-sized parts.
+  void queue_push(const digest::TreeNode& node,
+                  const std::vector<std::pair<std::uint64_t, std::size_t>>& key_hashes);
+  bool refill_from_streams();
+  bool owns(std::uint32_t shard) const;
+  // Whether n more requests fit under requests_tracked_max.
+  bool room(std::size_t n) const;
+  // Remembers a differing node to ask about later, when the session is at its bound.
+  void defer(const digest::TreeNode& node);
+
+  Store& store_;
+  const std::uint32_t owner_;
+  const ReconcileConfig config_;
+  const std::uint32_t session_;
+  const std::uint64_t seed_;
+  std::unique_ptr<reconcile_detail::ShardReader> reader_;
+  std::unique_ptr<reconcile_detail::Arena> arena_;
+  std::unordered_map<Key, Request, KeyHash> requests_;
+  std::deque<Key> queue_;
+  std::deque<reconcile_detail::PushStream> streams_;
+  std::vector<digest::TreeNode> deferred_;  // 8 bytes per differing node not yet asked about
+  std::unordered_map<std::uint64_t, std::uint32_t> next_part_;  // per node, for push/pull parts
+  std::size_t in_flight_ = 0;
+  std::size_t queued_ = 0;
+  ReconcileStats stats_;
+  std::vector<EntryView> merge_in_;
+  std::vector<MergeOutcome> merge_out_;
+  std::vector<std::size_t> merge_bytes_;
+};
+
+class ReconcileResponder {
+ public:
+  ReconcileResponder(Store& store, std::uint32_t owner, const ReconcileConfig& config);
+  ~ReconcileResponder();
+  ReconcileResponder(const ReconcileResponder&) = delete;
+  ReconcileResponder& operator=(const ReconcileResponder&) = delete;
+
+  // Answers one request datagram: emit is called with each response datagram (each at most
+  // datagram_bytes_max bytes; the span is valid during the call). Malformed or mismatched
+  // requests are counted and dropped, and the error says why.
+  Status respond(std::span<const std::uint8_t> request,
+                 const std::function<void(std::span<const std::uint8_t>)>& emit);
+  const ReconcileStats& stats() const { return stats_; }
+
+ private:
+  class Writer;
+  void answer(const digest::Record& rec, Writer& out);
+  void answer_roots(const digest::Record& rec, Writer& out);
+  void answer_hashes(const digest::Record& rec, Writer& out);
+  void answer_list(const digest::Record& rec, Writer& out);
+  void answer_bloom(const digest::Record& rec, Writer& out);
+  void answer_pull(const digest::Record& rec, Writer& out);
+  void answer_push(const digest::Record& rec, Writer& out);
+  // Writes the expansion of a differing child into scratch_: its child hashes, its entry
+  // summaries or a bloom filter, by this side's entry count under it.
+  void expansion(const digest::TreeNode& child);
+  // kRootsDiff / kExpand records answering n children (covered: answered here; differ: the
+  // children that differ, each followed by its expansion), split over datagrams as needed.
+  void diff_parts(Writer& out, digest::Rec type, const digest::Record& rec, std::uint32_t n,
+                  const std::vector<bool>& covered, const std::vector<std::uint32_t>& differ);
+  // A record carrying entries of arena_ (indexes in `send`, key-hash order): fixed fields from
+  // head(writer, more, next_cursor), then as many entries as fit. Returns how many were written.
+  std::size_t write_entries_record(
+      Writer& out, std::size_t head_bytes,
+      const std::function<void(digest::ByteWriter&, bool, std::uint64_t)>& head,
+      const std::vector<std::uint32_t>& send, bool exhausted, std::uint64_t resume);
+
+  Store& store_;
+  const std::uint32_t owner_;
+  const ReconcileConfig config_;
+  std::unique_ptr<reconcile_detail::ShardReader> reader_;
+  std::unique_ptr<reconcile_detail::Arena> arena_;
+  std::vector<std::uint8_t> scratch_;
+  std::size_t scratch_size_ = 0;
+  std::uint64_t seed_ = 0;  // the request being answered
+  ReconcileStats stats_;
+  std::vector<EntryView> merge_in_;
+  std::vector<MergeOutcome> merge_out_;
+};
+
+// The bytes needed to ship every entry of `owner`'s shards one way in PUSH-style datagrams of
+// datagram_bytes_max: the full-state baseline reconciliation is measured against.
+std::uint64_t full_state_bytes(Store& store, std::uint32_t owner, const ReconcileConfig& config);
+
+}  // namespace rumor

@@ -1,0 +1,287 @@
+// The Merkle tree against a from-scratch rebuild (the oracle), alone and hooked into the store.
+#include "digest/merkle.h"
+
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "digest/hash.h"
+#include "engine/store.h"
+
+namespace rumor {
+namespace {
+
+using digest::MerkleTree;
+
+// Every node of `a` equals the same node of a tree rebuilt from `model` at a.leaf_bits().
+void expect_equals_rebuild(const MerkleTree& a, const std::map<std::uint64_t, std::uint64_t>& model,
+                           std::uint32_t max_bits_checked = 12) {
+  MerkleTree b(a.leaf_bits());
+  for (const auto& [kh, eh] : model) b.insert(kh, eh);
+  b.fold_all();
+  ASSERT_EQ(a.entries(), model.size());
+  const std::uint32_t top = std::min(a.leaf_bits(), max_bits_checked);
+  for (std::uint32_t k = 0; k <= top; ++k) {
+    for (std::uint64_t i = 0; i < (std::uint64_t{1} << k); ++i) {
+      ASSERT_EQ(a.hash(k, i), b.hash(k, i)) << "bits " << k << " index " << i;
+      ASSERT_EQ(a.count(k, i), b.count(k, i)) << "bits " << k << " index " << i;
+    }
+  }
+}
+
+TEST(MerkleTree, EmptyTreeIsZero) {
+  MerkleTree t(5);
+  EXPECT_TRUE(t.folded());
+  EXPECT_EQ(t.root_hash(), 0u);
+  EXPECT_EQ(t.count(0, 0), 0u);
+  EXPECT_EQ(t.fold(), 0u);
+}
+
+TEST(MerkleTree, IncrementalEqualsRebuildAfterRandomUpdates) {
+  for (std::uint32_t bits : {0u, 1u, 4u, 10u}) {
+    const std::uint64_t seed = 1000 + bits;
+    std::mt19937_64 rng(seed);
+    MerkleTree t(bits);
+    std::map<std::uint64_t, std::uint64_t> model;
+    std::vector<std::uint64_t> keys;
+    for (int step = 0; step < 20000; ++step) {
+      const int op = static_cast<int>(rng() % 10);
+      if (op < 5 || keys.empty()) {
+        const std::uint64_t kh = rng() | 1, eh = rng();
+        if (model.count(kh)) continue;
+        model[kh] = eh;
+        keys.push_back(kh);
+        t.add(kh, eh);
+      } else if (op < 8) {
+        const std::uint64_t kh = keys[rng() % keys.size()];
+        const std::uint64_t eh = rng();
+        t.replace(kh, model[kh], eh);
+        model[kh] = eh;
+      } else {
+        const std::size_t j = rng() % keys.size();
+        const std::uint64_t kh = keys[j];
+        t.remove(kh, model[kh]);
+        model.erase(kh);
+        keys[j] = keys.back();
+        keys.pop_back();
+      }
+      if (rng() % 500 == 0) {
+        t.fold();
+        expect_equals_rebuild(t, model);
+        if (HasFatalFailure()) {
+          ADD_FAILURE() << "seed " << seed << " step " << step;
+          return;
+        }
+      }
+    }
+    t.fold();
+    expect_equals_rebuild(t, model);
+  }
+}
+
+RC_GTEST_PROP(MerkleTree, FoldEqualsRebuild, ()) {
+  const auto bits = *rc::gen::inRange<std::uint32_t>(0, 9);
+  const auto ops = *rc::gen::container<std::vector<std::pair<std::uint64_t, std::uint64_t>>>(
+      rc::gen::pair(rc::gen::arbitrary<std::uint64_t>(), rc::gen::arbitrary<std::uint64_t>()));
+  MerkleTree t(bits);
+  std::map<std::uint64_t, std::uint64_t> model;
+  for (const auto& [kh, eh] : ops) {
+    auto it = model.find(kh);
+    if (it == model.end()) {
+      t.add(kh, eh);
+      model[kh] = eh;
+    } else if (eh & 1) {
+      t.replace(kh, it->second, eh);
+      it->second = eh;
+    } else {
+      t.remove(kh, it->second);
+      model.erase(it);
+    }
+    if ((eh >> 8) % 7 == 0) t.fold();
+  }
+  t.fold();
+  MerkleTree b(bits);
+  for (const auto& [kh, eh] : model) b.insert(kh, eh);
+  b.fold_all();
+  for (std::uint32_t k = 0; k <= bits; ++k) {
+    for (std::uint64_t i = 0; i < (std::uint64_t{1} << k); ++i) {
+      RC_ASSERT(t.hash(k, i) == b.hash(k, i));
+      RC_ASSERT(t.count(k, i) == b.count(k, i));
+    }
+  }
+}
+
+TEST(MerkleTree, NodesDoNotDependOnLeafDepth) {
+  std::mt19937_64 rng(7);
+  MerkleTree shallow(3), deep(11);
+  for (int i = 0; i < 5000; ++i) {
+    const std::uint64_t kh = rng(), eh = rng();
+    shallow.add(kh, eh);
+    deep.add(kh, eh);
+  }
+  shallow.fold();
+  deep.fold();
+  for (std::uint32_t k = 0; k <= 3; ++k) {
+    for (std::uint64_t i = 0; i < (std::uint64_t{1} << k); ++i) {
+      EXPECT_EQ(shallow.hash(k, i), deep.hash(k, i));
+      EXPECT_EQ(shallow.count(k, i), deep.count(k, i));
+    }
+  }
+}
+
+TEST(MerkleTree, SizingPolicy) {
+  EXPECT_EQ(MerkleTree::leaf_bits_for(0), 0u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(4), 0u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(5), 1u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(15625), 12u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(std::uint64_t{1} << 40), MerkleTree::kLeafBitsMax);
+  MerkleTree tiny(0);
+  EXPECT_LT(tiny.memory_bytes(), 256u);  // an almost-empty shard costs next to nothing
+}
+
+TEST(Hash, KeyHashMatchesStore) {
+  for (const std::string& k : std::vector<std::string>{"a", "service_version", std::string(300, 'x'),
+                                                  std::string("\0", 1)}) {
+    EXPECT_EQ(digest::key_hash(k), Store::hash_key(k));
+  }
+}
+
+// ---- hooked into the store ----
+
+class StoreMerkleTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Store> make(StoreConfig cfg = {}) {
+    auto r = Store::create(cfg, 1, time_);
+    EXPECT_TRUE(r.is_ok());
+    return std::move(r).value();
+  }
+  // The shard's tree against one rebuilt from its sorted entries.
+  static void check_shard(Shard& sh) {
+    std::map<std::uint64_t, std::uint64_t> model;
+    std::uint64_t n = 0;
+    sh.for_each_sorted([&](std::uint64_t h, const EntryView& e) {
+      model[h] += digest::entry_hash(h, e.version, e.tombstone);  // += : equal key hashes add up
+      ++n;
+    });
+    const MerkleTree* t = sh.merkle();
+    if (n == 0 && !t) return;
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->entries(), n);
+    MerkleTree b(t->leaf_bits());
+    for (const auto& [kh, eh] : model) b.insert(kh, eh);
+    b.fold_all();
+    for (std::uint32_t k = 0; k <= std::min(t->leaf_bits(), 10u); ++k) {
+      for (std::uint64_t i = 0; i < (std::uint64_t{1} << k); ++i) {
+        ASSERT_EQ(t->hash(k, i), b.hash(k, i)) << "shard " << sh.index() << " bits " << k;
+      }
+    }
+    EXPECT_FALSE(t->wants_resize());
+  }
+  ManualTimeSource time_{10'000'000};
+};
+
+TEST_F(StoreMerkleTest, EveryChangeKindKeepsTheTreeExact) {
+  StoreConfig cfg;
+  cfg.virtual_shards = 4;
+  cfg.tombstone_grace_ms = 1000;
+  auto s = make(cfg);
+  const std::uint64_t seed = 42;
+  std::mt19937_64 rng(seed);
+  for (int step = 0; step < 30000; ++step) {
+    // Keys of 8 and 16 bytes take the store's inline fast merge path; others the general one.
+    const std::uint64_t id = rng() % 6000;
+    char buf[32];
+    if (id % 3 == 0) {
+      std::snprintf(buf, sizeof buf, "k%llu", static_cast<unsigned long long>(id));
+    } else if (id % 3 == 1) {
+      std::snprintf(buf, sizeof buf, "k%07llu", static_cast<unsigned long long>(id));
+    } else {
+      std::snprintf(buf, sizeof buf, "key-%012llu", static_cast<unsigned long long>(id));
+    }
+    const std::string key = buf;
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 5) {
+      ASSERT_TRUE(s->set(key, std::string(rng() % 100, 'v')).is_ok());
+    } else if (op < 7) {
+      ASSERT_TRUE(s->del(key).is_ok());
+    } else {
+      // A remote write, sometimes older than what we hold (stale), sometimes newer.
+      const std::uint64_t ms = time_.now_ms() - 2000 + rng() % 2500;
+      (void)s->merge(EntryView{key, "remote", Version{hlc_pack(ms, rng() % 4), 2 + rng() % 3},
+                               (rng() % 4) == 0});
+    }
+    if (step % 5000 == 4999) {
+      time_.advance(700);
+      for (std::uint32_t i = 0; i < s->shard_count(); ++i) {
+        s->shard(i).purge_tombstones(time_.now_ms());
+        check_shard(s->shard(i));
+        if (HasFatalFailure()) {
+          ADD_FAILURE() << "seed " << seed << " step " << step;
+          return;
+        }
+      }
+    }
+  }
+  EXPECT_GT(s->counters().tombstones_purged, 0u);
+}
+
+TEST_F(StoreMerkleTest, TreeGrowsAndShrinksWithTheShard) {
+  StoreConfig cfg;
+  cfg.virtual_shards = 1;
+  cfg.tombstone_grace_ms = 10;
+  auto s = make(cfg);
+  EXPECT_EQ(s->shard(0).merkle(), nullptr);  // never held an entry: no tree at all
+  for (int i = 0; i < 20000; ++i) ASSERT_TRUE(s->set("key" + std::to_string(i), "v").is_ok());
+  const MerkleTree* t = s->shard(0).merkle();
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->leaf_bits(), MerkleTree::leaf_bits_for(20000));
+  check_shard(s->shard(0));
+  for (int i = 0; i < 19900; ++i) ASSERT_TRUE(s->del("key" + std::to_string(i)).is_ok());
+  time_.advance(1000);
+  s->shard(0).purge_tombstones(time_.now_ms());
+  t = s->shard(0).merkle();
+  EXPECT_EQ(t->entries(), 100u);
+  EXPECT_LE(t->leaf_bits(), MerkleTree::leaf_bits_for(100) + 2);
+  check_shard(s->shard(0));
+}
+
+TEST_F(StoreMerkleTest, HashRangeScanFindsExactlyTheRange) {
+  StoreConfig cfg;
+  cfg.virtual_shards = 2;
+  auto s = make(cfg);
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(s->set("r" + std::to_string(i), "v").is_ok());
+  for (int i = 0; i < 3000; i += 3) ASSERT_TRUE(s->del("r" + std::to_string(i)).is_ok());
+  std::mt19937_64 rng(3);
+  for (std::uint32_t sh = 0; sh < 2; ++sh) {
+    std::vector<std::uint64_t> all;
+    s->shard(sh).for_each_sorted([&](std::uint64_t h, const EntryView&) { all.push_back(h); });
+    for (int round = 0; round < 200; ++round) {
+      std::uint64_t lo = rng(), hi = rng();
+      if (round % 4 == 0) {  // narrow ranges, like a node deep in the tree
+        hi = lo + (rng() >> (round % 40 + 4));
+        if (hi < lo) hi = ~std::uint64_t{0};
+      }
+      if (round == 1) lo = 0, hi = ~std::uint64_t{0};
+      if (lo > hi) std::swap(lo, hi);
+      std::vector<std::uint64_t> want, got;
+      for (std::uint64_t h : all) {
+        if (h >= lo && h <= hi) want.push_back(h);
+      }
+      s->shard(sh).for_each_in_hash_range(lo, hi, [&](std::uint64_t h, const EntryView& e) {
+        EXPECT_EQ(Store::hash_key(e.key), h);
+        got.push_back(h);
+      });
+      std::sort(got.begin(), got.end());
+      ASSERT_EQ(got, want) << "range [" << lo << ", " << hi << "]";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rumor
