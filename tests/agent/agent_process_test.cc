@@ -333,6 +333,17 @@ TEST(AgentProcess, ConfigFileAndFlagsOverrideIt) {
   EXPECT_EQ(r.status, 1) << "value_bytes_max from the file applies";
   EXPECT_EQ(a.terminate(), 0);
 
+  // `--config-keys` prints a complete, valid configuration file.
+  r = run_rumor({"agent", "--config-keys"});
+  ASSERT_EQ(r.status, 0);
+  {
+    std::ofstream f(cfg);
+    f << r.out;
+  }
+  AgentProcess b(dir.path(), "c2");
+  ASSERT_TRUE(b.start({}, {"--config", cfg})) << b.error;
+  EXPECT_EQ(b.terminate(), 0);
+
   // A typo in the file is an error, not silently ignored.
   {
     std::ofstream f(cfg);
