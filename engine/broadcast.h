@@ -35,8 +35,8 @@ class BroadcastQueue {
   // after `limit`. Returns how many were appended.
   std::size_t fill(wire::Writer& w, std::uint32_t limit);
 
-  std::size_t size() const { return order_.size(); }
-  bool empty() const { return order_.empty(); }
+  std::size_t size() const { return by_key_.size(); }
+  bool empty() const { return by_key_.empty(); }
   std::uint64_t dropped() const { return dropped_; }
   std::uint64_t sent() const { return sent_; }
 
@@ -46,19 +46,23 @@ class BroadcastQueue {
     std::uint32_t transmits = 0;
     std::uint64_t seqno = 0;  // insertion order: newer first among equals
     std::uint64_t key = 0;
+    bool in_packet = false;  // appended to the packet being filled (not part of the order)
     std::string message;
   };
   struct Order {
     bool operator()(const Item* a, const Item* b) const {
-      if (a->prio != b->prio) return a->prio < b->prio;
       if (a->transmits != b->transmits) return a->transmits < b->transmits;
       return a->seqno > b->seqno;
     }
   };
+  static constexpr int kClasses = 3;
   void erase(Item* item);
 
   std::size_t items_max_;
-  std::set<Item*, Order> order_;
+  // One ordered set per priority class: a packet takes what fits from the first class, then
+  // fills the space left with the next, so a backlog of membership news (a mass join) does not
+  // starve a small update that fits in the gap.
+  std::set<Item*, Order> order_[kClasses];
   std::unordered_map<std::uint64_t, std::unique_ptr<Item>> by_key_;
   std::uint64_t next_seqno_ = 0;
   std::uint64_t dropped_ = 0;

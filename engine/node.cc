@@ -157,7 +157,7 @@ NodeImpl::NodeImpl(const NodeConfig& config, TimeSource& time, std::unique_ptr<S
   self.address = config_.advertise;
   self.metadata = config_.metadata;
   members_.push_back(std::move(self));
-  index_[config_.id] = 0;
+  index_.put(config_.id, 0);
   init_sync();
 }
 
@@ -169,8 +169,8 @@ std::uint32_t NodeImpl::retransmit_limit() const {
 }
 
 NodeImpl::MemberRec* NodeImpl::find(NodeId id) {
-  auto it = index_.find(id);
-  return it == index_.end() ? nullptr : &members_[it->second];
+  const std::uint32_t pos = index_.find(id);
+  return pos == IdIndex::kNone ? nullptr : &members_[pos];
 }
 
 void NodeImpl::note_state(NodeId id, MemberState previous, MemberState next, bool is_new) {
@@ -334,7 +334,7 @@ NodeImpl::MemberRec& NodeImpl::add_member(const wire::MemberMsg& m) {
     rec.suspect_start_ms = rec.state_since_ms;
     rec.confirmations.push_back(m.from);
   }
-  index_[rec.id] = members_.size();
+  index_.put(rec.id, static_cast<std::uint32_t>(members_.size()));
   note_state(rec.id, MemberState::kDead, rec.state, /*is_new=*/true);
   members_.push_back(std::move(rec));
   probe_order_.push_back(m.node);  // probed in the current round, in a random spot
@@ -874,7 +874,7 @@ void NodeImpl::maintenance_tick(std::uint64_t t) {
     index_.erase(m.id);
     if (i != members_.size() - 1) {
       members_[i] = std::move(members_.back());
-      index_[members_[i].id] = i;
+      index_.put(members_[i].id, static_cast<std::uint32_t>(i));
     }
     members_.pop_back();
   }
@@ -894,7 +894,7 @@ std::uint64_t NodeImpl::next_deadline_ms() const {
     d = std::min(d, r.expire_ms);
   }
   for (NodeId id : suspects_) {
-    const MemberRec& m = members_[index_.at(id)];
+    const MemberRec& m = members_[index_.find(id)];
     d = std::min(d, m.suspect_start_ms + suspicion_timeout_ms(m));
   }
   return d;

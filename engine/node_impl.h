@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/broadcast.h"
+#include "engine/id_index.h"
 #include "engine/store.h"
 #include "base/assert.h"
 #include "engine/wire.h"
@@ -164,7 +165,7 @@ class NodeImpl {
   std::uint64_t driver_thread_ = 0;  // token of the thread that called start()
 
   std::vector<MemberRec> members_;  // [0] is this node
-  std::unordered_map<NodeId, std::size_t> index_;
+  IdIndex index_;
   std::size_t live_count_ = 0;
   std::vector<NodeId> suspects_;
   std::uint32_t lhm_ = 0;

@@ -4,6 +4,7 @@
 // session that does not finish within sync_timeout_ms is abandoned (the next one repairs).
 // Responses are rate-limited per peer address so one peer cannot monopolise a node.
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 
 #include "base/assert.h"
@@ -64,7 +65,12 @@ void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
     }
   }
   if (!st.session && t >= next_sync_ms_) {
-    next_sync_ms_ = t + config_.sync_interval_ms;
+    // memberlist's push-pull scaling: past 32 members the interval grows with log2(N), so the
+    // cluster-wide cost of table exchanges stays near O(N log N) per interval instead of O(N^2).
+    std::uint64_t interval = config_.sync_interval_ms;
+    const double n = static_cast<double>(live_count_ + 1);
+    if (n > 32) interval *= static_cast<std::uint64_t>(std::ceil(std::log2(n) - 5.0)) + 1;
+    next_sync_ms_ = t + interval / 2 + rng_.below(interval);
     start_sync(t, out);
   }
 }
