@@ -818,7 +818,8 @@ void ReconcileSession::handle_record(const Record& rec) {
         r.wants_handled = true;
         if (!push.empty()) queue_push(rec.node, push);
       }
-      if (rec.flags & digest::kFlagMore) {
+      // A continuation must move forward, or a faulty peer could keep us asking forever.
+      if ((rec.flags & digest::kFlagMore) && rec.cursor > r.cursor) {
         r.cursor = rec.cursor;
         requeue(r, true);
       } else {
@@ -841,7 +842,8 @@ void ReconcileSession::handle_record(const Record& rec) {
         streams_.push_back(std::move(s));
         r.want_bloom = false;
       }
-      if (rec.flags & digest::kFlagMore) {
+      if ((rec.flags & digest::kFlagMore) &&
+          (rec.cursor > r.cursor || (rec.flags & digest::kFlagHasBloom))) {
         r.cursor = rec.cursor;
         requeue(r, true);
       } else {
@@ -853,9 +855,10 @@ void ReconcileSession::handle_record(const Record& rec) {
       auto it = requests_.find(key_of(Kind::kPull, rec.node, rec.part));
       Request* r =
           (it == requests_.end() || it->second.state == State::kDone) ? nullptr : &it->second;
+      const std::size_t wanted = r ? r->kfps.size() : 0;
       merge_entries(rec.entries, r);
       if (!r) return;
-      if ((rec.flags & digest::kFlagMore) && !r->kfps.empty()) {
+      if ((rec.flags & digest::kFlagMore) && !r->kfps.empty() && r->kfps.size() < wanted) {
         requeue(*r, true);
       } else {
         complete_request(*r);
@@ -1174,6 +1177,18 @@ std::size_t ReconcileResponder::write_entries_record(
     room -= sz;
     bytes += sz;
     ++n;
+  }
+  if (n == 0 && more && !send.empty()) {
+    // Nothing fits next to this record's fixed fields (a peer with a larger datagram listed
+    // more items than ours can carry wants for): skip the entry so the cursor still moves.
+    ++stats_.entries_oversize;
+    n = 0;
+    const std::uint64_t next = send.size() > 1 ? arena_->e[send[1]].kh : resume;
+    head(w, more, next);
+    w.u16(0);
+    RUMOR_ASSERT(w.ok());
+    out.record_done();
+    return 0;
   }
   const std::uint64_t next = n < send.size() ? arena_->e[send[n]].kh : resume;
   head(w, more, next);
