@@ -405,9 +405,10 @@ void ReconcileSession::on_timeout() {
 }
 
 bool ReconcileSession::refill_from_streams() {
-  for (std::uint32_t windows = 0; queued_ == 0 && !streams_.empty(); ++windows) {
+  // Windows that push nothing are skipped until one queues a push or the streams run out, so a
+  // return of false really means "nothing to send" (next_datagram's callers rely on it).
+  while (queued_ == 0 && !streams_.empty()) {
     if (!room(1)) return false;  // a window's pushes may use some of kTrackedSlack
-    if (windows == kWindowsPerRecordMax) return false;
     PushStream& s = streams_.front();
     const std::uint32_t bits = reader_->bits(s.node);
     const std::uint64_t hi = reader_->hi(s.node);
