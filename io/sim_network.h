@@ -155,6 +155,9 @@ class SimNetwork {
 
   // ---- Faults ----
   void set_link(NodeId from, NodeId to, const LinkConfig& link);  // one direction
+  // The configuration of every link without an override (SimConfig::link), e.g. to make the
+  // whole network lossy after a cluster has formed.
+  void set_default_link(const LinkConfig& link) { config_.link = link; }
   void clear_links();
   void cut(NodeId from, NodeId to);  // one-way
   void cut_both(NodeId a, NodeId b);

@@ -127,8 +127,6 @@ int Agent::start() {
     if (msg.find("in use") != std::string::npos) {
       msg += " (another agent on this port? choose another --bind port)";
     }
-    log(LogLevel::kError, "cannot open the gossip socket", "bind={} error={}",
-        config_.bind.to_string(), logfmt_value(msg));
     std::fprintf(stderr, "rumor agent: cannot bind gossip address %s: %s\n",
                  config_.bind.to_string().c_str(), msg.c_str());
     return 1;
@@ -184,8 +182,6 @@ int Agent::start() {
   }
   auto admin = AdminServer::open(*this);
   if (!admin) {
-    log(LogLevel::kError, "cannot open the admin server", "error={}",
-        logfmt_value(admin.status().message()));
     std::fprintf(stderr, "rumor agent: %s\n", admin.status().message().c_str());
     return 1;
   }
@@ -216,8 +212,6 @@ int Agent::start() {
     const JoinResult joined = wait_for_join();
     if (joined == JoinResult::kInterrupted) return 0;  // run() sees the pending signal
     if (joined == JoinResult::kTimeout) {
-      log(LogLevel::kError, "could not join", "seeds={} waited_ms={}", seeds,
-          config_.join_timeout_ms);
       std::fprintf(stderr,
                    "rumor agent: could not join the cluster: no seed answered within %llu ms "
                    "(%s). Is an agent running there, with the same --label?\n",

@@ -85,6 +85,8 @@ const std::vector<Key>& keys() {
        "Lifeguard: local health multiplier ceiling"},
       {"node", "dead_reclaim_ms", Kind::kU64, F(node.dead_reclaim_ms),
        "forget dead members after this long"},
+      {"node", "reconnect_interval_ms", Kind::kU32, F(node.reconnect_interval_ms),
+       "offer our table to a random dead member this often (heals partitions)"},
       {"node", "gossip_interval_ms", Kind::kU32, F(node.gossip_interval_ms),
        "dissemination: one gossip round per interval"},
       {"node", "gossip_fanout", Kind::kU32, F(node.gossip_fanout), "peers per gossip round"},

@@ -335,17 +335,21 @@ int cmd_members(const ClientOptions& o) {
     std::fputs(out.c_str(), stdout);
     return 0;
   }
-  std::size_t wn = 4, wa = 7;
+  // Column widths from the content.
+  std::size_t w[6] = {4, 2, 7, 5, 11, 8};  // NAME ID ADDRESS STATE INCARNATION METADATA
   for (std::size_t i : order) {
-    wn = std::max(wn, m.at(i, 0).size());
-    wa = std::max(wa, m.at(i, 2).size());
+    for (std::size_t col = 0; col < 6; ++col) w[col] = std::max(w[col], m.at(i, col).size());
   }
-  std::printf("%-*s  %-*s  %-7s  %11s  %-16s  %s\n", static_cast<int>(wn), "NAME",
-              static_cast<int>(wa), "ADDRESS", "STATE", "INCARNATION", "ID", "METADATA");
+  auto row = [&](const std::string& name, const std::string& addr, const std::string& state,
+                 const std::string& inc, const std::string& id, const std::string& meta) {
+    std::printf("%-*s  %-*s  %-*s  %*s  %-*s  %s\n", static_cast<int>(w[0]), name.c_str(),
+                static_cast<int>(w[2]), addr.c_str(), static_cast<int>(w[3]), state.c_str(),
+                static_cast<int>(w[4]), inc.c_str(), static_cast<int>(w[1]), id.c_str(),
+                meta.c_str());
+  };
+  row("NAME", "ADDRESS", "STATE", "INCARNATION", "ID", "METADATA");
   for (std::size_t i : order) {
-    std::printf("%-*s  %-*s  %-7s  %11s  %-16s  %s\n", static_cast<int>(wn), m.at(i, 0).c_str(),
-                static_cast<int>(wa), m.at(i, 2).c_str(), m.at(i, 3).c_str(),
-                m.at(i, 4).c_str(), m.at(i, 1).c_str(), m.at(i, 5).c_str());
+    row(m.at(i, 0), m.at(i, 2), m.at(i, 3), m.at(i, 4), m.at(i, 1), m.at(i, 5));
   }
   return 0;
 }
@@ -357,8 +361,10 @@ static int print_pairs(const ClientOptions& o, const Message& m, const std::stri
     for (std::size_t i = 0; i < m.rows(); ++i) {
       if (m.at(i, 0).find(filter) == std::string::npos) continue;
       const std::string& v = m.at(i, 1);
-      const bool numeric =
-          !v.empty() && v.find_first_not_of("0123456789.e+-") == std::string::npos;
+      char* end = nullptr;
+      std::strtod(v.c_str(), &end);
+      const bool numeric = !v.empty() && end == v.c_str() + v.size() &&
+                           v.find_first_not_of("0123456789.e+-") == std::string::npos;
       out += fmt::format("{}{}:{}", first ? "" : ",", json_string(m.at(i, 0)),
                          numeric ? v : json_string(v));
       first = false;

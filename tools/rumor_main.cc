@@ -100,6 +100,7 @@ void add_client_options(CLI::App* cmd, ClientOptions& o) {
 
 int main(int argc, char** argv) {
   CLI::App app{"rumor: an embeddable gossip engine. Run an agent, or talk to a running one."};
+  app.name("rumor");
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("rumor ") + RUMOR_VERSION_STRING);
   app.footer(

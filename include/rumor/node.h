@@ -118,7 +118,8 @@ struct NodeConfig {
   std::uint32_t suspicion_mult = 4;          // min timeout = mult * log10(max(N,10)) * interval
   std::uint32_t suspicion_max_timeout_mult = 6;
   std::uint32_t awareness_max = 8;           // local health multiplier ceiling
-  std::uint64_t dead_reclaim_ms = 60'000;    // forget dead members after this long
+  std::uint64_t dead_reclaim_ms = 3'600'000;  // forget dead members after this long
+  std::uint32_t reconnect_interval_ms = 5000;  // offer our table to a random dead member
 
   // Dissemination: every update rides retransmit_mult * ceil(log2(N+1)) packets.
   std::uint32_t gossip_interval_ms = 200;

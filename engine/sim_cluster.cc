@@ -1,0 +1,219 @@
+#include "engine/sim_cluster.h"
+
+#include <algorithm>
+#include <array>
+
+#include "base/assert.h"
+
+namespace rumor {
+
+// A PacketSink over one SimTransport at a time: buffers come from acquire(), committed ones
+// are sent as one batch when the node's step ends.
+struct SimCluster::Sink final : PacketSink {
+  io::SimTransport* t = nullptr;
+  Datagram current;
+  bool holding = false;
+  std::vector<Datagram> batch;
+
+  void bind(io::SimTransport* transport) {
+    t = transport;
+    batch.clear();
+  }
+  std::span<std::byte> buffer() override {
+    if (!holding) {
+      if (t->acquire(std::span<Datagram>(&current, 1)) != 1) return {};
+      holding = true;
+    }
+    return {current.data, current.capacity};
+  }
+  void commit(const Address& to, std::size_t len) override {
+    RUMOR_ASSERT(holding);
+    current.len = static_cast<std::uint32_t>(len);
+    current.peer = to;
+    batch.push_back(current);
+    holding = false;
+  }
+  void finish() {
+    if (holding) {
+      t->release(std::span<const Datagram>(&current, 1));
+      holding = false;
+    }
+    if (!batch.empty()) (void)t->send(batch);  // refusals are counted by the transport
+    batch.clear();
+    (void)t->flush();
+  }
+};
+
+SimCluster::SimCluster(const Options& options) : options_(options) {
+  io::SimConfig net = options_.net;
+  net.seed = options_.seed;
+  net.datagram_bytes_max = std::max(net.datagram_bytes_max, options_.node.datagram_bytes_max);
+  net_ = std::make_unique<io::SimNetwork>(net);
+  sink_ = std::make_unique<Sink>();
+  for (std::size_t i = 0; i < options_.nodes; ++i) make_node(i);
+}
+
+SimCluster::~SimCluster() = default;
+
+void SimCluster::make_node(std::size_t i) {
+  auto sn = std::make_unique<SimNode>();
+  sn->clock.net = net_.get();
+  sn->clock.skew_ms = i < options_.skew_ms.size() ? options_.skew_ms[i] : 0;
+  // 10.x addresses exist only inside the simulator; nothing is sent on a real network.
+  const Address addr = Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(i) + 1, 7946);
+  auto t = net_->add_node(addr);
+  RUMOR_ASSERT(t.is_ok());
+  sn->transport = *t;
+  if (by_net_id_.size() <= sn->transport->id()) by_net_id_.resize(sn->transport->id() + 1);
+  by_net_id_[sn->transport->id()] = i;
+  sn->config = options_.node;
+  sn->config.name = "node-" + std::to_string(i);
+  sn->config.id = 0;
+  sn->config.advertise = addr;
+  sn->config.seed = options_.seed * 1'000'003 + i + 1;
+  sn->config.seeds.clear();
+  for (std::size_t s = 0; s < options_.seeds && s < options_.nodes; ++s) {
+    if (s != i) sn->config.seeds.push_back(Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(s) + 1, 7946));
+  }
+  auto node = Node::create(sn->config, sn->clock);
+  RUMOR_ASSERT(node.is_ok());
+  sn->node = std::move(node).value();
+  if (nodes_.size() <= i) nodes_.resize(i + 1);
+  nodes_[i] = std::move(sn);
+}
+
+std::uint64_t SimCluster::deadline_ns(std::size_t i) const {
+  const SimNode& sn = *nodes_[i];
+  if (sn.crashed || !sn.node->running()) return UINT64_MAX;
+  const std::uint64_t d = sn.node->next_deadline_ms();
+  if (d == UINT64_MAX) return UINT64_MAX;
+  const std::int64_t rel =
+      static_cast<std::int64_t>(d) - sn.clock.skew_ms - static_cast<std::int64_t>(kEpochMs);
+  if (rel <= 0) return net_->now_ns();
+  return std::max<std::uint64_t>(static_cast<std::uint64_t>(rel) * 1'000'000, net_->now_ns());
+}
+
+void SimCluster::schedule(std::size_t i) {
+  const std::uint64_t d = deadline_ns(i);
+  if (d == nodes_[i]->scheduled_ns) return;
+  nodes_[i]->scheduled_ns = d;
+  if (d != UINT64_MAX) timers_.push(Timer{d, i});
+}
+
+void SimCluster::start(std::size_t i) {
+  SimNode& sn = *nodes_[i];
+  sink_->bind(sn.transport);
+  sn.node->start(*sink_);
+  sink_->finish();
+  schedule(i);
+}
+
+void SimCluster::start_all() {
+  for (std::size_t i = 0; i < nodes_.size(); ++i) start(i);
+}
+
+void SimCluster::stop(std::size_t i) {
+  SimNode& sn = *nodes_[i];
+  sink_->bind(sn.transport);
+  sn.node->stop(*sink_);
+  sink_->finish();
+}
+
+void SimCluster::crash(std::size_t i) {
+  nodes_[i]->crashed = true;
+  net_->pause(net_id(i));  // sends nothing, hears nothing
+}
+
+void SimCluster::restart(std::size_t i) {
+  SimNode& sn = *nodes_[i];
+  // Drain what queued up while it was down: the new process starts with empty sockets.
+  net_->resume(net_id(i));
+  std::array<Datagram, 64> batch;
+  for (;;) {
+    const std::size_t n = sn.transport->receive(batch);
+    if (n == 0) break;
+    sn.transport->release(std::span<const Datagram>(batch.data(), n));
+  }
+  auto node = Node::create(sn.config, sn.clock);
+  RUMOR_ASSERT(node.is_ok());
+  sn.node = std::move(node).value();
+  sn.crashed = false;
+  sn.scheduled_ns = UINT64_MAX;
+  start(i);
+}
+
+void SimCluster::step_node_receive(std::size_t i) {
+  SimNode& sn = *nodes_[i];
+  if (sn.crashed) return;
+  std::array<Datagram, 64> batch;
+  sink_->bind(sn.transport);
+  for (;;) {
+    const std::size_t n = sn.transport->receive(batch);
+    for (std::size_t k = 0; k < n; ++k) {
+      sn.node->receive(batch[k].peer, batch[k].bytes(), *sink_);
+      ++events_;
+    }
+    sn.transport->release(std::span<const Datagram>(batch.data(), n));
+    if (n < batch.size()) break;
+  }
+  sink_->finish();
+  sn.node->dispatch_events();
+  schedule(i);
+}
+
+void SimCluster::step_node_tick(std::size_t i) {
+  SimNode& sn = *nodes_[i];
+  if (sn.crashed) return;
+  sink_->bind(sn.transport);
+  sn.node->tick(*sink_);
+  ++events_;
+  sink_->finish();
+  sn.node->dispatch_events();
+  schedule(i);
+}
+
+void SimCluster::run_to(std::uint64_t t_end) {
+  for (;;) {
+    // The next thing to happen: a datagram landing or a node's timer.
+    while (!timers_.empty()) {
+      const Timer& top = timers_.top();
+      if (nodes_[top.node]->scheduled_ns == top.time_ns) break;
+      timers_.pop();  // stale: the node rescheduled since
+    }
+    const std::uint64_t t_timer = timers_.empty() ? UINT64_MAX : timers_.top().time_ns;
+    const std::uint64_t t_net = net_->next_event_ns();
+    const std::uint64_t t = std::min(t_timer, t_net);
+    if (t > t_end) break;
+    net_->advance_to(std::max(t, net_->now_ns()));
+    ready_.clear();
+    net_->take_ready(&ready_);
+    std::sort(ready_.begin(), ready_.end());  // a fixed order, for replay
+    for (io::NodeId id : ready_) step_node_receive(by_net_id_[id]);
+    while (!timers_.empty() && timers_.top().time_ns <= net_->now_ns()) {
+      const Timer top = timers_.top();
+      timers_.pop();
+      if (nodes_[top.node]->scheduled_ns != top.time_ns) continue;
+      nodes_[top.node]->scheduled_ns = UINT64_MAX;
+      step_node_tick(top.node);
+    }
+  }
+  net_->advance_to(std::max(t_end, net_->now_ns()));
+  ready_.clear();
+  net_->take_ready(&ready_);
+  std::sort(ready_.begin(), ready_.end());
+  for (io::NodeId id : ready_) step_node_receive(by_net_id_[id]);
+}
+
+void SimCluster::run_for(std::uint64_t ms) { run_to(net_->now_ns() + ms * 1'000'000); }
+
+bool SimCluster::run_until(const std::function<bool()>& pred, std::uint64_t max_ms,
+                           std::uint64_t check_every_ms) {
+  const std::uint64_t end = net_->now_ns() + max_ms * 1'000'000;
+  while (!pred()) {
+    if (net_->now_ns() >= end) return false;
+    run_to(std::min(end, net_->now_ns() + check_every_ms * 1'000'000));
+  }
+  return true;
+}
+
+}  // namespace rumor

@@ -1,0 +1,210 @@
+// The wire format (docs/wire-format.md is the spec and is kept true to this file).
+//
+// A datagram is a fixed 20-byte header followed by messages, each `type:u8 len:u16 body`.
+// Integers are little-endian except the target shard, which is big-endian at byte 4 so the
+// reuseport BPF program can steer on it (include/rumor/transport.h kShardIdOffset).
+//
+// Every decoder here is bounds-checked: a Reader never reads past its span, every length and
+// count is checked against what remains (and against the configured limits) before anything is
+// allocated or copied, and a failure is sticky and reported as a value. Untrusted input never
+// reaches an assertion.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string_view>
+
+#include "rumor/transport.h"
+#include "rumor/version.h"
+
+namespace rumor::wire {
+
+inline constexpr std::uint8_t kMagic0 = 'r';
+inline constexpr std::uint8_t kMagic1 = 'u';
+inline constexpr std::uint8_t kProtocolVersion = 1;
+inline constexpr std::size_t kHeaderBytes = 20;
+inline constexpr std::size_t kMessageHeaderBytes = 3;  // type:u8 len:u16
+inline constexpr std::size_t kMessageBodyBytesMax = 65535;
+static_assert(kShardIdOffset == 4, "the header layout puts the shard id at byte 4");
+
+// Message types: append-only numbers. A receiver skips types it does not know (counted), so a
+// newer node can add types without breaking older ones.
+enum class MsgType : std::uint8_t {
+  kPing = 1,      // seq:u32 target:u64
+  kAck = 2,       // seq:u32
+  kPingReq = 3,   // seq:u32 target:u64 target_addr:addr
+  kNack = 4,      // seq:u32
+  kMember = 5,    // state:u8 incarnation:u64 node:u64 from:u64 addr name:str8 meta:str16
+  kEntry = 6,     // flags:u8 hlc:u64 node:u64 key:str16 value:str16
+  kJoin = 7,      // (empty) the sender's kMember follows in the same datagram
+  kJoinReply = 8, // total_members:u32 (kMember records follow, here and in further datagrams)
+  // Anti-entropy: the bodies are engine/reconcile.h datagrams (docs/reconciliation.md).
+  kSyncRequest = 32,   // initiator -> responder
+  kSyncResponse = 33,  // responder -> initiator
+};
+
+struct Header {
+  std::uint16_t shard = 0;
+  std::uint32_t label_hash = 0;
+  NodeId sender = 0;
+};
+
+std::uint32_t label_hash(std::string_view label);
+
+// ---- Writer: appends into a fixed buffer; `ok()` turns false (and stays) on overflow. ----
+class Writer {
+ public:
+  explicit Writer(std::span<std::byte> buf) : buf_(buf) {}
+  bool ok() const { return ok_; }
+  std::size_t size() const { return pos_; }
+  std::size_t remaining() const { return buf_.size() - pos_; }
+  std::span<std::byte> buffer() const { return buf_; }
+
+  void u8(std::uint8_t v) { put(&v, 1); }
+  void u16(std::uint16_t v) { le(v); }
+  void u32(std::uint32_t v) { le(v); }
+  void u64(std::uint64_t v) { le(v); }
+  void bytes(const void* p, std::size_t n) { put(p, n); }
+  void str8(std::string_view s);
+  void str16(std::string_view s);
+  void address(const Address& a);
+
+  // Message framing: begin() reserves the 3-byte message header, end() fills in the length.
+  // Returns the message start, for rollback() when a message does not fit.
+  std::size_t begin(MsgType t);
+  void end(std::size_t start);
+  void rollback(std::size_t pos) {
+    pos_ = pos;
+    ok_ = true;
+  }
+  // Patches a u16 at pos (used for the big-endian shard id).
+  void patch_be16(std::size_t pos, std::uint16_t v);
+  // For encoders that write into the buffer themselves: the free space, then how much they
+  // used of it.
+  std::span<std::byte> tail() const { return buf_.subspan(pos_); }
+  void advance(std::size_t n) {
+    if (n > remaining()) {
+      ok_ = false;
+      return;
+    }
+    pos_ += n;
+  }
+
+ private:
+  template <typename T>
+  void le(T v) {
+    std::byte b[sizeof(T)];
+    for (std::size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
+    put(b, sizeof(T));
+  }
+  void put(const void* p, std::size_t n) {
+    if (!ok_ || n > remaining()) {
+      ok_ = false;
+      return;
+    }
+    if (n) std::memcpy(buf_.data() + pos_, p, n);
+    pos_ += n;
+  }
+  std::span<std::byte> buf_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// ---- Reader: consumes a span; any short read sets !ok() and yields zeros. ----
+class Reader {
+ public:
+  explicit Reader(std::span<const std::byte> buf) : buf_(buf) {}
+  bool ok() const { return ok_; }
+  bool empty() const { return pos_ == buf_.size(); }
+  std::size_t remaining() const { return buf_.size() - pos_; }
+  void fail() { ok_ = false; }
+
+  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
+  std::uint16_t u16() { return static_cast<std::uint16_t>(le(2)); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(le(4)); }
+  std::uint64_t u64() { return le(8); }
+  // A view into the buffer: valid as long as the datagram is. Length checked against both what
+  // remains and `max` before anything is taken.
+  std::string_view str8(std::size_t max = 255);
+  std::string_view str16(std::size_t max = 65535);
+  std::span<const std::byte> take(std::size_t n);
+  Address address();
+
+ private:
+  std::uint64_t le(std::size_t n);
+  std::span<const std::byte> buf_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// Writes the header; the caller appends messages.
+void write_header(Writer& w, const Header& h);
+
+enum class HeaderError : std::uint8_t { kNone, kTruncated, kBadMagic, kBadVersion };
+// Parses the header; on success the reader is positioned at the first message.
+HeaderError read_header(Reader& r, Header* h);
+
+// One message of a datagram: its type and a reader over exactly its body.
+struct Message {
+  MsgType type;
+  std::span<const std::byte> body;
+};
+// Reads the next message frame. False at the end or when the frame overruns the datagram
+// (then r.ok() is false).
+bool next_message(Reader& r, Message* m);
+
+// ---- Message bodies ----
+
+struct Ping {
+  std::uint32_t seq = 0;
+  NodeId target = 0;
+};
+struct PingReq {
+  std::uint32_t seq = 0;
+  NodeId target = 0;
+  Address target_addr;
+};
+
+enum class WireState : std::uint8_t { kAlive = 0, kSuspect = 1, kDead = 2, kLeft = 3 };
+
+struct MemberMsg {
+  WireState state = WireState::kAlive;
+  std::uint64_t incarnation = 0;
+  NodeId node = 0;
+  NodeId from = 0;  // who makes the claim (the accuser, for suspect)
+  Address address;
+  std::string_view name;
+  std::string_view metadata;
+};
+
+struct EntryMsg {
+  bool tombstone = false;
+  Version version;
+  std::string_view key;
+  std::string_view value;
+};
+
+void encode(Writer& w, const Ping& m);
+void encode_ack(Writer& w, std::uint32_t seq);
+void encode_nack(Writer& w, std::uint32_t seq);
+void encode(Writer& w, const PingReq& m);
+void encode(Writer& w, const MemberMsg& m);
+void encode(Writer& w, const EntryMsg& m);
+
+struct Limits {
+  std::size_t name_bytes_max = 128;
+  std::size_t metadata_bytes_max = 512;
+  std::size_t key_bytes_max = 256;
+  std::size_t value_bytes_max = 1024;
+};
+
+// Each returns false on a truncated, oversized or inconsistent body (trailing bytes included).
+bool decode(std::span<const std::byte> body, Ping* m);
+bool decode_seq(std::span<const std::byte> body, std::uint32_t* seq);
+bool decode(std::span<const std::byte> body, PingReq* m);
+bool decode(std::span<const std::byte> body, const Limits& lim, MemberMsg* m);
+bool decode(std::span<const std::byte> body, const Limits& lim, EntryMsg* m);
+
+}  // namespace rumor::wire

@@ -1,0 +1,347 @@
+// Multi-process tests over real loopback UDP (label "multiprocess"): clusters of `rumor agent`
+// processes converge, a kill -9 is detected and reported by `rumor members`, a restarted agent
+// rejoins and catches up, a SIGTERM is a graceful leave, and the CLI's output and errors are
+// what docs/agent.md says. Agents run the `local` preset (fast timers); every wait is a poll
+// with a deadline.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+
+#include "tests/agent/process_harness.h"
+
+namespace rumor::testing {
+namespace {
+
+using Agents = std::vector<std::unique_ptr<AgentProcess>>;
+
+// Starts n agents; all but the first join the first.
+void start_cluster(const TempDir& dir, Agents& agents, int n) {
+  for (int i = 0; i < n; ++i) {
+    auto a = std::make_unique<AgentProcess>(dir.path(), "n" + std::to_string(i + 1));
+    std::vector<std::string> join;
+    if (i > 0) join.push_back(agents[0]->gossip);
+    ASSERT_TRUE(a->start(join)) << a->error;
+    agents.push_back(std::move(a));
+  }
+}
+
+// How many members `rumor members --json` on `a` reports in `state`.
+int members_in_state(const AgentProcess& a, const std::string& state) {
+  const RunResult r = a.rumor({"members", "--json"});
+  if (r.status != 0) return -1;
+  int n = 0;
+  for (std::size_t at = 0; (at = r.out.find("\"state\":\"" + state + "\"", at)) !=
+                           std::string::npos;
+       ++at) {
+    ++n;
+  }
+  return n;
+}
+
+std::string state_of(const AgentProcess& a, const std::string& name) {
+  const RunResult r = a.rumor({"members", "--json"});
+  const std::size_t at = r.out.find("\"name\":\"" + name + "\"");
+  if (at == std::string::npos) return "";
+  const std::size_t end = r.out.find('}', at);
+  return json_field(r.out.substr(at, end - at), "state");
+}
+
+std::string value_at(const AgentProcess& a, const std::string& key) {
+  const RunResult r = a.rumor({"get", key});
+  if (r.status != 0) return "<" + r.err + ">";
+  std::string v = r.out;
+  if (!v.empty() && v.back() == '\n') v.pop_back();
+  return v;
+}
+
+TEST(AgentProcess, ThreeAgentsConvergeOnASet) {
+  TempDir dir;
+  Agents agents;
+  start_cluster(dir, agents, 3);
+  ASSERT_EQ(agents.size(), 3u);
+  ASSERT_TRUE(eventually([&] { return members_in_state(*agents[0], "alive") == 3; }, 20));
+
+  RunResult set = agents[0]->rumor({"set", "service_version", "v1.2.3"});
+  ASSERT_EQ(set.status, 0) << set.err;
+  for (auto& a : agents) {
+    EXPECT_TRUE(eventually([&] { return value_at(*a, "service_version") == "v1.2.3"; }, 20))
+        << a->name() << " has " << value_at(*a, "service_version");
+  }
+  // A write anywhere spreads everywhere.
+  set = agents[2]->rumor({"set", "service_version", "v1.2.4"});
+  ASSERT_EQ(set.status, 0) << set.err;
+  for (auto& a : agents) {
+    EXPECT_TRUE(eventually([&] { return value_at(*a, "service_version") == "v1.2.4"; }, 20))
+        << a->name() << " has " << value_at(*a, "service_version");
+  }
+  // And so does a delete.
+  ASSERT_EQ(agents[1]->rumor({"del", "service_version"}).status, 0);
+  for (auto& a : agents) {
+    EXPECT_TRUE(eventually([&] { return a->rumor({"get", "service_version"}).status == 1; }, 20))
+        << a->name();
+  }
+  for (auto& a : agents) EXPECT_EQ(a->terminate(), 0) << a->log();
+}
+
+TEST(AgentProcess, ManyAgentsConverge) {
+  int n = 32;
+  if (const char* env = std::getenv("RUMOR_TEST_AGENTS")) n = std::atoi(env);
+  TempDir dir;
+  Agents agents;
+  start_cluster(dir, agents, n);
+  ASSERT_EQ(agents.size(), static_cast<std::size_t>(n));
+  // Every agent writes its own key; every agent must end up with all of them.
+  for (int i = 0; i < n; ++i) {
+    const RunResult r =
+        agents[i]->rumor({"set", "k/" + std::to_string(i), "v" + std::to_string(i)});
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  for (auto& a : agents) {
+    std::string last;
+    const bool ok = eventually(
+        [&] {
+          const RunResult r = a->rumor({"keys", "k/"});
+          last = r.out;
+          return r.status == 0 && std::count(r.out.begin(), r.out.end(), '\n') == n;
+        },
+        60);
+    EXPECT_TRUE(ok) << a->name() << " has only:\n" << last;
+  }
+  EXPECT_TRUE(eventually([&] { return members_in_state(*agents[n - 1], "alive") == n; }, 30));
+  for (auto& a : agents) a->terminate();
+}
+
+TEST(AgentProcess, KillNineIsDetectedAndARestartRejoins) {
+  TempDir dir;
+  Agents agents;
+  start_cluster(dir, agents, 3);
+  ASSERT_EQ(agents.size(), 3u);
+  ASSERT_TRUE(eventually([&] { return members_in_state(*agents[0], "alive") == 3; }, 20));
+
+  agents[2]->kill9();
+  // Suspected, then declared dead, and `rumor members` says so on every survivor.
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(eventually([&] { return state_of(*agents[i], "n3") == "dead"; }, 30))
+        << agents[i]->name() << " sees n3 as " << state_of(*agents[i], "n3");
+  }
+  const RunResult human = agents[0]->rumor({"members"});
+  EXPECT_NE(human.out.find("dead"), std::string::npos) << human.out;
+  EXPECT_NE(agents[0]->log().find("state=dead"), std::string::npos);
+
+  // Written while n3 was away: it must catch up when it comes back.
+  ASSERT_EQ(agents[0]->rumor({"set", "while_away", "yes"}).status, 0);
+  ASSERT_TRUE(agents[2]->start({agents[0]->gossip})) << agents[2]->error;
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(eventually([&] { return state_of(*agents[i], "n3") == "alive"; }, 30))
+        << agents[i]->name() << " sees n3 as " << state_of(*agents[i], "n3");
+  }
+  EXPECT_TRUE(eventually([&] { return value_at(*agents[2], "while_away") == "yes"; }, 30))
+      << value_at(*agents[2], "while_away");
+  for (auto& a : agents) a->terminate();
+}
+
+TEST(AgentProcess, SigtermIsAGracefulLeave) {
+  TempDir dir;
+  Agents agents;
+  start_cluster(dir, agents, 3);
+  ASSERT_EQ(agents.size(), 3u);
+  ASSERT_TRUE(eventually([&] { return members_in_state(*agents[0], "alive") == 3; }, 20));
+  EXPECT_EQ(agents[1]->terminate(), 0);
+  EXPECT_NE(agents[1]->log().find("leaving"), std::string::npos);
+  EXPECT_TRUE(eventually([&] { return state_of(*agents[0], "n2") == "left"; }, 20))
+      << state_of(*agents[0], "n2");
+  for (auto& a : agents) a->terminate();
+}
+
+TEST(AgentProcess, ClientOutputHumanAndJson) {
+  TempDir dir;
+  Agents agents;
+  start_cluster(dir, agents, 2);
+  ASSERT_EQ(agents.size(), 2u);
+  AgentProcess& a = *agents[0];
+
+  RunResult r = a.rumor({"set", "svc/version", "v1"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("svc/version = v1"), std::string::npos) << r.out;
+  r = a.rumor({"set", "svc/owner", "team-a", "--json"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("\"ok\":true"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"writer_name\":\"n1\""), std::string::npos) << r.out;
+
+  r = a.rumor({"get", "svc/version"});
+  EXPECT_EQ(r.out, "v1\n");
+  r = a.rumor({"get", "svc/version", "--json"});
+  EXPECT_NE(r.out.find("\"value\":\"v1\""), std::string::npos) << r.out;
+  r = a.rumor({"keys", "svc/"});
+  EXPECT_EQ(r.out, "svc/owner = team-a\nsvc/version = v1\n");
+  r = a.rumor({"keys", "svc/", "--json"});
+  EXPECT_EQ(r.out.front(), '[');
+  r = a.rumor({"members"});
+  EXPECT_NE(r.out.find("NAME"), std::string::npos);
+  EXPECT_NE(r.out.find("n2"), std::string::npos);
+  r = a.rumor({"stats"});
+  EXPECT_NE(r.out.find("rumor_packets_sent_total"), std::string::npos);
+  r = a.rumor({"stats", "--json"});
+  EXPECT_NE(r.out.find("\"rumor_packets_sent_total\":"), std::string::npos) << r.out;
+  r = a.rumor({"info", "--json"});
+  EXPECT_NE(r.out.find("\"name\":\"n1\""), std::string::npos) << r.out;
+
+  // watch streams changes from any node, then stops after --count.
+  RunResult watched;
+  std::atomic<bool> finished{false};
+  std::thread watcher([&] {
+    watched = agents[1]->rumor({"watch", "svc/", "--count", "2", "--json"}, 30);
+    finished.store(true);
+  });
+  // The watcher registers before our writes land: keep writing until it has seen two.
+  int round = 0;
+  const bool done = eventually(
+      [&] {
+        a.rumor({"set", "svc/version", "w" + std::to_string(round++)});
+        a.rumor({"set", "other", "not watched"});
+        return finished.load() || round > 100;
+      },
+      30);
+  watcher.join();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(watched.status, 0) << watched.err;
+  EXPECT_EQ(std::count(watched.out.begin(), watched.out.end(), '\n'), 2) << watched.out;
+  EXPECT_NE(watched.out.find("\"key\":\"svc/version\""), std::string::npos) << watched.out;
+  EXPECT_EQ(watched.out.find("not watched"), std::string::npos);
+  for (auto& ag : agents) ag->terminate();
+}
+
+TEST(AgentProcess, MetricsEndpointServesPrometheusText) {
+  TempDir dir;
+  AgentProcess a(dir.path(), "m1");
+  ASSERT_TRUE(a.start({}, {"--metrics", "127.0.0.1:0"})) << a.error;
+  ASSERT_FALSE(a.metrics.empty());
+  const std::size_t colon = a.metrics.rfind(':');
+  const int port = std::atoi(a.metrics.c_str() + colon + 1);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(static_cast<std::uint16_t>(port));
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
+  const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  std::string resp;
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) <= 0) break;
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  EXPECT_EQ(resp.rfind("HTTP/1.1 200 OK", 0), 0u) << resp.substr(0, 200);
+  EXPECT_NE(resp.find("# TYPE rumor_convergence_lag_seconds histogram"), std::string::npos);
+  EXPECT_NE(resp.find("rumor_members{state=\"alive\"} 1"), std::string::npos);
+  EXPECT_NE(resp.find("rumor_packet_drops_total{reason="), std::string::npos);
+  EXPECT_NE(resp.find("rumor_transport_datagrams_sent_total"), std::string::npos);
+  EXPECT_EQ(a.terminate(), 0);
+}
+
+TEST(AgentProcess, ErrorsAPersonCanActOn) {
+  TempDir dir;
+  AgentProcess a(dir.path(), "e1");
+  ASSERT_TRUE(a.start({})) << a.error;
+
+  // No agent at the admin address: a port nobody listens on.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
+  socklen_t len = sizeof(sin);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  const std::string dead_admin = "127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+  close(fd);
+  RunResult r = run_rumor({"get", "k", "--admin", dead_admin});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no rumor agent at " + dead_admin), std::string::npos) << r.err;
+
+  // Bad flag, missing argument: usage errors.
+  r = run_rumor({"agent", "--bogus"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--bogus"), std::string::npos) << r.err;
+  r = run_rumor({"set", "only-a-key"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("VALUE is required"), std::string::npos) << r.err;
+  r = run_rumor({"agent", "-o", "node.no_such_key=1"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("unknown key"), std::string::npos) << r.err;
+
+  // Oversized value.
+  r = a.rumor({"set", "big", std::string(5000, 'x')});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("value_bytes_max"), std::string::npos) << r.err;
+  // Missing key.
+  r = a.rumor({"get", "missing"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("key not found: missing"), std::string::npos) << r.err;
+
+  // Port in use: another agent on the same gossip port.
+  r = run_rumor({"agent", "--bind", a.gossip, "--admin", "127.0.0.1:0", "--no-pin"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
+  r = run_rumor({"agent", "--bind", "127.0.0.1:0", "--admin", a.admin, "--no-pin"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
+  // A non-loopback admin address is refused.
+  r = run_rumor({"agent", "--bind", "127.0.0.1:0", "--admin", "0.0.0.0:0", "--no-pin"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("loopback"), std::string::npos) << r.err;
+
+  // Unreachable seed: the admin port of a dead agent is as good as any silent UDP port.
+  r = run_rumor({"agent", "--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-pin",
+                 "--join", dead_admin, "--join-timeout-ms", "1000"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("could not join"), std::string::npos) << r.err;
+
+  // --help everywhere.
+  for (const char* cmd : {"agent", "get", "set", "del", "keys", "members", "stats", "watch",
+                          "info"}) {
+    r = run_rumor({cmd, "--help"});
+    EXPECT_EQ(r.status, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;
+  }
+  EXPECT_EQ(a.terminate(), 0);
+}
+
+TEST(AgentProcess, ConfigFileAndFlagsOverrideIt) {
+  TempDir dir;
+  const std::string cfg = dir.path() + "/agent.toml";
+  {
+    std::ofstream f(cfg);
+    f << "preset = \"local\"\nlabel = \"from-file\"\nmetadata = \"rack=a\"\n"
+         "[node]\nprobe_interval_ms = 150\n[store]\nvalue_bytes_max = 16\n";
+  }
+  AgentProcess a(dir.path(), "c1");
+  ASSERT_TRUE(a.start({}, {"--config", cfg, "--label", "from-flag"})) << a.error;
+  RunResult r = a.rumor({"info"});
+  EXPECT_NE(r.out.find("from-flag"), std::string::npos) << r.out;
+  r = a.rumor({"members"});
+  EXPECT_NE(r.out.find("rack=a"), std::string::npos) << r.out;
+  r = a.rumor({"set", "k", std::string(17, 'x')});
+  EXPECT_EQ(r.status, 1) << "value_bytes_max from the file applies";
+  EXPECT_EQ(a.terminate(), 0);
+
+  // A typo in the file is an error, not silently ignored.
+  {
+    std::ofstream f(cfg);
+    f << "[node]\nprobe_intervall_ms = 150\n";
+  }
+  r = run_rumor({"agent", "--config", cfg, "--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("unknown key node.probe_intervall_ms"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace rumor::testing
