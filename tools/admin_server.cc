@@ -130,7 +130,8 @@ void AdminServer::loop() {
     const std::uint64_t now = monotonic_ns();
     // Keep a recent view of member names for "writer" columns.
     if (now >= next_refresh_ns_) {
-      next_refresh_ns_ = now + 1'000'000'000ull;
+      // At most one refresh in flight: the next is posted when it is answered (or 5 s late).
+      next_refresh_ns_ = now + kReactorAnswerMs * 1'000'000ull;
       Conn none;
       post_to_reactor(none, Op::kMembers, false, {}, {});
     }
@@ -445,7 +446,10 @@ void AdminServer::handle(Conn& c, const Message& req) {
 
 void AdminServer::on_completion(std::unique_ptr<Completion> done) {
   if (done->snapshot) refresh_names(*done->snapshot);
-  if (done->conn == 0) return;
+  if (done->conn == 0) {
+    next_refresh_ns_ = monotonic_ns() + 1'000'000'000ull;  // the next, a second from now
+    return;
+  }
   auto it = conns_.find(done->conn);
   if (it == conns_.end()) return;  // the client left
   Conn& c = it->second;

@@ -222,8 +222,12 @@ Status set_from_text(AgentConfig& c, const Key& k, std::string_view text) {
       return Status::ok();
     case Kind::kAddress:
     case Kind::kAddressOpt: {
-      if (k.kind == Kind::kAddressOpt && text.empty()) {
-        static_cast<std::optional<Address>*>(f)->reset();
+      if (text.empty()) {  // unset (validate() insists on the required ones)
+        if (k.kind == Kind::kAddressOpt) {
+          static_cast<std::optional<Address>*>(f)->reset();
+        } else {
+          *static_cast<Address*>(f) = Address();
+        }
         return Status::ok();
       }
       auto a = Address::parse(text);

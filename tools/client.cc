@@ -342,7 +342,7 @@ int cmd_members(const ClientOptions& o) {
   }
   auto row = [&](const std::string& name, const std::string& addr, const std::string& state,
                  const std::string& inc, const std::string& id, const std::string& meta) {
-    std::printf("%-*s  %-*s  %-*s  %*s  %-*s  %s\n", static_cast<int>(w[0]), name.c_str(),
+    std::printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", static_cast<int>(w[0]), name.c_str(),
                 static_cast<int>(w[2]), addr.c_str(), static_cast<int>(w[3]), state.c_str(),
                 static_cast<int>(w[4]), inc.c_str(), static_cast<int>(w[1]), id.c_str(),
                 meta.c_str());

@@ -18,13 +18,16 @@ namespace {
 
 using Agents = std::vector<std::unique_ptr<AgentProcess>>;
 
-// Starts n agents; all but the first join the first.
+// Starts n agents; all but the first join the first. Every second agent runs the sendmmsg
+// backend, so the two backends are exercised against each other.
 void start_cluster(const TempDir& dir, Agents& agents, int n) {
   for (int i = 0; i < n; ++i) {
     auto a = std::make_unique<AgentProcess>(dir.path(), "n" + std::to_string(i + 1));
     std::vector<std::string> join;
     if (i > 0) join.push_back(agents[0]->gossip);
-    ASSERT_TRUE(a->start(join)) << a->error;
+    std::vector<std::string> extra;
+    if (i % 2 == 1) extra = {"--backend", "mmsg"};
+    ASSERT_TRUE(a->start(join, extra)) << a->error;
     agents.push_back(std::move(a));
   }
 }
@@ -332,6 +335,17 @@ TEST(AgentProcess, ConfigFileAndFlagsOverrideIt) {
   r = a.rumor({"set", "k", std::string(17, 'x')});
   EXPECT_EQ(r.status, 1) << "value_bytes_max from the file applies";
   EXPECT_EQ(a.terminate(), 0);
+
+  // `--config-keys` prints a complete, valid configuration file.
+  r = run_rumor({"agent", "--config-keys"});
+  ASSERT_EQ(r.status, 0);
+  {
+    std::ofstream f(cfg);
+    f << r.out;
+  }
+  AgentProcess b(dir.path(), "c2");
+  ASSERT_TRUE(b.start({}, {"--config", cfg})) << b.error;
+  EXPECT_EQ(b.terminate(), 0);
 
   // A typo in the file is an error, not silently ignored.
   {

@@ -17,6 +17,8 @@
 
 #include "base/clock.h"
 #include "engine/reactor.h"
+#include "rumor/node.h"
+#include "rumor/reactor.h"
 #include "tests/agent/fake_driven.h"
 
 namespace {
@@ -111,6 +113,70 @@ TEST(ReactorNoMutex, SteadyStatePacketPathTakesNoLock) {
     EXPECT_EQ(locks_a.load(), 0u) << "the pinging loop took a lock on the packet path";
     EXPECT_EQ(locks_b.load(), 0u) << "the echoing loop took a lock on the packet path";
   }
+}
+
+// The same check with the real protocol: two Nodes on Reactors gossip writes made from this
+// thread. Counting is switched on and off by commands posted to each reactor thread, so it
+// covers every turn in between: receive, tick, dispatch, the node's store merges and the sink.
+TEST(ReactorNoMutex, RealNodesOnReactorsTakeNoLockInSteadyState) {
+  SystemTimeSource clock;
+  struct Side {
+    std::unique_ptr<Reactor> reactor;
+    std::unique_ptr<Node> node;
+  };
+  Side sides[2];
+  for (int i = 0; i < 2; ++i) {
+    ReactorConfig rc;
+    rc.transport.bind = Address::ipv4(0x7f000001, 0);
+    rc.transport.reuse_port = false;
+    rc.pin = false;
+    auto r = Reactor::open(rc);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    sides[i].reactor = std::move(r.value());
+    NodeConfig nc = NodeConfig::local();
+    nc.name = i == 0 ? "a" : "b";
+    nc.advertise = sides[i].reactor->local_address();
+    if (i == 1) nc.seeds.push_back(sides[0].reactor->local_address());
+    auto n = Node::create(nc, clock);
+    ASSERT_TRUE(n.is_ok()) << n.status().to_string();
+    sides[i].node = std::move(n.value());
+    sides[i].node->subscribe("", [](const Change&) {});
+    ASSERT_TRUE(sides[i].reactor->start(*sides[i].node, clock).is_ok());
+  }
+  // Warm up: b has a's writes (membership, first allocations, table growth behind us).
+  ASSERT_TRUE(sides[0].node->set("warm", "up").is_ok());
+  sides[0].reactor->wake();
+  ASSERT_TRUE(eventually([&] { return sides[1].node->get("warm").has_value(); }));
+
+  std::atomic<int> counting{0};
+  for (Side& s : sides) {
+    ASSERT_TRUE(s.reactor->post([&] {
+      t_locks = 0;
+      t_counting = true;
+      counting.fetch_add(1);
+    }).is_ok());
+  }
+  ASSERT_TRUE(eventually([&] { return counting.load() == 2; }));
+  // Steady traffic: rewrite a few keys (no growth) and let gossip carry them.
+  for (int round = 0; round < 200; ++round) {
+    ASSERT_TRUE(sides[round % 2].node->set("k" + std::to_string(round % 8),
+                                           "v" + std::to_string(round)).is_ok());
+    sides[round % 2].reactor->wake();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_TRUE(eventually([&] { return sides[1].node->get("k6") == "v198"; }));
+  std::atomic<std::uint64_t> locks[2] = {{UINT64_MAX}, {UINT64_MAX}};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(sides[i].reactor->post([&, i] {
+      t_counting = false;
+      locks[i].store(t_locks);
+    }).is_ok());
+  }
+  ASSERT_TRUE(eventually([&] { return locks[0].load() != UINT64_MAX &&
+                                      locks[1].load() != UINT64_MAX; }));
+  EXPECT_EQ(locks[0].load(), 0u) << "node a's reactor thread took a lock";
+  EXPECT_EQ(locks[1].load(), 0u) << "node b's reactor thread took a lock";
+  for (Side& s : sides) s.reactor->stop();
 }
 
 }  // namespace
