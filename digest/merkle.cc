@@ -2,6 +2,8 @@
 
 #include <roaring/roaring.h>
 
+#include <algorithm>
+
 #include "base/assert.h"
 
 namespace rumor::digest {
@@ -24,8 +26,7 @@ bool MerkleTree::wants_resize() const {
 }
 
 std::size_t MerkleTree::memory_bytes() const {
-  std::size_t n = sizeof(*this) + hash_.capacity() * sizeof(std::uint64_t) +
-                  count_.capacity() * sizeof(std::uint32_t) +
+  std::size_t n = sizeof(*this) + nodes_.capacity() * sizeof(Node) +
                   scratch_.capacity() * sizeof(std::uint32_t);
   if (dirty_) n += roaring_bitmap_size_in_bytes(dirty_);
   return n;
@@ -35,57 +36,28 @@ void MerkleTree::reset(std::uint32_t leaf_bits) {
   RUMOR_ASSERT(leaf_bits <= kLeafBitsMax);
   leaf_bits_ = leaf_bits;
   entries_ = 0;
-  const std::size_t slots = std::size_t{2} << leaf_bits;
-  hash_.assign(slots, 0);
-  count_.assign(slots, 0);
-  hash_.shrink_to_fit();
-  count_.shrink_to_fit();
+  nodes_.assign(std::size_t{2} << leaf_bits, Node{});
+  nodes_.shrink_to_fit();
   if (leaf_bits > 0 && !dirty_) dirty_ = roaring_bitmap_create();
   if (leaf_bits == 0 && dirty_) {
     roaring_bitmap_free(dirty_);
     dirty_ = nullptr;
   }
   if (dirty_) roaring_bitmap_clear(dirty_);
+  pending_n_ = 0;
   last_dirty_ = ~0u;
   dirty_any_ = false;
 }
 
-void MerkleTree::mark_dirty(std::size_t leaf_slot) {
-  if (leaf_bits_ == 0) return;  // the leaf is the root
-  const auto leaf = static_cast<std::uint32_t>(leaf_slot - (std::size_t{1} << leaf_bits_));
-  if (leaf == last_dirty_) return;
-  last_dirty_ = leaf;
-  roaring_bitmap_add(dirty_, leaf);
-  dirty_any_ = true;
-}
-
-void MerkleTree::add(std::uint64_t key_hash, std::uint64_t entry_hash) {
-  const std::size_t s = leaf_slot(key_hash);
-  hash_[s] += entry_hash;
-  RUMOR_ASSERT(count_[s] != ~0u);
-  ++count_[s];
-  ++entries_;
-  mark_dirty(s);
-}
-
-void MerkleTree::remove(std::uint64_t key_hash, std::uint64_t entry_hash) {
-  const std::size_t s = leaf_slot(key_hash);
-  RUMOR_ASSERT(count_[s] > 0);
-  hash_[s] -= entry_hash;
-  --count_[s];
-  --entries_;
-  mark_dirty(s);
-}
-
-void MerkleTree::replace(std::uint64_t key_hash, std::uint64_t old_entry_hash,
-                         std::uint64_t new_entry_hash) {
-  const std::size_t s = leaf_slot(key_hash);
-  hash_[s] += new_entry_hash - old_entry_hash;
-  mark_dirty(s);
+void MerkleTree::flush_pending() {
+  std::sort(pending_, pending_ + pending_n_);
+  roaring_bitmap_add_many(dirty_, pending_n_, pending_);
+  pending_n_ = 0;
 }
 
 std::size_t MerkleTree::fold() {
   if (!dirty_any_) return 0;
+  flush_pending();
   const auto n = static_cast<std::size_t>(roaring_bitmap_get_cardinality(dirty_));
   scratch_.resize(n);
   roaring_bitmap_to_uint32_array(dirty_, scratch_.data());  // ascending
@@ -104,9 +76,11 @@ std::size_t MerkleTree::fold() {
       const std::uint32_t p = scratch_[j] >> 1;
       if (p == prev) continue;
       prev = p;
-      const std::size_t c = child_base + 2 * std::size_t{p};
-      hash_[parent_base + p] = hash_[c] + hash_[c + 1];
-      count_[parent_base + p] = count_[c] + count_[c + 1];
+      const Node& a = nodes_[child_base + 2 * std::size_t{p}];
+      const Node& b = nodes_[child_base + 2 * std::size_t{p} + 1];
+      Node& parent = nodes_[parent_base + p];
+      parent.hash = a.hash + b.hash;
+      parent.count = a.count + b.count;
       scratch_[out++] = p;
     }
     live = out;
@@ -115,9 +89,9 @@ std::size_t MerkleTree::fold() {
 }
 
 void MerkleTree::insert(std::uint64_t key_hash, std::uint64_t entry_hash) {
-  const std::size_t s = leaf_slot(key_hash);
-  hash_[s] += entry_hash;
-  ++count_[s];
+  Node& n = nodes_[leaf_slot(key_hash)];
+  n.hash += entry_hash;
+  ++n.count;
   ++entries_;
 }
 
@@ -126,12 +100,14 @@ void MerkleTree::fold_all() {
     const std::size_t child_base = std::size_t{1} << k;
     const std::size_t parent_base = std::size_t{1} << (k - 1);
     for (std::size_t p = 0; p < parent_base; ++p) {
-      const std::size_t c = child_base + 2 * p;
-      hash_[parent_base + p] = hash_[c] + hash_[c + 1];
-      count_[parent_base + p] = count_[c] + count_[c + 1];
+      const Node& a = nodes_[child_base + 2 * p];
+      const Node& b = nodes_[child_base + 2 * p + 1];
+      nodes_[parent_base + p].hash = a.hash + b.hash;
+      nodes_[parent_base + p].count = a.count + b.count;
     }
   }
   if (dirty_) roaring_bitmap_clear(dirty_);
+  pending_n_ = 0;
   last_dirty_ = ~0u;
   dirty_any_ = false;
 }
@@ -140,14 +116,14 @@ std::uint64_t MerkleTree::hash(std::uint32_t bits, std::uint64_t index) const {
   RUMOR_ASSERT(!dirty_any_);
   RUMOR_ASSERT(bits <= leaf_bits_);
   RUMOR_ASSERT(index < (std::uint64_t{1} << bits));
-  return hash_[slot(bits, index)];
+  return nodes_[slot(bits, index)].hash;
 }
 
 std::uint32_t MerkleTree::count(std::uint32_t bits, std::uint64_t index) const {
   RUMOR_ASSERT(!dirty_any_);
   RUMOR_ASSERT(bits <= leaf_bits_);
   RUMOR_ASSERT(index < (std::uint64_t{1} << bits));
-  return count_[slot(bits, index)];
+  return nodes_[slot(bits, index)].count;
 }
 
 }  // namespace rumor::digest

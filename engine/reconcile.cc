@@ -405,9 +405,10 @@ void ReconcileSession::on_timeout() {
 }
 
 bool ReconcileSession::refill_from_streams() {
-  for (std::uint32_t windows = 0; queued_ == 0 && !streams_.empty(); ++windows) {
+  // Windows that push nothing are skipped until one queues a push or the streams run out, so a
+  // return of false really means "nothing to send" (next_datagram's callers rely on it).
+  while (queued_ == 0 && !streams_.empty()) {
     if (!room(1)) return false;  // a window's pushes may use some of kTrackedSlack
-    if (windows == kWindowsPerRecordMax) return false;
     PushStream& s = streams_.front();
     const std::uint32_t bits = reader_->bits(s.node);
     const std::uint64_t hi = reader_->hi(s.node);
@@ -818,7 +819,8 @@ void ReconcileSession::handle_record(const Record& rec) {
         r.wants_handled = true;
         if (!push.empty()) queue_push(rec.node, push);
       }
-      if (rec.flags & digest::kFlagMore) {
+      // A continuation must move forward, or a faulty peer could keep us asking forever.
+      if ((rec.flags & digest::kFlagMore) && rec.cursor > r.cursor) {
         r.cursor = rec.cursor;
         requeue(r, true);
       } else {
@@ -841,7 +843,8 @@ void ReconcileSession::handle_record(const Record& rec) {
         streams_.push_back(std::move(s));
         r.want_bloom = false;
       }
-      if (rec.flags & digest::kFlagMore) {
+      if ((rec.flags & digest::kFlagMore) &&
+          (rec.cursor > r.cursor || (rec.flags & digest::kFlagHasBloom))) {
         r.cursor = rec.cursor;
         requeue(r, true);
       } else {
@@ -853,9 +856,10 @@ void ReconcileSession::handle_record(const Record& rec) {
       auto it = requests_.find(key_of(Kind::kPull, rec.node, rec.part));
       Request* r =
           (it == requests_.end() || it->second.state == State::kDone) ? nullptr : &it->second;
+      const std::size_t wanted = r ? r->kfps.size() : 0;
       merge_entries(rec.entries, r);
       if (!r) return;
-      if ((rec.flags & digest::kFlagMore) && !r->kfps.empty()) {
+      if ((rec.flags & digest::kFlagMore) && !r->kfps.empty() && r->kfps.size() < wanted) {
         requeue(*r, true);
       } else {
         complete_request(*r);
@@ -1174,6 +1178,18 @@ std::size_t ReconcileResponder::write_entries_record(
     room -= sz;
     bytes += sz;
     ++n;
+  }
+  if (n == 0 && more && !send.empty()) {
+    // Nothing fits next to this record's fixed fields (a peer with a larger datagram listed
+    // more items than ours can carry wants for): skip the entry so the cursor still moves.
+    ++stats_.entries_oversize;
+    n = 0;
+    const std::uint64_t next = send.size() > 1 ? arena_->e[send[1]].kh : resume;
+    head(w, more, next);
+    w.u16(0);
+    RUMOR_ASSERT(w.ok());
+    out.record_done();
+    return 0;
   }
   const std::uint64_t next = n < send.size() ? arena_->e[send[n]].kh : resume;
   head(w, more, next);

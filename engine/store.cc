@@ -889,12 +889,14 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
     const EntryView& e = in[j];
     const std::uint64_t h = e.key.empty() ? 1 : hash_key(e.key);
     hashes[j % kAhead] = h;
-    const Table* t = shards_[shard_of_hash(h)]->table_.load(std::memory_order_relaxed);
+    const Shard& shard = *shards_[shard_of_hash(h)];
+    const Table* t = shard.table_.load(std::memory_order_relaxed);
     if (t) {
       const Slot* s = &t->slots[t->home(h)];
       __builtin_prefetch(s, 1, 3);
       __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
     }
+    if (shard.tree_) __builtin_prefetch(shard.tree_->leaf_address(h), 1, 3);  // Merkle leaf
   };
   const std::size_t n = in.size();
   for (std::size_t j = 0; j < n && j < kAhead; ++j) hash_and_prefetch(j);
