@@ -924,7 +924,9 @@ Status NodeImpl::set(std::string_view key, std::string_view value) {
     auto r = store_->set(key, value);
     return r ? Status::ok() : r.status();
   }
-  return store_->submit_set(key, value);
+  Status st = store_->submit_set(key, value);
+  if (st && waker_) waker_();
+  return st;
 }
 
 Status NodeImpl::del(std::string_view key) {
@@ -932,7 +934,9 @@ Status NodeImpl::del(std::string_view key) {
     auto r = store_->del(key);
     return r ? Status::ok() : r.status();
   }
-  return store_->submit_del(key);
+  Status st = store_->submit_del(key);
+  if (st && waker_) waker_();
+  return st;
 }
 
 void NodeImpl::subscribe(std::string_view prefix, Node::ChangeCallback cb) {
@@ -1013,6 +1017,7 @@ void Node::subscribe(std::string_view prefix, ChangeCallback cb) {
   impl_->subscribe(prefix, std::move(cb));
 }
 void Node::on_membership(MembershipCallback cb) { impl_->on_membership(std::move(cb)); }
+void Node::set_waker(std::function<void()> waker) { impl_->set_waker(std::move(waker)); }
 NodeCounters Node::counters() const { return impl_->counters(); }
 
 }  // namespace rumor

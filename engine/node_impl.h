@@ -57,6 +57,7 @@ class NodeImpl {
   std::size_t live_members() const { return live_count_; }
   void subscribe(std::string_view prefix, Node::ChangeCallback cb);
   void on_membership(Node::MembershipCallback cb);
+  void set_waker(std::function<void()> waker) { waker_ = std::move(waker); }
   const NodeCounters& counters() const;
 
   std::size_t pending_broadcasts() const { return broadcasts_.size(); }
@@ -199,6 +200,7 @@ class NodeImpl {
   };
   std::vector<Subscription> subscriptions_;
   std::vector<Node::MembershipCallback> membership_cbs_;
+  std::function<void()> waker_;  // set before start, read by writer threads after
   std::deque<Pending> events_;
 
   mutable NodeCounters counters_;

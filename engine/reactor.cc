@@ -120,6 +120,9 @@ Status Reactor::start(Node& node, TimeSource& time) {
   if (!loop) return loop.status();
   impl_->loop = std::move(loop.value());
   impl_->driven = std::make_unique<NodeDriven>(node);
+  // Writes from application threads ring the doorbell, so they apply at once. The loop object
+  // lives as long as the Reactor.
+  node.set_waker([loop = impl_->loop.get()] { loop->wake(); });
   impl_->running.store(true, std::memory_order_relaxed);
   Impl* impl = impl_.get();
   impl_->thread = std::thread([impl] {

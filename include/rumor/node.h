@@ -189,6 +189,10 @@ class Node {
   // Before start(): changes to keys under prefix, from anywhere in the cluster.
   void subscribe(std::string_view prefix, ChangeCallback cb);
   void on_membership(MembershipCallback cb);
+  // Before start(): called on the writing thread whenever set/del from a thread other than the
+  // driver's is queued, so the driver can wake up now instead of at its next deadline. The
+  // reactor installs one; it must stay callable while other threads may still write.
+  void set_waker(std::function<void()> waker);
 
   // Internals for tools and tests (store metrics, the membership view).
   NodeImpl& impl() { return *impl_; }

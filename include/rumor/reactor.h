@@ -9,7 +9,7 @@
 //   cfg.advertise = (*reactor)->local_address();
 //   auto node = rumor::Node::create(cfg, clock);
 //   (*reactor)->start(**node, clock);               // node.start() runs on the reactor thread
-//   (*node)->set("k", "v"); (*reactor)->wake();     // any thread; wake() makes it prompt
+//   (*node)->set("k", "v");                         // any thread; wakes the reactor
 //   (*reactor)->stop();                             // leave announced, flushed, thread joined
 //
 // Cores: a Node today has one driver thread, so one Reactor drives one Node on one thread.
@@ -19,8 +19,9 @@
 // Thread-safety contract
 // - open, start, stop, the destructor: one controlling thread (not the reactor's own).
 // - wake, post, local_address, backend, backend_reason, transport_info, pin_note: any thread.
-// - Node::set/del from any thread are queued by the node and applied at the reactor's next turn;
-//   without wake() that turn comes at the node's next deadline (at most a gossip interval).
+// - Node::set/del from any thread are queued by the node and ring the reactor's doorbell
+//   (start() installs the node's waker), so they apply at the reactor's next turn. Stop writing
+//   from other threads before destroying the Reactor.
 #pragma once
 
 #include <cstdint>
