@@ -11,6 +11,11 @@ function(rumor_setup_warnings_and_sanitizers)
   if(RUMOR_WERROR)
     add_compile_options(-Werror)
   endif()
+  if(RUMOR_FUZZ)
+    # Coverage instrumentation in every library, not only in the fuzz targets' own files:
+    # otherwise libFuzzer sees a few dozen edges and cannot steer into the decoders.
+    add_compile_options(-fsanitize=fuzzer-no-link)
+  endif()
   if(RUMOR_SANITIZE)
     string(REPLACE ";" "," _san "${RUMOR_SANITIZE}")
     add_compile_options(-fsanitize=${_san} -fno-omit-frame-pointer -fno-sanitize-recover=all)
