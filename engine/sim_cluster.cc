@@ -124,8 +124,22 @@ void SimCluster::crash(std::size_t i) {
   net_->pause(net_id(i));  // sends nothing, hears nothing
 }
 
-void SimCluster::restart(std::size_t i) {
+void SimCluster::restart(std::size_t i, bool new_address) {
   SimNode& sn = *nodes_[i];
+  if (new_address) {
+    // The old address goes silent for good; the process reappears elsewhere. 10.1.x.y exists
+    // only inside the simulator.
+    const Address addr =
+        Address::ipv4(0x0a010000u + static_cast<std::uint32_t>(++moves_) * 256 +
+                          static_cast<std::uint32_t>(i % 256),
+                      7946);
+    auto t = net_->add_node(addr);
+    RUMOR_ASSERT(t.is_ok());
+    sn.transport = *t;
+    if (by_net_id_.size() <= sn.transport->id()) by_net_id_.resize(sn.transport->id() + 1);
+    by_net_id_[sn.transport->id()] = i;
+    sn.config.advertise = addr;
+  }
   // Drain what queued up while it was down: the new process starts with empty sockets.
   net_->resume(net_id(i));
   std::array<Datagram, 64> batch;

@@ -52,8 +52,10 @@ class SimCluster {
   // Crash: the node stops processing and sending, without a word (the process is gone).
   void crash(std::size_t i);
   bool crashed(std::size_t i) const { return nodes_[i]->crashed; }
-  // A crashed node comes back as a new process with the same name: empty store, same id.
-  void restart(std::size_t i);
+  // A crashed node comes back as a new process with the same name: empty store, same id. With
+  // new_address, it comes back on another address (a rescheduled container, a new IP).
+  void restart(std::size_t i, bool new_address = false);
+  Address address(std::size_t i) const { return nodes_[i]->config.advertise; }
   void pause(std::size_t i) { net_->pause(net_id(i)); }
   void resume(std::size_t i) { net_->resume(net_id(i)); }
 
@@ -109,6 +111,7 @@ class SimCluster {
   std::unique_ptr<Sink> sink_;
   std::vector<io::NodeId> ready_;
   std::uint64_t events_ = 0;
+  std::uint32_t moves_ = 0;
 };
 
 }  // namespace rumor

@@ -276,6 +276,43 @@ TEST(ProtocolSim, LateJoinerReceivesTenThousandKeysByAntiEntropy) {
   }
 }
 
+// A crashed node restarts as a new process (empty store, same name) on a new address: every
+// node sees the same member alive again at its new address, and it catches up on the state.
+TEST(ProtocolSim, RestartedNodeRejoinsWithItsIdentityAtANewAddress) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    const std::size_t n = 12;
+    SimCluster c(opts(n, seed));
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    ASSERT_TRUE(c.node(0).set("config", "before").is_ok());
+    const NodeId id = c.node(4).id();
+    c.crash(4);
+    ASSERT_TRUE(c.run_until([&] {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (i != 4 && !count_state(c, i, id, MemberState::kDead)) return false;
+      }
+      return true;
+    }, 20'000));
+    ASSERT_TRUE(c.node(0).set("config", "while-away").is_ok());
+    c.restart(4, /*new_address=*/true);
+    EXPECT_EQ(c.node(4).id(), id);
+    const Address moved = c.address(4);
+    auto rejoined = [&] {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (i == 4) continue;
+        bool ok = false;
+        for (const Member& m : c.node(i).members()) {
+          if (m.id == id) ok = m.state == MemberState::kAlive && m.address == moved;
+        }
+        if (!ok) return false;
+      }
+      return c.node(4).get("config").value_or("") == "while-away";
+    };
+    ASSERT_TRUE(c.run_until(rejoined, 20'000, 20));
+  }
+}
+
 // Same seed, same run: the simulation is deterministic.
 TEST(ProtocolSim, ReplaysExactlyFromItsSeed) {
   auto run = [](std::uint64_t seed) {
