@@ -878,8 +878,14 @@ void NodeImpl::maintenance_tick(std::uint64_t t) {
     }
     members_.pop_back();
   }
-  // Purge expired tombstones, a few shards at a time.
-  for (std::uint32_t s = 0; s < store_->shard_count(); ++s) store_->shard(s).purge_tombstones(t);
+  // Purge expired tombstones, a few shards per second in turn (a purge scans the shard's whole
+  // table), and only shards that hold tombstones at all. With a grace period of hours, visiting
+  // each shard every few seconds is plenty.
+  constexpr std::uint32_t kShardsPerTick = 4;
+  for (std::uint32_t k = 0; k < kShardsPerTick && k < store_->shard_count(); ++k) {
+    Shard& shard = store_->shard(purge_cursor_++ % store_->shard_count());
+    if (shard.counters().tombstones > 0) shard.purge_tombstones(t);
+  }
 }
 
 std::uint64_t NodeImpl::next_deadline_ms() const {

@@ -193,6 +193,7 @@ class NodeImpl {
   std::uint64_t next_join_ms_ = 0;
   std::uint64_t next_reconnect_ms_ = 0;
   std::uint64_t next_maintenance_ms_ = 0;
+  std::uint32_t purge_cursor_ = 0;
 
   struct Subscription {
     std::string prefix;
