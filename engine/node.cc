@@ -830,7 +830,16 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
       if (o == MergeOutcome::kRefused) ++counters_.updates_refused;
     }
   }
-  if (join_requested) send_member_table(from, wire::MsgType::kJoinReply, false, out);
+  // A join answer is many datagrams for one small request: rate-limited per source address
+  // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
+  if (join_requested) {
+    // Charged by the datagrams the answer takes (about 25 members each).
+    if (sync_allowed(from, now(), 1.0 + static_cast<double>(members_.size()) / 25.0)) {
+      send_member_table(from, wire::MsgType::kJoinReply, false, out);
+    } else {
+      ++counters_.sync_rate_limited;
+    }
+  }
   if (live_count_ > 0) joined_ = true;
   pump_feeds();
 }

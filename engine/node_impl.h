@@ -147,7 +147,9 @@ class NodeImpl {
   void handle_sync_request(const Address& from, NodeId sender,
                            std::span<const std::byte> body, PacketSink& out);
   void handle_sync_response(NodeId sender, std::span<const std::byte> body, PacketSink& out);
-  bool sync_allowed(const Address& from, std::uint64_t now);
+  // Token bucket per source address for what a small request can make us send (sync answers,
+  // join answers); `cost` in datagrams.
+  bool sync_allowed(const Address& from, std::uint64_t now, double cost = 1.0);
   void init_sync();
   void prefer_sync_peer(NodeId peer);
   std::uint64_t sync_deadline_ms() const;

@@ -143,7 +143,7 @@ void NodeImpl::finish_sync(bool complete) {
   st.session.reset();
 }
 
-bool NodeImpl::sync_allowed(const Address& from, std::uint64_t t) {
+bool NodeImpl::sync_allowed(const Address& from, std::uint64_t t, double cost) {
   SyncState& st = *sync_;
   // Token bucket per peer address: a burst of 8 ticks' worth, refilled in one second.
   const double capacity = 8.0 * config_.sync_datagrams_per_tick_max;
@@ -152,8 +152,8 @@ bool NodeImpl::sync_allowed(const Address& from, std::uint64_t t) {
   if (b.last_ms == 0) b.tokens = capacity;
   b.tokens = std::min(capacity, b.tokens + capacity * static_cast<double>(t - b.last_ms) / 1000.0);
   b.last_ms = t;
-  if (b.tokens < 1.0) return false;
-  b.tokens -= 1.0;
+  if (b.tokens < cost) return false;
+  b.tokens -= cost;
   return true;
 }
 
