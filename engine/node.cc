@@ -27,6 +27,12 @@ wire::WireState to_wire(MemberState s) { return static_cast<wire::WireState>(s);
 MemberState from_wire(wire::WireState s) { return static_cast<MemberState>(s); }
 bool is_live(MemberState s) { return s == MemberState::kAlive || s == MemberState::kSuspect; }
 
+// Incarnations above this are refused (see apply_member): 2^62 leaves room for 2^61 refutations
+// above any millisecond start time.
+constexpr std::uint64_t kIncarnationMax = std::uint64_t{1} << 62;
+// Where the first member record of a table datagram starts: header + Join/JoinReply message.
+constexpr std::size_t kTableFirstRecordAt = wire::kHeaderBytes + wire::kMessageHeaderBytes + 4;
+
 // Subject kinds in the broadcast queue.
 constexpr std::uint8_t kSubjectMember = 0;
 constexpr std::uint8_t kSubjectKey = 1;
@@ -120,6 +126,16 @@ Status NodeConfig::validate() const {
                std::to_string(store.key_bytes_max + store.value_bytes_max) +
                ") leave no room in datagram_bytes_max " + std::to_string(datagram_bytes_max));
   }
+  // One member record of the largest name and metadata must fit a datagram after a table
+  // message, or table exchanges could not carry it.
+  const std::size_t member_max = kTableFirstRecordAt + wire::kMessageHeaderBytes + 1 + 24 + 19 +
+                                 1 + name_bytes_max + 2 + metadata_bytes_max;
+  if (member_max > datagram_bytes_max) {
+    return bad("name_bytes_max + metadata_bytes_max (" +
+               std::to_string(name_bytes_max + metadata_bytes_max) +
+               ") leave no room for a member record in datagram_bytes_max " +
+               std::to_string(datagram_bytes_max));
+  }
   if (store.value_bytes_max > 65535 || store.key_bytes_max > 65535) {
     return bad("key_bytes_max and value_bytes_max must be at most 65535");
   }
@@ -197,9 +213,12 @@ void NodeImpl::adjust_health(int delta) {
 
 void NodeImpl::start(PacketSink& out) {
   RUMOR_ASSERT(!running_);
-  driver_thread_ = thread_token();
+  // Release: the store binding and everything start() set up are visible to writer threads
+  // that see this token (they then queue instead of writing directly).
+  driver_thread_.store(thread_token(), std::memory_order_release);
   store_->bind_owner(0);
   running_ = true;
+  leaving_ = false;
   const std::uint64_t t = now();
   // A fresh incarnation above any this node used before a restart: its start time.
   self().incarnation = std::max<std::uint64_t>(self().incarnation + 1, t);
@@ -251,6 +270,7 @@ void NodeImpl::send_member_table(const Address& to, wire::MsgType kind, bool rep
   Packet p(*this, out);
   bool first = true;
   std::size_t i = 0;
+  std::size_t records_at = 0;  // where this datagram's first member record starts
   while (i < members_.size()) {
     if (!p.is_open()) {
       if (!p.open()) return;
@@ -261,6 +281,7 @@ void NodeImpl::send_member_table(const Address& to, wire::MsgType kind, bool rep
         p.w().u32(static_cast<std::uint32_t>(members_.size()));
       }
       p.w().end(at);
+      records_at = p.w().size();
       first = false;
     }
     const MemberRec& m = members_[i];
@@ -269,6 +290,10 @@ void NodeImpl::send_member_table(const Address& to, wire::MsgType kind, bool rep
                                         m.address, m.name, m.metadata});
     if (!p.w().ok()) {
       p.w().rollback(mark);
+      if (mark == records_at) {
+        ++i;  // cannot fit even an empty datagram (validate() prevents it): skip, never spin
+        continue;
+      }
       p.send(to, /*piggyback=*/false);
       continue;  // this member again, in a fresh datagram
     }
@@ -367,6 +392,7 @@ void NodeImpl::set_state(MemberRec& rec, MemberState state, std::uint64_t incarn
 void NodeImpl::refute(std::uint64_t claimed_incarnation) {
   if (leaving_) return;
   self().incarnation = std::max(self().incarnation, claimed_incarnation) + 1;
+  RUMOR_ASSERT(self().incarnation <= kIncarnationMax);
   broadcast_member(self(), config_.id);
   ++counters_.refutations;
   // Lifeguard: being suspected is a hint that this node is the slow one.
@@ -374,6 +400,12 @@ void NodeImpl::refute(std::uint64_t claimed_incarnation) {
 }
 
 void NodeImpl::apply_member(const wire::MemberMsg& m_in, bool state_sync) {
+  // Incarnations start at a node's start time in ms and grow by one per refutation; anything
+  // near the top of the range is forged and would wrap a refutation to zero.
+  if (m_in.incarnation > kIncarnationMax - 1) {
+    ++counters_.drop_malformed;
+    return;
+  }
   wire::MemberMsg m = m_in;
   // In a table exchange, "dead" is somebody else's old belief: treat it as a suspicion, which
   // the member refutes if it is alive (memberlist does the same in its push-pull merge).
@@ -389,7 +421,9 @@ void NodeImpl::apply_member(const wire::MemberMsg& m_in, bool state_sync) {
   }
   MemberRec* rec = find(m.node);
   if (!rec) {
-    if (m.state != wire::WireState::kAlive && m.state != wire::WireState::kSuspect) return;
+    // Only an alive claim introduces a member. A suspicion or death of someone unknown (a
+    // member this node already forgot) must not bring it back (memberlist does the same).
+    if (m_in.state != wire::WireState::kAlive) return;
     if (members_.size() >= config_.members_max) return;
     MemberRec& added = add_member(m);
     if (!state_sync || m.node == m.from) broadcast_member(added, m.from);
@@ -553,6 +587,7 @@ void NodeImpl::probe_tick(std::uint64_t t, PacketSink& out) {
         wire::encode(p.w(), wire::PingReq{probe_.seq, probe_.target, target->address});
         p.send(find(r)->address, /*piggyback=*/true);
         ++probe_.expected_nacks;
+        probe_.relays.push_back(r);
         ++counters_.indirect_probes;
       }
     }
@@ -575,9 +610,14 @@ void NodeImpl::probe_tick(std::uint64_t t, PacketSink& out) {
   ++counters_.probes_sent;
 }
 
-void NodeImpl::handle_ack(std::uint32_t seq, PacketSink& out) {
+void NodeImpl::handle_ack(NodeId sender, std::uint32_t seq, PacketSink& out) {
   if (probe_.active && seq == probe_.seq) {
-    probe_.acked = true;
+    // Only the target itself, or a relay we asked, can vouch for it: a forged ack from anyone
+    // else must not keep a dead member alive.
+    if (sender == probe_.target ||
+        std::find(probe_.relays.begin(), probe_.relays.end(), sender) != probe_.relays.end()) {
+      probe_.acked = true;
+    }
     return;
   }
   // An ack for a ping we sent on someone's behalf: forward it.
@@ -593,8 +633,15 @@ void NodeImpl::handle_ack(std::uint32_t seq, PacketSink& out) {
   }
 }
 
-void NodeImpl::handle_nack(std::uint32_t seq) {
-  if (probe_.active && seq == probe_.seq) ++probe_.nacks;
+void NodeImpl::handle_nack(NodeId sender, std::uint32_t seq) {
+  if (!probe_.active || seq != probe_.seq) return;
+  // Each relay we asked counts once.
+  auto it = std::find(probe_.relays.begin(), probe_.relays.end(), sender);
+  if (it == probe_.relays.end()) return;
+  const auto bit = std::uint64_t{1} << (static_cast<std::size_t>(it - probe_.relays.begin()) & 63);
+  if (probe_.nacked & bit) return;
+  probe_.nacked |= bit;
+  ++probe_.nacks;
 }
 
 void NodeImpl::handle_ping_req(const Address& from, const wire::PingReq& m, PacketSink& out) {
@@ -748,7 +795,7 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
           malformed = true;
           break;
         }
-        handle_ack(seq, out);
+        handle_ack(h.sender, seq, out);
         break;
       }
       case wire::MsgType::kNack: {
@@ -757,7 +804,7 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
           malformed = true;
           break;
         }
-        handle_nack(seq);
+        handle_nack(h.sender, seq);
         break;
       }
       case wire::MsgType::kPingReq: {
@@ -935,7 +982,8 @@ std::size_t NodeImpl::dispatch_events() {
 }
 
 Status NodeImpl::set(std::string_view key, std::string_view value) {
-  if (driver_thread_ == 0 || driver_thread_ == thread_token()) {
+  const std::uint64_t driver = driver_thread_.load(std::memory_order_acquire);  // see start()
+  if (driver == 0 || driver == thread_token()) {
     auto r = store_->set(key, value);
     return r ? Status::ok() : r.status();
   }
@@ -945,7 +993,8 @@ Status NodeImpl::set(std::string_view key, std::string_view value) {
 }
 
 Status NodeImpl::del(std::string_view key) {
-  if (driver_thread_ == 0 || driver_thread_ == thread_token()) {
+  const std::uint64_t driver = driver_thread_.load(std::memory_order_acquire);  // see start()
+  if (driver == 0 || driver == thread_token()) {
     auto r = store_->del(key);
     return r ? Status::ok() : r.status();
   }

@@ -3,6 +3,7 @@
 // store. docs/protocol.md describes the algorithms and their invariants.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -87,6 +88,8 @@ class NodeImpl {
     bool indirect_sent = false;
     std::uint32_t expected_nacks = 0;
     std::uint32_t nacks = 0;
+    std::vector<NodeId> relays;  // asked to ping the target; their acks and nacks count
+    std::uint64_t nacked = 0;    // bit per relay that answered with a nack
   };
   struct Relay {
     std::uint32_t local_seq = 0;
@@ -124,8 +127,8 @@ class NodeImpl {
   void probe_tick(std::uint64_t now, PacketSink& out);
   void finish_probe();
   NodeId next_probe_target();
-  void handle_ack(std::uint32_t seq, PacketSink& out);
-  void handle_nack(std::uint32_t seq);
+  void handle_ack(NodeId sender, std::uint32_t seq, PacketSink& out);
+  void handle_nack(NodeId sender, std::uint32_t seq);
   void handle_ping_req(const Address& from, const wire::PingReq& m, PacketSink& out);
   void relay_tick(std::uint64_t now, PacketSink& out);
   std::vector<NodeId> random_members(std::size_t k, NodeId exclude1, NodeId exclude2);
@@ -165,7 +168,7 @@ class NodeImpl {
   bool running_ = false;
   bool leaving_ = false;
   bool joined_ = false;
-  std::uint64_t driver_thread_ = 0;  // token of the thread that called start()
+  std::atomic<std::uint64_t> driver_thread_{0};  // token of the thread that called start()
 
   std::vector<MemberRec> members_;  // [0] is this node
   IdIndex index_;

@@ -8,6 +8,7 @@
 //
 // Thread-safety contract
 // - The driver thread calls start, receive, tick, next_deadline_ms, stop and dispatch_events.
+// - Before start(), set and del come from one thread at a time (they write the store directly).
 // - set, del, get, get_entry and scan_prefix may be called from any thread:
 //   reads go to the lock-free store; writes from a thread other than the driver's are queued to
 //   it (Code::kBusy when the queue is full) and applied at the driver's next receive/tick.
