@@ -150,6 +150,21 @@ inline EntryView owner_view(const Slot& s, char (&buf)[kInlineBytes]) {
   return v;
 }
 
+// The owner's side of the seqlock: every write to a slot readers can see is bracketed by these.
+[[gnu::always_inline]] inline std::uint64_t begin_write(Slot& s) {
+  const std::uint64_t seq = ld(s.seq);
+  st(s.seq, seq + 1);
+  // Release fence: the odd sequence is visible before any data store that follows, so a reader
+  // that sees new data also sees the sequence move.
+  std::atomic_thread_fence(std::memory_order_release);
+  return seq;
+}
+[[gnu::always_inline]] inline void end_write(Slot& s, std::uint64_t seq) {
+  // Release: every store since begin_write happens before a reader that acquires the even
+  // sequence.
+  s.seq.store(seq + 2, std::memory_order_release);
+}
+
 // A consistent copy of one slot made by a reader on any thread.
 struct SlotCopy {
   std::uint64_t hash, hlc, node, meta, aux;
@@ -367,19 +382,14 @@ void Shard::grow_if_needed() {
     nw = 1;
   }
 
-  const std::uint64_t seq = ld(s.seq);
-  st(s.seq, seq + 1);
-  // Release fence: the odd sequence is visible before any of the data stores below, so a
-  // reader that sees new data also sees the sequence move.
-  std::atomic_thread_fence(std::memory_order_release);
+  const std::uint64_t seq = begin_write(s);
   if (!same_key_inline) st(s.hash, hash);
   st(s.hlc, e.version.hlc);
   st(s.node, e.version.node);
   st(s.meta, pack_meta(e.key.size(), e.value.size(), flags));
   st(s.aux, sync_epoch_);
   for (std::size_t i = first; i < nw; ++i) st(s.payload[i], words[i]);
-  // Release: every store above happens before a reader that acquires the even sequence.
-  s.seq.store(seq + 2, std::memory_order_release);
+  end_write(s, seq);
 
   if (old_blob_ptr) {
     store_.owners_[owner_]->retirer.retire(
@@ -390,11 +400,9 @@ void Shard::grow_if_needed() {
 void Shard::make_grave(void* slot_ptr) {
   Slot& s = *static_cast<Slot*>(slot_ptr);
   const std::uint64_t m = ld(s.meta);
-  const std::uint64_t seq = ld(s.seq);
-  st(s.seq, seq + 1);
-  std::atomic_thread_fence(std::memory_order_release);  // as in write_slot
+  const std::uint64_t seq = begin_write(s);
   st(s.meta, pack_meta(0, 0, kFlagGrave));
-  s.seq.store(seq + 2, std::memory_order_release);  // as in write_slot
+  end_write(s, seq);
   if (meta_flags(m) & kFlagBlob) {
     store_.owners_[owner_]->retirer.retire(
         reinterpret_cast<void*>(ld(s.payload[0])), &Blob::destroy);
@@ -463,9 +471,7 @@ void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
                  digest::entry_hash(hash, e.version, false));
   const std::size_t vl = e.value.size();
   const char* v = e.value.data();
-  const std::uint64_t seq = ld(s.seq);
-  st(s.seq, seq + 1);
-  std::atomic_thread_fence(std::memory_order_release);  // see write_slot
+  const std::uint64_t seq = begin_write(s);
   st(s.hlc, e.version.hlc);
   st(s.node, e.version.node);
   st(s.meta, pack_meta(kl, vl, 0));
@@ -482,7 +488,7 @@ void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
     small_copy(reinterpret_cast<char*>(&w), v + i, vl - i);
     st(*dst, w);
   }
-  s.seq.store(seq + 2, std::memory_order_release);  // see write_slot
+  end_write(s, seq);
   bump(c_.merges_applied);
   feed_push(ChangeRecord{hash, e.version, false, false});
   *out = MergeOutcome::kApplied;
