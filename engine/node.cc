@@ -881,7 +881,7 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {
     // Charged by the datagrams the answer takes (about 25 members each).
-    if (sync_allowed(from, now(), 1.0 + static_cast<double>(members_.size()) / 25.0)) {
+    if (answer_allowed(from, now(), 1.0 + static_cast<double>(members_.size()) / 25.0)) {
       send_member_table(from, wire::MsgType::kJoinReply, false, out);
     } else {
       ++counters_.sync_rate_limited;
@@ -981,27 +981,24 @@ std::size_t NodeImpl::dispatch_events() {
   return n;
 }
 
-Status NodeImpl::set(std::string_view key, std::string_view value) {
+Status NodeImpl::write(std::string_view key, std::string_view value, bool tombstone) {
+  // On the driver thread (or before start) the store takes the write directly; from any other
+  // thread it is queued for the driver, which the waker calls up.
   const std::uint64_t driver = driver_thread_.load(std::memory_order_acquire);  // see start()
   if (driver == 0 || driver == thread_token()) {
-    auto r = store_->set(key, value);
+    auto r = tombstone ? store_->del(key) : store_->set(key, value);
     return r ? Status::ok() : r.status();
   }
-  Status st = store_->submit_set(key, value);
+  Status st = tombstone ? store_->submit_del(key) : store_->submit_set(key, value);
   if (st && waker_) waker_();
   return st;
 }
 
-Status NodeImpl::del(std::string_view key) {
-  const std::uint64_t driver = driver_thread_.load(std::memory_order_acquire);  // see start()
-  if (driver == 0 || driver == thread_token()) {
-    auto r = store_->del(key);
-    return r ? Status::ok() : r.status();
-  }
-  Status st = store_->submit_del(key);
-  if (st && waker_) waker_();
-  return st;
+Status NodeImpl::set(std::string_view key, std::string_view value) {
+  return write(key, value, false);
 }
+
+Status NodeImpl::del(std::string_view key) { return write(key, {}, true); }
 
 void NodeImpl::subscribe(std::string_view prefix, Node::ChangeCallback cb) {
   subscriptions_.push_back(Subscription{std::string(prefix), std::move(cb)});

@@ -107,6 +107,7 @@ class NodeImpl {
   struct SyncState;
 
   std::uint64_t now() { return time_.now_ms(); }
+  Status write(std::string_view key, std::string_view value, bool tombstone);
   std::uint32_t retransmit_limit() const;
   std::uint64_t scaled(std::uint64_t ms) const { return ms * (lhm_ + 1); }
   MemberRec* find(NodeId id);
@@ -152,7 +153,7 @@ class NodeImpl {
   void handle_sync_response(NodeId sender, std::span<const std::byte> body, PacketSink& out);
   // Token bucket per source address for what a small request can make us send (sync answers,
   // join answers); `cost` in datagrams.
-  bool sync_allowed(const Address& from, std::uint64_t now, double cost = 1.0);
+  bool answer_allowed(const Address& from, std::uint64_t now, double cost = 1.0);
   void init_sync();
   void prefer_sync_peer(NodeId peer);
   std::uint64_t sync_deadline_ms() const;

@@ -143,7 +143,7 @@ void NodeImpl::finish_sync(bool complete) {
   st.session.reset();
 }
 
-bool NodeImpl::sync_allowed(const Address& from, std::uint64_t t, double cost) {
+bool NodeImpl::answer_allowed(const Address& from, std::uint64_t t, double cost) {
   SyncState& st = *sync_;
   // Token bucket per peer address: a burst of 8 ticks' worth, refilled in one second.
   const double capacity = 8.0 * config_.sync_datagrams_per_tick_max;
@@ -160,7 +160,7 @@ bool NodeImpl::sync_allowed(const Address& from, std::uint64_t t, double cost) {
 void NodeImpl::handle_sync_request(const Address& from, NodeId sender,
                                    std::span<const std::byte> body, PacketSink& out) {
   (void)sender;
-  if (!sync_allowed(from, now())) {
+  if (!answer_allowed(from, now())) {
     ++counters_.sync_rate_limited;
     return;
   }
