@@ -55,17 +55,21 @@ SimCluster::SimCluster(const Options& options) : options_(options) {
 
 SimCluster::~SimCluster() = default;
 
+void SimCluster::attach(SimNode& sn, std::size_t i, const Address& addr) {
+  auto t = net_->add_node(addr);
+  RUMOR_ASSERT(t.is_ok());
+  sn.transport = *t;
+  if (by_net_id_.size() <= sn.transport->id()) by_net_id_.resize(sn.transport->id() + 1);
+  by_net_id_[sn.transport->id()] = i;
+}
+
 void SimCluster::make_node(std::size_t i) {
   auto sn = std::make_unique<SimNode>();
   sn->clock.net = net_.get();
   sn->clock.skew_ms = i < options_.skew_ms.size() ? options_.skew_ms[i] : 0;
   // 10.x addresses exist only inside the simulator; nothing is sent on a real network.
   const Address addr = Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(i) + 1, 7946);
-  auto t = net_->add_node(addr);
-  RUMOR_ASSERT(t.is_ok());
-  sn->transport = *t;
-  if (by_net_id_.size() <= sn->transport->id()) by_net_id_.resize(sn->transport->id() + 1);
-  by_net_id_[sn->transport->id()] = i;
+  attach(*sn, i, addr);
   sn->config = options_.node;
   sn->config.name = "node-" + std::to_string(i);
   sn->config.id = 0;
@@ -133,11 +137,7 @@ void SimCluster::restart(std::size_t i, bool new_address) {
         Address::ipv4(0x0a010000u + static_cast<std::uint32_t>(++moves_) * 256 +
                           static_cast<std::uint32_t>(i % 256),
                       7946);
-    auto t = net_->add_node(addr);
-    RUMOR_ASSERT(t.is_ok());
-    sn.transport = *t;
-    if (by_net_id_.size() <= sn.transport->id()) by_net_id_.resize(sn.transport->id() + 1);
-    by_net_id_[sn.transport->id()] = i;
+    attach(sn, i, addr);
     sn.config.advertise = addr;
   }
   // Drain what queued up while it was down: the new process starts with empty sockets.

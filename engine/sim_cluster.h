@@ -97,6 +97,8 @@ class SimCluster {
   };
 
   void make_node(std::size_t i);
+  // Gives node i a transport at addr on the network.
+  void attach(SimNode& sn, std::size_t i, const Address& addr);
   void schedule(std::size_t i);
   void step_node_receive(std::size_t i);
   void step_node_tick(std::size_t i);
