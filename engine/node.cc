@@ -33,6 +33,13 @@ constexpr std::uint64_t kIncarnationMax = std::uint64_t{1} << 62;
 // Where the first member record of a table datagram starts: header + Join/JoinReply message.
 constexpr std::size_t kTableFirstRecordAt = wire::kHeaderBytes + wire::kMessageHeaderBytes + 4;
 
+// The keys that salt the rate limiters' slot hashes: from the node's seed, not from its random
+// stream, so adding a limiter does not change what a simulation replays.
+std::uint64_t limiter_key(const NodeConfig& c, std::uint64_t which) {
+  std::uint64_t x = (c.seed ? c.seed : c.id) * 0x9e3779b97f4a7c15ull + which;
+  return splitmix64(x);
+}
+
 // Subject kinds in the broadcast queue.
 constexpr std::uint8_t kSubjectMember = 0;
 constexpr std::uint8_t kSubjectKey = 1;
@@ -115,8 +122,10 @@ Status NodeConfig::validate() const {
   if (Status s = store.validate(); !s) return s;
   if (store.owners != 1) return bad("store.owners must be 1: a Node has one driver thread");
   // One update must fit one datagram: header, message frame, flags, version, two lengths.
-  const std::size_t entry_max = wire::kHeaderBytes + wire::kMessageHeaderBytes + 1 + 16 + 4 +
-                                store.key_bytes_max + store.value_bytes_max;
+  // Every datagram leaves room for the seal (crypto::kSealOverheadBytes), sealed or not.
+  const std::size_t entry_max = crypto::kSealOverheadBytes + wire::kHeaderBytes +
+                                wire::kMessageHeaderBytes + 1 + 16 + 4 + store.key_bytes_max +
+                                store.value_bytes_max;
   if (datagram_bytes_max < 576 || datagram_bytes_max > kDatagramBytesLimit) {
     return bad("datagram_bytes_max must be in [576, 65507], got " +
                std::to_string(datagram_bytes_max));
@@ -128,8 +137,9 @@ Status NodeConfig::validate() const {
   }
   // One member record of the largest name and metadata must fit a datagram after a table
   // message, or table exchanges could not carry it.
-  const std::size_t member_max = kTableFirstRecordAt + wire::kMessageHeaderBytes + 1 + 24 + 19 +
-                                 1 + name_bytes_max + 2 + metadata_bytes_max;
+  const std::size_t member_max = crypto::kSealOverheadBytes + kTableFirstRecordAt +
+                                 wire::kMessageHeaderBytes + 1 + 24 + 19 + 1 + name_bytes_max +
+                                 2 + metadata_bytes_max;
   if (member_max > datagram_bytes_max) {
     return bad("name_bytes_max + metadata_bytes_max (" +
                std::to_string(name_bytes_max + metadata_bytes_max) +
@@ -146,6 +156,26 @@ Status NodeConfig::validate() const {
     return bad("gossip_interval_ms, sync_interval_ms and sync_timeout_ms must be positive");
   }
   if (members_max < 2) return bad("members_max must be at least 2");
+  if (cluster_label.size() > crypto::kLabelBytesMax) {
+    return bad("cluster_label is " + std::to_string(cluster_label.size()) +
+               " bytes, at most 255");
+  }
+  if (keys.size() > kKeysMax) {
+    return bad("at most " + std::to_string(kKeysMax) + " keys, got " + std::to_string(keys.size()));
+  }
+  for (const std::string& k : keys) {
+    if (k.size() != kKeyBytes) return bad("a key is 32 bytes, got " + std::to_string(k.size()));
+  }
+  if (encryption >= EncryptionMode::kSend && keys.empty()) {
+    return bad("encryption mode " + std::string(encryption_mode_name(encryption)) +
+               " needs at least one key");
+  }
+  if (peer_bytes_per_s_max < datagram_bytes_max || answer_datagrams_per_s_max == 0 ||
+      rate_limit_peers_max == 0 || sync_datagrams_per_tick_max == 0) {
+    return bad("peer_bytes_per_s_max must be at least datagram_bytes_max; "
+               "answer_datagrams_per_s_max, rate_limit_peers_max and "
+               "sync_datagrams_per_tick_max must be positive");
+  }
   if (retransmit_mult == 0 || gossip_fanout == 0) {
     return bad("retransmit_mult and gossip_fanout must be positive");
   }
@@ -160,6 +190,14 @@ NodeImpl::NodeImpl(const NodeConfig& config, TimeSource& time, std::unique_ptr<S
       time_(time),
       store_(std::move(store)),
       rng_(config.seed ? config.seed : config.id),
+      crypto_(config.cluster_label, config.datagram_bytes_max, config.members_max),
+      // A burst of one second's worth.
+      peer_bytes_(config.rate_limit_peers_max, config.peer_bytes_per_s_max,
+                  config.peer_bytes_per_s_max, limiter_key(config, 1)),
+      // Per peer, a burst of 8 ticks' worth of a sync's bulk, refilled in one second.
+      peer_answers_(config.rate_limit_peers_max, 8.0 * config.sync_datagrams_per_tick_max,
+                    8.0 * config.sync_datagrams_per_tick_max, limiter_key(config, 2)),
+      answers_(config.answer_datagrams_per_s_max, config.answer_datagrams_per_s_max),
       broadcasts_(config.broadcast_queue_max),
       feed_cursor_(config.store.virtual_shards, 0) {
   limits_.name_bytes_max = config_.name_bytes_max;
@@ -167,6 +205,11 @@ NodeImpl::NodeImpl(const NodeConfig& config, TimeSource& time, std::unique_ptr<S
   limits_.key_bytes_max = config_.store.key_bytes_max;
   limits_.value_bytes_max = config_.store.value_bytes_max;
   label_hash_ = wire::label_hash(config_.cluster_label);
+  for (const std::string& k : config_.keys) {
+    Status st = crypto_.keyring().install(k);
+    RUMOR_ASSERT(st.is_ok());  // validate() checked sizes; duplicates are no-ops
+  }
+  RUMOR_ASSERT(crypto_.set_mode(config_.encryption).is_ok());
   MemberRec self;
   self.id = config_.id;
   self.name = config_.name;
@@ -224,6 +267,7 @@ void NodeImpl::start(PacketSink& out) {
   self().incarnation = std::max<std::uint64_t>(self().incarnation + 1, t);
   self().state = MemberState::kAlive;
   self().state_since_ms = t;
+  crypto_.start(t);
   broadcast_member(self(), config_.id);
   // Spread the first timers so a thousand nodes started at once do not probe in lockstep.
   next_probe_ms_ = t + rng_.below(config_.probe_interval_ms) + 1;
@@ -750,9 +794,15 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
   ++counters_.packets_received;
   counters_.bytes_received += datagram.size();
   if (!running_) return;
-  wire::Reader r(datagram);
+  // Before any work: one address cannot take more than its share of this node (bounded table,
+  // engine/rate_limit.h). Authentication comes later, so this also holds for junk.
+  if (!peer_bytes_.allow(from, static_cast<double>(datagram.size()), now())) {
+    ++counters_.drop_rate_limited;
+    return;
+  }
+  wire::Reader hr(datagram);
   wire::Header h;
-  switch (wire::read_header(r, &h)) {
+  switch (wire::read_header(hr, &h)) {
     case wire::HeaderError::kNone: break;
     case wire::HeaderError::kTruncated: ++counters_.drop_truncated; return;
     case wire::HeaderError::kBadMagic: ++counters_.drop_bad_magic; return;
@@ -766,6 +816,21 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
     ++counters_.drop_from_self;
     return;
   }
+  // The seal/open layer (engine/crypto.h): from here on only authenticated (or, by the mode,
+  // accepted plaintext) messages are read.
+  const crypto::Opened opened = crypto_.open(datagram, h.sender);
+  switch (opened.kind) {
+    case crypto::Opened::Kind::kPlain: break;
+    case crypto::Opened::Kind::kOpened: ++counters_.packets_opened; break;
+    case crypto::Opened::Kind::kBadFlags: ++counters_.drop_malformed; return;
+    case crypto::Opened::Kind::kTruncated: ++counters_.drop_truncated; return;
+    case crypto::Opened::Kind::kSealedRefused: ++counters_.drop_sealed_refused; return;
+    case crypto::Opened::Kind::kUnknownKey: ++counters_.drop_unknown_key; return;
+    case crypto::Opened::Kind::kAuthFailed: ++counters_.drop_auth_failed; return;
+    case crypto::Opened::Kind::kReplayed: ++counters_.drop_replayed; return;
+    case crypto::Opened::Kind::kPlaintextRefused: ++counters_.drop_plaintext_refused; return;
+  }
+  wire::Reader r(opened.messages);
   store_->drain_writes(0, 1024);
 
   merge_in_.clear();
@@ -1074,6 +1139,15 @@ std::vector<Node::Entry> Node::scan_prefix(std::string_view prefix, std::size_t 
 }
 
 std::vector<Member> Node::members() const { return impl_->members(); }
+
+Status Node::install_key(std::string_view raw_key) {
+  return impl_->crypto().keyring().install(raw_key);
+}
+Status Node::use_key(std::string_view ref) { return impl_->crypto().keyring().use(ref); }
+Status Node::remove_key(std::string_view ref) { return impl_->crypto().remove_key(ref); }
+std::vector<KeyInfo> Node::keys() const { return impl_->crypto().keyring().list(); }
+Status Node::set_encryption(EncryptionMode mode) { return impl_->crypto().set_mode(mode); }
+EncryptionMode Node::encryption() const { return impl_->crypto().mode(); }
 void Node::subscribe(std::string_view prefix, ChangeCallback cb) {
   impl_->subscribe(prefix, std::move(cb));
 }

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "engine/broadcast.h"
+#include "engine/crypto.h"
 #include "engine/id_index.h"
+#include "engine/rate_limit.h"
 #include "engine/store.h"
 #include "base/assert.h"
 #include "engine/wire.h"
@@ -60,6 +62,8 @@ class NodeImpl {
   void on_membership(Node::MembershipCallback cb);
   void set_waker(std::function<void()> waker) { waker_ = std::move(waker); }
   const NodeCounters& counters() const;
+  crypto::FrameCrypto& crypto() { return crypto_; }
+  const crypto::FrameCrypto& crypto() const { return crypto_; }
 
   std::size_t pending_broadcasts() const { return broadcasts_.size(); }
   // Lifeguard's local health score (0 = healthy).
@@ -151,8 +155,8 @@ class NodeImpl {
   void handle_sync_request(const Address& from, NodeId sender,
                            std::span<const std::byte> body, PacketSink& out);
   void handle_sync_response(NodeId sender, std::span<const std::byte> body, PacketSink& out);
-  // Token bucket per source address for what a small request can make us send (sync answers,
-  // join answers); `cost` in datagrams.
+  // What a small request can make us send (sync answers, join answers), `cost` in datagrams:
+  // a token bucket per source address and one for all of them (engine/rate_limit.h).
   bool answer_allowed(const Address& from, std::uint64_t now, double cost = 1.0);
   void init_sync();
   void prefer_sync_peer(NodeId peer);
@@ -166,6 +170,10 @@ class NodeImpl {
   Rng rng_;
   wire::Limits limits_;
   std::uint32_t label_hash_ = 0;
+  crypto::FrameCrypto crypto_;  // seals what Packet sends, opens what receive() gets
+  PeerLimiter peer_bytes_;      // bytes accepted per source address
+  PeerLimiter peer_answers_;    // answer datagrams per source address
+  TokenBucket answers_;         // answer datagrams, all addresses together
   bool running_ = false;
   bool leaving_ = false;
   bool joined_ = false;
@@ -227,7 +235,11 @@ class NodeImpl::Packet {
       return false;
     }
     if (buf.size() > n_.config_.datagram_bytes_max) buf = buf.first(n_.config_.datagram_bytes_max);
-    w_ = wire::Writer(buf);
+    // Room for the seal, sealed or not (so the mode can change at any time): every datagram's
+    // plaintext is at most datagram_bytes_max - kSealOverheadBytes.
+    RUMOR_ASSERT(buf.size() > crypto::kSealOverheadBytes + wire::kHeaderBytes);
+    frame_ = buf;
+    w_ = wire::Writer(buf.first(buf.size() - crypto::kSealOverheadBytes));
     wire::write_header(w_, wire::Header{shard, n_.label_hash_, n_.config_.id});
     RUMOR_ASSERT(w_.ok());
     open_ = true;
@@ -242,15 +254,21 @@ class NodeImpl::Packet {
     RUMOR_ASSERT(open_);
     if (piggyback) n_.counters_.broadcasts_sent += n_.broadcasts_.fill(w_, n_.retransmit_limit());
     RUMOR_ASSERT(w_.ok());  // every append checks space; a failed one was rolled back
-    sink_.commit(to, w_.size());
+    std::size_t len = w_.size();
+    if (n_.crypto_.sealing()) {
+      len = n_.crypto_.seal(frame_, len);
+      ++n_.counters_.packets_sealed;
+    }
+    sink_.commit(to, len);
     ++n_.counters_.packets_sent;
-    n_.counters_.bytes_sent += w_.size();
+    n_.counters_.bytes_sent += len;
     open_ = false;
   }
 
  private:
   NodeImpl& n_;
   PacketSink& sink_;
+  std::span<std::byte> frame_;  // the whole datagram buffer: the writer's part plus the seal's
   wire::Writer w_;
   bool open_ = false;
 };

@@ -24,11 +24,6 @@ struct NodeImpl::SyncState {
   std::uint64_t started_ms = 0;
   std::uint64_t retransmit_at_ms = 0;
   std::vector<std::uint32_t> tokens;  // per shard, from begin_sync()
-  struct Bucket {
-    double tokens = 0;
-    std::uint64_t last_ms = 0;
-  };
-  std::unordered_map<Address, Bucket> buckets;
 };
 
 namespace {
@@ -46,7 +41,8 @@ void NodeImpl::init_sync() {
   sync_.reset(new SyncState());
   sync_->rc = ReconcileConfig::for_store(config_.store);
   sync_->rc.datagram_bytes_max = static_cast<std::uint32_t>(
-      config_.datagram_bytes_max - wire::kHeaderBytes - wire::kMessageHeaderBytes);
+      config_.datagram_bytes_max - crypto::kSealOverheadBytes - wire::kHeaderBytes -
+      wire::kMessageHeaderBytes);
   RUMOR_ASSERT(sync_->rc.validate().is_ok());
   sync_->responder = std::make_unique<ReconcileResponder>(*store_, 0, sync_->rc);
 }
@@ -144,17 +140,8 @@ void NodeImpl::finish_sync(bool complete) {
 }
 
 bool NodeImpl::answer_allowed(const Address& from, std::uint64_t t, double cost) {
-  SyncState& st = *sync_;
-  // Token bucket per peer address: a burst of 8 ticks' worth, refilled in one second.
-  const double capacity = 8.0 * config_.sync_datagrams_per_tick_max;
-  if (st.buckets.size() > 2ull * config_.members_max) st.buckets.clear();  // bounded memory
-  auto& b = st.buckets[from];
-  if (b.last_ms == 0) b.tokens = capacity;
-  b.tokens = std::min(capacity, b.tokens + capacity * static_cast<double>(t - b.last_ms) / 1000.0);
-  b.last_ms = t;
-  if (b.tokens < cost) return false;
-  b.tokens -= cost;
-  return true;
+  // The address's own share first, so one address cannot drain the global budget.
+  return peer_answers_.allow(from, cost, t) && answers_.take(cost, t);
 }
 
 void NodeImpl::handle_sync_request(const Address& from, NodeId sender,

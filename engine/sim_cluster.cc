@@ -79,6 +79,7 @@ void SimCluster::make_node(std::size_t i) {
   for (std::size_t s = 0; s < options_.seeds && s < options_.nodes; ++s) {
     if (s != i) sn->config.seeds.push_back(Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(s) + 1, 7946));
   }
+  if (options_.configure) options_.configure(i, sn->config);
   auto node = Node::create(sn->config, sn->clock);
   RUMOR_ASSERT(node.is_ok());
   sn->node = std::move(node).value();

@@ -32,6 +32,8 @@ class SimCluster {
     io::SimConfig net;                      // net.seed is overwritten with `seed`
     std::size_t seeds = 1;                  // nodes 0..seeds-1 are the others' join seeds
     std::vector<std::int64_t> skew_ms;      // per node clock skew (missing: 0)
+    // Per node adjustments of the template (a label, keys, an encryption mode), if set.
+    std::function<void(std::size_t, NodeConfig&)> configure;
   };
 
   explicit SimCluster(const Options& options);

@@ -35,7 +35,7 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
   counter("rumor_packets_unsent_total", "", n.sink_full,
           "Packets not sent because no send buffer was free.");
   // Drops by reason: the protocol's and the transport's.
-  const std::array<std::pair<const char*, std::uint64_t>, 8> drops = {{
+  const std::array<std::pair<const char*, std::uint64_t>, 13> drops = {{
       {"bad_magic", n.drop_bad_magic},
       {"bad_version", n.drop_bad_version},
       {"wrong_label", n.drop_wrong_label},
@@ -44,6 +44,11 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
       {"from_self", n.drop_from_self},
       {"unknown_type", n.drop_unknown_type},
       {"rate_limited", n.drop_rate_limited},
+      {"sealed_refused", n.drop_sealed_refused},
+      {"unknown_key", n.drop_unknown_key},
+      {"auth_failed", n.drop_auth_failed},
+      {"replayed", n.drop_replayed},
+      {"plaintext_refused", n.drop_plaintext_refused},
   }};
   for (const auto& [reason, v] : drops) {
     counter("rumor_packet_drops_total", fmt::format("reason=\"{}\"", reason), v,
@@ -54,6 +59,10 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
             fmt::format("reason=\"{}\"", drop_reason_name(static_cast<DropReason>(r))),
             s.transport.drops[r], "Datagrams dropped by the transport, by reason.");
   }
+  counter("rumor_packets_sealed_total", "", n.packets_sealed,
+          "Packets sent sealed (encrypted and authenticated).");
+  counter("rumor_packets_opened_total", "", n.packets_opened,
+          "Sealed packets received, authenticated and decrypted.");
   // Merges.
   counter("rumor_merges_total", "outcome=\"applied\"", n.updates_merged,
           "Remote updates merged into the store, by outcome.");

@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rumor/security.h"
 #include "rumor/status.h"
 #include "rumor/store_config.h"
 #include "rumor/time_source.h"
@@ -82,6 +83,10 @@ struct NodeCounters {
   std::uint64_t drop_bad_magic = 0, drop_bad_version = 0, drop_wrong_label = 0,
                 drop_truncated = 0, drop_malformed = 0, drop_from_self = 0,
                 drop_unknown_type = 0, drop_rate_limited = 0;
+  // Encryption (docs/security.md): drops by reason, and frames sealed and opened.
+  std::uint64_t drop_sealed_refused = 0, drop_unknown_key = 0, drop_auth_failed = 0,
+                drop_replayed = 0, drop_plaintext_refused = 0;
+  std::uint64_t packets_sealed = 0, packets_opened = 0;
   // Membership.
   std::uint64_t probes_sent = 0, probes_failed = 0, indirect_probes = 0, suspicions = 0,
                 refutations = 0, deaths_declared = 0, joins = 0, leaves = 0;
@@ -101,7 +106,7 @@ struct NodeConfig {
   NodeId id = 0;
   Address advertise;         // the address peers send to
   std::vector<Address> seeds;  // any one reachable seed is enough to join
-  std::string cluster_label;   // nodes with different labels never exchange state
+  std::string cluster_label;   // nodes with different labels never exchange state (<= 255 B)
   std::string metadata;        // bounded per-node metadata, gossiped with membership
   std::uint64_t seed = 0;      // randomness; 0 = derived from the id
 
@@ -135,6 +140,19 @@ struct NodeConfig {
   std::uint32_t join_sync = 1;                     // sync with a seed right after joining
 
   std::uint32_t events_max = 65536;  // queued callbacks; more are dropped and counted
+
+  // Hostile input (docs/security.md): bytes accepted from one source address per second (a
+  // burst of one second's worth; more is dropped unread), datagrams per second that all answers
+  // to small requests (join tables, anti-entropy responses) may take together, and the slots of
+  // the fixed per-address tables behind both.
+  std::uint32_t peer_bytes_per_s_max = 16u << 20;
+  std::uint32_t answer_datagrams_per_s_max = 4096;
+  std::uint32_t rate_limit_peers_max = 4096;
+
+  // Encryption (include/rumor/security.h, docs/security.md): raw 32-byte keys, the first is
+  // the primary; the mode says what this node sends and accepts. kSend and kRequire need a key.
+  std::vector<std::string> keys;
+  EncryptionMode encryption = EncryptionMode::kOff;
 
   static NodeConfig lan();
   static NodeConfig wan();
@@ -184,6 +202,17 @@ class Node {
   // ---- driver thread (the reactor publishes snapshots of these for other threads) ----
   std::vector<Member> members() const;
   NodeCounters counters() const;
+
+  // ---- driver thread: the keyring and the encryption mode (docs/security.md) ----
+  // Rotation without downtime: install the new key on every node, then use it on every node,
+  // then remove the old one from every node. Keys are raw 32 bytes (decode_key() reads base64);
+  // use and remove also take the fingerprint that keys() lists.
+  Status install_key(std::string_view raw_key);
+  Status use_key(std::string_view key_or_fingerprint);
+  Status remove_key(std::string_view key_or_fingerprint);
+  std::vector<KeyInfo> keys() const;
+  Status set_encryption(EncryptionMode mode);
+  EncryptionMode encryption() const;
 
   using ChangeCallback = std::function<void(const Change&)>;
   using MembershipCallback = std::function<void(const MembershipEvent&)>;

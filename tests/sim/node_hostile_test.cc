@@ -6,6 +6,7 @@
 
 #include "base/clock.h"
 #include "engine/node_impl.h"
+#include "engine/rate_limit.h"
 #include "engine/wire.h"
 #include "rumor/node.h"
 
@@ -99,6 +100,119 @@ TEST_F(HostileTest, ConfigRefusesMemberRecordsThatCannotFitADatagram) {
   Status st = cfg.validate();
   EXPECT_EQ(st.code(), Code::kInvalidArgument);
   EXPECT_NE(st.message().find("member record"), std::string::npos) << st.message();
+}
+
+// ---- Floods (docs/security.md "Hostile input") -------------------------------------------
+
+class FloodTest : public ::testing::Test {
+ protected:
+  void start(NodeConfig cfg) {
+    cfg.name = "target";
+    cfg.advertise = Address::ipv4(0x7f000001, 7000);
+    node = std::move(Node::create(cfg, time)).value();
+    node->start(sink);
+  }
+  // A join request (asks for the member table back) from `sender` at `addr`.
+  static std::vector<std::byte> join_packet(NodeId sender, const Address& addr) {
+    std::vector<std::byte> b(1400);
+    wire::Writer w(b);
+    wire::write_header(w, wire::Header{0, wire::label_hash(""), sender});
+    const std::size_t at = w.begin(wire::MsgType::kJoin);
+    w.u8(1);
+    w.end(at);
+    wire::encode(w, wire::MemberMsg{wire::WireState::kAlive, 1, sender, sender, addr, "peer", ""});
+    b.resize(w.size());
+    return b;
+  }
+  ManualTimeSource time{1'764'000'000'000};
+  CaptureSink sink;
+  std::unique_ptr<Node> node;
+};
+
+TEST_F(FloodTest, JunkFromOneAddressIsCutOffUnreadAndOtherPeersAreStillServed) {
+  NodeConfig cfg = NodeConfig::local();
+  cfg.peer_bytes_per_s_max = 64 * 1024;
+  start(cfg);
+  const Address attacker = Address::ipv4(0x7f000009, 9999);
+  std::vector<std::byte> junk(1000);
+  std::uint64_t x = 12345;
+  constexpr int kFlood = 20'000;
+  for (int i = 0; i < kFlood; ++i) {
+    for (auto& b : junk) b = static_cast<std::byte>((x = x * 6364136223846793005ull + 1) >> 56);
+    node->receive(attacker, junk, sink);
+    if (i % 1000 == 0) time.advance(10);  // 200 ms of flood in all
+  }
+  const NodeCounters c = node->counters();
+  // What got through: the one-second burst plus 200 ms of refill, 1000 bytes each.
+  const std::uint64_t through = kFlood - c.drop_rate_limited;
+  EXPECT_LE(through, (64u * 1024 + 64u * 1024 / 5) / 1000 + 1);
+  EXPECT_GE(c.drop_rate_limited, static_cast<std::uint64_t>(kFlood) - 100);
+  // Another peer is answered at once.
+  const std::size_t sent_before = sink.sent;
+  const Address peer = Address::ipv4(0x7f000002, 7001);
+  node->receive(peer, join_packet(42, peer), sink);
+  EXPECT_GT(sink.sent, sent_before);
+  EXPECT_EQ(node->members().size(), 2u);
+}
+
+TEST_F(FloodTest, WellFormedRequestsFromOneAddressGetBoundedAnswers) {
+  NodeConfig cfg = NodeConfig::local();
+  start(cfg);
+  const Address attacker = Address::ipv4(0x7f000009, 9999);
+  const auto req = join_packet(66, attacker);
+  constexpr int kFlood = 5'000;
+  for (int i = 0; i < kFlood; ++i) node->receive(attacker, req, sink);
+  // The per-address answer budget: 8 ticks' worth of sync datagrams, at about one datagram
+  // per answer here (a two-member table).
+  const double budget = 8.0 * cfg.sync_datagrams_per_tick_max;
+  EXPECT_LE(sink.sent, static_cast<std::size_t>(budget) + 1);
+  EXPECT_GE(node->counters().sync_rate_limited, static_cast<std::uint64_t>(kFlood - budget));
+  const std::size_t sent_before = sink.sent;
+  const Address peer = Address::ipv4(0x7f000002, 7001);
+  node->receive(peer, join_packet(42, peer), sink);
+  EXPECT_GT(sink.sent, sent_before) << "another address still gets its answer";
+}
+
+TEST_F(FloodTest, SpoofedAddressesShareOneGlobalAnswerBudgetAndFixedTables) {
+  NodeConfig cfg = NodeConfig::local();
+  cfg.answer_datagrams_per_s_max = 300;
+  cfg.members_max = 64;
+  start(cfg);
+  constexpr std::uint32_t kFlood = 50'000;
+  for (std::uint32_t i = 0; i < kFlood; ++i) {
+    const Address a = Address::ipv4(0x0b000000u + i, static_cast<std::uint16_t>(1000 + i % 50000));
+    node->receive(a, join_packet(1000 + i, a), sink);
+  }
+  // Each answer is a datagram or two (the table is at most members_max = 64 records).
+  EXPECT_LE(sink.sent, 300u);
+  EXPECT_GT(sink.sent, 0u);
+  // Memory stays bounded: the member table by members_max; the limiters are fixed tables.
+  EXPECT_LE(node->members().size(), 64u);
+  // A second later the budget is back.
+  time.advance(1000);
+  const std::size_t sent_before = sink.sent;
+  const Address peer = Address::ipv4(0x7f000002, 7001);
+  node->receive(peer, join_packet(42, peer), sink);
+  EXPECT_GT(sink.sent, sent_before);
+}
+
+TEST(RateLimit, PeerLimiterSharesSlotsUnderASprayAndFreesIdleOnes) {
+  PeerLimiter lim(64, 10.0, 10.0, 7);
+  const Address a = Address::ipv4(0x7f000001, 1);
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(lim.allow(a, 1, 1000));
+  EXPECT_FALSE(lim.allow(a, 1, 1000));
+  EXPECT_TRUE(lim.allow(a, 1, 1100));  // 100 ms: one token back
+  // A spray of 10,000 addresses in one instant: the table stays 64 slots, and the spray gets
+  // at most the burst of every slot, not a fresh burst per address.
+  int allowed = 0;
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    allowed += lim.allow(Address::ipv4(0x0b000000u + i, 9), 1, 2000) ? 1 : 0;
+  }
+  EXPECT_EQ(lim.slots(), 64u);
+  EXPECT_LE(allowed, 64 * 10 + 10);
+  // Idle slots are taken over a second later: a new address gets its own full burst.
+  const Address b = Address::ipv4(0x7f000003, 3);
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(lim.allow(b, 1, 5000));
 }
 
 }  // namespace

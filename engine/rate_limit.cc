@@ -1,0 +1,76 @@
+#include "engine/rate_limit.h"
+
+#include <algorithm>
+#include <bit>
+
+#include "base/assert.h"
+
+namespace rumor {
+
+namespace {
+std::uint64_t mix(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+// Idle this long, a slot goes to whichever address needs one.
+constexpr std::uint64_t kSlotIdleMs = 1000;
+}  // namespace
+
+bool TokenBucket::take(double cost, std::uint64_t now_ms) {
+  if (now_ms > last_ms_) {
+    tokens_ = std::min(burst_, tokens_ + rate_ * static_cast<double>(now_ms - last_ms_) / 1000.0);
+    last_ms_ = now_ms;
+  }
+  if (tokens_ < cost) return false;
+  tokens_ -= cost;
+  return true;
+}
+
+PeerLimiter::PeerLimiter(std::size_t slots, double rate_per_s, double burst, std::uint64_t key)
+    : slots_(std::bit_ceil(std::max<std::size_t>(slots, 2))),
+      mask_(slots_.size() - 1),
+      rate_(rate_per_s),
+      burst_(burst),
+      key_(key) {
+  RUMOR_ASSERT(rate_per_s > 0);
+  RUMOR_ASSERT(burst > 0);
+}
+
+void PeerLimiter::refill(Slot& s, std::uint64_t now_ms) const {
+  if (now_ms > s.last_ms) {
+    s.tokens = std::min(burst_, s.tokens + rate_ * static_cast<double>(now_ms - s.last_ms) / 1000.0);
+    s.last_ms = now_ms;
+  }
+}
+
+bool PeerLimiter::allow(const Address& from, double cost, std::uint64_t now_ms) {
+  const std::uint64_t h = mix(from.hash() ^ key_);
+  const std::uint64_t tag = h | 1;  // never 0 (free)
+  Slot& a = slots_[h & mask_];
+  Slot& b = slots_[mix(h) & mask_];
+  Slot* s = nullptr;
+  if (a.tag == tag) {
+    s = &a;
+  } else if (b.tag == tag) {
+    s = &b;
+  } else {
+    // A new address: a free or idle slot (the idler of the two), full bucket.
+    Slot* idle = a.last_ms <= b.last_ms ? &a : &b;
+    if (idle->tag == 0 || now_ms >= idle->last_ms + kSlotIdleMs) {
+      idle->tag = tag;
+      idle->tokens = burst_;
+      idle->last_ms = now_ms;
+      s = idle;
+    } else {
+      // Both busy: share the bucket with more tokens, without taking it over.
+      s = a.tokens >= b.tokens ? &a : &b;
+    }
+  }
+  refill(*s, now_ms);
+  if (s->tokens < cost) return false;
+  s->tokens -= cost;
+  return true;
+}
+
+}  // namespace rumor

@@ -1,0 +1,248 @@
+// Encryption, key rotation, the plaintext -> encrypted migration and cluster labels, end to end
+// on the simulator (seeded, virtual time). A failure names its seed; RUMOR_SIM_SEED replays it.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "engine/sim_cluster.h"
+#include "rumor/security.h"
+
+namespace rumor {
+namespace {
+
+std::vector<std::uint64_t> seeds(std::size_t n) {
+  if (const char* s = std::getenv("RUMOR_SIM_SEED")) return {std::strtoull(s, nullptr, 10)};
+  std::vector<std::uint64_t> out;
+  for (std::size_t i = 0; i < n; ++i) out.push_back(4000 + i * 7919);
+  return out;
+}
+
+#define SEED_TRACE(seed) \
+  SCOPED_TRACE(::testing::Message() << "replay with RUMOR_SIM_SEED=" << (seed))
+
+const std::string kKeyA(32, 'A');
+const std::string kKeyB = [] {
+  // A second key whose key id differs from kKeyA's.
+  for (char c = 'B'; c < 'Z'; ++c) {
+    std::string k(32, c);
+    if (key_fingerprint(k).substr(0, 2) != key_fingerprint(kKeyA).substr(0, 2)) return k;
+  }
+  return std::string(32, 'B');
+}();
+
+SimCluster::Options opts(std::size_t n, std::uint64_t seed) {
+  SimCluster::Options o;
+  o.nodes = n;
+  o.seed = seed;
+  o.node = NodeConfig::local();
+  o.net.link.latency_ns = 1'000'000;
+  o.net.link.jitter_ns = 500'000;
+  o.net.link.loss = 0.02;
+  return o;
+}
+
+bool all_have(SimCluster& c, std::string_view key, std::string_view value) {
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    if (c.crashed(i)) continue;
+    auto v = c.node(i).get(key);
+    if (!v || *v != value) return false;
+  }
+  return true;
+}
+
+std::size_t live_seen(SimCluster& c, std::size_t i) {
+  std::size_t n = 0;
+  for (const Member& m : c.node(i).members()) {
+    if (m.id != c.node(i).id() && (m.state == MemberState::kAlive || m.state == MemberState::kSuspect)) ++n;
+  }
+  return n;
+}
+
+bool membership_complete(SimCluster& c) {
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    if (live_seen(c, i) + 1 != c.size()) return false;
+  }
+  return true;
+}
+
+NodeCounters sum(SimCluster& c) {
+  NodeCounters t;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    const NodeCounters n = c.node(i).counters();
+    t.packets_sealed += n.packets_sealed;
+    t.packets_opened += n.packets_opened;
+    t.drop_auth_failed += n.drop_auth_failed;
+    t.drop_unknown_key += n.drop_unknown_key;
+    t.drop_sealed_refused += n.drop_sealed_refused;
+    t.drop_plaintext_refused += n.drop_plaintext_refused;
+    t.drop_replayed += n.drop_replayed;
+    t.drop_wrong_label += n.drop_wrong_label;
+  }
+  return t;
+}
+
+TEST(SecuritySim, EncryptedClusterConvergesAndEveryPacketIsSealed) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    auto o = opts(5, seed);
+    o.node.keys = {kKeyA};
+    o.node.encryption = EncryptionMode::kRequire;
+    o.net.link.duplicate = 0.05;  // duplicated datagrams are replays: refused, and harmless
+    SimCluster c(o);
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    ASSERT_TRUE(c.node(0).set("service_version", "v1.2.4").is_ok());
+    ASSERT_TRUE(c.run_until([&] { return all_have(c, "service_version", "v1.2.4"); }, 5'000));
+    const NodeCounters t = sum(c);
+    std::uint64_t sent = 0;
+    for (std::size_t i = 0; i < c.size(); ++i) sent += c.node(i).counters().packets_sent;
+    EXPECT_EQ(t.packets_sealed, sent);
+    EXPECT_GT(t.packets_opened, 0u);
+    EXPECT_EQ(t.drop_auth_failed + t.drop_unknown_key, 0u);
+    EXPECT_GT(t.drop_replayed, 0u) << "the network duplicated datagrams; none was a replay?";
+  }
+}
+
+TEST(SecuritySim, KeyRotationUnderWritesLosesNothing) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    auto o = opts(5, seed);
+    o.node.keys = {kKeyA};
+    o.node.encryption = EncryptionMode::kRequire;
+    SimCluster c(o);
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    int w = 0;
+    auto write_some = [&] {
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        ASSERT_TRUE(c.node(i).set("k" + std::to_string(w++), "v").is_ok());
+        c.run_for(30);
+      }
+    };
+    // Install on every node (one at a time, with traffic in between), then use, then remove.
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      ASSERT_TRUE(c.node(i).install_key(kKeyB).is_ok());
+      write_some();
+    }
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      ASSERT_TRUE(c.node(i).use_key(key_fingerprint(kKeyB)).is_ok());
+      write_some();
+    }
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      ASSERT_TRUE(c.node(i).remove_key(kKeyA).is_ok());
+      ASSERT_EQ(c.node(i).keys().size(), 1u);
+      EXPECT_TRUE(c.node(i).keys()[0].primary);
+      write_some();
+    }
+    ASSERT_TRUE(c.run_until(
+        [&] {
+          for (int k = 0; k < w; ++k) {
+            if (!all_have(c, "k" + std::to_string(k), "v")) return false;
+          }
+          return true;
+        },
+        30'000, 100));
+    EXPECT_TRUE(membership_complete(c));
+    const NodeCounters t = sum(c);
+    EXPECT_EQ(t.drop_unknown_key + t.drop_auth_failed, 0u)
+        << "the rotation order (install, use, remove) never strands a datagram";
+  }
+}
+
+TEST(SecuritySim, MigrationFromPlaintextAcceptsBothThenRequires) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    SimCluster c(opts(4, seed));
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    int w = 0;
+    auto step = [&](const char* what, auto&& change) {
+      SCOPED_TRACE(what);
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        change(c.node(i));
+        ASSERT_TRUE(c.node(i).set("m" + std::to_string(w++), what).is_ok());
+        c.run_for(50);
+      }
+      ASSERT_TRUE(c.run_until(
+          [&] { return all_have(c, "m" + std::to_string(w - 1), what) && membership_complete(c); },
+          20'000, 50));
+    };
+    step("accept", [](Node& n) {
+      ASSERT_TRUE(n.install_key(kKeyA).is_ok());
+      ASSERT_TRUE(n.set_encryption(EncryptionMode::kAccept).is_ok());
+    });
+    EXPECT_EQ(sum(c).packets_sealed, 0u);
+    step("send", [](Node& n) { ASSERT_TRUE(n.set_encryption(EncryptionMode::kSend).is_ok()); });
+    const std::uint64_t sealed_before = sum(c).packets_sealed;
+    EXPECT_GT(sealed_before, 0u);
+    step("require", [](Node& n) { ASSERT_TRUE(n.set_encryption(EncryptionMode::kRequire).is_ok()); });
+    const NodeCounters t = sum(c);
+    EXPECT_EQ(t.drop_sealed_refused + t.drop_plaintext_refused + t.drop_auth_failed, 0u)
+        << "no step of the migration drops a datagram";
+  }
+}
+
+// Half the nodes under another label (or without the key) use a node of the first half as their
+// seed: whatever they send is dropped, and neither side ever lists a member of the other.
+void expect_never_merge(SimCluster& c, std::size_t split, std::uint64_t run_ms) {
+  c.start_all();
+  c.run_for(run_ms);
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    for (const Member& m : c.node(i).members()) {
+      bool other_side = false;
+      for (std::size_t j = 0; j < c.size(); ++j) {
+        if (c.node(j).id() == m.id) other_side = (i < split) != (j < split);
+      }
+      EXPECT_FALSE(other_side) << "node " << i << " lists " << m.name;
+    }
+  }
+  // The first side still formed its cluster.
+  for (std::size_t i = 0; i < split; ++i) EXPECT_EQ(live_seen(c, i) + 1, split) << "node " << i;
+}
+
+TEST(SecuritySim, DifferentLabelsNeverMergeInAnyDirection) {
+  for (bool encrypted : {false, true}) {
+    for (std::uint64_t seed : seeds(2)) {
+      SEED_TRACE(seed);
+      SCOPED_TRACE(encrypted ? "encrypted" : "plaintext");
+      auto o = opts(6, seed);
+      if (encrypted) {
+        o.node.keys = {kKeyA};  // the same key: only the label differs
+        o.node.encryption = EncryptionMode::kRequire;
+      }
+      o.configure = [](std::size_t i, NodeConfig& cfg) {
+        cfg.cluster_label = i < 3 ? "prod" : "staging";
+      };
+      SimCluster c(o);
+      expect_never_merge(c, 3, 10'000);
+      std::uint64_t dropped = 0;
+      for (std::size_t i = 0; i < c.size(); ++i) dropped += c.node(i).counters().drop_wrong_label;
+      EXPECT_GT(dropped, 0u);
+    }
+  }
+}
+
+TEST(SecuritySim, NodesWithoutTheKeyNeverMerge) {
+  for (std::uint64_t seed : seeds(2)) {
+    SEED_TRACE(seed);
+    auto o = opts(6, seed);
+    o.configure = [](std::size_t i, NodeConfig& cfg) {
+      if (i < 3) {
+        cfg.keys = {kKeyA};
+        cfg.encryption = EncryptionMode::kRequire;
+      } else if (i == 3) {
+        cfg.keys = {kKeyB};  // another key
+        cfg.encryption = EncryptionMode::kRequire;
+      }  // 4, 5: plaintext
+    };
+    SimCluster c(o);
+    expect_never_merge(c, 3, 10'000);
+    EXPECT_GT(c.node(0).counters().drop_plaintext_refused, 0u);
+    EXPECT_GT(c.node(0).counters().drop_unknown_key, 0u);
+  }
+}
+
+}  // namespace
+}  // namespace rumor
