@@ -15,6 +15,7 @@ std::string_view op_name(Op op) {
     case Op::kStats: return "stats";
     case Op::kWatch: return "watch";
     case Op::kInfo: return "info";
+    case Op::kKeyring: return "keyring";
   }
   return "unknown";
 }

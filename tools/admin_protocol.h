@@ -40,6 +40,10 @@ enum class Op : std::uint8_t {
   kStats = 6,    // [] -> rows of [name, value]
   kWatch = 7,    // [prefix] -> stream of [key, value, hlc, writer, writer_name, deleted, local]
   kInfo = 8,     // [] -> rows of [name, value]: agent name, id, addresses, backend
+  // [action, argument] -> rows of [what, a, b]: ("mode", mode, ""), then one
+  // ("key", fingerprint, "primary" | "accepted") per key. Actions: list, install (argument: a
+  // base64 key), use and remove (a fingerprint or a base64 key), mode (off|accept|send|require).
+  kKeyring = 9,
 };
 std::string_view op_name(Op op);
 

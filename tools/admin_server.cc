@@ -348,7 +348,9 @@ void AdminServer::post_to_reactor(Conn& c, Op op, bool metrics, std::string key,
     done->op = op;
     done->metrics = metrics;
     done->key = key;
-    if (op == Op::kSet || op == Op::kDel) {
+    if (op == Op::kKeyring) {
+      done->status = agent->keyring_command(key, value, &done->rows);
+    } else if (op == Op::kSet || op == Op::kDel) {
       done->status = op == Op::kSet ? agent->node().set(key, value) : agent->node().del(key);
       if (done->status.is_ok()) {
         if (auto e = agent->node().get_entry(key)) done->version = e->version;
@@ -424,6 +426,10 @@ void AdminServer::handle(Conn& c, const Message& req) {
     case Op::kDel:
       if (!need(1)) return;
       post_to_reactor(c, op, false, req.fields[0], {});
+      return;
+    case Op::kKeyring:
+      if (!need(2)) return;
+      post_to_reactor(c, op, false, req.fields[0], req.fields[1]);
       return;
     case Op::kMembers:
     case Op::kStats:
@@ -519,6 +525,13 @@ void AdminServer::on_completion(std::unique_ptr<Completion> done) {
       respond(c, make_response(2, std::move(f)));
       break;
     }
+    case Op::kKeyring:
+      if (!done->status.is_ok()) {
+        respond(c, make_error(done->status));
+      } else {
+        respond(c, make_response(3, std::move(done->rows)));
+      }
+      break;
     default:
       respond(c, make_error(Status::error(Code::kInvalidArgument, "unexpected completion")));
       break;

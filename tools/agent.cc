@@ -75,6 +75,45 @@ std::shared_ptr<const Snapshot> Agent::take_snapshot() {
   return s;
 }
 
+Status Agent::keyring_command(const std::string& action, const std::string& argument,
+                              std::vector<std::string>* rows) {
+  Node& n = *node_;
+  // use and remove take a fingerprint or the key itself (base64).
+  auto ref = [&]() -> std::string {
+    if (argument.size() == 16) return argument;
+    auto raw = decode_key(argument);
+    return raw ? *raw : argument;
+  };
+  Status st;
+  if (action == "install") {
+    auto raw = decode_key(argument);
+    if (!raw) return raw.status();
+    st = n.install_key(*raw);
+  } else if (action == "use") {
+    st = n.use_key(ref());
+  } else if (action == "remove") {
+    st = n.remove_key(ref());
+  } else if (action == "mode") {
+    auto m = parse_encryption_mode(argument);
+    if (!m) return m.status();
+    st = n.set_encryption(*m);
+  } else if (action != "list") {
+    return Status::error(Code::kInvalidArgument,
+                         "keyring action '" + action +
+                             "' is not list, install, use, remove or mode");
+  }
+  if (!st) return st;
+  if (action != "list") {
+    log(LogLevel::kInfo, "keyring changed", "action={} mode={} keys={}", action,
+        encryption_mode_name(n.encryption()), n.keys().size());
+  }
+  *rows = {"mode", std::string(encryption_mode_name(n.encryption())), ""};
+  for (const KeyInfo& k : n.keys()) {
+    rows->insert(rows->end(), {"key", k.fingerprint, k.primary ? "primary" : "accepted"});
+  }
+  return Status::ok();
+}
+
 void Agent::on_change(const Change& c) {
   ++changes_seen_;
   if (!c.local) {

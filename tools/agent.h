@@ -63,6 +63,7 @@ struct Completion {
   Op op = Op::kInfo;
   bool metrics = false;    // an HTTP /metrics request
   Status status;
+  std::vector<std::string> rows;  // a keyring answer: 3 columns
   std::string key;
   Version version;
   std::shared_ptr<const Snapshot> snapshot;
@@ -97,6 +98,9 @@ class Agent {
   std::uint64_t watch_dropped() const { return watch_dropped_.load(std::memory_order_relaxed); }
   // Reactor thread: builds a snapshot (driver-thread-only Node calls are allowed here).
   std::shared_ptr<const Snapshot> take_snapshot();
+  // Reactor thread: runs a keyring action (admin Op::kKeyring) and lists the keyring after it.
+  Status keyring_command(const std::string& action, const std::string& argument,
+                         std::vector<std::string>* rows);
   // Reactor thread: queues a completion for the admin thread and rings it.
   void complete(std::unique_ptr<Completion> c);
   std::string backend_line() const;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <fstream>
 #include <functional>
 #include <limits>
 
@@ -24,7 +25,7 @@ AgentConfig::AgentConfig() {
 namespace {
 
 enum class Kind { kU32, kU64, kBool, kString, kAddress, kAddressOpt, kStringList, kInt,
-                  kBackend, kLogLevel };
+                  kBackend, kLogLevel, kEncryptionMode, kKeys, kKeyFile };
 
 struct Key {
   std::string_view section;  // "" for top-level
@@ -104,6 +105,19 @@ const std::vector<Key>& keys() {
        "1: reconcile with a seed right after joining"},
       {"node", "events_max", Kind::kU32, F(node.events_max),
        "queued callbacks; more are dropped and counted"},
+      {"node", "peer_bytes_per_s_max", Kind::kU32, F(node.peer_bytes_per_s_max),
+       "bytes accepted from one source address per second; more are dropped unread"},
+      {"node", "answer_datagrams_per_s_max", Kind::kU32, F(node.answer_datagrams_per_s_max),
+       "datagrams per second all join and anti-entropy answers may take together"},
+      {"node", "rate_limit_peers_max", Kind::kU32, F(node.rate_limit_peers_max),
+       "slots of the fixed per-address rate-limit tables"},
+      // ---- [encryption] (docs/security.md) ----
+      {"encryption", "mode", Kind::kEncryptionMode, F(node.encryption),
+       "off | accept | send | require: what this node sends and accepts (migration order)"},
+      {"encryption", "keys", Kind::kKeys, F(node.keys),
+       "base64 32-byte keys (`rumor keys generate`); the first is the primary"},
+      {"encryption", "key_file", Kind::kKeyFile, F(node.keys),
+       "a file of base64 keys, one per line, the first primary (keep it mode 0600)"},
       // ---- [store]: StoreConfig ----
       {"store", "virtual_shards", Kind::kU32, F(node.store.virtual_shards),
        "cluster-wide constant, a power of two"},
@@ -265,6 +279,42 @@ Status set_from_text(AgentConfig& c, const Key& k, std::string_view text) {
       }
       return Status::ok();
     }
+    case Kind::kEncryptionMode: {
+      auto m = parse_encryption_mode(text);
+      if (!m) return bad(k, m.status().message());
+      *static_cast<EncryptionMode*>(f) = *m;
+      return Status::ok();
+    }
+    case Kind::kKeys:
+    case Kind::kKeyFile: {
+      auto* keys = static_cast<std::vector<std::string>*>(f);
+      std::string content(text);
+      if (k.kind == Kind::kKeyFile) {
+        if (text.empty()) return Status::ok();
+        std::ifstream in{std::string(text)};
+        if (!in) return bad(k, fmt::format("cannot read {}", text));
+        content.clear();
+        for (std::string line; std::getline(in, line);) {
+          if (!line.empty() && line[0] != '#') content += line + ",";
+        }
+      }
+      keys->clear();
+      std::string_view rest = content;
+      while (!rest.empty()) {
+        const std::size_t comma = rest.find(',');
+        std::string_view item = rest.substr(0, comma);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\r')) item.remove_suffix(1);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        if (!item.empty()) {
+          auto raw = decode_key(item);
+          if (!raw) return bad(k, raw.status().message());
+          keys->push_back(std::move(*raw));
+        }
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      return Status::ok();
+    }
     case Kind::kLogLevel: {
       auto l = parse_log_level(text);
       if (!l) return bad(k, fmt::format("'{}' is not debug, info, warn or error", text));
@@ -307,6 +357,14 @@ std::string current_text(AgentConfig& c, const Key& k) {
       }
       return "?";
     }
+    case Kind::kEncryptionMode:
+      return fmt::format("\"{}\"", encryption_mode_name(*static_cast<EncryptionMode*>(f)));
+    case Kind::kKeys: {
+      // Never print a key: only how many there are.
+      const auto n = static_cast<std::vector<std::string>*>(f)->size();
+      return n == 0 ? "[]" : fmt::format("[...{} key(s)...]", n);
+    }
+    case Kind::kKeyFile: return "\"\"";
     case Kind::kLogLevel: {
       switch (*static_cast<LogLevel*>(f)) {
         case LogLevel::kDebug: return "\"debug\"";
@@ -322,7 +380,7 @@ std::string current_text(AgentConfig& c, const Key& k) {
 
 #ifdef RUMOR_HAVE_TOML
 Result<std::string> toml_to_text(const Key& k, const toml::node& n) {
-  if (k.kind == Kind::kStringList) {
+  if (k.kind == Kind::kStringList || k.kind == Kind::kKeys) {
     if (const auto* arr = n.as_array()) {
       std::string joined;
       for (const toml::node& item : *arr) {
@@ -365,6 +423,8 @@ Status apply_preset(AgentConfig& c, std::string_view preset) {
   base.metadata = c.node.metadata;
   base.seed = c.node.seed;
   base.store = c.node.store;
+  base.keys = c.node.keys;
+  base.encryption = c.node.encryption;
   c.node = base;
   c.preset = std::string(preset);
   return Status::ok();

@@ -310,6 +310,41 @@ int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limi
   return 0;
 }
 
+int cmd_keyring(const ClientOptions& o, const std::string& action, const std::string& argument) {
+  auto r = one_call(o, make_request(Op::kKeyring, {action, argument}));
+  if (!r) return fail(r.status());
+  if (!r->ok()) return fail_response(*r);
+  const Message& m = *r;
+  std::string mode;
+  std::vector<std::pair<std::string, bool>> keys;  // fingerprint, primary
+  for (std::size_t i = 0; i < m.rows(); ++i) {
+    if (m.at(i, 0) == "mode") mode = m.at(i, 1);
+    if (m.at(i, 0) == "key") keys.emplace_back(m.at(i, 1), m.at(i, 2) == "primary");
+  }
+  if (o.json) {
+    std::string out = fmt::format("{{\"mode\":{},\"keys\":[", json_string(mode));
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      out += fmt::format("{}{{\"id\":{},\"fingerprint\":{},\"primary\":{}}}", i ? "," : "",
+                         std::stoul(keys[i].first.substr(0, 2), nullptr, 16),
+                         json_string(keys[i].first), keys[i].second ? "true" : "false");
+    }
+    out += "]}\n";
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  std::printf("encryption: %s\n", mode.c_str());
+  if (keys.empty()) {
+    std::printf("no keys\n");
+    return 0;
+  }
+  std::printf("%-4s  %-16s  %s\n", "ID", "FINGERPRINT", "ROLE");
+  for (const auto& [fp, primary] : keys) {
+    std::printf("0x%s  %-16s  %s\n", fp.substr(0, 2).c_str(), fp.c_str(),
+                primary ? "primary" : "accepted");
+  }
+  return 0;
+}
+
 int cmd_members(const ClientOptions& o) {
   auto r = one_call(o, make_request(Op::kMembers, {}));
   if (!r) return fail(r.status());

@@ -45,6 +45,8 @@ int cmd_set(const ClientOptions& o, const std::string& key, const std::string& v
 int cmd_del(const ClientOptions& o, const std::string& key);
 int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limit);
 int cmd_members(const ClientOptions& o);
+// `rumor keys install|use|remove|list|mode`: the agent's keyring (docs/security.md).
+int cmd_keyring(const ClientOptions& o, const std::string& action, const std::string& argument);
 int cmd_stats(const ClientOptions& o, const std::string& filter);
 int cmd_info(const ClientOptions& o);
 // Streams changes under prefix; stops after `count` changes when count > 0.

@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -157,10 +158,40 @@ int main(int argc, char** argv) {
   CLI::App* del = app.add_subcommand("del", "delete a key (a tombstone that spreads)");
   del->add_option("KEY", key, "the key")->required();
   add_client_options(del, client);
-  CLI::App* keys = app.add_subcommand("keys", "list live keys and values under a prefix");
+  // `rumor keys [PREFIX]` lists the store's keys; `rumor keys install|use|remove|list|mode|
+  // generate` manages the encryption keyring. The keyring words are recognised first; a store
+  // prefix that is one of them is given with --prefix (docs/agent.md).
+  CLI::App* keys = app.add_subcommand(
+      "keys", "list live keys and values under a prefix, or manage the encryption keyring");
   keys->add_option("PREFIX", prefix, "key prefix (default: all keys)");
+  keys->add_option("--prefix", prefix, "key prefix, for a prefix that is a keyring word");
   keys->add_option("--limit", limit, "at most this many keys")->capture_default_str();
   add_client_options(keys, client);
+  std::string key_arg;
+  struct KeyringCmd {
+    const char* name;
+    const char* help;
+    const char* arg;
+    const char* arg_help;
+    CLI::App* cmd = nullptr;
+  };
+  std::vector<KeyringCmd> keyring = {
+      {"install", "add a key to the agent's keyring (accepted; primary if it is the first)",
+       "KEY", "base64 32-byte key; - reads it from stdin"},
+      {"use", "make an installed key the primary (it seals what the agent sends)", "KEY",
+       "fingerprint (from `rumor keys list`) or the base64 key"},
+      {"remove", "remove a key from the agent's keyring", "KEY",
+       "fingerprint (from `rumor keys list`) or the base64 key"},
+      {"list", "list the agent's encryption mode and keys (fingerprints only)", nullptr, nullptr},
+      {"mode", "set the agent's encryption mode: off, accept, send, require", "MODE",
+       "off | accept | send | require"},
+      {"generate", "print a new random key (base64), without any agent", nullptr, nullptr},
+  };
+  for (KeyringCmd& k : keyring) {
+    k.cmd = keys->add_subcommand(k.name, k.help);
+    if (k.arg) k.cmd->add_option(k.arg, key_arg, k.arg_help)->required();
+    if (std::string_view(k.name) != "generate") add_client_options(k.cmd, client);
+  }
   CLI::App* members = app.add_subcommand("members", "list the members this agent knows");
   add_client_options(members, client);
   CLI::App* stats = app.add_subcommand("stats", "print the agent's counters");
@@ -184,6 +215,21 @@ int main(int argc, char** argv) {
   if (get->parsed()) return cmd_get(client, key, verbose);
   if (setc->parsed()) return cmd_set(client, key, value);
   if (del->parsed()) return cmd_del(client, key);
+  for (const KeyringCmd& k : keyring) {
+    if (!k.cmd->parsed()) continue;
+    const std::string_view name = k.name;
+    if (name == "generate") {
+      std::printf("%s\n", encode_key(generate_key()).c_str());
+      return 0;
+    }
+    if (name == "install" && key_arg == "-") {
+      if (!std::getline(std::cin, key_arg)) {
+        std::fprintf(stderr, "rumor keys install: no key on stdin\n");
+        return 2;
+      }
+    }
+    return cmd_keyring(client, k.name, key_arg);
+  }
   if (keys->parsed()) return cmd_keys(client, prefix, limit);
   if (members->parsed()) return cmd_members(client);
   if (stats->parsed()) return cmd_stats(client, filter);
