@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <limits>
 
@@ -449,9 +450,22 @@ Result<std::optional<std::string>> toml_preset(const std::string& path) {
 
 Status apply_toml_file(AgentConfig& c, const std::string& path) {
 #ifdef RUMOR_HAVE_TOML
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::error(Code::kInvalidArgument, fmt::format("cannot read {}", path));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return apply_toml_text(c, text, path);
+#else
+  (void)c;
+  (void)path;
+  return Status::error(Code::kUnavailable, "this build has no TOML support (toml++ missing)");
+#endif
+}
+
+Status apply_toml_text(AgentConfig& c, std::string_view text, const std::string& path) {
+#ifdef RUMOR_HAVE_TOML
   toml::table t;
   try {
-    t = toml::parse_file(path);
+    t = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     return Status::error(Code::kInvalidArgument,
                          fmt::format("{}:{}:{}: {}", path, e.source().begin.line,
@@ -490,6 +504,7 @@ Status apply_toml_file(AgentConfig& c, const std::string& path) {
   return Status::ok();
 #else
   (void)c;
+  (void)text;
   (void)path;
   return Status::error(Code::kUnavailable, "this build has no TOML support (toml++ missing)");
 #endif

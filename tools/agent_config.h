@@ -42,6 +42,8 @@ Status apply_preset(AgentConfig& c, std::string_view preset);
 // Reads a TOML file and applies every key in it but `preset` (see toml_preset). Unknown keys are
 // errors: a typo must not be silently ignored.
 Status apply_toml_file(AgentConfig& c, const std::string& path);
+// The same for TOML text already read; `path` names it in messages.
+Status apply_toml_text(AgentConfig& c, std::string_view text, const std::string& path);
 // "section.key=value" (or "key=value" for top-level keys).
 Status apply_override(AgentConfig& c, std::string_view assignment);
 // Reads the preset named in a TOML file, if any (so a flag can override it before the rest).
