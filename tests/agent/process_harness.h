@@ -62,8 +62,8 @@ struct RunResult {
   std::string out, err;
 };
 
-// Runs `rumor args...`, capturing stdout and stderr, killing it after `seconds`.
-inline RunResult run_rumor(const std::vector<std::string>& args, double seconds = 20) {
+// Runs argv (argv[0] a path), capturing stdout and stderr, killing it after `seconds`.
+inline RunResult run_command(const std::vector<std::string>& command, double seconds = 20) {
   RunResult r;
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) return r;
@@ -71,8 +71,7 @@ inline RunResult run_rumor(const std::vector<std::string>& args, double seconds 
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-  std::vector<std::string> argv_s = {rumor_bin()};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<std::string> argv_s = command;
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -118,6 +117,13 @@ inline RunResult run_rumor(const std::vector<std::string>& args, double seconds 
   return r;
 }
 
+// Runs `rumor args...`, capturing stdout and stderr, killing it after `seconds`.
+inline RunResult run_rumor(const std::vector<std::string>& args, double seconds = 20) {
+  std::vector<std::string> command = {rumor_bin()};
+  command.insert(command.end(), args.begin(), args.end());
+  return run_command(command, seconds);
+}
+
 // One `rumor agent` process.
 class AgentProcess {
  public:
@@ -133,11 +139,13 @@ class AgentProcess {
     const std::string ready = dir_ + "/" + name_ + ".ready";
     log_ = dir_ + "/" + name_ + ".log";
     std::remove(ready.c_str());
-    std::vector<std::string> args = {rumor_bin(), "agent",        "--name",
+    std::vector<std::string> args = wrapper_;
+    const std::vector<std::string> agent_args = {rumor_bin(), "agent",        "--name",
                                      name_,       "--bind",       bind_,
                                      "--admin",   "127.0.0.1:0",  "--preset",
                                      "local",     "--no-pin",     "--ready-file",
                                      ready,       "--log-level",  "debug"};
+    args.insert(args.end(), agent_args.begin(), agent_args.end());
     std::string seeds;
     for (const std::string& j : join) seeds += (seeds.empty() ? "" : ",") + j;
     if (!seeds.empty()) {
@@ -211,8 +219,14 @@ class AgentProcess {
   RunResult rumor(std::vector<std::string> args, double seconds = 20) const {
     args.push_back("--admin");
     args.push_back(admin);
-    return run_rumor(args, seconds);
+    std::vector<std::string> command = wrapper_;
+    command.push_back(rumor_bin());
+    command.insert(command.end(), args.begin(), args.end());
+    return run_command(command, seconds);
   }
+  // A command that the agent and its client commands run under (argv[0] a path), such as
+  // `ip netns exec NS`: the agent then lives in that network namespace.
+  void set_wrapper(std::vector<std::string> w) { wrapper_ = std::move(w); }
 
   std::string log() const { return read_file(log_); }
   const std::string& name() const { return name_; }
@@ -224,6 +238,7 @@ class AgentProcess {
  private:
   std::string dir_, name_, log_;
   std::string bind_ = "127.0.0.1:0";
+  std::vector<std::string> wrapper_;
   pid_t pid_ = -1;
   int exit_status_ = -1;
 };
