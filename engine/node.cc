@@ -210,17 +210,29 @@ NodeImpl::NodeImpl(const NodeConfig& config, TimeSource& time, std::unique_ptr<S
     RUMOR_ASSERT(st.is_ok());  // validate() checked sizes; duplicates are no-ops
   }
   RUMOR_ASSERT(crypto_.set_mode(config_.encryption).is_ok());
+  names_ = std::make_shared<MemberNames>();
   MemberRec self;
   self.id = config_.id;
-  self.name = config_.name;
+  self.text = names_->intern(config_.name, config_.metadata);
   self.address = config_.advertise;
-  self.metadata = config_.metadata;
   members_.push_back(std::move(self));
-  index_.put(config_.id, 0);
+  index_put(config_.id, 0);
   init_sync();
 }
 
-NodeImpl::~NodeImpl() = default;
+NodeImpl::~NodeImpl() {
+  for (const MemberRec& m : members_) names_->release(m.text);
+}
+
+void NodeImpl::share_names(std::shared_ptr<MemberNames> names) {
+  RUMOR_ASSERT(!running_);
+  for (MemberRec& m : members_) {
+    const MemberNames::Handle h = names->intern(name_of(m), metadata_of(m));
+    names_->release(m.text);
+    m.text = h;
+  }
+  names_ = std::move(names);
+}
 
 std::uint32_t NodeImpl::retransmit_limit() const {
   const auto n = static_cast<double>(live_count_ + 1);
@@ -228,7 +240,7 @@ std::uint32_t NodeImpl::retransmit_limit() const {
 }
 
 NodeImpl::MemberRec* NodeImpl::find(NodeId id) {
-  const std::uint32_t pos = index_.find(id);
+  const std::uint32_t pos = index_of(id);
   return pos == IdIndex::kNone ? nullptr : &members_[pos];
 }
 
@@ -331,7 +343,7 @@ void NodeImpl::send_member_table(const Address& to, wire::MsgType kind, bool rep
     const MemberRec& m = members_[i];
     const std::size_t mark = p.w().size();
     wire::encode(p.w(), wire::MemberMsg{to_wire(m.state), m.incarnation, m.id, config_.id,
-                                        m.address, m.name, m.metadata});
+                                        m.address, name_of(m), metadata_of(m)});
     if (!p.w().ok()) {
       p.w().rollback(mark);
       if (mark == records_at) {
@@ -366,10 +378,11 @@ void NodeImpl::reconnect_tick(std::uint64_t t, PacketSink& out) {
 // ---- membership ----------------------------------------------------------------------------
 
 void NodeImpl::broadcast_member(const MemberRec& rec, NodeId from) {
-  std::string msg(wire::kMessageHeaderBytes + 64 + rec.name.size() + rec.metadata.size(), '\0');
+  const std::string_view name = name_of(rec), metadata = metadata_of(rec);
+  std::string msg(wire::kMessageHeaderBytes + 64 + name.size() + metadata.size(), '\0');
   wire::Writer w(std::as_writable_bytes(std::span<char>(msg.data(), msg.size())));
   wire::encode(w, wire::MemberMsg{to_wire(rec.state), rec.incarnation, rec.id, from, rec.address,
-                                  rec.name, rec.metadata});
+                                  name, metadata});
   RUMOR_ASSERT(w.ok());
   msg.resize(w.size());
   broadcasts_.push(kSubjectMember, rec.id, BroadcastQueue::kMembership, std::move(msg));
@@ -383,8 +396,7 @@ void NodeImpl::emit_membership(const MemberRec& rec, MemberState previous, bool 
     return;
   }
   Pending p;
-  p.membership.member = Member{rec.id, rec.name, rec.address, rec.state, rec.incarnation,
-                               rec.metadata};
+  p.membership.member = to_member(rec);
   p.membership.previous = previous;
   p.membership.joined = joined;
   events_.push_back(std::move(p));
@@ -393,19 +405,18 @@ void NodeImpl::emit_membership(const MemberRec& rec, MemberState previous, bool 
 NodeImpl::MemberRec& NodeImpl::add_member(const wire::MemberMsg& m) {
   MemberRec rec;
   rec.id = m.node;
-  rec.name.assign(m.name);
+  rec.text = names_->intern(m.name, m.metadata);
   rec.address = m.address;
   rec.state = from_wire(m.state);
   rec.incarnation = m.incarnation;
-  rec.metadata.assign(m.metadata);
   rec.state_since_ms = now();
   if (rec.state == MemberState::kSuspect) {
     rec.suspect_start_ms = rec.state_since_ms;
     rec.confirmations.push_back(m.from);
   }
-  index_.put(rec.id, static_cast<std::uint32_t>(members_.size()));
   note_state(rec.id, MemberState::kDead, rec.state, /*is_new=*/true);
   members_.push_back(std::move(rec));
+  index_put(members_.back().id, static_cast<std::uint32_t>(members_.size() - 1));
   probe_order_.push_back(m.node);  // probed in the current round, in a random spot
   if (probe_order_.size() > 1) {
     const std::size_t j = probe_pos_ + rng_.below(probe_order_.size() - probe_pos_);
@@ -479,8 +490,11 @@ void NodeImpl::apply_member(const wire::MemberMsg& m_in, bool state_sync) {
       if (m.incarnation <= rec->incarnation) return;
       const MemberState previous = rec->state;
       rec->address = m.address;  // identity is the id; the address may change
-      rec->name.assign(m.name);
-      rec->metadata.assign(m.metadata);
+      if (name_of(*rec) != m.name || metadata_of(*rec) != m.metadata) {
+        const MemberNames::Handle h = names_->intern(m.name, m.metadata);
+        names_->release(rec->text);
+        rec->text = h;
+      }
       note_state(rec->id, previous, MemberState::kAlive, false);
       rec->state = MemberState::kAlive;
       rec->incarnation = m.incarnation;
@@ -539,9 +553,31 @@ std::vector<Member> NodeImpl::members() const {
   std::vector<Member> out;
   out.reserve(members_.size());
   for (const auto& m : members_) {
-    out.push_back(Member{m.id, m.name, m.address, m.state, m.incarnation, m.metadata});
+    out.push_back(to_member(m));
   }
   return out;
+}
+
+void NodeImpl::preload_member(NodeId id, MemberNames::Handle text, const Address& address,
+                              std::uint64_t incarnation) {
+  RUMOR_ASSERT(!running_);
+  if (id == config_.id || find(id) != nullptr || members_.size() >= config_.members_max) return;
+  MemberRec rec;
+  rec.id = id;
+  names_->retain(text);
+  rec.text = text;
+  rec.address = address;
+  rec.incarnation = incarnation;
+  rec.state_since_ms = now();
+  note_state(id, MemberState::kDead, MemberState::kAlive, /*is_new=*/true);
+  members_.push_back(rec);
+  index_put(id, static_cast<std::uint32_t>(members_.size() - 1));
+  // Not in probe_order_: the first probe finds it empty and shuffles the whole table.
+}
+
+void NodeImpl::reserve_members(std::size_t n) {
+  members_.reserve(n);
+  probe_order_.reserve(n);
 }
 
 std::vector<NodeId> NodeImpl::random_members(std::size_t k, NodeId exclude1, NodeId exclude2) {
@@ -992,10 +1028,11 @@ void NodeImpl::maintenance_tick(std::uint64_t t) {
   for (std::size_t i = members_.size(); i-- > 1;) {
     const MemberRec& m = members_[i];
     if (is_live(m.state) || t < m.state_since_ms + config_.dead_reclaim_ms) continue;
-    index_.erase(m.id);
+    index_.erase(m.id, [this](std::uint32_t p) { return members_[p].id; });
+    names_->release(m.text);
     if (i != members_.size() - 1) {
       members_[i] = std::move(members_.back());
-      index_.put(members_[i].id, static_cast<std::uint32_t>(i));
+      index_put(members_[i].id, static_cast<std::uint32_t>(i));
     }
     members_.pop_back();
   }
@@ -1021,7 +1058,7 @@ std::uint64_t NodeImpl::next_deadline_ms() const {
     d = std::min(d, r.expire_ms);
   }
   for (NodeId id : suspects_) {
-    const MemberRec& m = members_[index_.find(id)];
+    const MemberRec& m = members_[index_of(id)];
     d = std::min(d, m.suspect_start_ms + suspicion_timeout_ms(m));
   }
   return d;

@@ -15,6 +15,7 @@
 #include "engine/broadcast.h"
 #include "engine/crypto.h"
 #include "engine/id_index.h"
+#include "engine/member_names.h"
 #include "engine/rate_limit.h"
 #include "engine/store.h"
 #include "base/assert.h"
@@ -56,6 +57,18 @@ class NodeImpl {
   Status set(std::string_view key, std::string_view value);
   Status del(std::string_view key);
   std::vector<Member> members() const;
+  // Load tests only (`rumor load --bootstrap static`): before start(), adds a member as alive at
+  // `incarnation` as if a join had told us, without a packet and without gossiping it. Not a
+  // join: the member must really start with that incarnation (the simulator starts every node
+  // at the same virtual time) or the first alive it gossips is news to everyone.
+  // `text` is a handle held in the table shared with share_names(): taken once per member for
+  // all the nodes it is preloaded into (a 10,000-node table is 10^8 preloads).
+  void preload_member(NodeId id, MemberNames::Handle text, const Address& address,
+                      std::uint64_t incarnation);
+  void reserve_members(std::size_t n);
+  // Before start(): keep member names and metadata in `names`, shared with other nodes driven
+  // by the same thread (engine/member_names.h), instead of a table of this node's own.
+  void share_names(std::shared_ptr<MemberNames> names);
   // Alive and suspect members other than this node.
   std::size_t live_members() const { return live_count_; }
   void subscribe(std::string_view prefix, Node::ChangeCallback cb);
@@ -70,13 +83,14 @@ class NodeImpl {
   std::uint32_t local_health() const { return lhm_; }
 
  private:
+  // One per member: every node holds N of them, a simulation N^2, so the record stays small
+  // (docs/load.md "Memory per node"): name and metadata live in the shared MemberNames table.
   struct MemberRec {
     NodeId id = 0;
-    std::string name;
     Address address;
     MemberState state = MemberState::kAlive;
+    MemberNames::Handle text = 0;  // name and metadata, in names_
     std::uint64_t incarnation = 0;
-    std::string metadata;
     std::uint64_t state_since_ms = 0;
     // Suspicion (Lifeguard): when it started and who confirmed it.
     std::uint64_t suspect_start_ms = 0;
@@ -115,6 +129,18 @@ class NodeImpl {
   std::uint32_t retransmit_limit() const;
   std::uint64_t scaled(std::uint64_t ms) const { return ms * (lhm_ + 1); }
   MemberRec* find(NodeId id);
+  std::uint32_t index_of(NodeId id) const {
+    return index_.find(id, [this](std::uint32_t p) { return members_[p].id; });
+  }
+  void index_put(NodeId id, std::uint32_t pos) {
+    index_.put(id, pos, [this](std::uint32_t p) { return members_[p].id; });
+  }
+  std::string_view name_of(const MemberRec& m) const { return names_->name(m.text); }
+  std::string_view metadata_of(const MemberRec& m) const { return names_->metadata(m.text); }
+  Member to_member(const MemberRec& m) const {
+    return Member{m.id, std::string(name_of(m)), m.address, m.state, m.incarnation,
+                  std::string(metadata_of(m))};
+  }
   MemberRec& self() { return members_[0]; }
 
   // Membership.
@@ -179,6 +205,7 @@ class NodeImpl {
   bool joined_ = false;
   std::atomic<std::uint64_t> driver_thread_{0};  // token of the thread that called start()
 
+  std::shared_ptr<MemberNames> names_;
   std::vector<MemberRec> members_;  // [0] is this node
   IdIndex index_;
   std::size_t live_count_ = 0;
