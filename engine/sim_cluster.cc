@@ -4,6 +4,7 @@
 #include <array>
 
 #include "base/assert.h"
+#include "engine/node_impl.h"
 
 namespace rumor {
 
@@ -50,7 +51,28 @@ SimCluster::SimCluster(const Options& options) : options_(options) {
   net.datagram_bytes_max = std::max(net.datagram_bytes_max, options_.node.datagram_bytes_max);
   net_ = std::make_unique<io::SimNetwork>(net);
   sink_ = std::make_unique<Sink>();
+  names_ = std::make_shared<MemberNames>();
   for (std::size_t i = 0; i < options_.nodes; ++i) make_node(i);
+  if (options_.static_members) preload_members();
+}
+
+void SimCluster::preload_members() {
+  // Every node starts at this virtual time, so its first incarnation is this (NodeImpl::start).
+  const std::uint64_t incarnation = now_ms();
+  std::vector<MemberNames::Handle> text(nodes_.size());
+  for (std::size_t j = 0; j < nodes_.size(); ++j) {
+    text[j] = names_->intern(nodes_[j]->config.name, nodes_[j]->config.metadata);
+  }
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    NodeImpl& n = nodes_[i]->node->impl();
+    n.reserve_members(nodes_.size());
+    for (std::size_t j = 0; j < nodes_.size(); ++j) {
+      if (j == i) continue;
+      const SimNode& m = *nodes_[j];
+      n.preload_member(m.node->id(), text[j], m.config.advertise, incarnation);
+    }
+  }
+  for (MemberNames::Handle h : text) names_->release(h);
 }
 
 SimCluster::~SimCluster() = default;
@@ -76,13 +98,17 @@ void SimCluster::make_node(std::size_t i) {
   sn->config.advertise = addr;
   sn->config.seed = options_.seed * 1'000'003 + i + 1;
   sn->config.seeds.clear();
-  for (std::size_t s = 0; s < options_.seeds && s < options_.nodes; ++s) {
+  // Preloaded members need no seed: a join would only push the whole table around.
+  const std::size_t seeds = options_.static_members ? 0 : options_.seeds;
+  for (std::size_t s = 0; s < seeds && s < options_.nodes; ++s) {
     if (s != i) sn->config.seeds.push_back(Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(s) + 1, 7946));
   }
   if (options_.configure) options_.configure(i, sn->config);
   auto node = Node::create(sn->config, sn->clock);
   RUMOR_ASSERT(node.is_ok());
   sn->node = std::move(node).value();
+  sn->node->impl().share_names(names_);
+  if (options_.on_create) options_.on_create(i, *sn->node);
   if (nodes_.size() <= i) nodes_.resize(i + 1);
   nodes_[i] = std::move(sn);
 }
@@ -152,6 +178,8 @@ void SimCluster::restart(std::size_t i, bool new_address) {
   auto node = Node::create(sn.config, sn.clock);
   RUMOR_ASSERT(node.is_ok());
   sn.node = std::move(node).value();
+  sn.node->impl().share_names(names_);
+  if (options_.on_create) options_.on_create(i, *sn.node);
   sn.crashed = false;
   sn.scheduled_ns = UINT64_MAX;
   start(i);

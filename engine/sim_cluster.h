@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/member_names.h"
 #include "io/sim_network.h"
 #include "rumor/node.h"
 
@@ -34,6 +35,12 @@ class SimCluster {
     std::vector<std::int64_t> skew_ms;      // per node clock skew (missing: 0)
     // Per node adjustments of the template (a label, keys, an encryption mode), if set.
     std::function<void(std::size_t, NodeConfig&)> configure;
+    // Called with every Node made (at construction and at restart), before it starts: where a
+    // driver subscribes or registers membership callbacks.
+    std::function<void(std::size_t, Node&)> on_create;
+    // Load tests: every node starts knowing every other as alive (NodeImpl::preload_member), no
+    // join traffic. Not how a real cluster forms; `rumor load` says when it is used.
+    bool static_members = false;
   };
 
   explicit SimCluster(const Options& options);
@@ -99,6 +106,7 @@ class SimCluster {
   };
 
   void make_node(std::size_t i);
+  void preload_members();
   // Gives node i a transport at addr on the network.
   void attach(SimNode& sn, std::size_t i, const Address& addr);
   void schedule(std::size_t i);
@@ -113,6 +121,8 @@ class SimCluster {
   std::vector<std::size_t> by_net_id_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::unique_ptr<Sink> sink_;
+  // One thread drives every node: they share one table of member names (member_names.h).
+  std::shared_ptr<MemberNames> names_;
   std::vector<io::NodeId> ready_;
   std::uint64_t events_ = 0;
   std::uint32_t moves_ = 0;
