@@ -18,6 +18,7 @@
 #include "tools/agent.h"
 #include "tools/agent_config.h"
 #include "tools/client.h"
+#include "tools/load.h"
 
 using namespace rumor;
 using namespace rumor::tools;
@@ -204,6 +205,44 @@ int main(int argc, char** argv) {
   watch->add_option("--count", count, "exit after this many changes (0: never)");
   add_client_options(watch, client);
 
+  // ---- load ----
+  LoadOptions lo;
+  CLI::App* load = app.add_subcommand(
+      "load", "load-test a cluster: N nodes in the simulator or on loopback UDP (docs/load.md)");
+  load->add_option("--nodes", lo.nodes, "cluster size")->required();
+  load->add_option("--mode", lo.mode, "sim (one process, virtual time) | udp (loopback)")
+      ->capture_default_str();
+  load->add_option("--workload", lo.workload, "update | writes | churn | partition")
+      ->capture_default_str();
+  load->add_option("--seed", lo.seed, "randomness (sim runs replay exactly from it)")
+      ->capture_default_str();
+  load->add_option("--seeds", lo.seeds, "join seeds (nodes 0..K-1)")->capture_default_str();
+  load->add_option("--bootstrap", lo.bootstrap,
+                   "join (through the seeds) | static (sim: nodes start knowing every member)")
+      ->capture_default_str();
+  load->add_option("--preset", lo.preset, "node timers: local | lan | wan")->capture_default_str();
+  load->add_option("--loss", lo.loss, "datagram loss probability")->capture_default_str();
+  load->add_option("--latency-ms", lo.latency_ms, "one-way latency (sim)")->capture_default_str();
+  load->add_option("--jitter-ms", lo.jitter_ms, "added uniform jitter (sim)")->capture_default_str();
+  load->add_option("--duplicate", lo.duplicate, "duplication probability (sim)")
+      ->capture_default_str();
+  load->add_option("--reorder", lo.reorder, "reordering probability (sim)")->capture_default_str();
+  load->add_option("--keys", lo.keys, "writes: keys written in turn")->capture_default_str();
+  load->add_option("--write-rate", lo.write_rate, "writes: writes per second, cluster-wide")
+      ->capture_default_str();
+  load->add_option("--churn-rate", lo.churn_rate, "churn: node crashes (and restarts) per second")
+      ->capture_default_str();
+  load->add_option("--duration-s", lo.duration_s, "writes/churn/partition phase length")
+      ->capture_default_str();
+  load->add_option("--max-time-s", lo.max_time_s, "bound on each wait (cluster seconds)")
+      ->capture_default_str();
+  load->add_option("--procs", lo.procs, "udp: worker processes")->capture_default_str();
+  load->add_option("--backend", lo.backend, "udp: auto | uring | mmsg")->capture_default_str();
+  load->add_option("--out", lo.out_dir, "write convergence.csv and convergence.png here");
+  load->add_option("--progress", lo.progress, "auto | tty | plain | none")->capture_default_str();
+  load->add_option("--progress-s", lo.progress_s, "seconds between plain progress lines")
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -212,6 +251,7 @@ int main(int argc, char** argv) {
   }
 
   if (agent->parsed()) return run_agent(af, *agent);
+  if (load->parsed()) return run_load(lo);
   if (get->parsed()) return cmd_get(client, key, verbose);
   if (setc->parsed()) return cmd_set(client, key, value);
   if (del->parsed()) return cmd_del(client, key);
