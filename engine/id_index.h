@@ -72,6 +72,12 @@ class IdIndex {
     --size_;
   }
 
+  // Room for n ids without growing.
+  template <class IdOf>
+  void reserve(std::size_t n, const IdOf& id_of) {
+    while (n * 2 > slots_.size()) grow(id_of);
+  }
+
   std::size_t size() const { return size_; }
   std::size_t memory_bytes() const { return slots_.capacity() * sizeof(std::uint32_t); }
 

@@ -1,6 +1,578 @@
+// `rumor load --mode udp`: N nodes on real loopback UDP, spread over --procs worker processes.
+// Each worker drives all of its nodes on one thread, every node with its own socket (its own
+// Transport) and its own ReactorLoop — the loop the agent's reactor runs — turned without
+// waiting, node after node; when a whole pass finds nothing to do, the worker sleeps a
+// millisecond (or until the coordinator speaks).
+//
+// The coordinator (this process) forks the workers and talks to them over socketpairs, one
+// text line per command and one per answer:
+//   start | members R | holding K V [K V...] | write I K V | crash I | restart I | down I |
+//   up I T | partition AT | heal | addrs A... | stats | quit
+// Loss (--loss) and partitions are applied where a node receives, so the sockets stay real.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <unordered_map>
+
+#include "base/clock.h"
+#include "engine/node_impl.h"
+#include "engine/reactor.h"
 #include "tools/load.h"
+#include "tools/load_common.h"
+
 namespace rumor::tools {
-Result<std::unique_ptr<LoadCluster>> make_udp_cluster(const LoadOptions&) {
-  return Status::error(Code::kUnavailable, "udp mode: not yet");
+namespace {
+
+// ---- line protocol ---------------------------------------------------------------------------
+
+class LineChannel {
+ public:
+  explicit LineChannel(int fd) : fd_(fd) {}
+  ~LineChannel() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+  bool send(const std::string& line) {
+    std::string s = line + "\n";
+    std::size_t off = 0;
+    while (off < s.size()) {
+      const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        pollfd p{fd_, POLLOUT, 0};
+        ::poll(&p, 1, 100);
+        continue;
+      }
+      if (n <= 0) return false;
+      off += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  // A complete line if one is buffered or arrives within timeout_ms (-1: wait; bounded by the
+  // caller's own deadline). nullopt on timeout or a closed peer (closed() tells).
+  std::optional<std::string> receive(int timeout_ms) {
+    for (;;) {
+      const auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      if (closed_) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      const int r = ::poll(&p, 1, timeout_ms);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return std::nullopt;
+      char tmp[65536];
+      const ssize_t n = ::recv(fd_, tmp, sizeof tmp, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n <= 0) {
+        closed_ = true;
+        continue;
+      }
+      buf_.append(tmp, static_cast<std::size_t>(n));
+      timeout_ms = 0;  // what was there is read; do not wait again for the rest of a line
+    }
+  }
+  bool closed() const { return closed_; }
+
+ private:
+  int fd_;
+  std::string buf_;
+  bool closed_ = false;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  std::string w;
+  while (in >> w) out.push_back(w);
+  return out;
 }
+
+// ---- worker ----------------------------------------------------------------------------------
+
+// Where a node meets the network: drops what the options say (injected loss, a partition),
+// hands the rest to the node.
+struct Filter {
+  double loss = 0;
+  std::size_t partition_at = 0;  // 0: none
+  std::unordered_map<std::uint16_t, std::size_t> index_by_port;
+  Rng rng{1};
+  std::uint64_t dropped = 0;
+
+  bool pass(std::size_t receiver, const Address& from) {
+    if (loss > 0 && static_cast<double>(rng.next() >> 11) * 0x1.0p-53 < loss) {
+      ++dropped;
+      return false;
+    }
+    if (partition_at == 0) return true;
+    auto it = index_by_port.find(from.port());
+    if (it == index_by_port.end()) return true;
+    if ((it->second < partition_at) != (receiver < partition_at)) {
+      ++dropped;
+      return false;
+    }
+    return true;
+  }
+};
+
+class LoadDriven final : public Driven {
+ public:
+  LoadDriven(Node& node, Filter& filter, std::size_t index)
+      : node_(node), filter_(filter), index_(index) {}
+  void start(PacketSink& out) override { node_.start(out); }
+  void stop(PacketSink& out) override { node_.stop(out); }
+  void receive(const Address& from, std::span<const std::byte> d, PacketSink& out) override {
+    if (filter_.pass(index_, from)) node_.receive(from, d, out);
+  }
+  void tick(PacketSink& out) override { node_.tick(out); }
+  std::uint64_t next_deadline_ms() const override { return node_.next_deadline_ms(); }
+  std::size_t dispatch_events() override { return node_.dispatch_events(); }
+
+ private:
+  Node& node_;
+  Filter& filter_;
+  std::size_t index_;
+};
+
+struct WorkerNode {
+  std::size_t index = 0;
+  Address address;
+  std::unique_ptr<Transport> transport;
+  std::unique_ptr<Node> node;
+  std::unique_ptr<LoadDriven> driven;
+  std::unique_ptr<ReactorLoop> loop;
+  NodeCounters retired;  // counters of crashed incarnations
+  bool started = false;
+};
+
+class Worker {
+ public:
+  Worker(const LoadOptions& o, std::size_t lo, std::size_t hi, LineChannel& ch)
+      : o_(o), lo_(lo), hi_(hi), ch_(ch), fp_(o.nodes), names_(std::make_shared<MemberNames>()) {
+    filter_.loss = o.loss;
+    filter_.rng = Rng(o.seed * 7 + lo);
+  }
+
+  Status open_all() {
+    nodes_.resize(hi_ - lo_);
+    for (std::size_t i = lo_; i < hi_; ++i) {
+      WorkerNode& w = nodes_[i - lo_];
+      w.index = i;
+      if (Status s = open_socket(w, *Address::parse(o_.host + ":0")); !s) return s;
+    }
+    // The first worker holds the seeds: its first nodes are everyone's, its own included.
+    if (seeds_.empty()) {
+      for (std::size_t i = 0; i < o_.seeds && i < nodes_.size(); ++i) {
+        seeds_.push_back(nodes_[i].address);
+      }
+    }
+    for (WorkerNode& w : nodes_) {
+      if (Status s = make_node(w); !s) return s;
+    }
+    return Status::ok();
+  }
+
+  std::string addresses() const {
+    std::string s;
+    for (const WorkerNode& w : nodes_) s += " " + w.address.to_string();
+    return s;
+  }
+
+  void set_seeds(std::vector<Address> seeds) { seeds_ = std::move(seeds); }
+
+  int run() {
+    for (;;) {
+      bool busy = false;
+      for (WorkerNode& w : nodes_) {
+        if (!w.started) continue;
+        const std::uint64_t before = w.loop->counters().datagrams;
+        w.loop->run_turn(*w.driven, 0);
+        if (w.loop->counters().datagrams != before) busy = true;
+      }
+      // Commands: all that are waiting; when idle, wait for one up to a millisecond.
+      for (;;) {
+        auto line = ch_.receive(busy ? 0 : 1);
+        if (!line) break;
+        busy = true;
+        if (!handle(*line)) return 0;
+      }
+      if (ch_.closed()) return 0;
+    }
+  }
+
+ private:
+  TransportConfig transport_config(const Address& bind) const {
+    TransportConfig tc;
+    tc.bind = bind;
+    tc.recv_buffers = 64;  // a pool per node: 1,000 nodes with the agent's 1,024 would take GiBs
+    tc.send_buffers = 128;
+    tc.socket_buffer_bytes = 1u << 20;
+    tc.reuse_port = true;  // a restarted node binds its port again
+    tc.backend = o_.backend == "uring" ? Backend::kUring
+                 : o_.backend == "mmsg" ? Backend::kMmsg
+                                        : Backend::kAuto;
+    return tc;
+  }
+
+  Status open_socket(WorkerNode& w, const Address& bind) {
+    auto t = open_transport(transport_config(bind));
+    if (!t) return t.status();
+    backend_ = t->backend;
+    w.transport = std::move(t->transport);
+    w.address = w.transport->local_address();
+    return Status::ok();
+  }
+
+  Status make_node(WorkerNode& w) {
+    NodeConfig nc = preset_config(o_.preset);
+    nc.name = fmt::format("node-{}", w.index);
+    nc.advertise = w.address;
+    nc.seed = o_.seed * 1'000'003 + w.index + 1;
+    nc.store.write_queue_depth = 16;  // the coordinator's writes arrive on the driver thread
+    nc.store.change_feed_depth = 256;
+    for (const Address& s : seeds_) {
+      if (s != w.address) nc.seeds.push_back(s);
+    }
+    auto n = Node::create(nc, clock_);
+    if (!n) return n.status();
+    w.node = std::move(n).value();
+    w.node->impl().share_names(names_);
+    fp_.name(w.index, w.node->id());
+    fp_.watch(w.index, *w.node);
+    w.driven = std::make_unique<LoadDriven>(*w.node, filter_, w.index);
+    ReactorConfig rc;
+    rc.transport = transport_config(w.address);
+    rc.pin = false;
+    rc.send_stash = 8;
+    rc.command_queue_depth = 2;
+    auto loop = ReactorLoop::create(rc, *w.transport, clock_);
+    if (!loop) return loop.status();
+    w.loop = std::move(loop).value();
+    return Status::ok();
+  }
+
+  void crash(WorkerNode& w) {
+    if (!w.loop) return;
+    const NodeCounters& k = w.node->impl().counters();
+    w.retired.packets_sent += k.packets_sent;
+    w.retired.bytes_sent += k.bytes_sent;
+    // Gone without a word: no stop(), the socket closes with the "process".
+    w.started = false;
+    w.loop.reset();
+    w.driven.reset();
+    w.node.reset();
+    w.transport.reset();
+  }
+
+  WorkerNode* local(std::size_t i) {
+    return i >= lo_ && i < hi_ ? &nodes_[i - lo_] : nullptr;
+  }
+
+  bool handle(const std::string& line) {
+    const auto a = split(line);
+    if (a.empty()) return true;
+    const std::string& cmd = a[0];
+    if (cmd == "quit") return false;
+    if (cmd == "seeds") {
+      std::vector<Address> seeds;
+      for (std::size_t i = 1; i < a.size(); ++i) seeds.push_back(*Address::parse(a[i]));
+      set_seeds(std::move(seeds));
+      Status s = open_all();
+      ch_.send(s ? "ready" + addresses() : "error " + s.to_string());
+      if (!s) return false;
+    } else if (cmd == "start") {
+      for (WorkerNode& w : nodes_) {
+        w.loop->start(*w.driven);
+        w.started = true;
+      }
+      ch_.send("ok");
+    } else if (cmd == "addrs") {
+      for (std::size_t i = 1; i < a.size(); ++i) {
+        filter_.index_by_port[Address::parse(a[i])->port()] = i - 1;
+      }
+      ch_.send("ok");
+    } else if (cmd == "members" && a.size() == 2) {
+      const std::size_t up = std::stoull(a[1]);
+      std::size_t n = 0;
+      for (WorkerNode& w : nodes_) {
+        if (w.node && w.node->impl().live_members() + 1 >= up) ++n;
+      }
+      ch_.send(std::to_string(n));
+    } else if (cmd == "holding") {
+      LoadCluster::KeyValues kv;
+      for (std::size_t i = 1; i + 1 < a.size(); i += 2) kv.emplace_back(a[i], a[i + 1]);
+      std::size_t n = 0;
+      for (WorkerNode& w : nodes_) {
+        if (w.node && holds_all(*w.node, kv)) ++n;
+      }
+      ch_.send(std::to_string(n));
+    } else if (cmd == "write" && a.size() == 4) {
+      WorkerNode* w = local(std::stoull(a[1]));
+      Status s = w && w->node ? w->node->set(a[2], a[3])
+                              : Status::error(Code::kUnavailable, "node not running here");
+      ch_.send(s ? "ok" : "error " + s.to_string());
+    } else if (cmd == "crash" && a.size() == 2) {
+      if (WorkerNode* w = local(std::stoull(a[1]))) crash(*w);
+      fp_.set_up(std::stoull(a[1]), false);
+      ch_.send("ok");
+    } else if (cmd == "restart" && a.size() == 3) {
+      const std::size_t i = std::stoull(a[1]);
+      fp_.set_up(i, true, std::stoull(a[2]));
+      Status s = Status::ok();
+      if (WorkerNode* w = local(i)) {
+        s = open_socket(*w, w->address);
+        if (s) s = make_node(*w);
+        if (s) {
+          w->loop->start(*w->driven);
+          w->started = true;
+        }
+      }
+      ch_.send(s ? "ok" : "error " + s.to_string());
+    } else if (cmd == "partition" && a.size() == 2) {
+      filter_.partition_at = std::stoull(a[1]);
+      fp_.set_partition(filter_.partition_at);
+      ch_.send("ok");
+    } else if (cmd == "heal") {
+      filter_.partition_at = 0;
+      fp_.set_partition(0);
+      ch_.send("ok");
+    } else if (cmd == "stats") {
+      std::uint64_t packets = 0, bytes = 0, events = 0;
+      for (WorkerNode& w : nodes_) {
+        packets += w.retired.packets_sent;
+        bytes += w.retired.bytes_sent;
+        if (!w.started) continue;
+        const NodeCounters& k = w.node->impl().counters();
+        packets += k.packets_sent;
+        bytes += k.bytes_sent;
+        const ReactorCounters rc = w.loop->counters();
+        events += rc.datagrams + rc.ticks;
+      }
+      std::string s = fmt::format("{} {} {} {} {}", packets, bytes, events, peak_rss_bytes(),
+                                  backend_);
+      for (const auto& [id, inc] : fp_.false_suspicions()) s += fmt::format(" s:{}:{}", id, inc);
+      for (const auto& [id, inc] : fp_.false_deaths()) s += fmt::format(" d:{}:{}", id, inc);
+      ch_.send(s);
+    } else {
+      ch_.send("error unknown command: " + line);
+    }
+    return true;
+  }
+
+  const LoadOptions& o_;
+  std::size_t lo_, hi_;
+  LineChannel& ch_;
+  SystemTimeSource clock_;
+  Filter filter_;
+  FalsePositives fp_;
+  std::shared_ptr<MemberNames> names_;
+  std::vector<Address> seeds_;
+  std::vector<WorkerNode> nodes_;
+  std::string backend_;
+};
+
+// ---- coordinator -----------------------------------------------------------------------------
+
+class UdpLoad final : public LoadCluster {
+ public:
+  explicit UdpLoad(const LoadOptions& o) : o_(o), up_(o.nodes, true) {}
+
+  ~UdpLoad() override {
+    for (auto& w : workers_) w.ch->send("quit");
+    for (auto& w : workers_) {
+      // Bounded: a worker that does not leave within two seconds is killed.
+      for (int i = 0; i < 200; ++i) {
+        if (::waitpid(w.pid, nullptr, WNOHANG) == w.pid) {
+          w.pid = 0;
+          break;
+        }
+        ::usleep(10'000);
+      }
+      if (w.pid > 0) {
+        ::kill(w.pid, SIGKILL);
+        ::waitpid(w.pid, nullptr, 0);
+      }
+    }
+  }
+
+  Status spawn() {
+    const std::size_t p = o_.procs;
+    std::vector<std::string> seeds;
+    for (std::size_t k = 0; k < p; ++k) {
+      const std::size_t lo = o_.nodes * k / p, hi = o_.nodes * (k + 1) / p;
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        return Status::error(Code::kIo, std::string("socketpair: ") + std::strerror(errno));
+      }
+      std::fflush(stdout);
+      std::fflush(stderr);
+      const pid_t pid = ::fork();
+      if (pid < 0) return Status::error(Code::kIo, std::string("fork: ") + std::strerror(errno));
+      if (pid == 0) {
+        ::close(sv[0]);
+        for (auto& w : workers_) ::close(w.ch->fd());
+        LineChannel ch(sv[1]);
+        Worker worker(o_, lo, hi, ch);
+        const int rc = worker.run();
+        std::fflush(stdout);
+        ::_exit(rc);
+      }
+      ::close(sv[1]);
+      workers_.push_back(Proc{pid, lo, hi, std::make_unique<LineChannel>(sv[0])});
+      // Worker 0 holds the seeds: its addresses are known before the others open theirs.
+      std::string cmd = "seeds";
+      for (const std::string& s : seeds) cmd += " " + s;
+      auto r = ask(workers_.back(), cmd, 30'000);
+      if (!r) return r.status();
+      auto words = split(*r);
+      if (words.empty() || words[0] != "ready") {
+        return Status::error(Code::kIo, "worker " + std::to_string(k) + ": " + *r);
+      }
+      for (std::size_t i = 1; i < words.size(); ++i) addrs_.push_back(words[i]);
+      if (k == 0) {
+        for (std::size_t i = 0; i < o_.seeds && i + 1 < words.size(); ++i) {
+          seeds.push_back(words[i + 1]);
+        }
+      }
+    }
+    std::string cmd = "addrs";
+    for (const std::string& a : addrs_) cmd += " " + a;
+    if (Status s = all(cmd); !s) return s;
+    start_ns_ = monotonic_ns();
+    return Status::ok();
+  }
+
+  std::size_t size() const override { return o_.nodes; }
+  std::uint64_t elapsed_ms() override { return (monotonic_ns() - start_ns_) / 1'000'000; }
+  void run_for(std::uint64_t ms) override {
+    const std::uint64_t end = monotonic_ns() + ms * 1'000'000;
+    while (monotonic_ns() < end) {
+      ::usleep(static_cast<useconds_t>(std::min<std::uint64_t>(
+          (end - monotonic_ns()) / 1000 + 1, 10'000)));
+    }
+  }
+  void start_all() override { (void)all("start"); }
+  std::size_t running() override {
+    std::size_t n = 0;
+    for (bool u : up_) n += u ? 1 : 0;
+    return n;
+  }
+  std::size_t members_complete() override { return sum("members " + std::to_string(running())); }
+  std::size_t holding(const KeyValues& kv) override {
+    std::string cmd = "holding";
+    for (const auto& [k, v] : kv) cmd += " " + k + " " + v;
+    return sum(cmd);
+  }
+  Status write(std::size_t i, const std::string& key, const std::string& value) override {
+    auto r = ask(owner(i), fmt::format("write {} {} {}", i, key, value), 5'000);
+    if (!r) return r.status();
+    return *r == "ok" ? Status::ok() : Status::error(Code::kIo, *r);
+  }
+  void crash(std::size_t i) override {
+    up_[i] = false;
+    (void)all(fmt::format("crash {}", i));
+  }
+  void restart(std::size_t i) override {
+    up_[i] = true;
+    SystemTimeSource clock;
+    (void)all(fmt::format("restart {} {}", i, clock.now_ms()));
+  }
+  void partition(std::size_t at) override { (void)all(fmt::format("partition {}", at)); }
+  void heal() override { (void)all("heal"); }
+
+  Stats stats() override {
+    Stats s;
+    std::set<std::string> sus, dead;
+    for (auto& w : workers_) {
+      auto r = ask(w, "stats", 5'000);
+      if (!r) continue;
+      const auto a = split(*r);
+      if (a.size() < 5) continue;
+      s.packets_sent += std::stoull(a[0]);
+      s.bytes_sent += std::stoull(a[1]);
+      s.events += std::stoull(a[2]);
+      const std::uint64_t rss = std::stoull(a[3]);
+      s.peak_rss_bytes = std::max(s.peak_rss_bytes, rss);
+      s.total_rss_bytes += rss;
+      backend_ = a[4];
+      for (std::size_t k = 5; k < a.size(); ++k) (a[k][0] == 's' ? sus : dead).insert(a[k]);
+    }
+    s.false_suspicions = sus.size();
+    s.false_deaths = dead.size();
+    return s;
+  }
+  std::string describe() override {
+    return fmt::format("udp on loopback, {} worker process(es), {} backend, one socket and one "
+                       "reactor loop per node",
+                       workers_.size(), backend_.empty() ? "?" : backend_);
+  }
+
+ private:
+  struct Proc {
+    pid_t pid;
+    std::size_t lo, hi;
+    std::unique_ptr<LineChannel> ch;
+  };
+
+  Proc& owner(std::size_t i) {
+    for (auto& w : workers_) {
+      if (i >= w.lo && i < w.hi) return w;
+    }
+    return workers_.back();
+  }
+  Result<std::string> ask(Proc& w, const std::string& cmd, int timeout_ms) {
+    if (!w.ch->send(cmd)) return Status::error(Code::kIo, "worker gone");
+    auto r = w.ch->receive(timeout_ms);
+    if (!r) return Status::error(Code::kIo, "worker did not answer: " + cmd.substr(0, 40));
+    return *r;
+  }
+  Status all(const std::string& cmd) {
+    for (auto& w : workers_) {
+      if (!w.ch->send(cmd)) return Status::error(Code::kIo, "worker gone");
+    }
+    for (auto& w : workers_) {
+      auto r = w.ch->receive(30'000);
+      if (!r) return Status::error(Code::kIo, "worker did not answer: " + cmd.substr(0, 40));
+      if (r->rfind("error", 0) == 0) return Status::error(Code::kIo, *r);
+    }
+    return Status::ok();
+  }
+  std::size_t sum(const std::string& cmd) {
+    for (auto& w : workers_) (void)w.ch->send(cmd);
+    std::size_t n = 0;
+    for (auto& w : workers_) {
+      auto r = w.ch->receive(30'000);
+      if (r) n += std::strtoull(r->c_str(), nullptr, 10);
+    }
+    return n;
+  }
+
+  const LoadOptions& o_;
+  std::vector<Proc> workers_;
+  std::vector<std::string> addrs_;
+  std::vector<bool> up_;
+  std::uint64_t start_ns_ = 0;
+  std::string backend_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<LoadCluster>> make_udp_cluster(const LoadOptions& o) {
+  auto c = std::make_unique<UdpLoad>(o);
+  if (Status s = c->spawn(); !s) return s;
+  return std::unique_ptr<LoadCluster>(std::move(c));
+}
+
 }  // namespace rumor::tools
