@@ -7,20 +7,16 @@
 #include <vector>
 
 #include "engine/sim_cluster.h"
+#include "tests/sim/sim_test_util.h"
 #include "rumor/security.h"
 
 namespace rumor {
 namespace {
 
-std::vector<std::uint64_t> seeds(std::size_t n) {
-  if (const char* s = std::getenv("RUMOR_SIM_SEED")) return {std::strtoull(s, nullptr, 10)};
-  std::vector<std::uint64_t> out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(4000 + i * 7919);
-  return out;
-}
+using simtest::all_have;
+using simtest::membership_complete;
 
-#define SEED_TRACE(seed) \
-  SCOPED_TRACE(::testing::Message() << "replay with RUMOR_SIM_SEED=" << (seed))
+std::vector<std::uint64_t> seeds(std::size_t n) { return simtest::seeds(n, 4000); }
 
 const std::string kKeyA(32, 'A');
 const std::string kKeyB = [] {
@@ -32,24 +28,17 @@ const std::string kKeyB = [] {
   return std::string(32, 'B');
 }();
 
-SimCluster::Options opts(std::size_t n, std::uint64_t seed) {
-  SimCluster::Options o;
-  o.nodes = n;
-  o.seed = seed;
-  o.node = NodeConfig::local();
-  o.net.link.latency_ns = 1'000'000;
-  o.net.link.jitter_ns = 500'000;
-  o.net.link.loss = 0.02;
+SimCluster::Options encrypted(SimCluster::Options o) {
+  o.node.keys = {kKeyA};
+  o.node.encryption = EncryptionMode::kRequire;
   return o;
 }
 
-bool all_have(SimCluster& c, std::string_view key, std::string_view value) {
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (c.crashed(i)) continue;
-    auto v = c.node(i).get(key);
-    if (!v || *v != value) return false;
-  }
-  return true;
+// The simulation tests' cluster, with 2% loss.
+SimCluster::Options opts(std::size_t n, std::uint64_t seed) {
+  SimCluster::Options o = simtest::opts(n, seed);
+  o.net.link.loss = 0.02;
+  return o;
 }
 
 std::size_t live_seen(SimCluster& c, std::size_t i) {
@@ -58,13 +47,6 @@ std::size_t live_seen(SimCluster& c, std::size_t i) {
     if (m.id != c.node(i).id() && (m.state == MemberState::kAlive || m.state == MemberState::kSuspect)) ++n;
   }
   return n;
-}
-
-bool membership_complete(SimCluster& c) {
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (live_seen(c, i) + 1 != c.size()) return false;
-  }
-  return true;
 }
 
 NodeCounters sum(SimCluster& c) {
@@ -86,9 +68,7 @@ NodeCounters sum(SimCluster& c) {
 TEST(SecuritySim, EncryptedClusterConvergesAndEveryPacketIsSealed) {
   for (std::uint64_t seed : seeds(3)) {
     SEED_TRACE(seed);
-    auto o = opts(5, seed);
-    o.node.keys = {kKeyA};
-    o.node.encryption = EncryptionMode::kRequire;
+    auto o = encrypted(opts(5, seed));
     o.net.link.duplicate = 0.05;  // duplicated datagrams are replays: refused, and harmless
     SimCluster c(o);
     c.start_all();
@@ -108,10 +88,7 @@ TEST(SecuritySim, EncryptedClusterConvergesAndEveryPacketIsSealed) {
 TEST(SecuritySim, KeyRotationUnderWritesLosesNothing) {
   for (std::uint64_t seed : seeds(3)) {
     SEED_TRACE(seed);
-    auto o = opts(5, seed);
-    o.node.keys = {kKeyA};
-    o.node.encryption = EncryptionMode::kRequire;
-    SimCluster c(o);
+    SimCluster c(encrypted(opts(5, seed)));
     c.start_all();
     ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
     int w = 0;
@@ -203,15 +180,12 @@ void expect_never_merge(SimCluster& c, std::size_t split, std::uint64_t run_ms) 
 }
 
 TEST(SecuritySim, DifferentLabelsNeverMergeInAnyDirection) {
-  for (bool encrypted : {false, true}) {
+  for (bool sealed : {false, true}) {
     for (std::uint64_t seed : seeds(2)) {
       SEED_TRACE(seed);
-      SCOPED_TRACE(encrypted ? "encrypted" : "plaintext");
-      auto o = opts(6, seed);
-      if (encrypted) {
-        o.node.keys = {kKeyA};  // the same key: only the label differs
-        o.node.encryption = EncryptionMode::kRequire;
-      }
+      SCOPED_TRACE(sealed ? "encrypted" : "plaintext");
+      // Encrypted, all share the key: only the label differs.
+      auto o = sealed ? encrypted(opts(6, seed)) : opts(6, seed);
       o.configure = [](std::size_t i, NodeConfig& cfg) {
         cfg.cluster_label = i < 3 ? "prod" : "staging";
       };

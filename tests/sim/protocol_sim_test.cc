@@ -11,29 +11,13 @@
 
 #include "engine/node_impl.h"
 #include "engine/sim_cluster.h"
+#include "tests/sim/sim_test_util.h"
 
 namespace rumor {
 namespace {
 
-std::vector<std::uint64_t> seeds(std::size_t n) {
-  if (const char* s = std::getenv("RUMOR_SIM_SEED")) return {std::strtoull(s, nullptr, 10)};
-  std::vector<std::uint64_t> out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(1000 + i * 7919);
-  return out;
-}
-
-#define SEED_TRACE(seed) \
-  SCOPED_TRACE(::testing::Message() << "replay with RUMOR_SIM_SEED=" << (seed))
-
-bool all_have(SimCluster& c, std::string_view key, std::string_view value,
-              const std::set<std::size_t>& skip = {}) {
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (skip.count(i) || c.crashed(i)) continue;
-    auto v = c.node(i).get(key);
-    if (!v || *v != value) return false;
-  }
-  return true;
-}
+using simtest::all_have;
+using simtest::seeds;
 
 std::size_t count_state(SimCluster& c, std::size_t observer, NodeId about, MemberState st) {
   for (const Member& m : c.node(observer).members()) {
@@ -42,23 +26,9 @@ std::size_t count_state(SimCluster& c, std::size_t observer, NodeId about, Membe
   return 0;
 }
 
-bool membership_complete(SimCluster& c) {
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (c.crashed(i)) continue;
-    if (c.node(i).impl().live_members() + 1 != c.size()) return false;
-  }
-  return true;
-}
+using simtest::membership_complete;
 
-SimCluster::Options opts(std::size_t n, std::uint64_t seed) {
-  SimCluster::Options o;
-  o.nodes = n;
-  o.seed = seed;
-  o.node = NodeConfig::local();
-  o.net.link.latency_ns = 1'000'000;
-  o.net.link.jitter_ns = 500'000;
-  return o;
-}
+using simtest::opts;
 
 // The seed example (DESIGN.md): three servers hold service_version = v1.2.3; server 1 sets
 // v1.2.4; within a few gossip rounds all hold it. With server 2 dead, server 3 still gets it.
