@@ -30,6 +30,10 @@ class SimLoad final : public LoadCluster {
     // the change feed is drained after every packet. Small ones save ~0.5 MiB per node.
     so.node.store.write_queue_depth = 2;
     so.node.store.change_feed_depth = 256;
+    // The per-address rate-limit tables (two of 4,096 slots, 192 KiB a node) shrink to 256
+    // slots: at 10,000 nodes about 40 peers share a bucket, still far above what a simulated
+    // node receives (tens of datagrams a second) — docs/load.md says so.
+    so.node.rate_limit_peers_max = 256;
     so.on_create = [this](std::size_t i, Node& n) { fp_.watch(i, n); };
     c_ = std::make_unique<SimCluster>(so);
     for (std::size_t i = 0; i < o.nodes; ++i) fp_.name(i, c_->node(i).id());
