@@ -36,6 +36,7 @@ void MerkleTree::reset(std::uint32_t leaf_bits) {
   RUMOR_ASSERT(leaf_bits <= kLeafBitsMax);
   leaf_bits_ = leaf_bits;
   entries_ = 0;
+  sums_ = SetSums{};
   nodes_.assign(std::size_t{2} << leaf_bits, Node{});
   nodes_.shrink_to_fit();
   if (leaf_bits > 0 && !dirty_) dirty_ = roaring_bitmap_create();
@@ -93,6 +94,7 @@ void MerkleTree::insert(std::uint64_t key_hash, std::uint64_t entry_hash) {
   n.hash += entry_hash;
   ++n.count;
   ++entries_;
+  sums_.add(key_hash, entry_hash);
 }
 
 void MerkleTree::fold_all() {

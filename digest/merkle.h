@@ -26,6 +26,7 @@
 
 #include "base/assert.h"
 #include "digest/hash.h"
+#include "digest/sums.h"
 
 typedef struct roaring_bitmap_s roaring_bitmap_t;
 
@@ -62,6 +63,7 @@ class MerkleTree {
     n.hash += entry_hash;
     ++n.count;
     ++entries_;
+    sums_.add(key_hash, entry_hash);
     mark_dirty(key_hash);
   }
   void remove(std::uint64_t key_hash, std::uint64_t entry_hash) {
@@ -70,17 +72,21 @@ class MerkleTree {
     n.hash -= entry_hash;
     --n.count;
     --entries_;
+    sums_.remove(key_hash, entry_hash);
     mark_dirty(key_hash);
   }
   void replace(std::uint64_t key_hash, std::uint64_t old_entry_hash,
                std::uint64_t new_entry_hash) {
     nodes_[leaf_slot(key_hash)].hash += new_entry_hash - old_entry_hash;
+    sums_.replace(key_hash, old_entry_hash, new_entry_hash);
     mark_dirty(key_hash);
   }
   // The leaf a write to key_hash will touch (for callers that prefetch ahead).
   const void* leaf_address(std::uint64_t key_hash) const { return &nodes_[leaf_slot(key_hash)]; }
 
   // ---- digest read path ----
+  // The linear sums over every entry (digest/sums.h). Exact at any time: no fold needed.
+  const SetSums& sums() const { return sums_; }
   bool folded() const { return !dirty_any_; }
   // Recomputes every dirty leaf's path to the root. Returns how many leaves were dirty.
   std::size_t fold();
@@ -124,6 +130,7 @@ class MerkleTree {
   std::uint32_t leaf_bits_ = 0;
   std::uint32_t pending_n_ = 0;
   std::uint64_t entries_ = 0;
+  SetSums sums_;
   std::vector<Node> nodes_;            // heap order, slot 0 unused
   roaring_bitmap_t* dirty_ = nullptr;  // leaf indexes; only when leaf_bits_ > 0
   std::uint32_t last_dirty_ = ~0u;     // the last leaf marked, to skip repeated marks

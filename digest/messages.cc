@@ -347,8 +347,8 @@ class Parser {
     const std::uint8_t t = r_.u8();
     if (!r_.ok()) return failed("truncated record");
     rec->type = static_cast<Rec>(t);
-    const bool is_request_type = t >= 0x01 && t <= 0x06;
-    const bool is_response_type = t >= 0x11 && t <= 0x16;
+    const bool is_request_type = t >= 0x01 && t <= 0x07;
+    const bool is_response_type = t >= 0x11 && t <= 0x17;
     if (!is_request_type && !is_response_type) return failed("unknown record type");
     if (request != is_request_type) return failed("record type does not match message type");
     switch (rec->type) {
@@ -444,6 +444,38 @@ class Parser {
         rec->part = r_.u16();
         if (!r_.ok()) return failed("truncated ack");
         return true;
+      case Rec::kSummary:
+        rec->sums.count = r_.u64();
+        rec->sums.hash = r_.u64();
+        rec->sums.keys = r_.u64();
+        rec->sums.cross = r_.u64();
+        if (!r_.ok()) return failed("truncated summary");
+        return true;
+      case Rec::kSummarized: {
+        const std::uint8_t v = r_.u8();
+        if (!r_.ok()) return failed("truncated summarized");
+        if (v > kVerdictMax) return failed("unknown verdict");
+        rec->verdict = static_cast<Verdict>(v);
+        if (rec->verdict == Verdict::kEntries) {
+          if (!entries(&rec->entries)) return false;
+          if (rec->entries.n == 0) return failed("verdict without entries");
+          return true;
+        }
+        if (rec->verdict == Verdict::kWant || rec->verdict == Verdict::kVersion) {
+          rec->key_hash = r_.u64();
+          rec->entry_hash = r_.u64();
+          if (rec->verdict == Verdict::kVersion) {
+            rec->version.hlc = r_.u64();
+            rec->version.node = r_.u64();
+          }
+          if (!r_.ok()) return failed("truncated summarized");
+          if (rec->key_hash == 0) return failed("key hash 0");
+          if (rec->verdict == Verdict::kVersion && rec->version.is_zero()) {
+            return failed("zero version");
+          }
+        }
+        return true;
+      }
     }
     return failed("unknown record type");
   }

@@ -22,6 +22,7 @@
 
 #include "digest/bloom.h"
 #include "digest/codec.h"
+#include "digest/sums.h"
 #include "rumor/status.h"
 #include "rumor/version.h"
 
@@ -42,6 +43,7 @@ enum class Rec : std::uint8_t {
   kBloom = 0x04,   // a bloom filter of a node's entry summaries (also a sub-record kind)
   kPull = 0x05,    // "send me your entries with these key fingerprints under this node"
   kPush = 0x06,    // entries the responder lacks or holds older
+  kSummary = 0x07,  // the linear sums of all shards (digest/sums.h): finds a single difference
   // responses (responder -> initiator)
   kRootsDiff = 0x11,  // which shard roots differ, with the responder's expansion of each
   kExpand = 0x12,     // which children of a node differ, with the expansion of each
@@ -49,7 +51,20 @@ enum class Rec : std::uint8_t {
   kBloomed = 0x14,    // answer to kBloom: entries not in the filter (+ the responder's filter)
   kPulled = 0x15,     // answer to kPull
   kAck = 0x16,        // answer to kPush
+  kSummarized = 0x17,  // answer to kSummary: equal, walk the roots, or the one difference
 };
+
+// What a kSummarized record says.
+enum class Verdict : std::uint8_t {
+  kEqual = 0,    // the sums agree: nothing to do
+  kWalk = 1,     // more than one difference (or not decodable here): walk the trees from the roots
+  kEntries = 2,  // the one difference is an entry the initiator lacks: here it is
+  kWant = 3,     // the initiator holds an entry the responder lacks: key_hash names it, push it
+  kVersion = 4,  // both hold key_hash with different versions; `version` is the responder's
+};
+// kWant and kVersion carry the entry hash the sums imply for the initiator's entry: the initiator
+// acts only when its entry has exactly that hash (a 64-bit check of the decoding), else it walks.
+inline constexpr std::uint8_t kVerdictMax = 4;
 
 inline constexpr std::size_t kHeaderBytes = 10;
 inline constexpr std::size_t kItemBytes = 14;
@@ -204,6 +219,11 @@ struct Record {
   BitsView differ;             // same; a subset of covered
   BitsView want;               // kListed: bit i = push your item i
   SubsView subs;               // kRootsDiff, kExpand: one per differ bit
+  SetSums sums;                // kSummary
+  Verdict verdict = Verdict::kWalk;  // kSummarized
+  std::uint64_t key_hash = 0;    // kSummarized kWant / kVersion
+  std::uint64_t entry_hash = 0;  // kSummarized kWant / kVersion: the initiator's, as implied
+  Version version;               // kSummarized kVersion: the responder's
 };
 
 struct DecodeLimits {

@@ -301,25 +301,99 @@ ReconcileSession::ReconcileSession(Store& store, std::uint32_t owner,
   RUMOR_ASSERT(config_.validate().is_ok());
   RUMOR_ASSERT(store.shard_count() == config_.tree.shards());
   RUMOR_ASSERT(owner < store.owner_count());
+  if (store.owner_count() == 1) {
+    // First the sums of every shard (36 bytes): when the stores differ by one entry the
+    // responder names it and the session ends after one push or pull, with no walk. Otherwise
+    // the answer says to walk, one round trip later than starting with the roots.
+    Request* r = enqueue(Kind::kSummary, TreeNode{}, 0);
+    RUMOR_ASSERT(r != nullptr);
+  } else {
+    start_roots();
+  }
+}
+
+ReconcileSession::~ReconcileSession() = default;
+
+void ReconcileSession::start_roots() {
   // One kRoots record per run of this owner's shards (all shards when there is one owner).
   const std::uint32_t per = roots_per_record(config_);
   std::uint32_t s = 0;
-  while (s < store.shard_count()) {
+  while (s < store_.shard_count()) {
     if (!owns(s)) {
       ++s;
       continue;
     }
     std::uint32_t n = 0;
-    while (s + n < store.shard_count() && n < per && owns(s + n)) ++n;
+    while (s + n < store_.shard_count() && n < per && owns(s + n)) ++n;
     Request* r = enqueue(Kind::kRoots, TreeNode{static_cast<std::uint16_t>(s), 0, 0}, 0);
-    RUMOR_ASSERT(r != nullptr);
+    if (r == nullptr) return;  // already walking (a duplicated verdict)
     r->first_shard = static_cast<std::uint16_t>(s);
     r->shard_count = static_cast<std::uint16_t>(n);
     s += n;
   }
 }
 
-ReconcileSession::~ReconcileSession() = default;
+bool ReconcileSession::push_key(std::uint64_t kh) {
+  std::size_t bytes = 0;
+  store_.shard(store_.shard_of_hash(kh)).find_hash(kh, [&](const EntryView& e) {
+    bytes += digest::entry_bytes(EntryRef{e.key, e.value, e.version, e.tombstone});
+  });
+  if (bytes == 0) return false;
+  queue_push(TreeNode{static_cast<std::uint16_t>(store_.shard_of_hash(kh)), 0, 0}, {{kh, bytes}});
+  return true;
+}
+
+bool ReconcileSession::holds_exactly(std::uint64_t kh, std::uint64_t eh, Version* version) {
+  std::uint32_t held = 0, match = 0;
+  store_.shard(store_.shard_of_hash(kh)).find_hash(kh, [&](const EntryView& e) {
+    ++held;
+    if (digest::entry_hash(kh, e.version, e.tombstone) == eh) {
+      ++match;
+      *version = e.version;
+    }
+  });
+  return held == 1 && match == 1;
+}
+
+void ReconcileSession::handle_summarized(const Record& rec) {
+  auto it = requests_.find(key_of(Kind::kSummary, TreeNode{}, 0));
+  if (it == requests_.end() || it->second.state == State::kDone) return;
+  complete_request(it->second);
+  const std::uint64_t kh = rec.key_hash;
+  switch (rec.verdict) {
+    case digest::Verdict::kEqual:
+      return;
+    case digest::Verdict::kWalk:
+      return start_roots();
+    case digest::Verdict::kEntries:
+      return merge_entries(rec.entries, nullptr);
+    case digest::Verdict::kWant: {
+      // Act only on a decoding my store confirms; otherwise the peer's guess was wrong (several
+      // differences that happened to pass its check): walk instead.
+      Version mine;
+      if (!holds_exactly(kh, rec.entry_hash, &mine)) return start_roots();
+      (void)push_key(kh);
+      return;
+    }
+    case digest::Verdict::kVersion: {
+      Version mine;
+      if (!holds_exactly(kh, rec.entry_hash, &mine)) return start_roots();
+      if (rec.version < mine) {
+        (void)push_key(kh);
+      } else if (mine < rec.version) {
+        // Pull it by its fingerprint under its deepest protocol node.
+        const TreeParams& p = config_.tree;
+        const std::uint32_t bits = p.bits(p.depth_max);
+        const TreeNode node{static_cast<std::uint16_t>(store_.shard_of_hash(kh)), p.depth_max,
+                            static_cast<std::uint32_t>(digest::prefix_of(kh, bits))};
+        std::uint32_t& part = next_part_[node_key(node)];
+        Request* r = enqueue(Kind::kPull, node, part++);
+        if (r) r->kfps = {digest::key_fingerprint(kh, bits)};
+      }
+      return;
+    }
+  }
+}
 
 bool ReconcileSession::owns(std::uint32_t shard) const {
   return store_.owner_of_shard(shard) == owner_;
@@ -493,6 +567,18 @@ bool ReconcileSession::encode_request(Request& r, ByteWriter& w, bool fit) {
         const TreeNode root{static_cast<std::uint16_t>(r.first_shard + i), 0, 0};
         digest::put_hash(w, wire_hash(reader_->node(root).hash, seed_, p.hash_bytes), p);
       }
+      return true;
+    }
+    case Kind::kSummary: {
+      digest::SetSums sums;
+      for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
+        if (const digest::MerkleTree* t = store_.shard(s).merkle()) sums += t->sums();
+      }
+      w.u8(static_cast<std::uint8_t>(Rec::kSummary));
+      w.u64(sums.count);
+      w.u64(sums.hash);
+      w.u64(sums.keys);
+      w.u64(sums.cross);
       return true;
     }
     case Kind::kHashes: {
@@ -871,6 +957,8 @@ void ReconcileSession::handle_record(const Record& rec) {
       if (it != requests_.end()) complete_request(it->second);
       return;
     }
+    case Rec::kSummarized:
+      return handle_summarized(rec);
     default:
       return;  // request records never reach here (the decoder checks the message type)
   }
@@ -890,7 +978,7 @@ Status ReconcileSession::on_datagram(std::span<const std::uint8_t> in) {
     }
     if (mismatch) return;
     const TreeNode& n = rec.node;
-    const bool keyed_by_node = rec.type != Rec::kRootsDiff;
+    const bool keyed_by_node = rec.type != Rec::kRootsDiff && rec.type != Rec::kSummarized;
     if (keyed_by_node && !owns(n.shard)) {
       ++stats_.foreign_records;
       return;
@@ -1006,7 +1094,8 @@ Status ReconcileResponder::respond(std::span<const std::uint8_t> request,
   Writer out(*this, h, emit);
   seed_ = h.seed;
   const Status st = digest::parse_message(request, limits, &h, [&](const Record& rec) {
-    if (rec.type != Rec::kRoots && store_.owner_of_shard(rec.node.shard) != owner_) {
+    if (rec.type != Rec::kRoots && rec.type != Rec::kSummary &&
+        store_.owner_of_shard(rec.node.shard) != owner_) {
       ++stats_.foreign_records;
       return;
     }
@@ -1031,6 +1120,8 @@ void ReconcileResponder::answer(const Record& rec, Writer& out) {
       return answer_pull(rec, out);
     case Rec::kPush:
       return answer_push(rec, out);
+    case Rec::kSummary:
+      return answer_summary(rec, out);
     default:
       RUMOR_UNREACHABLE();  // the decoder admits only request records in a request
   }
@@ -1202,6 +1293,41 @@ std::size_t ReconcileResponder::write_entries_record(
   return n;
 }
 
+ReconcileResponder::Gathered ReconcileResponder::gather_windows(
+    const TreeNode& node, std::uint64_t cursor, std::size_t reserved, Writer& out,
+    const std::function<bool(const Arena&, std::size_t)>& wanted) {
+  const std::uint64_t count = reader_->node(node).count;
+  const std::uint64_t hi = reader_->hi(node);
+  Arena all;  // the entries gathered across windows
+  std::size_t bytes = reserved;
+  Gathered g;
+  for (std::uint32_t windows = 0; windows < kWindowsPerRecordMax; ++windows) {
+    const std::uint64_t end = reader_->window_end(node, cursor, count, kWindowEntries);
+    reader_->collect(node, cursor, end, *arena_);
+    for (std::size_t i = 0; i < arena_->e.size(); ++i) {
+      if (!wanted(*arena_, i)) continue;
+      const EntryRef ref = arena_->ref(arena_->e[i]);
+      const std::size_t sz = digest::entry_bytes(ref);
+      if (sz > out.empty_room() - kRecordSlackBytes - reserved) {
+        ++stats_.entries_oversize;
+        continue;
+      }
+      all.add(arena_->e[i].kh, EntryView{ref.key, ref.value, ref.version, ref.tombstone});
+      bytes += sz;
+    }
+    if (end >= hi) {
+      g.exhausted = true;
+      break;
+    }
+    cursor = end + 1;
+    if (bytes >= out.empty_room()) break;
+  }
+  g.resume = g.exhausted ? hi : cursor;
+  std::swap(all, *arena_);
+  for (std::uint32_t i = 0; i < arena_->e.size(); ++i) g.send.push_back(i);
+  return g;
+}
+
 void ReconcileResponder::answer_list(const Record& rec, Writer& out) {
   const TreeParams& p = config_.tree;
   const TreeNode& node = rec.node;
@@ -1226,41 +1352,14 @@ void ReconcileResponder::answer_list(const Record& rec, Writer& out) {
     }
   }
   // Which of my entries the initiator lacks or holds older, from the cursor on, window by window.
-  const std::uint64_t count = reader_->node(node).count;
-  const std::uint64_t hi = reader_->hi(node);
-  std::uint64_t cursor = rec.cursor;
-  std::vector<std::uint32_t> send;
-  Arena all;  // the candidates, gathered across windows
-  std::size_t bytes = 0;
-  bool exhausted = false;
-  for (std::uint32_t windows = 0; windows < kWindowsPerRecordMax; ++windows) {
-    const std::uint64_t end = reader_->window_end(node, cursor, count, kWindowEntries);
-    reader_->collect(node, cursor, end, *arena_);
-    const auto& e = arena_->e;
-    for (std::size_t i = 0; i < e.size(); ++i) {
-      const std::uint32_t kfp = digest::key_fingerprint(e[i].kh, bits);
-      const bool dup = (i > 0 && digest::key_fingerprint(e[i - 1].kh, bits) == kfp) ||
-                       (i + 1 < e.size() && digest::key_fingerprint(e[i + 1].kh, bits) == kfp);
-      const Item it = digest::make_item(e[i].kh, e[i].v, e[i].tomb, bits, seed_);
-      if (!peer_needs(peer, kfp, it.hlc, it.efp, dup)) continue;
-      const EntryRef ref = arena_->ref(e[i]);
-      const std::size_t sz = digest::entry_bytes(ref);
-      if (sz > out.empty_room() - kRecordSlackBytes) {
-        ++stats_.entries_oversize;
-        continue;
-      }
-      all.add(e[i].kh, EntryView{ref.key, ref.value, ref.version, ref.tombstone});
-      bytes += sz;
-    }
-    if (end >= hi) {
-      exhausted = true;
-      break;
-    }
-    cursor = end + 1;
-    if (bytes >= out.empty_room()) break;
-  }
-  std::swap(all, *arena_);
-  for (std::uint32_t i = 0; i < arena_->e.size(); ++i) send.push_back(i);
+  const Gathered g = gather_windows(node, rec.cursor, 0, out, [&](const Arena& a, std::size_t i) {
+    const auto& e = a.e;
+    const std::uint32_t kfp = digest::key_fingerprint(e[i].kh, bits);
+    const bool dup = (i > 0 && digest::key_fingerprint(e[i - 1].kh, bits) == kfp) ||
+                     (i + 1 < e.size() && digest::key_fingerprint(e[i + 1].kh, bits) == kfp);
+    const Item it = digest::make_item(e[i].kh, e[i].v, e[i].tomb, bits, seed_);
+    return peer_needs(peer, kfp, it.hlc, it.efp, dup);
+  });
   const std::size_t head_bytes = 1 + digest::node_bytes(node, p) + 1 + 2 + want.size();
   write_entries_record(
       out, head_bytes,
@@ -1272,7 +1371,7 @@ void ReconcileResponder::answer_list(const Record& rec, Writer& out) {
         w.u16(static_cast<std::uint16_t>(rec.items.n));
         w.bytes(want.data(), want.size());
       },
-      send, exhausted, exhausted ? hi : cursor);
+      g.send, g.exhausted, g.resume);
 }
 
 void ReconcileResponder::answer_bloom(const Record& rec, Writer& out) {
@@ -1292,35 +1391,11 @@ void ReconcileResponder::answer_bloom(const Record& rec, Writer& out) {
     ByteWriter bw(mine);
     f.encode(bw);
   }
-  const std::uint64_t count = reader_->node(node).count;
-  std::uint64_t cursor = rec.cursor;
-  Arena all;
-  std::size_t bytes = mine.size();
-  bool exhausted = false;
-  for (std::uint32_t windows = 0; windows < kWindowsPerRecordMax; ++windows) {
-    const std::uint64_t end = reader_->window_end(node, cursor, count, kWindowEntries);
-    reader_->collect(node, cursor, end, *arena_);
-    for (const Held& h : arena_->e) {
-      if (rec.bloom.may_contain_entry(h.kh, h.v)) continue;
-      const EntryRef ref = arena_->ref(h);
-      const std::size_t sz = digest::entry_bytes(ref);
-      if (sz > out.empty_room() - kRecordSlackBytes - mine.size()) {
-        ++stats_.entries_oversize;
-        continue;
-      }
-      all.add(h.kh, EntryView{ref.key, ref.value, ref.version, ref.tombstone});
-      bytes += sz;
-    }
-    if (end >= hi) {
-      exhausted = true;
-      break;
-    }
-    cursor = end + 1;
-    if (bytes >= out.empty_room()) break;
-  }
-  std::swap(all, *arena_);
-  std::vector<std::uint32_t> send;
-  for (std::uint32_t i = 0; i < arena_->e.size(); ++i) send.push_back(i);
+  // My entries not in the initiator's filter, from the cursor on, window by window.
+  const Gathered g = gather_windows(node, rec.cursor, mine.size(), out,
+                                    [&](const Arena& a, std::size_t i) {
+                                      return !rec.bloom.may_contain_entry(a.e[i].kh, a.e[i].v);
+                                    });
   const std::size_t head_bytes = 1 + digest::node_bytes(node, p) + 1 + mine.size();
   write_entries_record(
       out, head_bytes,
@@ -1332,7 +1407,7 @@ void ReconcileResponder::answer_bloom(const Record& rec, Writer& out) {
         if (more) w.u64(next);
         if (!mine.empty()) w.bytes(mine.data(), mine.size());
       },
-      send, exhausted, exhausted ? hi : cursor);
+      g.send, g.exhausted, g.resume);
 }
 
 void ReconcileResponder::answer_pull(const Record& rec, Writer& out) {
@@ -1398,6 +1473,95 @@ void ReconcileResponder::answer_push(const Record& rec, Writer& out) {
   digest::put_node(w, rec.node, p);
   w.u16(rec.part);
   out.record_done();
+}
+
+void ReconcileResponder::write_verdict(Writer& out, digest::Verdict v, std::uint64_t key_hash,
+                                       std::uint64_t entry_hash, const Version& version) {
+  if (!out.ensure(2 + 16 + 16)) return;
+  ByteWriter& w = out.w();
+  w.u8(static_cast<std::uint8_t>(Rec::kSummarized));
+  w.u8(static_cast<std::uint8_t>(v));
+  if (v == digest::Verdict::kWant || v == digest::Verdict::kVersion) {
+    w.u64(key_hash);
+    w.u64(entry_hash);
+  }
+  if (v == digest::Verdict::kVersion) {
+    w.u64(version.hlc);
+    w.u64(version.node);
+  }
+  out.record_done();
+}
+
+void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
+  using digest::OneDiff;
+  using digest::Verdict;
+  // The sums cover every shard: only a responder that owns them all can compare them.
+  if (store_.owner_count() != 1) return write_verdict(out, Verdict::kWalk);
+  digest::SetSums mine;
+  for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
+    if (const digest::MerkleTree* t = store_.shard(s).merkle()) mine += t->sums();
+  }
+  const digest::SetSums delta = mine - rec.sums;
+  const OneDiff d = digest::decode_one(delta);
+  // Each decoded difference is checked against the store before it is acted on; anything that
+  // does not check out (more than one difference after all) falls back to the walk.
+  auto entries_at = [&](std::uint64_t kh, const std::function<void(const EntryView&)>& fn) {
+    store_.shard(store_.shard_of_hash(kh)).find_hash(kh, fn);
+  };
+  switch (d.kind) {
+    case OneDiff::Kind::kEqual:
+      return write_verdict(out, Verdict::kEqual);
+    case OneDiff::Kind::kMine: {
+      arena_->clear();
+      entries_at(d.lo, [&](const EntryView& e) {
+        if (digest::entry_hash(d.lo, e.version, e.tombstone) == d.entry_hash) arena_->add(d.lo, e);
+      });
+      if (arena_->e.size() != 1) break;
+      const EntryRef ref = arena_->ref(arena_->e[0]);
+      const std::size_t sz = digest::entry_bytes(ref);
+      if (4 + sz > out.empty_room()) break;
+      if (!out.ensure(4 + sz)) return;
+      ByteWriter& w = out.w();
+      w.u8(static_cast<std::uint8_t>(Rec::kSummarized));
+      w.u8(static_cast<std::uint8_t>(Verdict::kEntries));
+      w.u16(1);
+      digest::put_entry(w, ref);
+      out.record_done();
+      ++stats_.entries_sent;
+      stats_.entry_bytes_sent += sz;
+      return;
+    }
+    case OneDiff::Kind::kTheirs: {
+      bool held = false;
+      entries_at(d.lo, [&](const EntryView&) { held = true; });
+      if (held) break;
+      return write_verdict(out, Verdict::kWant, d.lo, d.entry_hash);
+    }
+    case OneDiff::Kind::kVersion: {
+      std::uint32_t found = 0;
+      std::uint64_t key = 0;
+      EntryView mine_e;
+      for (std::uint64_t kh = d.lo;; ++kh) {
+        if (kh != 0) {
+          entries_at(kh, [&](const EntryView& e) {
+            if (digest::rev64(kh) * delta.hash != delta.cross) return;
+            ++found;
+            key = kh;
+            mine_e = e;
+          });
+        }
+        if (kh == d.hi) break;
+      }
+      if (found != 1) break;
+      // The initiator's entry hash, as the sums imply it: mine minus the difference.
+      const std::uint64_t theirs =
+          digest::entry_hash(key, mine_e.version, mine_e.tombstone) - delta.hash;
+      return write_verdict(out, Verdict::kVersion, key, theirs, mine_e.version);
+    }
+    case OneDiff::Kind::kMany:
+      break;
+  }
+  write_verdict(out, Verdict::kWalk);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ class ReconcileSession {
   const ReconcileStats& stats() const { return stats_; }
 
  private:
-  enum class Kind : std::uint8_t { kRoots = 1, kHashes, kList, kBloom, kPull, kPush };
+  enum class Kind : std::uint8_t { kRoots = 1, kHashes, kList, kBloom, kPull, kPush, kSummary };
   enum class State : std::uint8_t { kQueued, kInFlight, kDone };
   struct Key {
     std::uint64_t a = 0;
@@ -145,6 +145,13 @@ class ReconcileSession {
   };
 
   Key key_of(Kind kind, const digest::TreeNode& node, std::uint32_t part) const;
+  // The walk from the roots: one kRoots record per run of this owner's shards.
+  void start_roots();
+  void handle_summarized(const digest::Record& rec);
+  // Pushes my entry with key hash kh (if I hold one); false when I hold none.
+  bool push_key(std::uint64_t kh);
+  // My one entry with key hash kh whose entry hash is eh, if I hold exactly that.
+  bool holds_exactly(std::uint64_t kh, std::uint64_t eh, Version* version);
   // A new request, queued; nullptr if this session already has it or is at its bound.
   Request* enqueue(Kind kind, const digest::TreeNode& node, std::uint32_t part);
   void complete_request(Request& r);
@@ -212,6 +219,22 @@ class ReconcileResponder {
   void answer_bloom(const digest::Record& rec, Writer& out);
   void answer_pull(const digest::Record& rec, Writer& out);
   void answer_push(const digest::Record& rec, Writer& out);
+  void answer_summary(const digest::Record& rec, Writer& out);
+  // The entries of `node` from `cursor` on that `wanted(arena, i)` selects, gathered window by
+  // window into arena_ until the node is exhausted or a datagram's worth is found (`reserved`
+  // bytes of the record are taken already). kListed and kBloomed answers share it.
+  struct Gathered {
+    std::vector<std::uint32_t> send;  // indexes into arena_, in key-hash order
+    bool exhausted = false;
+    std::uint64_t resume = 0;  // the cursor to continue from (the node's end when exhausted)
+  };
+  Gathered gather_windows(const digest::TreeNode& node, std::uint64_t cursor,
+                          std::size_t reserved, Writer& out,
+                          const std::function<bool(const reconcile_detail::Arena&, std::size_t)>&
+                              wanted);
+  // The verdict on the initiator's sums, written as a kSummarized record.
+  void write_verdict(Writer& out, digest::Verdict v, std::uint64_t key_hash = 0,
+                     std::uint64_t entry_hash = 0, const Version& version = {});
   // Writes the expansion of a differing child into scratch_: its child hashes, its entry
   // summaries or a bloom filter, by this side's entry count under it.
   void expansion(const digest::TreeNode& child);

@@ -5,6 +5,7 @@
 #include <rapidcheck/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <map>
 #include <random>
 #include <string>
@@ -17,7 +18,12 @@
 namespace rumor {
 namespace {
 
+using digest::decode_one;
+using digest::inverse_odd;
 using digest::MerkleTree;
+using digest::OneDiff;
+using digest::rev64;
+using digest::SetSums;
 
 // Every node of `a` equals the same node of a tree rebuilt from `model` at a.leaf_bits().
 void expect_equals_rebuild(const MerkleTree& a, const std::map<std::uint64_t, std::uint64_t>& model,
@@ -26,6 +32,7 @@ void expect_equals_rebuild(const MerkleTree& a, const std::map<std::uint64_t, st
   for (const auto& [kh, eh] : model) b.insert(kh, eh);
   b.fold_all();
   ASSERT_EQ(a.entries(), model.size());
+  ASSERT_TRUE(a.sums() == b.sums()) << "linear sums differ from the rebuild";
   const std::uint32_t top = std::min(a.leaf_bits(), max_bits_checked);
   for (std::uint32_t k = 0; k <= top; ++k) {
     for (std::uint64_t i = 0; i < (std::uint64_t{1} << k); ++i) {
@@ -115,6 +122,77 @@ RC_GTEST_PROP(MerkleTree, FoldEqualsRebuild, ()) {
       RC_ASSERT(t.count(k, i) == b.count(k, i));
     }
   }
+  // The linear sums follow every add, remove and replace exactly.
+  RC_ASSERT(t.sums() == b.sums());
+  RC_ASSERT(t.sums().hash == t.root_hash());
+  RC_ASSERT(t.sums().count == t.entries());
+}
+
+TEST(SetSums, BitReversalAndInverse) {
+  EXPECT_EQ(rev64(1), std::uint64_t{1} << 63);
+  EXPECT_EQ(rev64(0x00000000000000f0ull), 0x0f00000000000000ull);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 1000; ++i) {
+    const std::uint64_t x = rng();
+    EXPECT_EQ(rev64(rev64(x)), x);
+    const std::uint64_t odd = x | 1;
+    EXPECT_EQ(odd * inverse_odd(odd), 1u);
+  }
+}
+
+// A set pair that differs by one entry of any kind decodes to that entry's key hash; pairs that
+// differ by two or more say kMany (for random key hashes: the cross check is weaker for key
+// hashes that differ in a few bits, which is why callers also check each decoded entry's hash).
+TEST(SetSums, DecodesExactlyOneDifference) {
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 3000; ++round) {
+    SetSums a, b;
+    for (int i = 0; i < 50; ++i) {
+      const std::uint64_t k = rng() | 1, e = rng();
+      a.add(k, e);
+      b.add(k, e);
+    }
+    const std::uint64_t k = rng() | 1, e1 = rng(), e2 = rng();
+    switch (round % 4) {
+      case 0: {  // a holds one more entry
+        a.add(k, e1);
+        const OneDiff d = decode_one(a - b);
+        ASSERT_EQ(d.kind, OneDiff::Kind::kMine);
+        EXPECT_EQ(d.lo, k);
+        EXPECT_EQ(d.entry_hash, e1);
+        EXPECT_EQ(decode_one(b - a).kind, OneDiff::Kind::kTheirs);
+        EXPECT_EQ(decode_one(b - a).lo, k);
+        break;
+      }
+      case 1: {  // one key, two versions
+        a.add(k, e1);
+        b.add(k, e2);
+        const OneDiff d = decode_one(a - b, 64);
+        ASSERT_EQ(d.kind, OneDiff::Kind::kVersion);
+        EXPECT_LE(d.lo, k);
+        EXPECT_GE(d.hi, k);
+        EXPECT_EQ(d.hi - d.lo, (std::uint64_t{1} << std::countr_zero(e1 - e2)) - 1);
+        break;
+      }
+      case 2: {  // two differences (random key hashes, as XXH3 makes them)
+        a.add(k, e1);
+        b.add(rng() | 1, e2);
+        EXPECT_EQ(decode_one(a - b).kind, OneDiff::Kind::kMany);
+        a.add(rng() | 1, e2);
+        EXPECT_EQ(decode_one(a - b).kind, OneDiff::Kind::kMany);
+        break;
+      }
+      case 3: {  // a replaced entry's sums equal a set built with the new one
+        SetSums c = a;
+        a.add(k, e1);
+        a.replace(k, e1, e2);
+        c.add(k, e2);
+        EXPECT_EQ(a, c);
+        EXPECT_EQ(decode_one(a - c).kind, OneDiff::Kind::kEqual);
+        break;
+      }
+    }
+  }
 }
 
 TEST(MerkleTree, NodesDoNotDependOnLeafDepth) {
@@ -142,7 +220,8 @@ TEST(MerkleTree, SizingPolicy) {
   EXPECT_EQ(MerkleTree::leaf_bits_for(15625), 12u);
   EXPECT_EQ(MerkleTree::leaf_bits_for(std::uint64_t{1} << 40), MerkleTree::kLeafBitsMax);
   MerkleTree tiny(0);
-  EXPECT_LT(tiny.memory_bytes(), 256u);  // an almost-empty shard costs next to nothing
+  // An almost-empty shard costs next to nothing: a few hundred bytes (32 of them the sums).
+  EXPECT_LT(tiny.memory_bytes(), 320u);
 }
 
 TEST(Hash, KeyHashMatchesStore) {

@@ -199,6 +199,44 @@ std::vector<std::pair<std::string, std::vector<std::uint8_t>>> valid_messages() 
     m.w.u16(9);
     out.emplace_back("ack", m.bytes());
   }
+  {
+    Msg m(MsgType::kReconcileRequest);  // 12
+    m.w.u8(0x07);
+    for (std::uint64_t i = 1; i <= 4; ++i) m.w.u64(i * 0x0101010101010101ull);
+    out.emplace_back("summary", m.bytes());
+  }
+  {
+    Msg m(MsgType::kReconcileResponse);  // 13
+    m.w.u8(0x17);
+    m.w.u8(static_cast<std::uint8_t>(Verdict::kEqual));
+    out.emplace_back("summarized equal", m.bytes());
+  }
+  {
+    Msg m(MsgType::kReconcileResponse);  // 14
+    m.w.u8(0x17);
+    m.w.u8(static_cast<std::uint8_t>(Verdict::kEntries));
+    m.w.u16(1);
+    entry(m.w, "k", "v");
+    out.emplace_back("summarized entries", m.bytes());
+  }
+  {
+    Msg m(MsgType::kReconcileResponse);  // 15
+    m.w.u8(0x17);
+    m.w.u8(static_cast<std::uint8_t>(Verdict::kWant));
+    m.w.u64(0x1234);
+    m.w.u64(0x5678);
+    out.emplace_back("summarized want", m.bytes());
+  }
+  {
+    Msg m(MsgType::kReconcileResponse);  // 16
+    m.w.u8(0x17);
+    m.w.u8(static_cast<std::uint8_t>(Verdict::kVersion));
+    m.w.u64(0x1234);
+    m.w.u64(0x5678);
+    m.w.u64(hlc_pack(1000, 1));
+    m.w.u64(9);
+    out.emplace_back("summarized version", m.bytes());
+  }
   for (auto& [name, b] : out) EXPECT_FALSE(b.empty()) << name;
   return out;
 }
@@ -382,6 +420,19 @@ TEST(Messages, InconsistentInputIsRejected) {
   // Bloomed: has-bloom flag without a filter.
   expect_rejected("bloomed flag without filter", 9,
                   [&](auto& b) { b[kH + 1 + node_bytes(TreeNode{0, 6, 99}, kP)] = kFlagHasBloom; });
+  // Summary and its verdicts: unknown verdict, empty entries, key hash 0, zero version.
+  expect_rejected("summary in a response", 13, [](auto& b) { b[kH] = 0x07; });
+  expect_rejected("unknown verdict", 13, [](auto& b) { b[kH + 1] = 5; });
+  expect_rejected("entries verdict without entries", 14, [](auto& b) {
+    b[kH + 2] = 0;
+    b.resize(kH + 4);
+  });
+  expect_rejected("want of key hash 0", 15, [](auto& b) {
+    for (int i = 0; i < 8; ++i) b[kH + 2 + i] = 0;
+  });
+  expect_rejected("version verdict with a zero version", 16, [](auto& b) {
+    for (int i = 0; i < 16; ++i) b[kH + 18 + i] = 0;
+  });
 }
 
 RC_GTEST_PROP(Messages, MutatedMessagesNeverCrashTheDecoder, ()) {
