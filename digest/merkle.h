@@ -36,10 +36,13 @@ class MerkleTree {
  public:
   // Deepest leaf level: 2^24 leaves (16M), for a shard at keys_per_shard_max = 2^24 and more.
   static constexpr std::uint32_t kLeafBitsMax = 24;
-  // Entries per leaf the sizing policy aims at. Small leaves keep a node below the leaf level
-  // cheap to scan; 32 bytes per leaf (16 per node, leaves and inner nodes) keeps the tree at
-  // 4-8 bytes per entry.
-  static constexpr std::uint64_t kLeafEntriesTarget = 4;
+  // Entries per leaf the sizing policy aims at. The store's merge path updates one leaf per
+  // write, so the leaves of all shards should stay in cache while slots stream past: at 16
+  // entries per leaf a 1M-entry store has 64 x 1,024 leaves, 1 MiB (at 4 per leaf they were
+  // 4 MiB, evicted between touches, and merge/update ran ~20% slower). Nodes below the leaf
+  // level are summed from a hash-range scan of the shard when a digest needs them, which at
+  // ~16 entries is cheap. 16 bytes per node: 1-2 bytes per entry.
+  static constexpr std::uint64_t kLeafEntriesTarget = 16;
 
   explicit MerkleTree(std::uint32_t leaf_bits);
   ~MerkleTree();

@@ -215,9 +215,9 @@ TEST(MerkleTree, NodesDoNotDependOnLeafDepth) {
 
 TEST(MerkleTree, SizingPolicy) {
   EXPECT_EQ(MerkleTree::leaf_bits_for(0), 0u);
-  EXPECT_EQ(MerkleTree::leaf_bits_for(4), 0u);
-  EXPECT_EQ(MerkleTree::leaf_bits_for(5), 1u);
-  EXPECT_EQ(MerkleTree::leaf_bits_for(15625), 12u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(MerkleTree::kLeafEntriesTarget), 0u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(MerkleTree::kLeafEntriesTarget + 1), 1u);
+  EXPECT_EQ(MerkleTree::leaf_bits_for(15625), 10u);  // 16 per leaf: 1,024 leaves
   EXPECT_EQ(MerkleTree::leaf_bits_for(std::uint64_t{1} << 40), MerkleTree::kLeafBitsMax);
   MerkleTree tiny(0);
   // An almost-empty shard costs next to nothing: a few hundred bytes (32 of them the sums).
