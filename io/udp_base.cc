@@ -146,10 +146,34 @@ std::uint32_t size_socket_buffer(int fd, int force_opt, int opt, std::uint32_t b
   if (getsockopt(fd, SOL_SOCKET, opt, &got, &len) != 0) return 0;
   return static_cast<std::uint32_t>(got);
 }
+
+// A port that no socket holds right now. Asking the kernel for "port 0" on a socket that has
+// SO_REUSEPORT can hand out a port that another reuseport group of the same user already has
+// (autobind treats a reuseport group it could join as free), and the two groups would then
+// split each other's traffic. An exclusive socket's autobind never shares, so it picks the port;
+// it is let go just before the real socket binds it.
+Result<std::uint16_t> unshared_port(const Address& addr) {
+  const int fd = socket(addr.family(), SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP);
+  if (fd < 0) return errno_status("socket", errno);
+  sockaddr_storage local{};
+  socklen_t local_len = sizeof(local);
+  const bool ok = bind(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) == 0;
+  const int err = errno;
+  close(fd);
+  if (!ok) return errno_status("bind " + addr.to_string(), err);
+  return Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&local), local_len).port();
+}
 }  // namespace
 
-Result<UdpSocket> open_udp_socket(const TransportConfig& config) {
-  if (Status s = validate_config(config); !s) return s;
+Result<UdpSocket> open_udp_socket(const TransportConfig& config_in) {
+  if (Status s = validate_config(config_in); !s) return s;
+  TransportConfig config = config_in;
+  if (config.reuse_port && config.bind.port() == 0) {
+    auto port = unshared_port(config.bind);
+    if (!port) return port.status();
+    config.bind.set_port(port.value());
+  }
   UdpSocket u;
   u.fd = socket(config.bind.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (u.fd < 0) return errno_status("socket", errno);

@@ -1,5 +1,8 @@
 // Address parsing and formatting, the GSO send planner, the backend factory, and io_uring's
 // binding to the thread that polls it.
+#include <unistd.h>
+
+#include <set>
 #include <thread>
 
 #include "harness.h"
@@ -7,6 +10,29 @@
 
 namespace rumor {
 namespace {
+
+// ---- Ephemeral ports ----
+
+// Asked for port 0, a reuseport socket must get a port of its own: the kernel's autobind would
+// otherwise put it into another reuseport group on the same port now and then, and the two would
+// split each other's traffic (seen as a flaky conformance test under parallel CTest). Hundreds
+// of sockets held open at once make a shared port all but certain without the fix (birthday
+// bound over ~28k ephemeral ports), and impossible with it.
+TEST(UdpSocket, PortZeroWithReusePortIsNeverShared) {
+  TransportConfig config;
+  config.bind = Address::ipv4(0x7f000001, 0);
+  config.reuse_port = true;
+  config.socket_buffer_bytes = 0;
+  std::vector<io::UdpSocket> open;
+  std::set<std::uint16_t> ports;
+  for (int i = 0; i < 600; ++i) {
+    auto s = io::open_udp_socket(config);
+    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    EXPECT_TRUE(ports.insert(s->local.port()).second) << "port " << s->local.port() << " shared";
+    open.push_back(*s);
+  }
+  for (const auto& s : open) ::close(s.fd);
+}
 
 // ---- Address ----
 
