@@ -14,7 +14,6 @@ namespace rumor {
 
 namespace {
 thread_local const char t_token = 0;
-std::uint64_t thread_token() { return reinterpret_cast<std::uintptr_t>(&t_token); }
 
 std::uint64_t splitmix64(std::uint64_t& x) {
   std::uint64_t z = (x += 0x9e3779b97f4a7c15ull);
@@ -44,6 +43,8 @@ std::uint64_t limiter_key(const NodeConfig& c, std::uint64_t which) {
 constexpr std::uint8_t kSubjectMember = 0;
 constexpr std::uint8_t kSubjectKey = 1;
 }  // namespace
+
+std::uint64_t thread_token() { return reinterpret_cast<std::uintptr_t>(&t_token); }
 
 // ---------------------------------------------------------------------------------------------
 // Rng
@@ -120,7 +121,13 @@ Status NodeConfig::validate() const {
   }
   if (advertise.empty()) return bad("advertise address is empty");
   if (Status s = store.validate(); !s) return s;
-  if (store.owners != 1) return bad("store.owners must be 1: a Node has one driver thread");
+  if (store.owners > 64) return bad("store.owners must be at most 64");
+  if (store.owners > 1 && encryption != EncryptionMode::kOff) {
+    // Sealing and replay windows are one core's state (engine/crypto.h); a multi-core node
+    // would need one per core and windows per (sender, core). Not built yet.
+    return bad("encryption needs a single-core node for now (store.owners = 1, rumor agent "
+               "--cores 1)");
+  }
   // One update must fit one datagram: header, message frame, flags, version, two lengths.
   // Every datagram leaves room for the seal (crypto::kSealOverheadBytes), sealed or not.
   const std::size_t entry_max = crypto::kSealOverheadBytes + wire::kHeaderBytes +
@@ -217,6 +224,38 @@ NodeImpl::NodeImpl(const NodeConfig& config, TimeSource& time, std::unique_ptr<S
   self.address = config_.advertise;
   members_.push_back(std::move(self));
   index_put(config_.id, 0);
+  const std::uint32_t n = store_->owner_count();
+  for (std::uint32_t c = 0; c < n; ++c) {
+    auto core = std::make_unique<CoreState>();
+    core->index = c;
+    constexpr std::size_t kWords = sizeof(NodeCounters) / sizeof(std::uint64_t);
+    core->published = std::make_unique<std::atomic<std::uint64_t>[]>(kWords);
+    if (c > 0) {
+      // The same limits as core 0's below, each core with its own keys.
+      core->peer_bytes = std::make_unique<PeerLimiter>(
+          config.rate_limit_peers_max, config.peer_bytes_per_s_max, config.peer_bytes_per_s_max,
+          limiter_key(config, 1 + 2 * c));
+      core->peer_answers = std::make_unique<PeerLimiter>(
+          config.rate_limit_peers_max, 8.0 * config.sync_datagrams_per_tick_max,
+          8.0 * config.sync_datagrams_per_tick_max, limiter_key(config, 2 + 2 * c));
+      core->answers = std::make_unique<TokenBucket>(config.answer_datagrams_per_s_max,
+                                                    config.answer_datagrams_per_s_max);
+    }
+    cores_.push_back(std::move(core));
+  }
+  // One SPSC link per ordered pair of cores (none for a single-core node), as deep as the
+  // store's write queue: everything that crosses is bounded by it.
+  if (n > 1) {
+    links_.resize(static_cast<std::size_t>(n) * n);
+    for (std::uint32_t from = 0; from < n; ++from) {
+      for (std::uint32_t to = 0; to < n; ++to) {
+        if (from != to) {
+          links_[static_cast<std::size_t>(from) * n + to] =
+              std::make_unique<SpscQueue<CoreMsg>>(config_.store.write_queue_depth);
+        }
+      }
+    }
+  }
   init_sync();
 }
 
@@ -270,8 +309,8 @@ void NodeImpl::start(PacketSink& out) {
   RUMOR_ASSERT(!running_);
   // Release: the store binding and everything start() set up are visible to writer threads
   // that see this token (they then queue instead of writing directly).
-  driver_thread_.store(thread_token(), std::memory_order_release);
   store_->bind_owner(0);
+  cores_[0]->thread.store(thread_token(), std::memory_order_release);
   running_ = true;
   leaving_ = false;
   const std::uint64_t t = now();
@@ -778,32 +817,37 @@ void NodeImpl::queue_entry(const EntryView& e) {
 
 void NodeImpl::pump_feeds() {
   // Every change applied to the store — local writes, merges from packets, anti-entropy — is
-  // re-broadcast (rumor mongering: an infected node spreads) and offered to subscribers.
-  for (std::uint32_t s = 0; s < store_->shard_count(); ++s) {
+  // re-broadcast (rumor mongering: an infected node spreads) and offered to subscribers. Here
+  // the shards of core 0; the other cores send theirs over (pump_core_feeds).
+  const std::uint32_t step = cores();
+  for (std::uint32_t s = 0; s < store_->shard_count(); s += step) {
     Shard& shard = store_->shard(s);
     if (feed_cursor_[s] == shard.feed_head()) continue;
     shard.read_feed(&feed_cursor_[s], SIZE_MAX, [&](const ChangeRecord& rec) {
       shard.find_hash(rec.key_hash, [&](const EntryView& e) {
         if (e.version != rec.version) return;  // superseded: a later record carries it
-        queue_entry(e);
-        if (subscriptions_.empty()) return;
-        bool wanted = false;
-        for (const auto& sub : subscriptions_) {
-          if (e.key.substr(0, sub.prefix.size()) == sub.prefix) wanted = true;
-        }
-        if (!wanted) return;
-        if (events_.size() >= config_.events_max) {
-          ++counters_.events_dropped;
-          return;
-        }
-        Pending p;
-        p.is_change = true;
-        p.change = Change{std::string(e.key), std::string(e.value), e.version, e.tombstone,
-                          rec.local};
-        events_.push_back(std::move(p));
+        offer_change(e, rec.local);
       });
     });
   }
+}
+
+void NodeImpl::offer_change(const EntryView& e, bool local) {
+  queue_entry(e);
+  if (subscriptions_.empty()) return;
+  bool wanted = false;
+  for (const auto& sub : subscriptions_) {
+    if (e.key.substr(0, sub.prefix.size()) == sub.prefix) wanted = true;
+  }
+  if (!wanted) return;
+  if (events_.size() >= config_.events_max) {
+    ++counters_.events_dropped;
+    return;
+  }
+  Pending p;
+  p.is_change = true;
+  p.change = Change{std::string(e.key), std::string(e.value), e.version, e.tombstone, local};
+  events_.push_back(std::move(p));
 }
 
 void NodeImpl::gossip_tick(PacketSink& out) {
@@ -833,6 +877,11 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
                        PacketSink& out) {
   ++counters_.packets_received;
   counters_.bytes_received += datagram.size();
+  receive_counted(from, datagram, out);
+}
+
+void NodeImpl::receive_counted(const Address& from, std::span<const std::byte> datagram,
+                               PacketSink& out) {
   if (!running_) return;
   // Before any work: one address cannot take more than its share of this node (bounded table,
   // engine/rate_limit.h). Authentication comes later, so this also holds for junk.
@@ -856,6 +905,19 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
     ++counters_.drop_from_self;
     return;
   }
+  if (cores() > 1) {
+    // The kernel steers by the target shard; where it could not (no steering program), the
+    // datagram goes to its core here. Membership and gossip name shard 0, core 0's.
+    const std::uint32_t t = h.shard % cores();
+    if (t != 0) {
+      CoreMsg m;
+      m.kind = CoreMsg::Kind::kDatagram;
+      m.addr = from;
+      m.key.assign(reinterpret_cast<const char*>(datagram.data()), datagram.size());
+      hand(0, t, std::move(m));
+      return;
+    }
+  }
   // The seal/open layer (engine/crypto.h): from here on only authenticated (or, by the mode,
   // accepted plaintext) messages are read.
   const crypto::Opened opened = crypto_.open(datagram, h.sender);
@@ -873,7 +935,8 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
   wire::Reader r(opened.messages);
   store_->drain_writes(0, 1024);
 
-  merge_in_.clear();
+  std::vector<EntryView>& merge_in = cores_[0]->merge_in;
+  merge_in.clear();
   bool join_requested = false;
   bool state_sync = false;  // this datagram's member records are a table, not news
   bool malformed = false;
@@ -936,7 +999,7 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
           malformed = true;
           break;
         }
-        merge_in_.push_back(EntryView{m.key, m.value, m.version, m.tombstone});
+        merge_in.push_back(EntryView{m.key, m.value, m.version, m.tombstone});
         break;
       }
       case wire::MsgType::kJoin: {
@@ -958,10 +1021,10 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
         state_sync = true;
         break;
       case wire::MsgType::kSyncRequest:
-        handle_sync_request(from, h.sender, msg.body, out);
+        handle_sync_request(0, from, h.shard, msg.body, out, /*answer_only=*/false);
         break;
       case wire::MsgType::kSyncResponse:
-        handle_sync_response(h.sender, msg.body, out);
+        handle_sync_response(0, h.sender, msg.body, out);
         break;
       default:
         ++counters_.drop_unknown_type;
@@ -973,20 +1036,13 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
 
   // Entries of this datagram (everything decoded before any malformed message) merge as one
   // batch; the views point into the datagram, which outlives this call.
-  if (!merge_in_.empty()) {
-    merge_out_.resize(merge_in_.size());
-    store_->merge_batch(0, merge_in_, merge_out_);
-    for (MergeOutcome o : merge_out_) {
-      if (o == MergeOutcome::kApplied) ++counters_.updates_merged;
-      if (o == MergeOutcome::kStale) ++counters_.updates_stale;
-      if (o == MergeOutcome::kRefused) ++counters_.updates_refused;
-    }
-  }
+  if (cores() > 1) split_foreign(0, merge_in);
+  merge_core(0);
   // A join answer is many datagrams for one small request: rate-limited per source address
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {
     // Charged by the datagrams the answer takes (about 25 members each).
-    if (answer_allowed(from, now(), 1.0 + static_cast<double>(members_.size()) / 25.0)) {
+    if (answer_allowed(0, from, now(), 1.0 + static_cast<double>(members_.size()) / 25.0)) {
       send_member_table(from, wire::MsgType::kJoinReply, false, out);
     } else {
       ++counters_.sync_rate_limited;
@@ -999,6 +1055,7 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
 void NodeImpl::tick(PacketSink& out) {
   store_->drain_writes(0, 4096);
   if (!running_) return;
+  if (cores() > 1) drain_links(0, out);
   const std::uint64_t t = now();
   if (!joined_ && t >= next_join_ms_) send_join(out);
   reconnect_tick(t, out);
@@ -1027,7 +1084,7 @@ void NodeImpl::tick(PacketSink& out) {
 }
 
 void NodeImpl::maintenance_tick(std::uint64_t t) {
-  store_->collect_garbage(0);
+  core_maintenance(0, t);
   // Forget members dead or gone for longer than dead_reclaim_ms.
   for (std::size_t i = members_.size(); i-- > 1;) {
     const MemberRec& m = members_[i];
@@ -1040,19 +1097,26 @@ void NodeImpl::maintenance_tick(std::uint64_t t) {
     }
     members_.pop_back();
   }
+}
+
+void NodeImpl::core_maintenance(std::uint32_t c, std::uint64_t t) {
+  store_->collect_garbage(c);
   // Purge expired tombstones, a few shards per second in turn (a purge scans the shard's whole
   // table), and only shards that hold tombstones at all. With a grace period of hours, visiting
-  // each shard every few seconds is plenty.
+  // each shard every few seconds is plenty. Each core purges its own shards.
+  CoreState& core = *cores_[c];
+  const std::uint32_t owned = store_->shard_count() / cores();
   constexpr std::uint32_t kShardsPerTick = 4;
-  for (std::uint32_t k = 0; k < kShardsPerTick && k < store_->shard_count(); ++k) {
-    Shard& shard = store_->shard(purge_cursor_++ % store_->shard_count());
+  for (std::uint32_t k = 0; k < kShardsPerTick && k < owned; ++k) {
+    Shard& shard = store_->shard((core.purge_cursor++ % owned) * cores() + c);
     if (shard.counters().tombstones > 0) shard.purge_tombstones(t);
   }
 }
 
 std::uint64_t NodeImpl::next_deadline_ms() const {
   if (!running_) return UINT64_MAX;
-  std::uint64_t d = std::min({next_probe_ms_, next_gossip_ms_, sync_deadline_ms(),
+  if (cores() > 1 && links_pending(0)) return 0;  // another core handed work over
+  std::uint64_t d = std::min({next_probe_ms_, next_gossip_ms_, sync_deadline_ms(0),
                               next_maintenance_ms_});
   if (probe_.active && !probe_.acked && !probe_.indirect_sent) d = std::min(d, probe_.indirect_at_ms);
   if (!joined_) d = std::min(d, next_join_ms_);
@@ -1088,15 +1152,20 @@ std::size_t NodeImpl::dispatch_events() {
 }
 
 Status NodeImpl::write(std::string_view key, std::string_view value, bool tombstone) {
-  // On the driver thread (or before start) the store takes the write directly; from any other
-  // thread it is queued for the driver, which the waker calls up.
-  const std::uint64_t driver = driver_thread_.load(std::memory_order_acquire);  // see start()
+  // On the driver thread of the key's owner core (or before start) the store takes the write
+  // directly; from any other thread it is queued for that core, which its waker calls up.
+  const std::uint32_t owner = cores() > 1 ? store_->owner_of_shard(store_->shard_of(key)) : 0;
+  CoreState& core = *cores_[owner];
+  const std::uint64_t driver = core.thread.load(std::memory_order_acquire);  // see start()
   if (driver == 0 || driver == thread_token()) {
     auto r = tombstone ? store_->del(key) : store_->set(key, value);
     return r ? Status::ok() : r.status();
   }
   Status st = tombstone ? store_->submit_del(key) : store_->submit_set(key, value);
-  if (st && waker_) waker_();
+  if (st) {
+    if (owner == 0 && waker_) waker_();
+    if (owner != 0 && core.waker) core.waker();
+  }
   return st;
 }
 
@@ -1117,7 +1186,19 @@ void NodeImpl::on_membership(Node::MembershipCallback cb) {
 const NodeCounters& NodeImpl::counters() const {
   counters_.local_health = lhm_;
   counters_.broadcasts_dropped = broadcasts_.dropped();
-  return counters_;
+  if (cores() == 1) return counters_;
+  // The other cores' published copies, summed word by word (NodeCounters is all uint64_t).
+  constexpr std::size_t kWords = sizeof(NodeCounters) / sizeof(std::uint64_t);
+  std::uint64_t words[kWords];
+  std::memcpy(words, &counters_, sizeof(words));
+  for (std::uint32_t c = 1; c < cores(); ++c) {
+    // Relaxed: statistics, each word on its own; they order nothing.
+    for (std::size_t i = 0; i < kWords; ++i) {
+      words[i] += cores_[c]->published[i].load(std::memory_order_relaxed);
+    }
+  }
+  std::memcpy(&summed_, words, sizeof(words));
+  return summed_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1187,7 +1268,14 @@ Status Node::install_key(std::string_view raw_key) {
 Status Node::use_key(std::string_view ref) { return impl_->crypto().keyring().use(ref); }
 Status Node::remove_key(std::string_view ref) { return impl_->crypto().remove_key(ref); }
 std::vector<KeyInfo> Node::keys() const { return impl_->crypto().keyring().list(); }
-Status Node::set_encryption(EncryptionMode mode) { return impl_->crypto().set_mode(mode); }
+Status Node::set_encryption(EncryptionMode mode) {
+  if (impl_->cores() > 1 && mode != EncryptionMode::kOff) {
+    return Status::error(Code::kInvalidArgument,
+                         "encryption needs a single-core node for now (this one has " +
+                             std::to_string(impl_->cores()) + " owner cores: rumor agent --cores 1)");
+  }
+  return impl_->crypto().set_mode(mode);
+}
 EncryptionMode Node::encryption() const { return impl_->crypto().mode(); }
 void Node::subscribe(std::string_view prefix, ChangeCallback cb) {
   impl_->subscribe(prefix, std::move(cb));

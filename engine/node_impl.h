@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/spsc_queue.h"
 #include "engine/broadcast.h"
 #include "engine/crypto.h"
 #include "engine/id_index.h"
@@ -36,6 +37,9 @@ class Rng {
   std::uint64_t s_[4];
 };
 
+// An id of the calling thread (the address of a thread_local), never 0.
+std::uint64_t thread_token();
+
 class NodeImpl {
  public:
   NodeImpl(const NodeConfig& config, TimeSource& time, std::unique_ptr<Store> store);
@@ -53,6 +57,18 @@ class NodeImpl {
   void tick(PacketSink& out);
   std::uint64_t next_deadline_ms() const;
   std::size_t dispatch_events();
+
+  // ---- owner cores (store.owners > 1; docs/agent.md "Threading model") ----
+  // Core 0 is driven by the calls above; core c >= 1 by these, each on the thread of its core.
+  std::uint32_t cores() const { return store_->owner_count(); }
+  std::uint32_t core_of(std::span<const std::byte> datagram) const;
+  void start_core(std::uint32_t c, PacketSink& out);
+  void stop_core(std::uint32_t c, PacketSink& out);
+  void receive_core(std::uint32_t c, const Address& from, std::span<const std::byte> datagram,
+                    PacketSink& out);
+  void tick_core(std::uint32_t c, PacketSink& out);
+  std::uint64_t next_deadline_core_ms(std::uint32_t c) const;
+  void set_core_waker(std::uint32_t c, std::function<void()> waker);
 
   Status set(std::string_view key, std::string_view value);
   Status del(std::string_view key);
@@ -123,8 +139,55 @@ class NodeImpl {
   };
   class Packet;
   struct SyncState;
+  struct SyncDeleter {
+    void operator()(SyncState* s) const;  // defined where SyncState is (node_sync.cc)
+  };
+
+  // What crosses from one owner core to another, through the SPSC link of that pair.
+  struct CoreMsg {
+    enum class Kind : std::uint8_t {
+      kDatagram,   // a datagram for the target core: bytes in `key`, source in `addr`
+      kAnswer,     // a sync request datagram whose records the target core must answer
+      kMerge,      // a remote entry for one of the target's shards (key, value, version, flag)
+      kChange,     // to core 0: an applied change of the sender's shards (rumor mongering)
+      kStartSync,  // from core 0: reconcile with `peer` at `addr`, session id in `session`
+    };
+    Kind kind = Kind::kDatagram;
+    bool tombstone = false;
+    bool local = false;
+    std::uint32_t session = 0;
+    NodeId peer = 0;
+    Address addr;
+    Version version;
+    std::string key;
+    std::string value;
+  };
+  // One owner core's protocol state: its anti-entropy, its counters, its wake-up. Core 0's
+  // counters are NodeImpl::counters_ (written on core 0 only); core c >= 1 writes its own and
+  // publishes a copy (relaxed atomics) that counters() on core 0 sums.
+  struct alignas(kCacheLineBytes) CoreState {
+    std::uint32_t index = 0;
+    bool running = false;
+    NodeCounters counters;
+    std::unique_ptr<std::atomic<std::uint64_t>[]> published;
+    std::unique_ptr<SyncState, SyncDeleter> sync;
+    // Core c >= 1's own rate limits (core 0 uses NodeImpl's): like those, per core.
+    std::unique_ptr<PeerLimiter> peer_bytes, peer_answers;
+    std::unique_ptr<TokenBucket> answers;
+    std::vector<EntryView> merge_in;
+    std::vector<MergeOutcome> merge_out;
+    std::vector<CoreMsg> inbox;  // drained from the links, reused
+    std::uint64_t next_maintenance_ms = 0;
+    std::uint32_t purge_cursor = 0;
+    std::function<void()> waker;  // set before start
+    // Token of the thread driving this core (0 before it started). Acquire/release: a writer
+    // thread that sees it sees the store binding made before it.
+    std::atomic<std::uint64_t> thread{0};
+  };
 
   std::uint64_t now() { return time_.now_ms(); }
+  // receive() once the datagram is counted (also for datagrams other cores hand to core 0).
+  void receive_counted(const Address& from, std::span<const std::byte> datagram, PacketSink& out);
   Status write(std::string_view key, std::string_view value, bool tombstone);
   std::uint32_t retransmit_limit() const;
   std::uint64_t scaled(std::uint64_t ms) const { return ms * (lhm_ + 1); }
@@ -168,25 +231,57 @@ class NodeImpl {
   void gossip_tick(PacketSink& out);
   void pump_feeds();
   void queue_entry(const EntryView& e);
+  void offer_change(const EntryView& e, bool local);
+
+  // Owner cores.
+  NodeCounters& counters_of(std::uint32_t c) { return c == 0 ? counters_ : cores_[c]->counters; }
+  bool core_running(std::uint32_t c) const { return c == 0 ? running_ : cores_[c]->running; }
+  SpscQueue<CoreMsg>& link(std::uint32_t from, std::uint32_t to) {
+    return *links_[static_cast<std::size_t>(from) * cores() + to];
+  }
+  // Hands msg to core `to` and wakes it. False (counted) when the link is full.
+  bool hand(std::uint32_t from, std::uint32_t to, CoreMsg&& msg, bool wake = true);
+  void wake_core(std::uint32_t c);
+  // Processes a datagram whose header was read, on the core that owns its target shard.
+  void process_core(std::uint32_t c, const Address& from, const wire::Header& h,
+                    wire::Reader& r, PacketSink& out);
+  // Core c >= 1 reads plaintext only (encryption needs a single-core node): false, counted,
+  // for a sealed frame or unknown flags.
+  bool plaintext_frame(std::uint32_t c, std::span<const std::byte> datagram);
+  // Merges merge_in of core c (entries of c's shards) and counts the outcomes.
+  void merge_core(std::uint32_t c);
+  // Remote entries in `in` that core c does not own go to their owners; the rest stay.
+  void split_foreign(std::uint32_t c, std::vector<EntryView>& in);
+  void drain_links(std::uint32_t c, PacketSink& out);
+  void pump_core_feeds(std::uint32_t c);
+  void publish_counters(std::uint32_t c);
+  bool links_pending(std::uint32_t c) const;
+  void core_maintenance(std::uint32_t c, std::uint64_t now);
   void send_join(PacketSink& out);
   void send_member_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                          PacketSink& out);
   void reconnect_tick(std::uint64_t now, PacketSink& out);
 
-  // Anti-entropy.
+  // Anti-entropy. Core 0 schedules rounds and picks the peer; every core c reconciles its own
+  // shards with that peer (a session of owner c) and answers requests for its shards.
   void sync_tick(std::uint64_t now, PacketSink& out);
   void start_sync(std::uint64_t now, PacketSink& out);
-  void pump_sync(PacketSink& out);
-  void finish_sync(bool complete);
-  void handle_sync_request(const Address& from, NodeId sender,
-                           std::span<const std::byte> body, PacketSink& out);
-  void handle_sync_response(NodeId sender, std::span<const std::byte> body, PacketSink& out);
-  // What a small request can make us send (sync answers, join answers), `cost` in datagrams:
-  // a token bucket per source address and one for all of them (engine/rate_limit.h).
-  bool answer_allowed(const Address& from, std::uint64_t now, double cost = 1.0);
+  void session_tick(std::uint32_t c, std::uint64_t now, PacketSink& out);
+  void begin_session(std::uint32_t c, NodeId peer, const Address& addr, std::uint32_t session,
+                     std::uint64_t now, PacketSink& out);
+  void pump_sync(std::uint32_t c, PacketSink& out);
+  void finish_sync(std::uint32_t c, bool complete);
+  void handle_sync_request(std::uint32_t c, const Address& from, std::uint16_t shard,
+                           std::span<const std::byte> body, PacketSink& out, bool answer_only);
+  void handle_sync_response(std::uint32_t c, NodeId sender, std::span<const std::byte> body,
+                            PacketSink& out);
+  // What a small request can make core c send (sync answers, join answers), `cost` in
+  // datagrams: a token bucket per source address and one for all of them
+  // (engine/rate_limit.h), per core.
+  bool answer_allowed(std::uint32_t c, const Address& from, std::uint64_t now, double cost = 1.0);
   void init_sync();
   void prefer_sync_peer(NodeId peer);
-  std::uint64_t sync_deadline_ms() const;
+  std::uint64_t sync_deadline_ms(std::uint32_t c) const;
 
   void maintenance_tick(std::uint64_t now);
 
@@ -203,7 +298,6 @@ class NodeImpl {
   bool running_ = false;
   bool leaving_ = false;
   bool joined_ = false;
-  std::atomic<std::uint64_t> driver_thread_{0};  // token of the thread that called start()
 
   std::shared_ptr<MemberNames> names_;
   std::vector<MemberRec> members_;  // [0] is this node
@@ -219,14 +313,12 @@ class NodeImpl {
   std::uint32_t next_seq_ = 1;
 
   BroadcastQueue broadcasts_;
+  // Per shard; element s is touched only by the owner core of shard s.
   std::vector<std::uint64_t> feed_cursor_;
-  std::vector<EntryView> merge_in_;
-  std::vector<MergeOutcome> merge_out_;
 
-  struct SyncDeleter {
-    void operator()(SyncState* s) const;  // defined where SyncState is (node_sync.cc)
-  };
-  std::unique_ptr<SyncState, SyncDeleter> sync_;
+  // cores_[c] for every owner core (one for a single-core node); links_[from * cores + to].
+  std::vector<std::unique_ptr<CoreState>> cores_;
+  std::vector<std::unique_ptr<SpscQueue<CoreMsg>>> links_;
 
   std::uint64_t next_probe_ms_ = 0;
   std::uint64_t next_gossip_ms_ = 0;
@@ -234,7 +326,6 @@ class NodeImpl {
   std::uint64_t next_join_ms_ = 0;
   std::uint64_t next_reconnect_ms_ = 0;
   std::uint64_t next_maintenance_ms_ = 0;
-  std::uint32_t purge_cursor_ = 0;
 
   struct Subscription {
     std::string prefix;
@@ -246,6 +337,7 @@ class NodeImpl {
   std::deque<Pending> events_;
 
   mutable NodeCounters counters_;
+  mutable NodeCounters summed_;  // counters(): core 0's plus the other cores' published copies
 };
 
 // A datagram being built in a sink buffer: header first, then messages, then (optionally) as
@@ -253,12 +345,15 @@ class NodeImpl {
 
 class NodeImpl::Packet {
  public:
-  Packet(NodeImpl& n, PacketSink& sink) : n_(n), sink_(sink), w_(std::span<std::byte>()) {}
+  Packet(NodeImpl& n, PacketSink& sink) : Packet(n, sink, n.counters_) {}
+  // On owner core c >= 1: counts into that core's counters, never piggybacks.
+  Packet(NodeImpl& n, PacketSink& sink, NodeCounters& counters)
+      : n_(n), sink_(sink), c_(counters), w_(std::span<std::byte>()) {}
 
   bool open(std::uint16_t shard = 0) {
     std::span<std::byte> buf = sink_.buffer();
     if (buf.empty()) {
-      ++n_.counters_.sink_full;
+      ++c_.sink_full;
       return false;
     }
     if (buf.size() > n_.config_.datagram_bytes_max) buf = buf.first(n_.config_.datagram_bytes_max);
@@ -279,16 +374,21 @@ class NodeImpl::Packet {
 
   void send(const Address& to, bool piggyback) {
     RUMOR_ASSERT(open_);
-    if (piggyback) n_.counters_.broadcasts_sent += n_.broadcasts_.fill(w_, n_.retransmit_limit());
+    if (piggyback) {
+      RUMOR_ASSERT(&c_ == &n_.counters_);  // the broadcast queue is core 0's
+      c_.broadcasts_sent += n_.broadcasts_.fill(w_, n_.retransmit_limit());
+    }
     RUMOR_ASSERT(w_.ok());  // every append checks space; a failed one was rolled back
     std::size_t len = w_.size();
-    if (n_.crypto_.sealing()) {
+    // Only core 0 seals: a multi-core node runs plaintext for now (NodeConfig::validate), and
+    // the FrameCrypto is core 0's alone.
+    if (&c_ == &n_.counters_ && n_.crypto_.sealing()) {
       len = n_.crypto_.seal(frame_, len);
-      ++n_.counters_.packets_sealed;
+      ++c_.packets_sealed;
     }
     sink_.commit(to, len);
-    ++n_.counters_.packets_sent;
-    n_.counters_.bytes_sent += len;
+    ++c_.packets_sent;
+    c_.bytes_sent += len;
     open_ = false;
   }
 
@@ -296,6 +396,7 @@ class NodeImpl::Packet {
   NodeImpl& n_;
   PacketSink& sink_;
   std::span<std::byte> frame_;  // the whole datagram buffer: the writer's part plus the seal's
+  NodeCounters& c_;
   wire::Writer w_;
   bool open_ = false;
 };

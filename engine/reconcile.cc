@@ -1566,6 +1566,26 @@ void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
 
 // ---------------------------------------------------------------------------------------------
 
+std::uint64_t request_owner_mask(const Store& store, const ReconcileConfig& config,
+                                 std::span<const std::uint8_t> request) {
+  MsgHeader h;
+  digest::DecodeLimits limits;
+  if (!digest::parse_message(request, limits, &h, nullptr).is_ok()) return 0;
+  if (h.type != MsgType::kReconcileRequest || !(h.params == config.tree)) return 0;
+  std::uint64_t mask = 0;
+  const std::uint32_t shards = store.shard_count();
+  const Status st = digest::parse_message(request, limits, &h, [&](const Record& rec) {
+    if (rec.type == Rec::kRoots) {
+      for (std::uint32_t i = 0; i < rec.shard_count && rec.first_shard + i < shards; ++i) {
+        mask |= std::uint64_t{1} << store.owner_of_shard(rec.first_shard + i);
+      }
+    } else if (rec.node.shard < shards) {
+      mask |= std::uint64_t{1} << store.owner_of_shard(rec.node.shard);
+    }
+  });
+  return st.is_ok() ? mask : 0;
+}
+
 std::uint64_t full_state_bytes(Store& store, std::uint32_t owner, const ReconcileConfig& config) {
   const std::size_t fixed = digest::kHeaderBytes + 1 + 3 + 2 + 2;  // header + one push record
   std::uint64_t total = 0;

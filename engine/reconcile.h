@@ -262,6 +262,12 @@ class ReconcileResponder {
   std::vector<MergeOutcome> merge_out_;
 };
 
+// The owners (bit o for owner o) whose shards the records of a request datagram name, so a
+// node with several owner cores can hand the request to each of them. 0 when the datagram is
+// malformed or has other parameters (the responder that gets it counts why).
+std::uint64_t request_owner_mask(const Store& store, const ReconcileConfig& config,
+                                 std::span<const std::uint8_t> request);
+
 // The bytes needed to ship every entry of `owner`'s shards one way in PUSH-style datagrams of
 // datagram_bytes_max: the full-state baseline reconciliation is measured against.
 std::uint64_t full_state_bytes(Store& store, std::uint32_t owner, const ReconcileConfig& config);

@@ -100,6 +100,7 @@ void SimCluster::make_node(std::size_t i) {
   sn->config.id = 0;
   sn->config.advertise = addr;
   sn->config.seed = options_.seed * 1'000'003 + i + 1;
+  if (i < options_.cores.size()) sn->config.store.owners = options_.cores[i];
   sn->config.seeds.clear();
   // Preloaded members need no seed: a join would only push the whole table around.
   const std::size_t seeds = options_.static_members ? 0 : options_.seeds;
@@ -119,7 +120,10 @@ void SimCluster::make_node(std::size_t i) {
 std::uint64_t SimCluster::deadline_ns(std::size_t i) const {
   const SimNode& sn = *nodes_[i];
   if (sn.crashed || !sn.node->running()) return UINT64_MAX;
-  const std::uint64_t d = sn.node->next_deadline_ms();
+  std::uint64_t d = sn.node->next_deadline_ms();
+  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) {
+    d = std::min(d, sn.node->next_deadline_core_ms(c));
+  }
   if (d == UINT64_MAX) return UINT64_MAX;
   const std::int64_t rel =
       static_cast<std::int64_t>(d) - sn.clock.skew_ms - static_cast<std::int64_t>(kEpochMs);
@@ -138,6 +142,7 @@ void SimCluster::start(std::size_t i) {
   SimNode& sn = *nodes_[i];
   sink_->bind(sn.transport);
   sn.node->start(*sink_);
+  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) sn.node->start_core(c, *sink_);
   sink_->finish();
   schedule(i);
 }
@@ -149,6 +154,7 @@ void SimCluster::start_all() {
 void SimCluster::stop(std::size_t i) {
   SimNode& sn = *nodes_[i];
   sink_->bind(sn.transport);
+  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) sn.node->stop_core(c, *sink_);
   sn.node->stop(*sink_);
   sink_->finish();
 }
@@ -196,7 +202,13 @@ void SimCluster::step_node_receive(std::size_t i) {
   for (;;) {
     const std::size_t n = sn.transport->receive(batch);
     for (std::size_t k = 0; k < n; ++k) {
-      sn.node->receive(batch[k].peer, batch[k].bytes(), *sink_);
+      // A multi-core node: the core the kernel would steer the datagram to.
+      const std::uint32_t c = sn.node->core_of(batch[k].bytes());
+      if (c == 0) {
+        sn.node->receive(batch[k].peer, batch[k].bytes(), *sink_);
+      } else {
+        sn.node->receive_core(c, batch[k].peer, batch[k].bytes(), *sink_);
+      }
       ++events_;
     }
     sn.transport->release(std::span<const Datagram>(batch.data(), n));
@@ -213,9 +225,16 @@ void SimCluster::step_node_tick(std::size_t i) {
   sink_->bind(sn.transport);
   sn.node->tick(*sink_);
   ++events_;
+  tick_cores(sn);
   sink_->finish();
   sn.node->dispatch_events();
   schedule(i);
+}
+
+void SimCluster::tick_cores(SimNode& sn) {
+  // Cores 1.. after core 0, each once per step; what they hand to each other keeps the node's
+  // deadline at "now", so it is picked up at this same virtual instant.
+  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) sn.node->tick_core(c, *sink_);
 }
 
 void SimCluster::run_to(std::uint64_t t_end) {

@@ -41,6 +41,9 @@ class SimCluster {
     // Load tests: every node starts knowing every other as alive (NodeImpl::preload_member), no
     // join traffic. Not how a real cluster forms; `rumor load` says when it is used.
     bool static_members = false;
+    // Per node owner cores (store.owners; missing: the template's). The cores of a node run on
+    // this one thread in a fixed order, so a multi-core node replays from its seed too.
+    std::vector<std::uint32_t> cores;
   };
 
   explicit SimCluster(const Options& options);
@@ -111,6 +114,7 @@ class SimCluster {
   void attach(SimNode& sn, std::size_t i, const Address& addr);
   void schedule(std::size_t i);
   void step_node_receive(std::size_t i);
+  void tick_cores(SimNode& sn);
   void step_node_tick(std::size_t i);
   std::uint64_t deadline_ns(std::size_t i) const;
   void run_to(std::uint64_t t_ns);

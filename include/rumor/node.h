@@ -4,14 +4,17 @@
 // never sleeps, never opens a socket and never starts a thread. Two drivers run it:
 //   - the simulator (tests/sim, `rumor load --mode sim`): many nodes on one thread over
 //     io::SimNetwork with virtual time;
-//   - the reactor (engine/reactor.h): real UDP through a Transport, one thread.
+//   - the reactor (engine/reactor.h): real UDP through a Transport, one thread per owner core.
 //
 // Thread-safety contract
 // - The driver thread calls start, receive, tick, next_deadline_ms, stop and dispatch_events.
+//   With several owner cores that is core 0's driver; core c >= 1 has its own (the *_core
+//   calls). Nothing assumes a driver thread belongs to this node alone.
 // - Before start(), set and del come from one thread at a time (they write the store directly).
 // - set, del, get, get_entry and scan_prefix may be called from any thread:
-//   reads go to the lock-free store; writes from a thread other than the driver's are queued to
-//   it (Code::kBusy when the queue is full) and applied at the driver's next receive/tick.
+//   reads go to the lock-free store; a write from a thread other than the driver of the key's
+//   owner core is queued to that core (Code::kBusy when the queue is full) and applied at its
+//   next receive/tick.
 // - subscribe and on_membership may be called from any thread before start().
 // - Callbacks (subscriptions, membership events) run on the driver thread inside
 //   dispatch_events(), which drivers call after a batch of packets and timers, never while a
@@ -97,6 +100,9 @@ struct NodeCounters {
   std::uint64_t syncs_started = 0, syncs_completed = 0, sync_entries_sent = 0,
                 sync_entries_received = 0, sync_bytes = 0, sync_rate_limited = 0;
   std::uint64_t events_dropped = 0;
+  // Owner cores (store.owners > 1): datagrams, entries and changes handed from one core to
+  // another, and those dropped because the target core's queue was full.
+  std::uint64_t core_handoffs = 0, core_handoff_drops = 0;
 };
 
 struct NodeConfig {
@@ -223,6 +229,28 @@ class Node {
   // driver's is queued, so the driver can wake up now instead of at its next deadline. The
   // reactor installs one; it must stay callable while other threads may still write.
   void set_waker(std::function<void()> waker);
+
+  // ---- owner cores (store.owners > 1) ----
+  // A node's virtual shards are spread over store.owners cores (shard s on core s % owners).
+  // Core 0 runs membership, rumor mongering and callbacks, and is driven by the calls above;
+  // every core applies merges for its shards and reconciles them with peers. Core c >= 1 is
+  // driven by the calls below, each core from one thread at a time (its own, in the reactor;
+  // the same one for all cores in the simulator). Cores exchange work through lock-free
+  // single-producer/single-consumer queues; docs/agent.md "Threading model" has the picture.
+  std::uint32_t cores() const;
+  // The core a received datagram is for: its target shard (header byte 4) % cores. 0 for a
+  // single-core node or a datagram too short to say.
+  std::uint32_t core_of(std::span<const std::byte> datagram) const;
+  // Core c >= 1: start after core 0 started, stop before core 0 stops.
+  void start_core(std::uint32_t core, PacketSink& out);
+  void stop_core(std::uint32_t core, PacketSink& out);
+  void receive_core(std::uint32_t core, const Address& from, std::span<const std::byte> datagram,
+                    PacketSink& out);
+  void tick_core(std::uint32_t core, PacketSink& out);
+  std::uint64_t next_deadline_core_ms(std::uint32_t core) const;
+  // Before start: called (on any thread) when work is queued for core c (c = 0 included; for
+  // core 0 this is the same as set_waker).
+  void set_core_waker(std::uint32_t core, std::function<void()> waker);
 
   // Internals for tools and tests (store metrics, the membership view).
   NodeImpl& impl() { return *impl_; }

@@ -1,0 +1,153 @@
+// Nodes whose shards are spread over several owner cores (store.owners > 1), on the simulator:
+// the cores of a node run on the simulator's one thread in a fixed order, so these runs replay
+// from their seed like every other simulation. They check the cross-core paths the reactor
+// uses on real threads: entries merged on a core that does not own them are handed to the
+// owner, every core reconciles its own shards (with peers of any core count), and every core's
+// changes reach core 0's rumor mongering.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "engine/node_impl.h"
+#include "engine/sim_cluster.h"
+
+namespace rumor {
+namespace {
+
+std::vector<std::uint64_t> seeds(std::size_t n) {
+  if (const char* s = std::getenv("RUMOR_SIM_SEED")) return {std::strtoull(s, nullptr, 10)};
+  std::vector<std::uint64_t> out;
+  for (std::size_t i = 0; i < n; ++i) out.push_back(2000 + i * 7919);
+  return out;
+}
+
+#define SEED_TRACE(seed) \
+  SCOPED_TRACE(::testing::Message() << "replay with RUMOR_SIM_SEED=" << (seed))
+
+SimCluster::Options opts(std::vector<std::uint32_t> cores, std::uint64_t seed) {
+  SimCluster::Options o;
+  o.nodes = cores.size();
+  o.cores = std::move(cores);
+  o.seed = seed;
+  o.node = NodeConfig::local();
+  o.net.link.latency_ns = 1'000'000;
+  o.net.link.jitter_ns = 500'000;
+  return o;
+}
+
+bool membership_complete(SimCluster& c) {
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    if (c.node(i).impl().live_members() + 1 != c.size()) return false;
+  }
+  return true;
+}
+
+// Every node holds exactly `n` live keys key-0.. with value-<k>.
+bool all_hold(SimCluster& c, std::size_t n, std::string_view prefix = "key-") {
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    if (c.node(i).scan_prefix(prefix).size() != n) return false;
+  }
+  return true;
+}
+
+TEST(MultiCoreSim, MixedCoreCountsConvergeByGossip) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    // 2-core nodes next to 1-, 3- and 4-core ones: a peer's shards map to different cores.
+    SimCluster c(opts({2, 1, 2, 3, 1, 4}, seed));
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    constexpr int kKeys = 600;
+    for (int k = 0; k < kKeys; ++k) {
+      ASSERT_TRUE(c.node(k % c.size()).set("key-" + std::to_string(k), "value-" + std::to_string(k)).is_ok());
+    }
+    ASSERT_TRUE(c.run_until([&] { return all_hold(c, kKeys); }, 30'000, 20));
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      for (int k = 0; k < kKeys; k += 37) {
+        EXPECT_EQ(c.node(i).get("key-" + std::to_string(k)).value_or(""),
+                  "value-" + std::to_string(k)) << "node " << i;
+      }
+    }
+    // Deletes travel the same way.
+    for (int k = 0; k < kKeys; k += 2) ASSERT_TRUE(c.node(0).del("key-" + std::to_string(k)).is_ok());
+    ASSERT_TRUE(c.run_until([&] { return all_hold(c, kKeys / 2); }, 30'000, 20));
+    // Core 0 of a 2-core node received entries for core 1's shards and handed them over.
+    EXPECT_GT(c.node(0).counters().core_handoffs, 0u);
+    EXPECT_EQ(c.node(0).counters().core_handoff_drops, 0u);
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      const StoreCounters sc = c.node(i).impl().store().counters();
+      EXPECT_EQ(sc.write_queue_full, 0u);
+    }
+  }
+}
+
+TEST(MultiCoreSim, MultiCoreLateJoinerCatchesUpByAntiEntropyOnEveryCore) {
+  for (std::uint64_t seed : seeds(2)) {
+    SEED_TRACE(seed);
+    SimCluster c(opts({1, 2, 3, 2}, seed));
+    for (std::size_t i = 0; i < 3; ++i) c.start(i);
+    ASSERT_TRUE(c.run_until([&] {
+      for (std::size_t i = 0; i < 3; ++i) {
+        if (c.node(i).impl().live_members() != 2) return false;
+      }
+      return true;
+    }, 5'000));
+    constexpr int kKeys = 5'000;
+    for (int k = 0; k < kKeys; ++k) {
+      ASSERT_TRUE(c.node(k % 3).set("key-" + std::to_string(k), "value-" + std::to_string(k)).is_ok());
+    }
+    // Rumor mongering finishes among the three, so the newcomer can only get keys by syncing.
+    c.run_for(20'000);
+    c.start(3);
+    ASSERT_TRUE(c.run_until([&] { return c.node(3).scan_prefix("key-").size() == kKeys; },
+                            30'000, 50));
+    // Both of the newcomer's cores ran sessions, and they completed.
+    const NodeCounters nc = c.node(3).counters();
+    std::printf("joiner: syncs started %llu completed %llu entries recv %llu handoffs %llu merged %llu\n", (unsigned long long)nc.syncs_started, (unsigned long long)nc.syncs_completed, (unsigned long long)nc.sync_entries_received, (unsigned long long)nc.core_handoffs, (unsigned long long)nc.updates_merged);
+    EXPECT_GE(nc.syncs_completed, 2u);
+    EXPECT_GT(nc.sync_entries_received, 0u);
+    for (int k = 0; k < kKeys; k += 499) {
+      EXPECT_EQ(c.node(3).get("key-" + std::to_string(k)).value_or(""), "value-" + std::to_string(k));
+    }
+  }
+}
+
+TEST(MultiCoreSim, SubscriptionsOnCoreZeroSeeChangesOfEveryCore) {
+  SimCluster c(opts({1, 2}, 5));
+  std::vector<std::string> seen;
+  c.node(1).subscribe("sub-", [&](const Change& ch) { seen.push_back(ch.key); });
+  c.start_all();
+  ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 5'000));
+  constexpr int kKeys = 64;  // over every virtual shard's neighbourhood: both cores own some
+  for (int k = 0; k < kKeys; ++k) ASSERT_TRUE(c.node(0).set("sub-" + std::to_string(k), "x").is_ok());
+  ASSERT_TRUE(c.run_until([&] { return seen.size() >= kKeys; }, 10'000));
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(std::unique(seen.begin(), seen.end()), seen.end()) << "a change delivered twice";
+  std::size_t on_core1 = 0;
+  const Store& st = c.node(1).impl().store();
+  for (int k = 0; k < kKeys; ++k) {
+    if (st.owner_of_shard(st.shard_of("sub-" + std::to_string(k))) == 1) ++on_core1;
+  }
+  EXPECT_GT(on_core1, 0u);
+}
+
+TEST(MultiCoreSim, ReplaysExactlyFromItsSeed) {
+  auto run = [](std::uint64_t seed) {
+    SimCluster::Options o = opts({2, 1, 3, 2, 1, 2, 4, 1}, seed);
+    o.net.link.loss = 0.05;
+    SimCluster c(o);
+    c.start_all();
+    c.run_for(2'000);
+    for (int k = 0; k < 200; ++k) (void)c.node(k % 8).set("k" + std::to_string(k), "v");
+    c.run_for(4'000);
+    return std::make_pair(c.net().trace_hash(), c.events());
+  };
+  EXPECT_EQ(run(77), run(77));
+  EXPECT_NE(run(77), run(78));
+}
+
+}  // namespace
+}  // namespace rumor
