@@ -4,6 +4,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -12,6 +14,8 @@
 
 #include "base/assert.h"
 #include "engine/reactor.h"
+#include "io/steering.h"
+#include "io/udp_base.h"
 
 namespace rumor {
 
@@ -35,8 +39,41 @@ class NodeDriven final : public Driven {
   Node& node_;
 };
 
-// Pins the calling thread. Returns a note for the log either way.
-std::string pin_current_thread(int cpu) {
+// Owner core k >= 1 of a Node as a Driven: its anti-entropy and merges. Callbacks and
+// membership are core 0's, so it dispatches nothing.
+class CoreDriven final : public Driven {
+ public:
+  CoreDriven(Node& node, std::uint32_t core) : node_(node), core_(core) {}
+  void start(PacketSink& out) override { node_.start_core(core_, out); }
+  void stop(PacketSink& out) override { node_.stop_core(core_, out); }
+  void receive(const Address& from, std::span<const std::byte> datagram,
+               PacketSink& out) override {
+    node_.receive_core(core_, from, datagram, out);
+  }
+  void tick(PacketSink& out) override { node_.tick_core(core_, out); }
+  std::uint64_t next_deadline_ms() const override { return node_.next_deadline_core_ms(core_); }
+  std::size_t dispatch_events() override { return 0; }
+
+ private:
+  Node& node_;
+  std::uint32_t core_;
+};
+
+// Binds a UDP socket to `addr` without SO_REUSEPORT and closes it: fails exactly when another
+// socket holds the port.
+Status probe_exclusive_bind(const Address& addr) {
+  const int fd = ::socket(addr.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::error(Code::kIo, std::string("socket: ") + std::strerror(errno));
+  const int rc = ::bind(fd, addr.sockaddr_ptr(), addr.sockaddr_len());
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return io::errno_status("bind " + addr.to_string(), err);
+  return Status::ok();
+}
+
+// Pins the calling thread to `cpu`, or (cpu < 0) to the nth CPU this process may run on.
+// Returns a note for the log either way.
+std::string pin_current_thread(int cpu, std::uint32_t nth) {
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
   if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
@@ -44,8 +81,12 @@ std::string pin_current_thread(int cpu) {
   }
   int chosen = -1;
   if (cpu < 0) {
+    // The nth allowed CPU, wrapping when there are fewer CPUs than cores.
+    const int count = CPU_COUNT(&allowed);
+    if (count == 0) return "not pinned: empty affinity mask";
+    int want = static_cast<int>(nth % static_cast<std::uint32_t>(count));
     for (int i = 0; i < CPU_SETSIZE; ++i) {
-      if (CPU_ISSET(i, &allowed)) {
+      if (CPU_ISSET(i, &allowed) && want-- == 0) {
         chosen = i;
         break;
       }
@@ -69,24 +110,45 @@ std::string pin_current_thread(int cpu) {
 }  // namespace
 
 struct Reactor::Impl {
+  // One per core: its transport, loop, driven and thread.
+  struct Core {
+    std::unique_ptr<Transport> transport;
+    std::unique_ptr<ReactorLoop> loop;
+    std::unique_ptr<Driven> driven;
+    std::thread thread;
+    std::atomic<int> started{0};  // 0 before the thread runs, 1 once it has (pin_note is set)
+    std::string pin_note;         // written by the thread before `started` (release)
+  };
   ReactorConfig config;
-  TransportChoice choice;
+  TransportChoice choice;  // core 0's transport moves into cores[0]
   TransportInfo info;
   Address local;
-  std::unique_ptr<ReactorLoop> loop;
-  std::unique_ptr<NodeDriven> driven;
-  std::thread thread;
+  std::string steering = "one core";
+  bool kernel_steering = true;
+  std::vector<std::unique_ptr<Core>> cores;
   std::atomic<bool> running{false};
-  std::atomic<int> started{0};  // 0 before the thread runs, 1 once it has (pin_note is set)
-  std::string pin_note;         // written by the reactor thread before `started` (release)
+  bool loops_made = false;
 };
 
 Reactor::Reactor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Reactor::~Reactor() { stop(); }
 
-Result<std::unique_ptr<Reactor>> Reactor::open(const ReactorConfig& config) {
-  if (Status s = config.validate(); !s) return s;
+Result<std::unique_ptr<Reactor>> Reactor::open(const ReactorConfig& config_in) {
+  if (Status s = config_in.validate(); !s) return s;
+  ReactorConfig config = config_in;
+  if (config.cores == 0 || config.cores > 64) {
+    return Status::error(Code::kInvalidArgument, "reactor: cores must be 1..64");
+  }
+  if (config.cores > 1 && !config.transport.reuse_port && config.transport.bind.port() != 0) {
+    // The cores' sockets must share the port, yet a second agent on a taken port must still
+    // fail loudly instead of silently sharing its traffic: bind once without SO_REUSEPORT
+    // (an exclusive socket fails on a taken port, whoever holds it), then let go.
+    // A plain socket: a transport's io_uring would release its socket only after the ring's
+    // asynchronous teardown, and the cores' binds would then find the port still taken.
+    if (Status st = probe_exclusive_bind(config.transport.bind); !st) return st;
+  }
+  if (config.cores > 1) config.transport.reuse_port = true;
   auto choice = open_transport(config.transport);
   if (!choice) return choice.status();
   auto impl = std::make_unique<Impl>();
@@ -94,6 +156,35 @@ Result<std::unique_ptr<Reactor>> Reactor::open(const ReactorConfig& config) {
   impl->choice = std::move(choice.value());
   impl->info = impl->choice.transport->info();
   impl->local = impl->choice.transport->local_address();
+  impl->cores.push_back(std::make_unique<Impl::Core>());
+  impl->cores[0]->transport = std::move(impl->choice.transport);
+  if (config.cores > 1) {
+    // The other cores join the group on the port core 0 got (it may have been 0), in core
+    // order: the steering program indexes sockets by the order they joined.
+    TransportConfig same = config.transport;
+    same.bind = impl->local;
+    same.backend = impl->choice.backend == "uring" ? Backend::kUring : Backend::kMmsg;
+    for (std::uint32_t k = 1; k < config.cores; ++k) {
+      auto t = open_transport(same);
+      if (!t) return t.status();
+      impl->cores.push_back(std::make_unique<Impl::Core>());
+      impl->cores[k]->transport = std::move(t->transport);
+    }
+    auto* base = dynamic_cast<io::UdpTransportBase*>(impl->cores[0]->transport.get());
+    Status attached = Status::error(Code::kUnavailable, "not a socket transport");
+    if (!config.kernel_steering) {
+      attached = Status::error(Code::kUnavailable, "kernel steering is disabled");
+    } else if (base) {
+      attached = io::attach_reuseport_steering(base->socket_fd(), config.cores);
+    }
+    if (attached) {
+      impl->steering = "kernel (reuseport BPF on " + std::to_string(config.cores) + " sockets)";
+    } else {
+      impl->kernel_steering = false;
+      impl->steering = "user space (the node hands misdirected datagrams over; cores poll every "
+                       "2 ms) because " + attached.message();
+    }
+  }
   return std::unique_ptr<Reactor>(new Reactor(std::move(impl)));
 }
 
@@ -101,12 +192,14 @@ Address Reactor::local_address() const { return impl_->local; }
 const std::string& Reactor::backend() const { return impl_->choice.backend; }
 const std::string& Reactor::backend_reason() const { return impl_->choice.reason; }
 TransportInfo Reactor::transport_info() const { return impl_->info; }
+std::uint32_t Reactor::cores() const { return impl_->config.cores; }
+const std::string& Reactor::steering() const { return impl_->steering; }
 
 Status Reactor::start(Node& node, TimeSource& time) {
   if (impl_->running.load(std::memory_order_relaxed)) {
     return Status::error(Code::kInvalidArgument, "reactor: already started");
   }
-  if (impl_->loop) {
+  if (impl_->loops_made) {
     return Status::error(Code::kInvalidArgument, "reactor: cannot be restarted; open another");
   }
   if (node.config().datagram_bytes_max > impl_->info.datagram_bytes_max) {
@@ -116,61 +209,105 @@ Status Reactor::start(Node& node, TimeSource& time) {
                              ") exceeds the transport's (" +
                              std::to_string(impl_->info.datagram_bytes_max) + ")");
   }
-  auto loop = ReactorLoop::create(impl_->config, *impl_->choice.transport, time);
-  if (!loop) return loop.status();
-  impl_->loop = std::move(loop.value());
-  impl_->driven = std::make_unique<NodeDriven>(node);
-  // Writes from application threads ring the doorbell, so they apply at once. The loop object
-  // lives as long as the Reactor.
-  node.set_waker([loop = impl_->loop.get()] { loop->wake(); });
+  const std::uint32_t n = impl_->config.cores;
+  if (node.cores() != n) {
+    return Status::error(Code::kInvalidArgument,
+                         "reactor: the node has " + std::to_string(node.cores()) +
+                             " owner cores (store.owners) and the reactor " + std::to_string(n));
+  }
+  for (std::uint32_t k = 0; k < n; ++k) {
+    Impl::Core& core = *impl_->cores[k];
+    ReactorConfig rc = impl_->config;
+    // Without the steering program a doorbell may land on another core's socket: the loops
+    // then also wake on their own every 2 ms to pick up what other cores handed them.
+    if (n > 1 && !impl_->kernel_steering) rc.idle_wait_ms_max = std::min(rc.idle_wait_ms_max, 2u);
+    auto loop = ReactorLoop::create(rc, *core.transport, time, n > 1 ? static_cast<int>(k) : -1);
+    if (!loop) return loop.status();
+    core.loop = std::move(loop.value());
+    if (k == 0) {
+      core.driven = std::make_unique<NodeDriven>(node);
+    } else {
+      core.driven = std::make_unique<CoreDriven>(node, k);
+    }
+    // Writes from application threads and work handed over by other cores ring the doorbell.
+    // The loop objects live as long as the Reactor.
+    node.set_core_waker(k, [loop = core.loop.get()] { loop->wake(); });
+  }
+  impl_->loops_made = true;
   impl_->running.store(true, std::memory_order_relaxed);
   Impl* impl = impl_.get();
-  impl_->thread = std::thread([impl] {
-    pthread_setname_np(pthread_self(), impl->config.thread_name.substr(0, 15).c_str());
-    impl->pin_note =
-        impl->config.pin ? pin_current_thread(impl->config.cpu) : "not pinned (disabled)";
-    // Release: pin_note is written before start() returns it.
-    impl->started.store(1, std::memory_order_release);
-    impl->started.notify_all();
-    impl->loop->run(*impl->driven);
-  });
-  // Acquire: see the thread's release above.
-  impl_->started.wait(0, std::memory_order_acquire);
+  for (std::uint32_t k = 0; k < n; ++k) {
+    Impl::Core* core = impl_->cores[k].get();
+    core->thread = std::thread([impl, core, k, n] {
+      std::string name = impl->config.thread_name;
+      if (n > 1) name = name.substr(0, 12) + "/" + std::to_string(k);
+      pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+      if (!impl->config.pin) {
+        core->pin_note = "not pinned (disabled)";
+      } else {
+        core->pin_note = pin_current_thread(impl->config.cpu < 0 ? -1 : impl->config.cpu + static_cast<int>(k), k);
+      }
+      // Release: pin_note is written before start() returns it.
+      core->started.store(1, std::memory_order_release);
+      core->started.notify_all();
+      core->loop->run(*core->driven);
+    });
+    // Acquire: see the thread's release above. Core 0 runs (and starts the node) first.
+    core->started.wait(0, std::memory_order_acquire);
+  }
   return Status::ok();
 }
 
 void Reactor::stop() {
   if (!impl_ || !impl_->running.load(std::memory_order_relaxed)) return;
-  impl_->loop->request_stop();
-  impl_->thread.join();
+  // The other cores first: core 0 announces the leave last, when nothing else sends.
+  for (std::size_t k = impl_->cores.size(); k-- > 0;) {
+    Impl::Core& core = *impl_->cores[k];
+    core.loop->request_stop();
+    core.thread.join();
+  }
   impl_->running.store(false, std::memory_order_relaxed);
 }
 
 bool Reactor::running() const { return impl_->running.load(std::memory_order_relaxed); }
 
 void Reactor::wake() {
-  if (impl_->loop) impl_->loop->wake();
+  for (auto& core : impl_->cores) {
+    if (core->loop) core->loop->wake();
+  }
 }
 
-Status Reactor::post(std::function<void()> fn) {
-  if (!impl_->loop || !impl_->running.load(std::memory_order_relaxed)) {
+Status Reactor::post(std::function<void()> fn) { return post_core(0, std::move(fn)); }
+
+Status Reactor::post_core(std::uint32_t k, std::function<void()> fn) {
+  if (k >= impl_->cores.size()) {
+    return Status::error(Code::kInvalidArgument, "reactor: no core " + std::to_string(k));
+  }
+  if (!impl_->cores[k]->loop || !impl_->running.load(std::memory_order_relaxed)) {
     return Status::error(Code::kUnavailable, "reactor is not running");
   }
-  return impl_->loop->post(std::move(fn));
+  return impl_->cores[k]->loop->post(std::move(fn));
 }
 
 std::string Reactor::pin_note() const {
-  if (impl_->started.load(std::memory_order_acquire) == 0) return {};
-  return impl_->pin_note;
+  std::string note;
+  for (std::size_t k = 0; k < impl_->cores.size(); ++k) {
+    const Impl::Core& core = *impl_->cores[k];
+    if (core.started.load(std::memory_order_acquire) == 0) return {};
+    if (impl_->cores.size() > 1) note += (k ? "; core " : "core ") + std::to_string(k) + ": ";
+    note += core.pin_note;
+  }
+  return note;
 }
 
-ReactorCounters Reactor::counters() const {
-  RUMOR_ASSERT(impl_->loop != nullptr);
-  return impl_->loop->counters();
+ReactorCounters Reactor::counters(std::uint32_t k) const {
+  RUMOR_ASSERT(k < impl_->cores.size() && impl_->cores[k]->loop != nullptr);
+  return impl_->cores[k]->loop->counters();
 }
 
-const TransportCounters& Reactor::transport_counters() const {
-  return impl_->choice.transport->counters();
+const TransportCounters& Reactor::transport_counters(std::uint32_t k) const {
+  RUMOR_ASSERT(k < impl_->cores.size());
+  return impl_->cores[k]->transport->counters();
 }
 
 }  // namespace rumor

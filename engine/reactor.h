@@ -27,6 +27,7 @@
 //   calls on the loop thread and expects none in steady state).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -92,8 +93,16 @@ class ReactorLoop {
  public:
   // The transport must outlive the loop. Opens the doorbell socket (a UDP socket connected to
   // the transport's local address; a wildcard bind is reached through loopback).
+  // doorbell_shard >= 0: the loop's socket shares its port with other cores' (SO_REUSEPORT
+  // with shard steering), so its doorbell is a short datagram naming that shard, which the
+  // steering program delivers to this loop's socket; -1: a zero-length datagram.
   static Result<std::unique_ptr<ReactorLoop>> create(const ReactorConfig& config,
-                                                     Transport& transport, TimeSource& time);
+                                                     Transport& transport, TimeSource& time,
+                                                     int doorbell_shard = -1);
+  // A doorbell datagram: zero-length, or kDoorbellBytes starting with kDoorbellMagic (no
+  // rumor packet is that short; its magic differs).
+  static constexpr std::size_t kDoorbellBytes = kShardIdOffset + 2;
+  static bool is_doorbell(std::span<const std::byte> d);
   ~ReactorLoop();
   ReactorLoop(const ReactorLoop&) = delete;
   ReactorLoop& operator=(const ReactorLoop&) = delete;
@@ -119,7 +128,8 @@ class ReactorLoop {
   bool stop_requested() const { return stop_.load(std::memory_order_acquire); }
 
  private:
-  ReactorLoop(const ReactorConfig& config, Transport& transport, TimeSource& time, int doorbell);
+  ReactorLoop(const ReactorConfig& config, Transport& transport, TimeSource& time, int doorbell,
+              int doorbell_shard);
   std::size_t run_commands(std::size_t max);
   void reap(Driven& driven);
   void flush_after_stop();
@@ -148,6 +158,8 @@ class ReactorLoop {
   std::atomic<std::uint64_t> doorbells_rung_{0};  // relaxed: a statistic
   std::uint64_t wakes_seen_ = 0;  // loop thread
   int doorbell_fd_ = -1;
+  std::array<std::byte, kDoorbellBytes> doorbell_{};  // what a ring sends (doorbell_len_ bytes)
+  std::size_t doorbell_len_ = 0;
   bool started_ = false;
   bool backlog_ = false;  // the last turn ran its maximum of commands: more may be queued
 };

@@ -129,23 +129,41 @@ Result<int> open_doorbell(const Address& local) {
 }  // namespace
 
 Result<std::unique_ptr<ReactorLoop>> ReactorLoop::create(const ReactorConfig& config,
-                                                         Transport& transport,
-                                                         TimeSource& time) {
+                                                         Transport& transport, TimeSource& time,
+                                                         int doorbell_shard) {
   if (Status s = config.validate(); !s) return s;
   auto fd = open_doorbell(transport.local_address());
   if (!fd) return fd.status();
-  return std::unique_ptr<ReactorLoop>(new ReactorLoop(config, transport, time, *fd));
+  return std::unique_ptr<ReactorLoop>(
+      new ReactorLoop(config, transport, time, *fd, doorbell_shard));
+}
+
+namespace {
+constexpr std::array<std::byte, 4> kDoorbellMagic = {std::byte{0xd0}, std::byte{0x0b},
+                                                     std::byte{0xe1}, std::byte{0x1a}};
+}  // namespace
+
+bool ReactorLoop::is_doorbell(std::span<const std::byte> d) {
+  return d.empty() || (d.size() == kDoorbellBytes &&
+                       std::equal(kDoorbellMagic.begin(), kDoorbellMagic.end(), d.begin()));
 }
 
 ReactorLoop::ReactorLoop(const ReactorConfig& config, Transport& transport, TimeSource& time,
-                         int doorbell)
+                         int doorbell, int doorbell_shard)
     : config_(config),
       transport_(transport),
       time_(time),
       sink_(transport, config.send_stash),
       batch_(config.receive_batch),
       commands_(config.command_queue_depth),
-      doorbell_fd_(doorbell) {}
+      doorbell_fd_(doorbell) {
+  if (doorbell_shard >= 0) {
+    std::copy(kDoorbellMagic.begin(), kDoorbellMagic.end(), doorbell_.begin());
+    doorbell_[kShardIdOffset] = static_cast<std::byte>((doorbell_shard >> 8) & 0xff);
+    doorbell_[kShardIdOffset + 1] = static_cast<std::byte>(doorbell_shard & 0xff);
+    doorbell_len_ = kDoorbellBytes;
+  }
+}
 
 ReactorLoop::~ReactorLoop() {
   closed_.store(true, std::memory_order_release);
@@ -164,9 +182,9 @@ void ReactorLoop::wake() {
   // acq_rel: one ringer per park; the loop clears rung_ after it wakes.
   if (rung_.exchange(true, std::memory_order_acq_rel)) return;
   doorbells_rung_.fetch_add(1, std::memory_order_relaxed);
-  // A zero-length datagram; MSG_DONTWAIT: a full socket buffer means the loop has plenty to
-  // wake it already.
-  (void)::send(doorbell_fd_, nullptr, 0, MSG_DONTWAIT);
+  // A zero-length datagram (or one naming this loop's shard); MSG_DONTWAIT: a full socket
+  // buffer means the loop has plenty to wake it already.
+  (void)::send(doorbell_fd_, doorbell_.data(), doorbell_len_, MSG_DONTWAIT);
 }
 
 Status ReactorLoop::post(std::function<void()> fn) {
@@ -207,8 +225,8 @@ void ReactorLoop::reap(Driven& driven) {
     c_.batch_max = std::max<std::uint64_t>(c_.batch_max, n);
     for (std::size_t i = 0; i < n; ++i) {
       const Datagram& d = batch_[i];
-      if (d.len == 0) {
-        ++c_.doorbells_received;  // no rumor packet is empty: a wake-up, nothing to process
+      if (is_doorbell({d.data, d.len})) {
+        ++c_.doorbells_received;  // no rumor packet is this short: a wake-up, nothing to do
         continue;
       }
       ++c_.datagrams;

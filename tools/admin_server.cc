@@ -516,6 +516,8 @@ void AdminServer::on_completion(std::unique_ptr<Completion> done) {
           "backend", agent_.reactor().backend(),
           "backend_reason", agent_.reactor().backend_reason(),
           "pin", agent_.reactor().pin_note(),
+          "cores", std::to_string(agent_.reactor().cores()),
+          "steering", agent_.reactor().steering(),
           "preset", cfg.preset,
           "label", cfg.node.cluster_label,
           "members_alive", std::to_string(alive),

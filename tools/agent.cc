@@ -148,16 +148,13 @@ void Agent::on_member(const MembershipEvent& e) {
 
 int Agent::start() {
   set_log_level(config_.log_level);
-  if (config_.cores > 1) {
-    log(LogLevel::kWarn, "running one reactor thread",
-        "cores_requested={} reason={}", config_.cores,
-        logfmt_value("a node has one driver thread today; shards per core arrive with the "
-                     "sharded node (docs/agent.md, Cores)"));
-  }
   // Gossip socket first: a taken port is the most common start-up failure.
   ReactorConfig rc = config_.reactor;
   rc.transport.bind = config_.bind;
-  rc.transport.reuse_port = false;  // one socket per node: a taken port must fail loudly
+  // A taken port must fail loudly: one socket without SO_REUSEPORT, or with several cores, a
+  // probe bind without it before the cores' sockets share the port (Reactor::open).
+  rc.transport.reuse_port = false;
+  rc.cores = config_.cores;
   rc.transport.datagram_bytes_max =
       std::max(rc.transport.datagram_bytes_max, config_.node.datagram_bytes_max);
   auto reactor = Reactor::open(rc);
@@ -174,6 +171,7 @@ int Agent::start() {
 
   // Node configuration: advertise, seeds, name.
   NodeConfig nc = config_.node;
+  nc.store.owners = config_.cores;  // one owner core per reactor thread
   nc.advertise = config_.advertise.empty() ? reactor_->local_address() : config_.advertise;
   if (config_.advertise.empty()) {
     const Address& a = nc.advertise;
@@ -241,7 +239,8 @@ int Agent::start() {
   log(LogLevel::kInfo, "io backend", "{} gso={} gro={} rcvbuf={} sndbuf={} datagram_max={}",
       backend_line(), ti.gso, ti.gro, ti.socket_rcvbuf_bytes, ti.socket_sndbuf_bytes,
       ti.datagram_bytes_max);
-  log(LogLevel::kInfo, "reactor", "threads=1 {}", logfmt_value(reactor_->pin_note()));
+  log(LogLevel::kInfo, "reactor", "threads={} steering={} pin={}", reactor_->cores(),
+      logfmt_value(reactor_->steering()), logfmt_value(reactor_->pin_note()));
   admin_->start();
 
   if (!nc.seeds.empty()) {

@@ -54,7 +54,7 @@ const std::vector<Key>& keys() {
       {"", "label", Kind::kString, F(node.cluster_label),
        "cluster label: nodes with different labels never exchange state"},
       {"", "metadata", Kind::kString, F(node.metadata), "free-form node metadata, gossiped"},
-      {"", "cores", Kind::kU32, F(cores), "reactor threads (1 today; see docs/agent.md Cores)"},
+      {"", "cores", Kind::kU32, F(cores), "reactor threads, one per owner core (sets store.owners; see docs/agent.md)"},
       {"", "log_level", Kind::kLogLevel, F(log_level), "debug | info | warn | error"},
       {"", "join_timeout_ms", Kind::kU64, F(join_timeout_ms),
        "exit with an error when no seed answers within this time (0: wait forever)"},
@@ -122,7 +122,7 @@ const std::vector<Key>& keys() {
       // ---- [store]: StoreConfig ----
       {"store", "virtual_shards", Kind::kU32, F(node.store.virtual_shards),
        "cluster-wide constant, a power of two"},
-      {"store", "owners", Kind::kU32, F(node.store.owners), "owner cores of this node's shards"},
+      {"store", "owners", Kind::kU32, F(node.store.owners), "owner cores of this node's shards (the agent sets it to cores)"},
       {"store", "key_bytes_max", Kind::kU32, F(node.store.key_bytes_max), "longest key"},
       {"store", "value_bytes_max", Kind::kU32, F(node.store.value_bytes_max), "longest value"},
       {"store", "keys_per_shard_max", Kind::kU64, F(node.store.keys_per_shard_max),

@@ -113,6 +113,10 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
   }
   counter("rumor_events_dropped_total", "", n.events_dropped,
           "Callbacks dropped because the event queue was full.");
+  counter("rumor_core_handoffs_total", "result=\"handed\"", n.core_handoffs,
+          "Datagrams, entries and changes handed from one owner core to another, by result.");
+  counter("rumor_core_handoffs_total", "result=\"dropped\"", n.core_handoff_drops,
+          "Datagrams, entries and changes handed from one owner core to another, by result.");
   counter("rumor_changes_total", "", s.changes_seen, "Changes delivered to this agent.");
   counter("rumor_watch_dropped_total", "", s.watch_dropped,
           "Changes not delivered to watch streams (queue full).");

@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   agent->add_option("--admin", af.admin, "admin address HOST:PORT (TCP, loopback) [127.0.0.1:7373]");
   agent->add_option("--metrics", af.metrics, "serve Prometheus metrics on HOST:PORT (HTTP)");
   agent->add_option("--name", af.name, "this node's name (default: its gossip address)");
-  agent->add_option("--cores", af.cores, "reactor threads (one today; see docs/agent.md)")
+  agent->add_option("--cores", af.cores, "reactor threads: the node's shards spread over N cores (see docs/agent.md)")
       ->check(CLI::Range(1, 1024));
   agent->add_option("--label", af.label, "cluster label; nodes with other labels are ignored");
   agent->add_option("--metadata", af.metadata, "node metadata, gossiped with membership");

@@ -12,9 +12,11 @@
 //   (*node)->set("k", "v");                         // any thread; wakes the reactor
 //   (*reactor)->stop();                             // leave announced, flushed, thread joined
 //
-// Cores: a Node today has one driver thread, so one Reactor drives one Node on one thread.
-// Several shards per node, one reactor per core with SO_REUSEPORT sockets, arrive with the
-// sharded node (docs/agent.md "Cores").
+// Cores: with `cores` = N > 1 the Reactor runs N threads, one per owner core of the Node
+// (store.owners must be N). Each has its own Transport on the node's port (SO_REUSEPORT), and a
+// classic BPF program on the port steers every datagram to the socket of the core owning the
+// shard named at header byte 4; where the kernel refuses the program, the node hands misdirected
+// datagrams over in user space. docs/agent.md "Threading model" has the whole picture.
 //
 // Thread-safety contract
 // - open, start, stop, the destructor: one controlling thread (not the reactor's own).
@@ -38,8 +40,11 @@ namespace rumor {
 
 struct ReactorConfig {
   TransportConfig transport;  // bind is required; datagram_bytes_max >= the node's
-  bool pin = true;            // pin the reactor thread (EPERM and EINVAL are ignored, reported)
-  int cpu = -1;               // -1: the first CPU this process may run on (see taskset)
+  std::uint32_t cores = 1;    // reactor threads and sockets; the node's store.owners
+  bool kernel_steering = true;  // false: skip the BPF program (tests the user-space fallback)
+  bool pin = true;            // pin the reactor threads (EPERM and EINVAL are ignored, reported)
+  int cpu = -1;               // core 0's CPU; -1: the first CPU this process may run on (see
+                              // taskset). Core k takes the k-th allowed CPU after it.
   std::uint32_t receive_batch = 64;               // datagrams lent per Transport::receive
   std::uint32_t receive_batches_per_turn_max = 4;  // then timers run, whatever is left waits
   std::uint32_t send_stash = 16;                  // send buffers acquired at a time
@@ -82,6 +87,10 @@ class Reactor {
   const std::string& backend() const;         // "uring" or "mmsg"
   const std::string& backend_reason() const;  // why, for the log
   TransportInfo transport_info() const;
+  std::uint32_t cores() const;
+  // How datagrams reach their core: "kernel (reuseport BPF on N sockets)", or the user-space
+  // fallback and why. "one core" for a single-core reactor.
+  const std::string& steering() const;
 
   // Starts the reactor thread, which calls node.start(). `node` and `time` (the node's own
   // TimeSource) must outlive stop(). Returns once the thread runs (and is pinned or not).
@@ -96,14 +105,16 @@ class Reactor {
   void wake();
   // Runs fn on the reactor thread at its next turn (Node driver-thread calls are allowed there:
   // members(), counters()). kBusy when the queue is full, kUnavailable when not running.
+  // post() goes to core 0; post_core(k, fn) to core k.
   Status post(std::function<void()> fn);
+  Status post_core(std::uint32_t core, std::function<void()> fn);
   // "pinned to CPU 3", "not pinned: sched_setaffinity: Operation not permitted", "not pinned
   // (disabled)". Empty before start().
   std::string pin_note() const;
 
-  // ---- reactor thread (from a posted command) ----
-  ReactorCounters counters() const;
-  const TransportCounters& transport_counters() const;
+  // ---- reactor thread (from a posted command): core 0's, or core k's on core k ----
+  ReactorCounters counters(std::uint32_t core = 0) const;
+  const TransportCounters& transport_counters(std::uint32_t core = 0) const;
 
  private:
   struct Impl;

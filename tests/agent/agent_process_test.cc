@@ -90,6 +90,57 @@ TEST(AgentProcess, ThreeAgentsConvergeOnASet) {
   for (auto& a : agents) EXPECT_EQ(a->terminate(), 0) << a->log();
 }
 
+// Agents with two reactor threads (--cores 2: shards over two owner cores, two sockets on one
+// port, steered by shard) among single-core agents: writes on either kind reach every agent,
+// a two-core agent's SIGTERM is a graceful leave, and a taken port still fails loudly.
+TEST(AgentProcess, TwoCoreAgentsConvergeWithSingleCoreAgents) {
+  TempDir dir;
+  Agents agents;
+  const char* cores[3] = {"2", "1", "2"};
+  for (int i = 0; i < 3; ++i) {
+    auto a = std::make_unique<AgentProcess>(dir.path(), "c" + std::to_string(i + 1));
+    std::vector<std::string> join;
+    if (i > 0) join.push_back(agents[0]->gossip);
+    std::vector<std::string> extra = {"--cores", cores[i]};
+    if (i == 2) extra.insert(extra.end(), {"--backend", "mmsg"});
+    ASSERT_TRUE(a->start(join, extra)) << a->error;
+    agents.push_back(std::move(a));
+  }
+  ASSERT_TRUE(eventually([&] { return members_in_state(*agents[0], "alive") == 3; }, 20));
+  const RunResult info = agents[0]->rumor({"info", "--json"});
+  ASSERT_EQ(info.status, 0) << info.err;
+  EXPECT_NE(info.out.find("\"cores\":2"), std::string::npos) << info.out;
+  EXPECT_EQ(json_field(info.out, "steering").rfind("kernel", 0), 0u) << info.out;
+
+  // Keys of every shard, written on all three agents.
+  constexpr int kKeys = 24;
+  for (int k = 0; k < kKeys; ++k) {
+    const RunResult r = agents[k % 3]->rumor({"set", "k/" + std::to_string(k), "v" + std::to_string(k)});
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  for (auto& a : agents) {
+    std::string last;
+    const bool ok = eventually(
+        [&] {
+          const RunResult r = a->rumor({"keys", "k/"});
+          last = r.out;
+          return r.status == 0 && std::count(r.out.begin(), r.out.end(), '\n') == kKeys;
+        },
+        30);
+    EXPECT_TRUE(ok) << a->name() << " has only:\n" << last;
+  }
+  // A second agent on a two-core agent's port is refused, not let into its reuseport group.
+  const RunResult taken = run_rumor(
+      {"agent", "--cores", "2", "--bind", agents[0]->gossip, "--admin", "127.0.0.1:0", "--no-pin"});
+  EXPECT_EQ(taken.status, 1);
+  EXPECT_NE(taken.err.find("already in use"), std::string::npos) << taken.err;
+  // The two-core agent leaves gracefully: the others see it as left, not dead.
+  EXPECT_EQ(agents[2]->terminate(), 0) << agents[2]->log();
+  EXPECT_TRUE(eventually([&] { return state_of(*agents[1], "c3") == "left"; }, 20))
+      << state_of(*agents[1], "c3");
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(agents[i]->terminate(), 0) << agents[i]->log();
+}
+
 TEST(AgentProcess, ManyAgentsConverge) {
   int n = 32;
   if (const char* env = std::getenv("RUMOR_TEST_AGENTS")) n = std::atoi(env);

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "base/clock.h"
 #include "engine/reactor.h"
@@ -116,26 +117,32 @@ TEST(ReactorNoMutex, SteadyStatePacketPathTakesNoLock) {
 }
 
 // The same check with the real protocol: two Nodes on Reactors gossip writes made from this
-// thread. Counting is switched on and off by commands posted to each reactor thread, so it
-// covers every turn in between: receive, tick, dispatch, the node's store merges and the sink.
-TEST(ReactorNoMutex, RealNodesOnReactorsTakeNoLockInSteadyState) {
+// thread. Counting is switched on and off by commands posted to each reactor thread (every core
+// of a multi-core node), so it covers every turn in between: receive, tick, dispatch, the node's
+// store merges, the sink, and for a multi-core node the cross-core handoffs (entries merged on
+// core 0 for core 1's shards, core 1's changes fed to core 0, anti-entropy on both cores).
+void real_nodes_take_no_lock(std::uint32_t cores_a) {
   SystemTimeSource clock;
   struct Side {
     std::unique_ptr<Reactor> reactor;
     std::unique_ptr<Node> node;
   };
   Side sides[2];
+  const std::uint32_t cores[2] = {cores_a, 1};
   for (int i = 0; i < 2; ++i) {
     ReactorConfig rc;
     rc.transport.bind = Address::ipv4(0x7f000001, 0);
     rc.transport.reuse_port = false;
     rc.pin = false;
+    rc.cores = cores[i];
     auto r = Reactor::open(rc);
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     sides[i].reactor = std::move(r.value());
     NodeConfig nc = NodeConfig::local();
     nc.name = i == 0 ? "a" : "b";
     nc.advertise = sides[i].reactor->local_address();
+    nc.store.owners = cores[i];
+    nc.sync_interval_ms = 300;  // anti-entropy rounds inside the counted window too
     if (i == 1) nc.seeds.push_back(sides[0].reactor->local_address());
     auto n = Node::create(nc, clock);
     ASSERT_TRUE(n.is_ok()) << n.status().to_string();
@@ -143,41 +150,83 @@ TEST(ReactorNoMutex, RealNodesOnReactorsTakeNoLockInSteadyState) {
     sides[i].node->subscribe("", [](const Change&) {});
     ASSERT_TRUE(sides[i].reactor->start(*sides[i].node, clock).is_ok());
   }
-  // Warm up: b has a's writes (membership, first allocations, table growth behind us).
-  ASSERT_TRUE(sides[0].node->set("warm", "up").is_ok());
-  sides[0].reactor->wake();
-  ASSERT_TRUE(eventually([&] { return sides[1].node->get("warm").has_value(); }));
-
-  std::atomic<int> counting{0};
-  for (Side& s : sides) {
-    ASSERT_TRUE(s.reactor->post([&] {
-      t_locks = 0;
-      t_counting = true;
-      counting.fetch_add(1);
+  // Warm up: b has a's writes, on keys of every core (membership, first allocations, table
+  // growth behind us).
+  for (int k = 0; k < 8; ++k) ASSERT_TRUE(sides[0].node->set("k" + std::to_string(k), "up").is_ok());
+  ASSERT_TRUE(eventually([&] {
+    for (int k = 0; k < 8; ++k) {
+      if (!sides[1].node->get("k" + std::to_string(k))) return false;
+    }
+    return true;
+  }));
+  auto node_counters = [&](int i) {
+    std::atomic<bool> done{false};
+    NodeCounters c;
+    EXPECT_TRUE(sides[i].reactor->post([&] {
+      c = sides[i].node->counters();
+      done.store(true, std::memory_order_release);
     }).is_ok());
+    EXPECT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }));
+    return c;
+  };
+  const NodeCounters before = node_counters(0);
+
+  std::atomic<std::uint32_t> counting{0};
+  std::uint32_t threads = 0;
+  for (Side& s : sides) {
+    for (std::uint32_t k = 0; k < s.reactor->cores(); ++k, ++threads) {
+      ASSERT_TRUE(s.reactor->post_core(k, [&] {
+        t_locks = 0;
+        t_counting = true;
+        counting.fetch_add(1);
+      }).is_ok());
+    }
   }
-  ASSERT_TRUE(eventually([&] { return counting.load() == 2; }));
+  ASSERT_TRUE(eventually([&] { return counting.load() == threads; }));
   // Steady traffic: rewrite a few keys (no growth) and let gossip carry them.
-  for (int round = 0; round < 200; ++round) {
+  for (int round = 0; round < 400; ++round) {
     ASSERT_TRUE(sides[round % 2].node->set("k" + std::to_string(round % 8),
                                            "v" + std::to_string(round)).is_ok());
-    sides[round % 2].reactor->wake();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  ASSERT_TRUE(eventually([&] { return sides[1].node->get("k6") == "v198"; }));
-  std::atomic<std::uint64_t> locks[2] = {{UINT64_MAX}, {UINT64_MAX}};
+  ASSERT_TRUE(eventually([&] { return sides[1].node->get("k6") == "v398" &&
+                                      sides[0].node->get("k7") == "v399"; }));
+  std::vector<std::atomic<std::uint64_t>> locks(threads);
+  for (auto& l : locks) l.store(UINT64_MAX);
+  std::uint32_t t = 0;
   for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(sides[i].reactor->post([&, i] {
-      t_counting = false;
-      locks[i].store(t_locks);
-    }).is_ok());
+    for (std::uint32_t k = 0; k < sides[i].reactor->cores(); ++k, ++t) {
+      ASSERT_TRUE(sides[i].reactor->post_core(k, [&, t] {
+        t_counting = false;
+        locks[t].store(t_locks);
+      }).is_ok());
+    }
   }
-  ASSERT_TRUE(eventually([&] { return locks[0].load() != UINT64_MAX &&
-                                      locks[1].load() != UINT64_MAX; }));
-  EXPECT_EQ(locks[0].load(), 0u) << "node a's reactor thread took a lock";
-  EXPECT_EQ(locks[1].load(), 0u) << "node b's reactor thread took a lock";
+  ASSERT_TRUE(eventually([&] {
+    for (auto& l : locks) {
+      if (l.load() == UINT64_MAX) return false;
+    }
+    return true;
+  }));
+  t = 0;
+  for (int i = 0; i < 2; ++i) {
+    for (std::uint32_t k = 0; k < sides[i].reactor->cores(); ++k, ++t) {
+      EXPECT_EQ(locks[t].load(), 0u) << "node " << (i == 0 ? "a" : "b") << " core " << k
+                                     << " took a lock";
+    }
+  }
+  const NodeCounters after = node_counters(0);
+  // The counted window did cross the paths it is about.
+  EXPECT_GT(after.syncs_completed, before.syncs_completed);
+  if (cores_a > 1) {
+    EXPECT_GT(after.core_handoffs, before.core_handoffs);
+  }
   for (Side& s : sides) s.reactor->stop();
 }
+
+TEST(ReactorNoMutex, RealNodesOnReactorsTakeNoLockInSteadyState) { real_nodes_take_no_lock(1); }
+
+TEST(ReactorNoMutex, MultiCoreNodeTakesNoLockOnAnyCore) { real_nodes_take_no_lock(2); }
 
 }  // namespace
 }  // namespace rumor::testing
