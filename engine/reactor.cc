@@ -7,10 +7,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 #include "base/assert.h"
 #include "engine/reactor.h"
@@ -303,6 +305,38 @@ std::string Reactor::pin_note() const {
 ReactorCounters Reactor::counters(std::uint32_t k) const {
   RUMOR_ASSERT(k < impl_->cores.size() && impl_->cores[k]->loop != nullptr);
   return impl_->cores[k]->loop->counters();
+}
+
+namespace {
+// Adds b to acc word by word (both are structs of uint64_t counters).
+template <typename T>
+void add_words(T& acc, const T& b) {
+  static_assert(sizeof(T) % sizeof(std::uint64_t) == 0 && std::is_trivially_copyable_v<T>);
+  std::uint64_t x[sizeof(T) / 8], y[sizeof(T) / 8];
+  std::memcpy(x, &acc, sizeof(x));
+  std::memcpy(y, &b, sizeof(y));
+  for (std::size_t i = 0; i < std::size(x); ++i) x[i] += y[i];
+  std::memcpy(&acc, x, sizeof(x));
+}
+}  // namespace
+
+ReactorCounters Reactor::counters_all_cores() const {
+  ReactorCounters sum = counters(0);
+  for (std::size_t k = 1; k < impl_->cores.size(); ++k) {
+    const ReactorCounters c = impl_->cores[k]->loop->published_counters();
+    const std::uint64_t batch_max = std::max(sum.batch_max, c.batch_max);
+    add_words(sum, c);
+    sum.batch_max = batch_max;
+  }
+  return sum;
+}
+
+TransportCounters Reactor::transport_counters_all_cores() const {
+  TransportCounters sum = transport_counters(0);
+  for (std::size_t k = 1; k < impl_->cores.size(); ++k) {
+    add_words(sum, impl_->cores[k]->loop->published_transport_counters());
+  }
+  return sum;
 }
 
 const TransportCounters& Reactor::transport_counters(std::uint32_t k) const {

@@ -120,6 +120,12 @@ class ReactorLoop {
   TransportSink& sink() { return sink_; }
 
   // ---- any thread ----
+  // Copies of counters() and the transport's counters as of the end of the loop's last turn
+  // (relaxed atomics: statistics), for summing the cores of a multi-core reactor.
+  ReactorCounters published_counters() const;
+  TransportCounters published_transport_counters() const;
+
+  // ---- any thread ----
   void wake();
   // Runs fn on the loop thread at its next turn. Code::kBusy when the queue is full,
   // Code::kUnavailable once the loop has stopped.
@@ -157,6 +163,11 @@ class ReactorLoop {
   std::atomic<bool> closed_{false};  // no more commands accepted
   std::atomic<std::uint64_t> doorbells_rung_{0};  // relaxed: a statistic
   std::uint64_t wakes_seen_ = 0;  // loop thread
+  void publish();
+  static constexpr std::size_t kReactorWords = sizeof(ReactorCounters) / 8;
+  static constexpr std::size_t kTransportWords = sizeof(TransportCounters) / 8;
+  std::array<std::atomic<std::uint64_t>, kReactorWords> pub_reactor_{};
+  std::array<std::atomic<std::uint64_t>, kTransportWords> pub_transport_{};
   int doorbell_fd_ = -1;
   std::array<std::byte, kDoorbellBytes> doorbell_{};  // what a ring sends (doorbell_len_ bytes)
   std::size_t doorbell_len_ = 0;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <type_traits>
 
 #include "base/assert.h"
 #include "base/clock.h"
@@ -279,6 +280,7 @@ void ReactorLoop::run_turn(Driven& driven, std::uint64_t wait_ms_max) {
   backlog_ = run_commands(config_.commands_per_turn_max) == config_.commands_per_turn_max;
   c_.events_dispatched += driven.dispatch_events();
   if (c_.datagrams + c_.doorbells_received == received_before) ++c_.idle_turns;
+  publish();
 }
 
 void ReactorLoop::stop(Driven& driven) {
@@ -315,6 +317,39 @@ void ReactorLoop::flush_after_stop() {
       transport_.release({batch_.data(), n});
     }
   }
+}
+
+namespace {
+// ReactorCounters and TransportCounters are all uint64_t: copied word by word.
+template <typename T, std::size_t N>
+void store_words(const T& v, std::array<std::atomic<std::uint64_t>, N>& out) {
+  static_assert(sizeof(T) == N * sizeof(std::uint64_t) && std::is_trivially_copyable_v<T>);
+  std::uint64_t w[N];
+  std::memcpy(w, &v, sizeof(w));
+  // Relaxed: statistics, read word by word; they order nothing.
+  for (std::size_t i = 0; i < N; ++i) out[i].store(w[i], std::memory_order_relaxed);
+}
+template <typename T, std::size_t N>
+T load_words(const std::array<std::atomic<std::uint64_t>, N>& in) {
+  std::uint64_t w[N];
+  for (std::size_t i = 0; i < N; ++i) w[i] = in[i].load(std::memory_order_relaxed);
+  T v;
+  std::memcpy(&v, w, sizeof(w));
+  return v;
+}
+}  // namespace
+
+void ReactorLoop::publish() {
+  store_words(counters(), pub_reactor_);
+  store_words(transport_.counters(), pub_transport_);
+}
+
+ReactorCounters ReactorLoop::published_counters() const {
+  return load_words<ReactorCounters>(pub_reactor_);
+}
+
+TransportCounters ReactorLoop::published_transport_counters() const {
+  return load_words<TransportCounters>(pub_transport_);
 }
 
 ReactorCounters ReactorLoop::counters() const {

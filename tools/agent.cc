@@ -66,8 +66,9 @@ std::shared_ptr<const Snapshot> Agent::take_snapshot() {
   auto s = std::make_shared<Snapshot>();
   s->members = node_->members();
   s->node = node_->counters();
-  s->transport = reactor_->transport_counters();
-  s->reactor = reactor_->counters();
+  // Every core's (core 0 live, the others as of their last turn).
+  s->transport = reactor_->transport_counters_all_cores();
+  s->reactor = reactor_->counters_all_cores();
   s->lag = lag_;
   s->changes_seen = changes_seen_;
   s->watch_dropped = watch_dropped_.load(std::memory_order_relaxed);

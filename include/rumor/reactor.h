@@ -115,6 +115,10 @@ class Reactor {
   // ---- reactor thread (from a posted command): core 0's, or core k's on core k ----
   ReactorCounters counters(std::uint32_t core = 0) const;
   const TransportCounters& transport_counters(std::uint32_t core = 0) const;
+  // On core 0: its live counters plus every other core's as of its last turn (batch_max is
+  // the largest, the rest are sums).
+  ReactorCounters counters_all_cores() const;
+  TransportCounters transport_counters_all_cores() const;
 
  private:
   struct Impl;
