@@ -7,42 +7,21 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "engine/node_impl.h"
-#include "engine/sim_cluster.h"
+#include "tests/sim/sim_test_util.h"
 
 namespace rumor {
 namespace {
 
-std::vector<std::uint64_t> seeds(std::size_t n) {
-  if (const char* s = std::getenv("RUMOR_SIM_SEED")) return {std::strtoull(s, nullptr, 10)};
-  std::vector<std::uint64_t> out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(2000 + i * 7919);
-  return out;
-}
-
-#define SEED_TRACE(seed) \
-  SCOPED_TRACE(::testing::Message() << "replay with RUMOR_SIM_SEED=" << (seed))
+using simtest::membership_complete;
+using simtest::seeds;
 
 SimCluster::Options opts(std::vector<std::uint32_t> cores, std::uint64_t seed) {
-  SimCluster::Options o;
-  o.nodes = cores.size();
+  SimCluster::Options o = simtest::opts(cores.size(), seed);
   o.cores = std::move(cores);
-  o.seed = seed;
-  o.node = NodeConfig::local();
-  o.net.link.latency_ns = 1'000'000;
-  o.net.link.jitter_ns = 500'000;
   return o;
-}
-
-bool membership_complete(SimCluster& c) {
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (c.node(i).impl().live_members() + 1 != c.size()) return false;
-  }
-  return true;
 }
 
 // Every node holds exactly `n` live keys key-0.. with value-<k>.
@@ -54,7 +33,7 @@ bool all_hold(SimCluster& c, std::size_t n, std::string_view prefix = "key-") {
 }
 
 TEST(MultiCoreSim, MixedCoreCountsConvergeByGossip) {
-  for (std::uint64_t seed : seeds(3)) {
+  for (std::uint64_t seed : seeds(3, 2000)) {
     SEED_TRACE(seed);
     // 2-core nodes next to 1-, 3- and 4-core ones: a peer's shards map to different cores.
     SimCluster c(opts({2, 1, 2, 3, 1, 4}, seed));
@@ -85,7 +64,7 @@ TEST(MultiCoreSim, MixedCoreCountsConvergeByGossip) {
 }
 
 TEST(MultiCoreSim, MultiCoreLateJoinerCatchesUpByAntiEntropyOnEveryCore) {
-  for (std::uint64_t seed : seeds(2)) {
+  for (std::uint64_t seed : seeds(2, 2000)) {
     SEED_TRACE(seed);
     SimCluster c(opts({1, 2, 3, 2}, seed));
     for (std::size_t i = 0; i < 3; ++i) c.start(i);
