@@ -53,6 +53,27 @@ std::string state_of(const AgentProcess& a, const std::string& name) {
   return json_field(r.out.substr(at, end - at), "state");
 }
 
+// Agent i % agents.size() writes k/i = vi for i < count; then every agent must list all `count`
+// keys under k/ within timeout_s seconds.
+void write_keys_and_expect_everywhere(const Agents& agents, int count, int timeout_s) {
+  for (int k = 0; k < count; ++k) {
+    const RunResult r = agents[static_cast<std::size_t>(k) % agents.size()]->rumor(
+        {"set", "k/" + std::to_string(k), "v" + std::to_string(k)});
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  for (const auto& a : agents) {
+    std::string last;
+    const bool ok = eventually(
+        [&] {
+          const RunResult r = a->rumor({"keys", "k/"});
+          last = r.out;
+          return r.status == 0 && std::count(r.out.begin(), r.out.end(), '\n') == count;
+        },
+        timeout_s);
+    EXPECT_TRUE(ok) << a->name() << " has only:\n" << last;
+  }
+}
+
 std::string value_at(const AgentProcess& a, const std::string& key) {
   const RunResult r = a.rumor({"get", key});
   if (r.status != 0) return "<" + r.err + ">";
@@ -113,22 +134,7 @@ TEST(AgentProcess, TwoCoreAgentsConvergeWithSingleCoreAgents) {
   EXPECT_EQ(json_field(info.out, "steering").rfind("kernel", 0), 0u) << info.out;
 
   // Keys of every shard, written on all three agents.
-  constexpr int kKeys = 24;
-  for (int k = 0; k < kKeys; ++k) {
-    const RunResult r = agents[k % 3]->rumor({"set", "k/" + std::to_string(k), "v" + std::to_string(k)});
-    ASSERT_EQ(r.status, 0) << r.err;
-  }
-  for (auto& a : agents) {
-    std::string last;
-    const bool ok = eventually(
-        [&] {
-          const RunResult r = a->rumor({"keys", "k/"});
-          last = r.out;
-          return r.status == 0 && std::count(r.out.begin(), r.out.end(), '\n') == kKeys;
-        },
-        30);
-    EXPECT_TRUE(ok) << a->name() << " has only:\n" << last;
-  }
+  ASSERT_NO_FATAL_FAILURE(write_keys_and_expect_everywhere(agents, 24, 30));
   // A second agent on a two-core agent's port is refused, not let into its reuseport group.
   const RunResult taken = run_rumor(
       {"agent", "--cores", "2", "--bind", agents[0]->gossip, "--admin", "127.0.0.1:0", "--no-pin"});
@@ -149,22 +155,7 @@ TEST(AgentProcess, ManyAgentsConverge) {
   start_cluster(dir, agents, n);
   ASSERT_EQ(agents.size(), static_cast<std::size_t>(n));
   // Every agent writes its own key; every agent must end up with all of them.
-  for (int i = 0; i < n; ++i) {
-    const RunResult r =
-        agents[i]->rumor({"set", "k/" + std::to_string(i), "v" + std::to_string(i)});
-    ASSERT_EQ(r.status, 0) << r.err;
-  }
-  for (auto& a : agents) {
-    std::string last;
-    const bool ok = eventually(
-        [&] {
-          const RunResult r = a->rumor({"keys", "k/"});
-          last = r.out;
-          return r.status == 0 && std::count(r.out.begin(), r.out.end(), '\n') == n;
-        },
-        60);
-    EXPECT_TRUE(ok) << a->name() << " has only:\n" << last;
-  }
+  ASSERT_NO_FATAL_FAILURE(write_keys_and_expect_everywhere(agents, n, 60));
   EXPECT_TRUE(eventually([&] { return members_in_state(*agents[n - 1], "alive") == n; }, 30));
   for (auto& a : agents) a->terminate();
 }
