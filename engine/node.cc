@@ -880,41 +880,41 @@ void NodeImpl::receive(const Address& from, std::span<const std::byte> datagram,
   receive_counted(from, datagram, out);
 }
 
+bool NodeImpl::admit(PeerLimiter& limiter, NodeCounters& k, const Address& from,
+                     std::span<const std::byte> datagram, wire::Reader& r, wire::Header* h) {
+  if (!limiter.allow(from, static_cast<double>(datagram.size()), now())) {
+    ++k.drop_rate_limited;
+    return false;
+  }
+  switch (wire::read_header(r, h)) {
+    case wire::HeaderError::kNone: break;
+    case wire::HeaderError::kTruncated: ++k.drop_truncated; return false;
+    case wire::HeaderError::kBadMagic: ++k.drop_bad_magic; return false;
+    case wire::HeaderError::kBadVersion: ++k.drop_bad_version; return false;
+  }
+  if (h->label_hash != label_hash_) {
+    ++k.drop_wrong_label;
+    return false;
+  }
+  if (h->sender == config_.id) {
+    ++k.drop_from_self;
+    return false;
+  }
+  return true;
+}
+
 void NodeImpl::receive_counted(const Address& from, std::span<const std::byte> datagram,
                                PacketSink& out) {
   if (!running_) return;
-  // Before any work: one address cannot take more than its share of this node (bounded table,
-  // engine/rate_limit.h). Authentication comes later, so this also holds for junk.
-  if (!peer_bytes_.allow(from, static_cast<double>(datagram.size()), now())) {
-    ++counters_.drop_rate_limited;
-    return;
-  }
   wire::Reader hr(datagram);
   wire::Header h;
-  switch (wire::read_header(hr, &h)) {
-    case wire::HeaderError::kNone: break;
-    case wire::HeaderError::kTruncated: ++counters_.drop_truncated; return;
-    case wire::HeaderError::kBadMagic: ++counters_.drop_bad_magic; return;
-    case wire::HeaderError::kBadVersion: ++counters_.drop_bad_version; return;
-  }
-  if (h.label_hash != label_hash_) {
-    ++counters_.drop_wrong_label;
-    return;
-  }
-  if (h.sender == config_.id) {
-    ++counters_.drop_from_self;
-    return;
-  }
+  if (!admit(peer_bytes_, counters_, from, datagram, hr, &h)) return;
   if (cores() > 1) {
     // The kernel steers by the target shard; where it could not (no steering program), the
     // datagram goes to its core here. Membership and gossip name shard 0, core 0's.
     const std::uint32_t t = h.shard % cores();
     if (t != 0) {
-      CoreMsg m;
-      m.kind = CoreMsg::Kind::kDatagram;
-      m.addr = from;
-      m.key.assign(reinterpret_cast<const char*>(datagram.data()), datagram.size());
-      hand(0, t, std::move(m));
+      hand_datagram(0, t, from, datagram);
       return;
     }
   }

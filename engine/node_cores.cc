@@ -47,6 +47,15 @@ bool NodeImpl::hand(std::uint32_t from, std::uint32_t to, CoreMsg&& msg, bool wa
   return true;
 }
 
+void NodeImpl::hand_datagram(std::uint32_t from, std::uint32_t to, const Address& addr,
+                             std::span<const std::byte> datagram) {
+  CoreMsg m;
+  m.kind = CoreMsg::Kind::kDatagram;
+  m.addr = addr;
+  m.key.assign(reinterpret_cast<const char*>(datagram.data()), datagram.size());
+  hand(from, to, std::move(m));
+}
+
 bool NodeImpl::links_pending(std::uint32_t c) const {
   for (std::uint32_t from = 0; from < cores(); ++from) {
     if (from != c &&
@@ -87,36 +96,15 @@ void NodeImpl::receive_core(std::uint32_t c, const Address& from,
   ++k.packets_received;
   k.bytes_received += datagram.size();
   if (!cores_[c]->running) return;
-  // Before any work, as on core 0: one address cannot take more than its share of this core.
-  if (!cores_[c]->peer_bytes->allow(from, static_cast<double>(datagram.size()), now())) {
-    ++k.drop_rate_limited;
-    return;
-  }
+  // As on core 0, with this core's own byte budget per address.
   wire::Reader r(datagram);
   wire::Header h;
-  switch (wire::read_header(r, &h)) {
-    case wire::HeaderError::kNone: break;
-    case wire::HeaderError::kTruncated: ++k.drop_truncated; return;
-    case wire::HeaderError::kBadMagic: ++k.drop_bad_magic; return;
-    case wire::HeaderError::kBadVersion: ++k.drop_bad_version; return;
-  }
-  if (h.label_hash != label_hash_) {
-    ++k.drop_wrong_label;
-    return;
-  }
-  if (h.sender == config_.id) {
-    ++k.drop_from_self;
-    return;
-  }
+  if (!admit(*cores_[c]->peer_bytes, k, from, datagram, r, &h)) return;
   const std::uint32_t t = h.shard % cores();
   if (t == c && !plaintext_frame(c, datagram)) return;
   if (t != c) {
     // Not steered here by the kernel (no steering program, or a peer's odd shard): hand over.
-    CoreMsg m;
-    m.kind = CoreMsg::Kind::kDatagram;
-    m.addr = from;
-    m.key.assign(reinterpret_cast<const char*>(datagram.data()), datagram.size());
-    hand(c, t, std::move(m));
+    hand_datagram(c, t, from, datagram);
   } else {
     process_core(c, from, h, r, out);
   }

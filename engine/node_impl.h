@@ -241,6 +241,14 @@ class NodeImpl {
   }
   // Hands msg to core `to` and wakes it. False (counted) when the link is full.
   bool hand(std::uint32_t from, std::uint32_t to, CoreMsg&& msg, bool wake = true);
+  // Hands a copy of a datagram that arrived at core `from` to core `to`, which owns its shard.
+  void hand_datagram(std::uint32_t from, std::uint32_t to, const Address& addr,
+                     std::span<const std::byte> datagram);
+  // What every core checks before any work on a datagram: the source address's byte budget
+  // (bounded table, engine/rate_limit.h; before authentication, so it also holds for junk),
+  // the header, the cluster label, and that it is not our own. False, counted in k, to drop.
+  bool admit(PeerLimiter& limiter, NodeCounters& k, const Address& from,
+             std::span<const std::byte> datagram, wire::Reader& r, wire::Header* h);
   void wake_core(std::uint32_t c);
   // Processes a datagram whose header was read, on the core that owns its target shard.
   void process_core(std::uint32_t c, const Address& from, const wire::Header& h,
