@@ -17,19 +17,13 @@
 #include "base/clock.h"
 #include "rumor/node.h"
 #include "rumor/reactor.h"
+#include "tests/agent/eventually.h"
 
 namespace rumor::testing {
 namespace {
 
-template <typename Pred>
-bool eventually(Pred pred, double seconds = 60) {
-  const std::uint64_t deadline = monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
-  while (monotonic_ns() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
-}
+// Bound on each wait: cross-core convergence, also under TSan on two shared CPUs.
+constexpr double kWaitS = 60;
 
 struct Peer {
   std::unique_ptr<Reactor> reactor;
@@ -90,7 +84,7 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
   auto holds_all = [&](int i) {
     return m[i].node->scan_prefix("key-").size() == static_cast<std::size_t>(kKeys);
   };
-  ASSERT_TRUE(eventually([&] { return holds_all(0) && holds_all(1) && holds_all(2); }))
+  ASSERT_TRUE(eventually([&] { return holds_all(0) && holds_all(1) && holds_all(2); }, kWaitS))
       << m[0].node->scan_prefix("key-").size() << " " << m[1].node->scan_prefix("key-").size()
       << " " << m[2].node->scan_prefix("key-").size();
   for (int i = 0; i < 3; ++i) {
@@ -105,7 +99,7 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
       if (x.changes.load(std::memory_order_relaxed) < static_cast<std::uint64_t>(kKeys)) return false;
     }
     return true;
-  }));
+  }, kWaitS));
   // Deletes from an application thread on the single-core node reach both cores elsewhere.
   for (int k = 0; k < kKeys; k += 2) ASSERT_TRUE(m[1].node->del("key-" + std::to_string(k)).is_ok());
   ASSERT_TRUE(eventually([&] {
@@ -113,7 +107,7 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
       if (x.node->scan_prefix("key-").size() != static_cast<std::size_t>(kKeys / 2)) return false;
     }
     return true;
-  }));
+  }, kWaitS));
   // Read the two-core node's counters on its core 0, as the API asks.
   std::atomic<bool> done{false};
   NodeCounters c;
@@ -121,7 +115,7 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
     c = m[0].node->counters();
     done.store(true, std::memory_order_release);
   }).is_ok());
-  ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }));
+  ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }, kWaitS));
   EXPECT_GT(c.core_handoffs, 0u);
   EXPECT_GE(c.syncs_completed, 1u);
   for (auto& x : m) x.reactor->stop();

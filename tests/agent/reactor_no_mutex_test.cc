@@ -20,6 +20,7 @@
 #include "engine/reactor.h"
 #include "rumor/node.h"
 #include "rumor/reactor.h"
+#include "tests/agent/eventually.h"
 #include "tests/agent/fake_driven.h"
 
 namespace {
@@ -45,16 +46,6 @@ extern "C" int pthread_mutex_lock(pthread_mutex_t* m) {
 
 namespace rumor::testing {
 namespace {
-
-template <typename Pred>
-bool eventually(Pred pred, double seconds = 20) {
-  const std::uint64_t deadline = monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
-  while (monotonic_ns() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return pred();
-}
 
 TEST(ReactorNoMutex, InterposerSeesStdMutex) {
   std::mutex m;

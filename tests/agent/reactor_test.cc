@@ -11,21 +11,11 @@
 
 #include "base/clock.h"
 #include "engine/reactor.h"
+#include "tests/agent/eventually.h"
 #include "tests/agent/fake_driven.h"
 
 namespace rumor::testing {
 namespace {
-
-// Polls pred until it holds or `seconds` pass. Returns whether it held.
-template <typename Pred>
-bool eventually(Pred pred, double seconds = 20) {
-  const std::uint64_t deadline = monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
-  while (monotonic_ns() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return pred();
-}
 
 struct Endpoint {
   std::unique_ptr<Transport> transport;
