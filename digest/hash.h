@@ -48,9 +48,18 @@ constexpr std::uint64_t fmix64(std::uint64_t k) {
 // was ~6% of merge/update. Each step is a bijection of the running value, so two entries that
 // differ in exactly one word never collide, and every input bit avalanches into the result
 // that Merkle nodes sum.
+//
+// The chain is split at the key so that a caller hashing two versions of one key (the store's
+// update: old and new entry) mixes the key once: entry_hash(k, v, t) ==
+// entry_hash_keyed(entry_key_mix(k, t), v).
+constexpr std::uint64_t entry_key_mix(std::uint64_t key_hash, bool tombstone) {
+  return fmix64(key_hash ^ (tombstone ? kEntrySeedTomb : kEntrySeedLive));
+}
+constexpr std::uint64_t entry_hash_keyed(std::uint64_t key_mix, const Version& v) {
+  return fmix64(fmix64(key_mix ^ v.hlc) ^ v.node);
+}
 inline std::uint64_t entry_hash(std::uint64_t key_hash, const Version& v, bool tombstone) {
-  const std::uint64_t seed = tombstone ? kEntrySeedTomb : kEntrySeedLive;
-  return fmix64(fmix64(fmix64(key_hash ^ seed) ^ v.hlc) ^ v.node);
+  return entry_hash_keyed(entry_key_mix(key_hash, tombstone), v);
 }
 
 inline std::uint64_t salted(std::uint64_t x, std::uint64_t seed) {

@@ -165,7 +165,7 @@ class Shard {
   void make_grave(void* slot);
   void grow_if_needed();
   void rebuild(std::uint32_t log2_capacity);
-  void feed_push(const ChangeRecord& r);
+  void feed_push(std::uint64_t hash, const Version& v, bool tombstone, bool local);
   void tree_add(std::uint64_t hash, const Version& v, bool tombstone);
   void bump(std::atomic<std::uint64_t>& c, std::int64_t by = 1) {
     c.store(c.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(by),
