@@ -45,6 +45,7 @@ struct Trial {
   std::uint64_t rx_overflow = 0;   // kernel receive-queue drops seen by the receiver
   std::uint64_t rx_no_buffer = 0;  // receiver ran out of buffers (back-pressure)
   std::uint64_t tx_no_buffer = 0;  // sender found its pool empty and had to wait
+  std::uint64_t tx_pool_waits = 0;  // sender polled for completed sends (its pool was empty)
 };
 
 // What the receiving thread reports.
@@ -140,7 +141,10 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
     if (n != 0) (void)sender.send({batch.data(), n});
     sent += n;
     (void)sender.flush();
-    if (n == 0) (void)sender.poll(100'000, 1);  // send pool empty: wait for completions
+    if (n == 0) {  // send pool empty: wait for completions
+      (void)sender.poll(100'000, 1);
+      ++trial->tx_pool_waits;
+    }
   }
   // Sends still queued or in flight count once the kernel has taken them.
   for (int i = 0; i < 100 && sender.counters().datagrams_sent < sent; ++i) {
@@ -264,6 +268,7 @@ void BM_pps(benchmark::State& state, Path path) {
     total.rx_overflow += t.rx_overflow;
     total.rx_no_buffer += t.rx_no_buffer;
     total.tx_no_buffer += t.tx_no_buffer;
+    total.tx_pool_waits += t.tx_pool_waits;
   }
   const double seconds = static_cast<double>(total.ns) / 1e9;
   // Delivered datagrams per second of wall time: the honest rate, whatever the sender managed.
@@ -275,6 +280,7 @@ void BM_pps(benchmark::State& state, Path path) {
   state.counters["rx_overflow"] = static_cast<double>(total.rx_overflow);
   state.counters["rx_no_buffer"] = static_cast<double>(total.rx_no_buffer);
   state.counters["tx_no_buffer"] = static_cast<double>(total.tx_no_buffer);
+  state.counters["tx_pool_waits"] = static_cast<double>(total.tx_pool_waits);
 }
 
 BENCHMARK_CAPTURE(BM_pps, uring, Path::kUring)->Name("transport/pps/uring")->Arg(64)->Arg(1200);

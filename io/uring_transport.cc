@@ -290,7 +290,7 @@ Status UringTransport::prepare() {
   // once with ENOBUFS again.
   const std::uint32_t in_ring = rx_count_ - rx_frames_held();
   const std::uint32_t rearm_min = std::max<std::uint32_t>(1, rx_count_ / 8);
-  if (!recv_armed_ && recv_errors_ < kRecvErrorsMax && in_ring >= rearm_min) {
+  if (recv_wanted_ && !recv_armed_ && recv_errors_ < kRecvErrorsMax && in_ring >= rearm_min) {
     io_uring_sqe* sqe = next_sqe();
     io_uring_prep_recvmsg_multishot(sqe, fixed_file_ ? 0 : socket_.fd, &recv_msg_, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -336,6 +336,7 @@ Status UringTransport::flush() {
 }
 
 Status UringTransport::poll(std::uint64_t timeout_ns, std::uint32_t wait_count) {
+  recv_wanted_ = true;
   Status s = prepare();
   if (wait_count == 0) wait_count = 1;
   const bool ready = !staging_empty() || io_uring_cq_ready(&ring_) >= wait_count;
@@ -358,7 +359,9 @@ Status UringTransport::poll(std::uint64_t timeout_ns, std::uint32_t wait_count) 
 }
 
 void UringTransport::reap(bool for_receive) {
-  (void)for_receive;  // one completion queue carries receives and sends alike
+  // One completion queue carries receives and sends alike; a receive() call means the caller
+  // listens, so the next submit arms the receive.
+  if (for_receive) recv_wanted_ = true;
   unsigned head = 0;
   unsigned seen = 0;
   io_uring_cqe* cqe = nullptr;

@@ -64,6 +64,11 @@ class UringTransport final : public UdpTransportBase {
   bool send_addr_ = true;  // IORING_OP_SEND with a destination (Linux 6.0); else SENDMSG
   bool send_addr_proven_ = false;
   bool recv_armed_ = false;
+  // Set by the first poll() or receive(): only then is the multishot receive armed. A socket
+  // with an armed receive has a poll entry on its wait queue, and every datagram it sends walks
+  // that queue from sock_wfree (the write-space wake-up): a transport that only sends and
+  // flushes (a load generator, the pps benchmark's sender) would pay for listening it never does.
+  bool recv_wanted_ = false;
   int recv_errors_ = 0;  // consecutive receive failures other than ENOBUFS
   int last_recv_error_ = 0;
   std::uint32_t sends_pending_ = 0;  // send SQEs prepared but not yet submitted

@@ -226,7 +226,9 @@ class Transport {
 
   // Submits queued sends with one system call, without waiting. A datagram the kernel
   // refuses is counted (DropReason::kSendFailed), not returned: an error here means the
-  // transport could not submit at all.
+  // transport could not submit at all. flush() alone does not start receiving: io_uring arms
+  // its receive at the first poll() or receive(), so a send-only user never listens (until
+  // then datagrams wait in the socket's queue, as they do for sendmmsg between recvmmsg calls).
   virtual Status flush() = 0;
 
   // Submits queued sends and waits up to timeout_ns until at least wait_count completions

@@ -80,6 +80,39 @@ TEST_P(Conformance, SendAndReceiveOne) {
   EXPECT_EQ(count_stragglers(*h_, *b), 0u);
 }
 
+// A transport that has only sent and flushed (never polled or received) still gets every
+// datagram sent to it meanwhile once it starts receiving: io_uring arms its receive at the first
+// poll()/receive(), and until then datagrams wait in the socket queue.
+TEST_P(Conformance, FlushOnlyTransportReceivesOnceItListens) {
+  TRACE_SEED();
+  OPEN_OR_SKIP(a);
+  OPEN_OR_SKIP(b);
+  std::vector<Datagram> out(8);
+  ASSERT_EQ(b->acquire(out), out.size());
+  for (std::uint32_t i = 0; i < out.size(); ++i) {
+    out[i].len = 16;
+    std::memset(out[i].data, static_cast<int>(i), 16);
+    out[i].peer = a->local_address();
+  }
+  ASSERT_TRUE(b->send(out).is_ok());
+  ASSERT_TRUE(b->flush().is_ok());  // b sends, and has not listened yet
+  h_->pump();
+  std::vector<std::vector<std::byte>> sent;
+  for (std::uint32_t i = 0; i < 20; ++i) sent.push_back(payload(i, 100 + i));
+  ASSERT_TRUE(send_all(*h_, *a, b->local_address(), sent).is_ok());
+  for (int i = 0; i < 3; ++i) {
+    h_->pump();
+    ASSERT_TRUE(b->flush().is_ok());
+  }
+  if (kind() == Kind::kUring) {
+    EXPECT_EQ(b->counters().rx_rearms, 0u) << "flush() armed a receive";
+  }
+  const auto got = collect(*h_, *b, sent.size());
+  ASSERT_EQ(got.size(), sent.size());
+  for (std::size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(got[i].bytes, sent[i]) << i;
+  EXPECT_EQ(collect(*h_, *a, out.size()).size(), out.size());  // and b's own sends went out
+}
+
 TEST_P(Conformance, BatchOfVaryingSizesArrivesInOrder) {
   TRACE_SEED();
   OPEN_OR_SKIP(a);
