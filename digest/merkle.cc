@@ -1,18 +1,14 @@
 #include "digest/merkle.h"
 
-#include <roaring/roaring.h>
-
 #include <algorithm>
+#include <bit>
+#include <utility>
 
 #include "base/assert.h"
 
 namespace rumor::digest {
 
 MerkleTree::MerkleTree(std::uint32_t leaf_bits) { reset(leaf_bits); }
-
-MerkleTree::~MerkleTree() {
-  if (dirty_) roaring_bitmap_free(dirty_);
-}
 
 std::uint32_t MerkleTree::leaf_bits_for(std::uint64_t entries) {
   std::uint32_t bits = 0;
@@ -26,10 +22,9 @@ bool MerkleTree::wants_resize() const {
 }
 
 std::size_t MerkleTree::memory_bytes() const {
-  std::size_t n = sizeof(*this) + nodes_.capacity() * sizeof(Node) +
-                  scratch_.capacity() * sizeof(std::uint32_t);
-  if (dirty_) n += roaring_bitmap_size_in_bytes(dirty_);
-  return n;
+  return sizeof(*this) + nodes_.capacity() * sizeof(Node) +
+         (dirty_.capacity() + dirty_words_.capacity()) * sizeof(std::uint64_t) +
+         scratch_.capacity() * sizeof(std::uint32_t);
 }
 
 void MerkleTree::reset(std::uint32_t leaf_bits) {
@@ -39,32 +34,28 @@ void MerkleTree::reset(std::uint32_t leaf_bits) {
   sums_ = SetSums{};
   nodes_.assign(std::size_t{2} << leaf_bits, Node{});
   nodes_.shrink_to_fit();
-  if (leaf_bits > 0 && !dirty_) dirty_ = roaring_bitmap_create();
-  if (leaf_bits == 0 && dirty_) {
-    roaring_bitmap_free(dirty_);
-    dirty_ = nullptr;
-  }
-  if (dirty_) roaring_bitmap_clear(dirty_);
-  pending_n_ = 0;
-  last_dirty_ = ~0u;
+  const std::size_t leaves = leaf_bits > 0 ? std::size_t{1} << leaf_bits : 0;
+  dirty_.assign((leaves + 63) / 64, 0);
+  dirty_.shrink_to_fit();
+  dirty_words_.assign((dirty_.size() + 63) / 64, 0);
+  dirty_words_.shrink_to_fit();
   dirty_any_ = false;
-}
-
-void MerkleTree::flush_pending() {
-  std::sort(pending_, pending_ + pending_n_);
-  roaring_bitmap_add_many(dirty_, pending_n_, pending_);
-  pending_n_ = 0;
 }
 
 std::size_t MerkleTree::fold() {
   if (!dirty_any_) return 0;
-  flush_pending();
-  const auto n = static_cast<std::size_t>(roaring_bitmap_get_cardinality(dirty_));
-  scratch_.resize(n);
-  roaring_bitmap_to_uint32_array(dirty_, scratch_.data());  // ascending
-  roaring_bitmap_clear(dirty_);
-  last_dirty_ = ~0u;
+  // The dirty leaves in ascending order, clearing the marks on the way.
+  scratch_.clear();
+  for (std::size_t sw = 0; sw < dirty_words_.size(); ++sw) {
+    for (std::uint64_t s = std::exchange(dirty_words_[sw], 0); s != 0; s &= s - 1) {
+      const std::size_t w = sw * 64 + static_cast<std::size_t>(std::countr_zero(s));
+      for (std::uint64_t d = std::exchange(dirty_[w], 0); d != 0; d &= d - 1) {
+        scratch_.push_back(static_cast<std::uint32_t>(w * 64 + std::countr_zero(d)));
+      }
+    }
+  }
   dirty_any_ = false;
+  const std::size_t n = scratch_.size();
   // scratch_ holds the dirty nodes of depth k, ascending and distinct; their parents are then
   // ascending too, so one pass per level dedups them.
   std::size_t live = n;
@@ -108,9 +99,8 @@ void MerkleTree::fold_all() {
       nodes_[parent_base + p].count = a.count + b.count;
     }
   }
-  if (dirty_) roaring_bitmap_clear(dirty_);
-  pending_n_ = 0;
-  last_dirty_ = ~0u;
+  std::fill(dirty_.begin(), dirty_.end(), 0);
+  std::fill(dirty_words_.begin(), dirty_words_.end(), 0);
   dirty_any_ = false;
 }
 
