@@ -928,8 +928,11 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   // while merging entry j, so up to kAhead entries' misses are in flight at once (a hash map's
   // roof is memory-level parallelism, machine-limits.md). The pipeline runs across the whole
   // batch, so callers should hand in everything they have (a reactor: all the entries of a
-  // loop turn's datagrams), not one datagram at a time.
-  constexpr std::size_t kAhead = 16;
+  // loop turn's datagrams), not one datagram at a time. Eight ahead, not sixteen: each entry
+  // prefetches four or five lines (slot, next slot, Merkle leaf, feed record), so sixteen
+  // entries ask for ~70 lines against ~22 miss buffers and the prefetch instructions themselves
+  // stall; with trees at their real depth eight kept more merges overlapped with misses.
+  constexpr std::size_t kAhead = 8;
   std::uint64_t hashes[kAhead];
   auto hash_and_prefetch = [&](std::size_t j) {
     const EntryView& e = in[j];
