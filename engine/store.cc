@@ -437,43 +437,30 @@ void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
   ++feed_head_;
 }
 
-// Word-at-a-time helpers for the inline payload, unrolled by a fall-through switch (n is at
-// most kPayloadWords): the generic loops cost ~4 instructions per word plus loop control, and a
-// 16-byte key + 64-byte value is 10 words per merge.
+// Word-at-a-time access to the inline payload: fn(i) for i = n-1 down to 0 (n is at most
+// kPayloadWords), unrolled by a fall-through switch. The generic loops cost ~4 instructions per
+// word plus loop control, and a 16-byte key + 64-byte value is 10 words per merge.
+template <typename Fn>
+[[gnu::always_inline]] inline void each_word(std::size_t n, Fn&& fn) {
+  static_assert(kPayloadWords == 10);
+  switch (n) {
+    case 10: fn(9); [[fallthrough]];
+    case 9: fn(8); [[fallthrough]];
+    case 8: fn(7); [[fallthrough]];
+    case 7: fn(6); [[fallthrough]];
+    case 6: fn(5); [[fallthrough]];
+    case 5: fn(4); [[fallthrough]];
+    case 4: fn(3); [[fallthrough]];
+    case 3: fn(2); [[fallthrough]];
+    case 2: fn(1); [[fallthrough]];
+    case 1: fn(0); [[fallthrough]];
+    default: break;
+  }
+}
 inline std::uint64_t load_word(const char* p) {
   std::uint64_t w;
   std::memcpy(&w, p, 8);
   return w;
-}
-// Nonzero when any of the first n words differs from src.
-[[gnu::always_inline]] inline std::uint64_t words_differ(const std::atomic<std::uint64_t>* w,
-                                                         const char* src, std::size_t n) {
-  static_assert(kPayloadWords == 10);
-  std::uint64_t d = 0;
-  switch (n) {
-#define RUMOR_CASE(i)                            \
-  case (i) + 1:                                  \
-    d |= ld(w[i]) ^ load_word(src + 8 * (i)); \
-    [[fallthrough]];
-    RUMOR_CASE(9) RUMOR_CASE(8) RUMOR_CASE(7) RUMOR_CASE(6) RUMOR_CASE(5)
-    RUMOR_CASE(4) RUMOR_CASE(3) RUMOR_CASE(2) RUMOR_CASE(1) RUMOR_CASE(0)
-#undef RUMOR_CASE
-    default: break;
-  }
-  return d;
-}
-[[gnu::always_inline]] inline void store_words(std::atomic<std::uint64_t>* w, const char* src,
-                                               std::size_t n) {
-  switch (n) {
-#define RUMOR_CASE(i)                   \
-  case (i) + 1:                         \
-    st(w[i], load_word(src + 8 * (i))); \
-    [[fallthrough]];
-    RUMOR_CASE(9) RUMOR_CASE(8) RUMOR_CASE(7) RUMOR_CASE(6) RUMOR_CASE(5)
-    RUMOR_CASE(4) RUMOR_CASE(3) RUMOR_CASE(2) RUMOR_CASE(1) RUMOR_CASE(0)
-#undef RUMOR_CASE
-    default: break;
-  }
 }
 
 // The common case of the merge path, small enough to inline into merge_batch: a newer (or
@@ -504,7 +491,10 @@ inline std::uint64_t load_word(const char* p) {
   if (meta_flags(m) != 0 || meta_key_len(m) != kl || (kl & 7) != 0 || kl + vl > kInlineBytes) {
     return false;
   }
-  if (words_differ(s.payload, e.key.data(), kl / 8)) return false;
+  const char* k = e.key.data();
+  std::uint64_t differ = 0;
+  each_word(kl / 8, [&](std::size_t i) { differ |= ld(s.payload[i]) ^ load_word(k + 8 * i); });
+  if (differ != 0) return false;
   const Version cur{ld(s.hlc), ld(s.node)};
   if (e.version <= cur) {
     bump(c_.merges_stale);
@@ -521,7 +511,7 @@ inline std::uint64_t load_word(const char* p) {
   st(s.meta, pack_meta(kl, vl, 0));
   st(s.aux, sync_epoch_);
   std::atomic<std::uint64_t>* dst = &s.payload[kl / 8];
-  store_words(dst, v, vl / 8);
+  each_word(vl / 8, [&](std::size_t i) { st(dst[i], load_word(v + 8 * i)); });
   if (vl & 7) {
     std::uint64_t w = 0;
     small_copy(reinterpret_cast<char*>(&w), v + (vl & ~std::size_t{7}), vl & 7);
@@ -941,12 +931,13 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
     const Shard& shard = *shards_[shard_of_hash(h)];
     const Table* t = shard.table_.load(std::memory_order_relaxed);
     if (t) {
-      const Slot* s = &t->slots[t->home(h)];
+      const std::uint64_t home = t->home(h);
+      const Slot* s = &t->slots[home];
       __builtin_prefetch(s, 1, 3);
       __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
       // And the next slot's first line: at the load factor the table keeps (3/8 to 3/4), about
       // half of all keys sit past their home slot, and that probe was a dependent miss.
-      __builtin_prefetch(&t->slots[(t->home(h) + 1) & t->mask], 1, 3);
+      __builtin_prefetch(&t->slots[(home + 1) & t->mask], 1, 3);
     }
     if (shard.tree_) __builtin_prefetch(shard.tree_->leaf_address(h), 1, 3);  // Merkle leaf
     // The change feed's next record: a shard's feed is written every ~64 merges at 64 shards,

@@ -51,7 +51,8 @@ TEST(MerkleTree, EmptyTreeIsZero) {
 }
 
 TEST(MerkleTree, IncrementalEqualsRebuildAfterRandomUpdates) {
-  for (std::uint32_t bits : {0u, 1u, 4u, 6u, 7u, 10u, 14u}) {  // 6+: several bitset words; 14: several summary words
+  // From 6 bits the dirty bitset has several words; at 14 its summary has several words too.
+  for (std::uint32_t bits : {0u, 1u, 4u, 6u, 7u, 10u, 14u}) {
     const std::uint64_t seed = 1000 + bits;
     std::mt19937_64 rng(seed);
     MerkleTree t(bits);
