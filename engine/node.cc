@@ -993,15 +993,9 @@ void NodeImpl::receive_counted(const Address& from, std::span<const std::byte> d
         apply_member(m, state_sync);
         break;
       }
-      case wire::MsgType::kEntry: {
-        wire::EntryMsg m;
-        if (!wire::decode(msg.body, limits_, &m)) {
-          malformed = true;
-          break;
-        }
-        merge_in.push_back(EntryView{m.key, m.value, m.version, m.tombstone});
+      case wire::MsgType::kEntry:
+        if (!take_entry(msg.body, merge_in)) malformed = true;
         break;
-      }
       case wire::MsgType::kJoin: {
         wire::Reader jr(msg.body);
         const std::uint8_t flags = jr.u8();

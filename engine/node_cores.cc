@@ -122,15 +122,9 @@ void NodeImpl::process_core(std::uint32_t c, const Address& from, const wire::He
   wire::Message msg;
   while (!malformed && wire::next_message(r, &msg)) {
     switch (msg.type) {
-      case wire::MsgType::kEntry: {
-        wire::EntryMsg m;
-        if (!wire::decode(msg.body, limits_, &m)) {
-          malformed = true;
-          break;
-        }
-        in.push_back(EntryView{m.key, m.value, m.version, m.tombstone});
+      case wire::MsgType::kEntry:
+        if (!take_entry(msg.body, in)) malformed = true;
         break;
-      }
       case wire::MsgType::kSyncRequest:
         handle_sync_request(c, from, h.shard, msg.body, out, /*answer_only=*/false);
         break;
@@ -179,6 +173,13 @@ void NodeImpl::split_foreign(std::uint32_t c, std::vector<EntryView>& in) {
     hand(c, o, std::move(m));
   }
   in.resize(keep);
+}
+
+bool NodeImpl::take_entry(std::span<const std::byte> body, std::vector<EntryView>& in) const {
+  wire::EntryMsg m;
+  if (!wire::decode(body, limits_, &m)) return false;
+  in.push_back(EntryView{m.key, m.value, m.version, m.tombstone});
+  return true;
 }
 
 void NodeImpl::merge_core(std::uint32_t c) {

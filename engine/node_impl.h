@@ -256,6 +256,8 @@ class NodeImpl {
   // Core c >= 1 reads plaintext only (encryption needs a single-core node): false, counted,
   // for a sealed frame or unknown flags.
   bool plaintext_frame(std::uint32_t c, std::span<const std::byte> datagram);
+  // Decodes an entry message into `in` (views into the datagram); false when it is malformed.
+  bool take_entry(std::span<const std::byte> body, std::vector<EntryView>& in) const;
   // Merges merge_in of core c (entries of c's shards) and counts the outcomes.
   void merge_core(std::uint32_t c);
   // Remote entries in `in` that core c does not own go to their owners; the rest stay.
