@@ -914,30 +914,43 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   std::uint64_t max_hlc = 0;
   std::uint64_t too_large = 0, invalid = 0, skewed = 0;
 
-  // Software pipeline: hash entry j + kAhead and prefetch both cache lines of its home slot
-  // while merging entry j, so up to kAhead entries' misses are in flight at once (a hash map's
-  // roof is memory-level parallelism, machine-limits.md). The pipeline runs across the whole
-  // batch, so callers should hand in everything they have (a reactor: all the entries of a
-  // loop turn's datagrams), not one datagram at a time. Eight ahead, not sixteen: each entry
-  // prefetches four or five lines (slot, next slot, Merkle leaf, feed record), so sixteen
-  // entries ask for ~70 lines against ~22 miss buffers and the prefetch instructions themselves
-  // stall; with trees at their real depth eight kept more merges overlapped with misses.
-  constexpr std::size_t kAhead = 8;
-  std::uint64_t hashes[kAhead];
-  auto hash_and_prefetch = [&](std::size_t j) {
+  // Software pipeline in two stages, so that up to a dozen entries' misses are in flight at
+  // once (a hash map's roof is memory-level parallelism, machine-limits.md):
+  //   stage A, kFar entries ahead: hash the key, prefetch the first line of its home slot;
+  //   stage B, kNear entries ahead: that line has arrived, so read the home slot's hash and
+  //     prefetch the lines the merge will touch: the second line of the home slot, or both lines
+  //     of the next slot when the key is not at home (about half of all keys at the table's
+  //     load factor, 3/8 to 3/4); plus the Merkle leaf and the change feed's next record.
+  // One stage prefetching everything (home, next slot, leaf, feed) fetched a line that half the
+  // keys never use, stalled on the next slot's value line for the other half, and at eight
+  // entries ahead asked for ~40 lines at the start of a batch against ~22 miss buffers (perf
+  // put a third of merge_batch's samples on the prefetch instructions and on the next slot's
+  // hash). In flight now: (kFar - kNear) first lines + kNear x ~4 lines, about the miss buffers.
+  // The pipeline runs across the whole batch, so callers should hand in everything they have (a
+  // reactor: all the entries of a loop turn's datagrams), not one datagram at a time.
+  constexpr std::size_t kFar = 12;
+  constexpr std::size_t kNear = 4;
+  std::uint64_t hashes[kFar];
+  auto stage_a = [&](std::size_t j) {
     const EntryView& e = in[j];
     const std::uint64_t h = e.key.empty() ? 1 : hash_key(e.key);
-    hashes[j % kAhead] = h;
+    hashes[j % kFar] = h;
+    const Shard& shard = *shards_[shard_of_hash(h)];
+    const Table* t = shard.table_.load(std::memory_order_relaxed);
+    if (t) __builtin_prefetch(&t->slots[t->home(h)], 1, 3);
+  };
+  auto stage_b = [&](std::size_t j) {
+    const std::uint64_t h = hashes[j % kFar];
     const Shard& shard = *shards_[shard_of_hash(h)];
     const Table* t = shard.table_.load(std::memory_order_relaxed);
     if (t) {
-      const std::uint64_t home = t->home(h);
-      const Slot* s = &t->slots[home];
-      __builtin_prefetch(s, 1, 3);
-      __builtin_prefetch(reinterpret_cast<const char*>(s) + kCacheLineBytes, 1, 3);
-      // And the next slot's first line: at the load factor the table keeps (3/8 to 3/4), about
-      // half of all keys sit past their home slot, and that probe was a dependent miss.
-      __builtin_prefetch(&t->slots[(home + 1) & t->mask], 1, 3);
+      std::uint64_t at = t->home(h);
+      const std::uint64_t home_hash = ld(t->slots[at].hash);
+      if (home_hash != h && home_hash != 0) {  // an empty home is where an insert goes
+        at = (at + 1) & t->mask;
+        __builtin_prefetch(&t->slots[at], 1, 3);
+      }
+      __builtin_prefetch(reinterpret_cast<const char*>(&t->slots[at]) + kCacheLineBytes, 1, 3);
     }
     if (shard.tree_) __builtin_prefetch(shard.tree_->leaf_address(h), 1, 3);  // Merkle leaf
     // The change feed's next record: a shard's feed is written every ~64 merges at 64 shards,
@@ -947,12 +960,14 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
     }
   };
   const std::size_t n = in.size();
-  for (std::size_t j = 0; j < n && j < kAhead; ++j) hash_and_prefetch(j);
+  for (std::size_t j = 0; j < n && j < kFar; ++j) stage_a(j);
+  for (std::size_t j = 0; j < n && j < kNear; ++j) stage_b(j);
   for (std::size_t j = 0; j < n; ++j) {
     const EntryView& e = in[j];
     MergeOutcome& o = out[j];
-    const std::uint64_t h = hashes[j % kAhead];
-    if (j + kAhead < n) hash_and_prefetch(j + kAhead);
+    const std::uint64_t h = hashes[j % kFar];
+    if (j + kFar < n) stage_a(j + kFar);
+    if (j + kNear < n) stage_b(j + kNear);
     if (e.key.empty() || e.version.is_zero()) {
       ++invalid;
       o = MergeOutcome::kRefused;
