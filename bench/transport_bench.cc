@@ -9,11 +9,14 @@
 //
 //   build/release/bench/rumor-bench --benchmark_filter=transport
 #include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -64,6 +67,45 @@ bool receiver_should_stop(const RxShared& rx, std::uint64_t delivered, std::uint
 
 Address loopback_any_port() { return Address::ipv4(0x7f000001, 0); }
 
+// Pins the calling thread to the `which`-th CPU (0 or 1) the process may run on, for as long as
+// it lives, as rumor's reactors pin one thread per core. Every path runs its sender on the first
+// CPU and its receiver on the second. Unpinned, the scheduler's wake-affine logic now and then
+// pulled the receiver onto the sender's CPU, where the two shared one core for a while: a trial's
+// rate then depended on that luck more than on the path. With fewer than two CPUs, or with
+// RUMOR_BENCH_PIN=0 in the environment (to see the unpinned figures), no pinning.
+class PinToCpu {
+ public:
+  explicit PinToCpu(int which) {
+    if (const char* env = std::getenv("RUMOR_BENCH_PIN"); env && std::strcmp(env, "0") == 0) return;
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (pthread_getaffinity_np(pthread_self(), sizeof(allowed), &allowed) != 0) return;
+    int seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (!CPU_ISSET(cpu, &allowed)) continue;
+      if (seen++ != which) continue;
+      if (CPU_COUNT(&allowed) < 2) return;
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0) {
+        saved_ = allowed;
+        pinned_ = true;
+      }
+      return;
+    }
+  }
+  ~PinToCpu() {
+    if (pinned_) (void)pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_);
+  }
+  PinToCpu(const PinToCpu&) = delete;
+  PinToCpu& operator=(const PinToCpu&) = delete;
+
+ private:
+  cpu_set_t saved_{};
+  bool pinned_ = false;
+};
+
 // ---- Transport-based paths (uring, mmsg, gso) ----
 
 using Opener = std::function<Result<std::unique_ptr<Transport>>(const TransportConfig&)>;
@@ -106,7 +148,9 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   RxShared shared;
 
   // The receiver binds to its own thread (io_uring's single issuer is the first poller).
+  const PinToCpu sender_cpu(0);
   std::thread rx_thread([&] {
+    const PinToCpu receiver_cpu(1);
     std::vector<Datagram> batch(kRecvBatch);
     std::uint64_t delivered = 0;
     std::uint64_t last_ns = monotonic_ns();
@@ -199,7 +243,9 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
   timeval tv{0, 10'000};  // recvfrom wakes up every 10 ms to check for the end
   setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   RxShared shared;
+  const PinToCpu sender_cpu(0);
   std::thread rx_thread([&] {
+    const PinToCpu receiver_cpu(1);
     std::vector<std::byte> buf(65536);
     std::uint64_t delivered = 0;
     std::uint64_t last_ns = monotonic_ns();
