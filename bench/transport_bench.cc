@@ -80,11 +80,10 @@ class PinToCpu {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
     if (pthread_getaffinity_np(pthread_self(), sizeof(allowed), &allowed) != 0) return;
+    if (CPU_COUNT(&allowed) < 2) return;
     int seen = 0;
     for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-      if (!CPU_ISSET(cpu, &allowed)) continue;
-      if (seen++ != which) continue;
-      if (CPU_COUNT(&allowed) < 2) return;
+      if (!CPU_ISSET(cpu, &allowed) || seen++ != which) continue;
       cpu_set_t one;
       CPU_ZERO(&one);
       CPU_SET(cpu, &one);
