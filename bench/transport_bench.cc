@@ -69,10 +69,10 @@ Address loopback_any_port() { return Address::ipv4(0x7f000001, 0); }
 
 // Pins the calling thread to the `which`-th CPU (0 or 1) the process may run on, for as long as
 // it lives, as rumor's reactors pin one thread per core. Every path runs its sender on the first
-// CPU and its receiver on the second. Unpinned, the scheduler's wake-affine logic now and then
-// pulled the receiver onto the sender's CPU, where the two shared one core for a while: a trial's
-// rate then depended on that luck more than on the path. With fewer than two CPUs, or with
-// RUMOR_BENCH_PIN=0 in the environment (to see the unpinned figures), no pinning.
+// CPU and its receiver on the second. Unpinned, the scheduler's placement moved the per-datagram
+// paths' rates by up to 2x between runs (sendmmsg most: see docs/transport.md), so a comparison
+// measured placement more than the path. With fewer than two CPUs, or with RUMOR_BENCH_PIN=0 in
+// the environment (to see the unpinned figures), no pinning.
 class PinToCpu {
  public:
   explicit PinToCpu(int which) {
