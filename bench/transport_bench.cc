@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/affinity.h"
 #include "base/clock.h"
 #include "io/mmsg_transport.h"
 #include "io/uring_transport.h"
@@ -81,18 +82,8 @@ class PinToCpu {
     CPU_ZERO(&allowed);
     if (pthread_getaffinity_np(pthread_self(), sizeof(allowed), &allowed) != 0) return;
     if (CPU_COUNT(&allowed) < 2) return;
-    int seen = 0;
-    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-      if (!CPU_ISSET(cpu, &allowed) || seen++ != which) continue;
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(cpu, &one);
-      if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0) {
-        saved_ = allowed;
-        pinned_ = true;
-      }
-      return;
-    }
+    saved_ = allowed;
+    pinned_ = pin_current_thread(-1, static_cast<std::uint32_t>(which)).pinned;
   }
   ~PinToCpu() {
     if (pinned_) (void)pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_);

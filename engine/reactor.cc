@@ -3,7 +3,6 @@
 #include "rumor/reactor.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "base/affinity.h"
 #include "base/assert.h"
 #include "engine/reactor.h"
 #include "io/steering.h"
@@ -71,42 +71,6 @@ Status probe_exclusive_bind(const Address& addr) {
   ::close(fd);
   if (rc != 0) return io::errno_status("bind " + addr.to_string(), err);
   return Status::ok();
-}
-
-// Pins the calling thread to `cpu`, or (cpu < 0) to the nth CPU this process may run on.
-// Returns a note for the log either way.
-std::string pin_current_thread(int cpu, std::uint32_t nth) {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
-    return std::string("not pinned: sched_getaffinity: ") + std::strerror(errno);
-  }
-  int chosen = -1;
-  if (cpu < 0) {
-    // The nth allowed CPU, wrapping when there are fewer CPUs than cores.
-    const int count = CPU_COUNT(&allowed);
-    if (count == 0) return "not pinned: empty affinity mask";
-    int want = static_cast<int>(nth % static_cast<std::uint32_t>(count));
-    for (int i = 0; i < CPU_SETSIZE; ++i) {
-      if (CPU_ISSET(i, &allowed) && want-- == 0) {
-        chosen = i;
-        break;
-      }
-    }
-  } else if (cpu < CPU_SETSIZE && CPU_ISSET(cpu, &allowed)) {
-    chosen = cpu;
-  } else {
-    return "not pinned: CPU " + std::to_string(cpu) + " is not in this process's affinity mask";
-  }
-  if (chosen < 0) return "not pinned: empty affinity mask";
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(chosen, &one);
-  if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) != 0) {
-    // EPERM (a restricted container) or EINVAL (a cpuset changed under us): run unpinned.
-    return std::string("not pinned: sched_setaffinity: ") + std::strerror(errno);
-  }
-  return "pinned to CPU " + std::to_string(chosen);
 }
 
 }  // namespace
@@ -247,7 +211,8 @@ Status Reactor::start(Node& node, TimeSource& time) {
       if (!impl->config.pin) {
         core->pin_note = "not pinned (disabled)";
       } else {
-        core->pin_note = pin_current_thread(impl->config.cpu < 0 ? -1 : impl->config.cpu + static_cast<int>(k), k);
+        const int cpu = impl->config.cpu < 0 ? -1 : impl->config.cpu + static_cast<int>(k);
+        core->pin_note = pin_current_thread(cpu, k).note;
       }
       // Release: pin_note is written before start() returns it.
       core->started.store(1, std::memory_order_release);

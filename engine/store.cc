@@ -925,7 +925,8 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   // keys never use, stalled on the next slot's value line for the other half, and at eight
   // entries ahead asked for ~40 lines at the start of a batch against ~22 miss buffers (perf
   // put two fifths of merge_batch's samples on the prefetch instructions and on the next
-  // slot's hash). In flight now: (kFar - kNear) first lines + kNear x ~4 lines, about the miss buffers.
+  // slot's hash). In flight now: (kFar - kNear) first lines + kNear x ~4 lines, about the
+  // miss buffers.
   // The pipeline runs across the whole batch, so callers should hand in everything they have (a
   // reactor: all the entries of a loop turn's datagrams), not one datagram at a time.
   constexpr std::size_t kFar = 12;
