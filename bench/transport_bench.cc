@@ -138,7 +138,6 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   RxShared shared;
 
   // The receiver binds to its own thread (io_uring's single issuer is the first poller).
-  const PinToCpu sender_cpu(0);
   std::thread rx_thread([&] {
     const PinToCpu receiver_cpu(1);
     std::vector<Datagram> batch(kRecvBatch);
@@ -158,6 +157,9 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
     shared.last_ns = last_ns;
   });
 
+  // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
+  // with the sender's one CPU as all it may use.
+  const PinToCpu sender_cpu(0);
   const std::uint32_t batch_size = gso ? kGsoBatch : kBatch;
   std::vector<Datagram> batch(batch_size);
   std::uint64_t sent = 0;
@@ -233,7 +235,6 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
   timeval tv{0, 10'000};  // recvfrom wakes up every 10 ms to check for the end
   setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   RxShared shared;
-  const PinToCpu sender_cpu(0);
   std::thread rx_thread([&] {
     const PinToCpu receiver_cpu(1);
     std::vector<std::byte> buf(65536);
@@ -253,6 +254,9 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
     shared.delivered = delivered;
     shared.last_ns = last_ns;
   });
+  // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
+  // with the sender's one CPU as all it may use.
+  const PinToCpu sender_cpu(0);
   std::vector<std::byte> payload(bytes, std::byte{0x5a});
   std::uint64_t sent = 0;
   const std::uint64_t start = monotonic_ns();
