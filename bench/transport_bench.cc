@@ -70,10 +70,11 @@ Address loopback_any_port() { return Address::ipv4(0x7f000001, 0); }
 
 // Pins the calling thread to the `which`-th CPU (0 or 1) the process may run on, for as long as
 // it lives, as rumor's reactors pin one thread per core. Every path runs its sender on the first
-// CPU and its receiver on the second. Unpinned, the scheduler's placement moved the per-datagram
-// paths' rates by up to 2x between runs (sendmmsg most: see docs/transport.md), so a comparison
-// measured placement more than the path. With fewer than two CPUs, or with RUMOR_BENCH_PIN=0 in
-// the environment (to see the unpinned figures), no pinning.
+// CPU and its receiver on the second, so every path is measured in the same, known placement
+// (sharing one CPU instead changes the io_uring/sendmmsg comparison: see docs/transport.md).
+// Pin the sender only after starting the receiver: a thread inherits its creator's affinity.
+// With fewer than two CPUs, or with RUMOR_BENCH_PIN=0 in the environment (to see the unpinned
+// figures), no pinning.
 class PinToCpu {
  public:
   explicit PinToCpu(int which) {
