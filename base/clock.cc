@@ -1,6 +1,8 @@
 // The only file in rumor that reads a clock (STYLE.md: sans-I/O core).
 #include "base/clock.h"
 
+#include <time.h>
+
 #include <chrono>
 
 namespace rumor {
@@ -15,6 +17,13 @@ std::uint64_t monotonic_ns() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                         std::chrono::steady_clock::now().time_since_epoch())
                                         .count());
+}
+
+std::uint64_t thread_cpu_ns() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 }  // namespace rumor

@@ -19,6 +19,10 @@ class SystemTimeSource final : public TimeSource {
 // Monotonic nanoseconds for measuring intervals in tools (never for versions).
 std::uint64_t monotonic_ns();
 
+// CPU time the calling thread has used, in nanoseconds (user and system, the kernel work it does
+// in its own system calls included), for tools that report CPU per operation.
+std::uint64_t thread_cpu_ns();
+
 // A manual clock for tests and the simulator.
 class ManualTimeSource final : public TimeSource {
  public:

@@ -50,6 +50,8 @@ struct Trial {
   std::uint64_t rx_no_buffer = 0;  // receiver ran out of buffers (back-pressure)
   std::uint64_t tx_no_buffer = 0;  // sender found its pool empty and had to wait
   std::uint64_t tx_pool_waits = 0;  // sender polled for completed sends (its pool was empty)
+  std::uint64_t tx_cpu_ns = 0;  // CPU time of the sending thread while it sent
+  std::uint64_t rx_cpu_ns = 0;  // CPU time of the receiving thread, start to stop
 };
 
 // What the receiving thread reports.
@@ -58,6 +60,7 @@ struct RxShared {
   std::atomic<std::uint64_t> sent_total{0};
   std::uint64_t delivered = 0;  // written by the receiver, read after join
   std::uint64_t last_ns = 0;
+  std::uint64_t cpu_ns = 0;
 };
 
 bool receiver_should_stop(const RxShared& rx, std::uint64_t delivered, std::uint64_t last_ns) {
@@ -141,6 +144,7 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   // The receiver binds to its own thread (io_uring's single issuer is the first poller).
   std::thread rx_thread([&] {
     const PinToCpu receiver_cpu(1);
+    const std::uint64_t cpu_start = thread_cpu_ns();
     std::vector<Datagram> batch(kRecvBatch);
     std::uint64_t delivered = 0;
     std::uint64_t last_ns = monotonic_ns();
@@ -156,6 +160,7 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
     }
     shared.delivered = delivered;
     shared.last_ns = last_ns;
+    shared.cpu_ns = thread_cpu_ns() - cpu_start;
   });
 
   // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
@@ -164,6 +169,7 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   const std::uint32_t batch_size = gso ? kGsoBatch : kBatch;
   std::vector<Datagram> batch(batch_size);
   std::uint64_t sent = 0;
+  const std::uint64_t cpu_start = thread_cpu_ns();
   const std::uint64_t start = monotonic_ns();
   while (monotonic_ns() - start < kTrialNs) {
     const std::size_t n = sender.acquire(batch);
@@ -187,6 +193,7 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   for (int i = 0; i < 100 && sender.counters().datagrams_sent < sent; ++i) {
     (void)sender.poll(1'000'000, 1);
   }
+  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
   shared.sent_total.store(sender.counters().datagrams_sent, std::memory_order_relaxed);
   shared.sender_done.store(true, std::memory_order_release);
   rx_thread.join();
@@ -196,6 +203,7 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   trial->rx_no_buffer = receiver.counters().rx_no_buffer;
   trial->tx_no_buffer = sender.counters().tx_no_buffer;
   trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
+  trial->rx_cpu_ns = shared.cpu_ns;
   return true;
 }
 
@@ -238,6 +246,7 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
   RxShared shared;
   std::thread rx_thread([&] {
     const PinToCpu receiver_cpu(1);
+    const std::uint64_t cpu_start = thread_cpu_ns();
     std::vector<std::byte> buf(65536);
     std::uint64_t delivered = 0;
     std::uint64_t last_ns = monotonic_ns();
@@ -254,12 +263,14 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
     }
     shared.delivered = delivered;
     shared.last_ns = last_ns;
+    shared.cpu_ns = thread_cpu_ns() - cpu_start;
   });
   // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
   // with the sender's one CPU as all it may use.
   const PinToCpu sender_cpu(0);
   std::vector<std::byte> payload(bytes, std::byte{0x5a});
   std::uint64_t sent = 0;
+  const std::uint64_t cpu_start = thread_cpu_ns();
   const std::uint64_t start = monotonic_ns();
   while (monotonic_ns() - start < kTrialNs) {
     // Check the clock every 64 datagrams, as the batched paths do per batch.
@@ -271,6 +282,7 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
       }
     }
   }
+  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
   shared.sent_total.store(sent, std::memory_order_relaxed);
   shared.sender_done.store(true, std::memory_order_release);
   rx_thread.join();
@@ -279,6 +291,7 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
   trial->sent = sent;
   trial->delivered = shared.delivered;
   trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
+  trial->rx_cpu_ns = shared.cpu_ns;
   return true;
 }
 
@@ -310,6 +323,8 @@ void BM_pps(benchmark::State& state, Path path) {
     total.rx_no_buffer += t.rx_no_buffer;
     total.tx_no_buffer += t.tx_no_buffer;
     total.tx_pool_waits += t.tx_pool_waits;
+    total.tx_cpu_ns += t.tx_cpu_ns;
+    total.rx_cpu_ns += t.rx_cpu_ns;
   }
   const double seconds = static_cast<double>(total.ns) / 1e9;
   // Delivered datagrams per second of wall time: the honest rate, whatever the sender managed.
@@ -322,6 +337,12 @@ void BM_pps(benchmark::State& state, Path path) {
   state.counters["rx_no_buffer"] = static_cast<double>(total.rx_no_buffer);
   state.counters["tx_no_buffer"] = static_cast<double>(total.tx_no_buffer);
   state.counters["tx_pool_waits"] = static_cast<double>(total.tx_pool_waits);
+  // CPU nanoseconds each thread spent per delivered datagram. On loopback the sender's system
+  // calls also run the receive path's softirq; the receiver's figure is what taking datagrams off
+  // the socket costs, which is where io_uring's batched completions show.
+  const double delivered = total.delivered == 0 ? 1.0 : static_cast<double>(total.delivered);
+  state.counters["tx_cpu_ns"] = static_cast<double>(total.tx_cpu_ns) / delivered;
+  state.counters["rx_cpu_ns"] = static_cast<double>(total.rx_cpu_ns) / delivered;
 }
 
 BENCHMARK_CAPTURE(BM_pps, uring, Path::kUring)->Name("transport/pps/uring")->Arg(64)->Arg(1200);
