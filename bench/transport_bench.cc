@@ -7,8 +7,13 @@
 // arrived (receive-queue overflow when the receiver falls behind). Both are set as counters
 // directly, so the benchmark names stay exactly transport/pps/<path>/<bytes>.
 //
+// transport/kernel/{uring,mmsg}/<bytes> leave rumor's transports out: the bare system calls, a
+// busy-polling recvmmsg receiver for both (so the sender never pays for a wake-up), to show what
+// the kernel's own send paths cost next to each other (docs/transport.md).
+//
 //   build/release/bench/rumor-bench --benchmark_filter=transport
 #include <benchmark/benchmark.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -295,9 +300,139 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
   return true;
 }
 
+// ---- The kernel's send paths alone ----
+// No rumor code on either side: io_uring IORING_OP_SEND (single issuer, deferred task running,
+// a registered file, the address in the SQE) or sendmmsg, kBatch datagrams per system call, to a
+// receiver that busy-polls recvmmsg, which never sleeps, so no wake-up is charged to the sender.
+
+bool kernel_uring_sender(int fd, const Address& dest, std::uint32_t bytes, std::uint64_t* sent,
+                         std::string* error) {
+  io_uring ring;
+  io_uring_params p{};
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+  if (const int e = io_uring_queue_init_params(2 * kBatch, &ring, &p); e != 0) {
+    *error = std::string("io_uring_queue_init: ") + std::strerror(-e);
+    return false;
+  }
+  const bool fixed = io_uring_register_files(&ring, &fd, 1) == 0;
+  std::vector<std::byte> pool(static_cast<std::size_t>(kBatch) * bytes, std::byte{0x5a});
+  const std::uint64_t start = monotonic_ns();
+  bool ok = true;
+  while (ok && monotonic_ns() - start < kTrialNs) {
+    for (std::uint32_t i = 0; i < kBatch; ++i) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      std::byte* payload = pool.data() + static_cast<std::size_t>(i) * bytes;
+      std::memcpy(payload, sent, sizeof(*sent));
+      io_uring_prep_send(sqe, fixed ? 0 : fd, payload, bytes, 0);
+      io_uring_prep_send_set_addr(sqe, dest.sockaddr_ptr(),
+                                  static_cast<std::uint16_t>(dest.sockaddr_len()));
+      if (fixed) sqe->flags |= IOSQE_FIXED_FILE;
+    }
+    // Every send completes inside this call (UDP on loopback never waits for buffer space here:
+    // the socket buffer is 8 MiB and loopback frees it at once); wait for all of them anyway.
+    if (const int r = io_uring_submit_and_wait(&ring, kBatch); r < 0) {
+      *error = std::string("io_uring_submit_and_wait: ") + std::strerror(-r);
+      ok = false;
+    }
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      if (cqe->res >= 0) ++*sent;
+      ++seen;
+    }
+    io_uring_cq_advance(&ring, seen);
+  }
+  io_uring_queue_exit(&ring);
+  return ok;
+}
+
+void kernel_mmsg_sender(int fd, const Address& dest, std::uint32_t bytes, std::uint64_t* sent) {
+  std::vector<std::byte> pool(static_cast<std::size_t>(kBatch) * bytes, std::byte{0x5a});
+  std::vector<mmsghdr> hdrs(kBatch);
+  std::vector<iovec> iovs(kBatch);
+  const std::uint64_t start = monotonic_ns();
+  while (monotonic_ns() - start < kTrialNs) {
+    for (std::uint32_t i = 0; i < kBatch; ++i) {
+      std::byte* payload = pool.data() + static_cast<std::size_t>(i) * bytes;
+      std::memcpy(payload, sent, sizeof(*sent));
+      iovs[i] = iovec{payload, bytes};
+      hdrs[i] = mmsghdr{};
+      hdrs[i].msg_hdr.msg_name = const_cast<sockaddr*>(dest.sockaddr_ptr());
+      hdrs[i].msg_hdr.msg_namelen = dest.sockaddr_len();
+      hdrs[i].msg_hdr.msg_iov = &iovs[i];
+      hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int r = sendmmsg(fd, hdrs.data(), kBatch, MSG_DONTWAIT);
+    if (r > 0) *sent += static_cast<std::uint64_t>(r);
+  }
+}
+
+bool run_kernel_trial(bool uring, std::uint32_t bytes, Trial* trial, std::string* error) {
+  Address tx_addr, rx_addr;
+  const int tx = plain_socket(&tx_addr);
+  const int rx = plain_socket(&rx_addr);
+  if (tx < 0 || rx < 0) {
+    *error = std::string("socket: ") + std::strerror(errno);
+    if (tx >= 0) close(tx);
+    if (rx >= 0) close(rx);
+    return false;
+  }
+  RxShared shared;
+  std::thread rx_thread([&] {
+    const PinToCpu receiver_cpu(1);
+    const std::uint64_t cpu_start = thread_cpu_ns();
+    constexpr std::uint32_t kSlots = 256;
+    constexpr std::uint32_t kSlotBytes = 2048;
+    std::vector<std::byte> buf(static_cast<std::size_t>(kSlots) * kSlotBytes);
+    std::vector<mmsghdr> hdrs(kSlots);
+    std::vector<iovec> iovs(kSlots);
+    std::uint64_t delivered = 0;
+    std::uint64_t last_ns = monotonic_ns();
+    for (;;) {
+      for (std::uint32_t i = 0; i < kSlots; ++i) {
+        iovs[i] = iovec{buf.data() + static_cast<std::size_t>(i) * kSlotBytes, kSlotBytes};
+        hdrs[i] = mmsghdr{};
+        hdrs[i].msg_hdr.msg_iov = &iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+      }
+      const int r = recvmmsg(rx, hdrs.data(), kSlots, MSG_DONTWAIT, nullptr);
+      if (r > 0) {
+        delivered += static_cast<std::uint64_t>(r);
+        last_ns = monotonic_ns();
+      }
+      if (receiver_should_stop(shared, delivered, last_ns)) break;
+    }
+    shared.delivered = delivered;
+    shared.last_ns = last_ns;
+    shared.cpu_ns = thread_cpu_ns() - cpu_start;
+  });
+  const PinToCpu sender_cpu(0);  // after the receiver started: see run_transport_trial
+  std::uint64_t sent = 0;
+  const std::uint64_t cpu_start = thread_cpu_ns();
+  const std::uint64_t start = monotonic_ns();
+  bool ok = true;
+  if (uring) {
+    ok = kernel_uring_sender(tx, rx_addr, bytes, &sent, error);
+  } else {
+    kernel_mmsg_sender(tx, rx_addr, bytes, &sent);
+  }
+  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
+  shared.sent_total.store(sent, std::memory_order_relaxed);
+  shared.sender_done.store(true, std::memory_order_release);
+  rx_thread.join();
+  close(tx);
+  close(rx);
+  trial->sent = sent;
+  trial->delivered = shared.delivered;
+  trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
+  trial->rx_cpu_ns = shared.cpu_ns;
+  return ok;
+}
+
 // ---- Registration ----
 
-enum class Path { kUring, kMmsg, kPlain, kGso };
+enum class Path { kUring, kMmsg, kPlain, kGso, kKernelUring, kKernelMmsg };
 
 void BM_pps(benchmark::State& state, Path path) {
   const auto bytes = static_cast<std::uint32_t>(state.range(0));
@@ -311,6 +446,8 @@ void BM_pps(benchmark::State& state, Path path) {
       case Path::kMmsg: ok = run_transport_trial(open_mmsg, false, bytes, &t, &error); break;
       case Path::kGso: ok = run_transport_trial(open_uring, true, bytes, &t, &error); break;
       case Path::kPlain: ok = run_plain_trial(bytes, &t, &error); break;
+      case Path::kKernelUring: ok = run_kernel_trial(true, bytes, &t, &error); break;
+      case Path::kKernelMmsg: ok = run_kernel_trial(false, bytes, &t, &error); break;
     }
     if (!ok) {
       state.SkipWithError(error.c_str());
@@ -349,6 +486,14 @@ BENCHMARK_CAPTURE(BM_pps, uring, Path::kUring)->Name("transport/pps/uring")->Arg
 BENCHMARK_CAPTURE(BM_pps, mmsg, Path::kMmsg)->Name("transport/pps/mmsg")->Arg(64)->Arg(1200);
 BENCHMARK_CAPTURE(BM_pps, plain, Path::kPlain)->Name("transport/pps/plain")->Arg(64)->Arg(1200);
 BENCHMARK_CAPTURE(BM_pps, gso, Path::kGso)->Name("transport/pps/gso")->Arg(64)->Arg(1200);
+BENCHMARK_CAPTURE(BM_pps, kernel_uring, Path::kKernelUring)
+    ->Name("transport/kernel/uring")
+    ->Arg(64)
+    ->Arg(1200);
+BENCHMARK_CAPTURE(BM_pps, kernel_mmsg, Path::kKernelMmsg)
+    ->Name("transport/kernel/mmsg")
+    ->Arg(64)
+    ->Arg(1200);
 
 }  // namespace
 }  // namespace rumor
