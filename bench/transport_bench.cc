@@ -236,7 +236,16 @@ int plain_socket(Address* bound) {
   return fd;
 }
 
-bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
+// Counts what one receiving socket gets until receiver_should_stop; sets delivered and last_ns.
+using SocketReceiver = std::function<void(int fd, RxShared& shared)>;
+// Sends flat out for kTrialNs, counting what the kernel accepted; false (with error) on failure.
+using SocketSender =
+    std::function<bool(int fd, const Address& dest, std::uint64_t* sent, std::string* error)>;
+
+// The plain and kernel paths: two bare loopback sockets, `receive` on a thread pinned to the
+// second CPU and `send` on the calling thread, pinned to the first.
+bool run_socket_trial(const SocketReceiver& receive, const SocketSender& send, Trial* trial,
+                      std::string* error) {
   Address tx_addr, rx_addr;
   const int tx = plain_socket(&tx_addr);
   const int rx = plain_socket(&rx_addr);
@@ -246,47 +255,20 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
     if (rx >= 0) close(rx);
     return false;
   }
-  timeval tv{0, 10'000};  // recvfrom wakes up every 10 ms to check for the end
-  setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   RxShared shared;
   std::thread rx_thread([&] {
     const PinToCpu receiver_cpu(1);
     const std::uint64_t cpu_start = thread_cpu_ns();
-    std::vector<std::byte> buf(65536);
-    std::uint64_t delivered = 0;
-    std::uint64_t last_ns = monotonic_ns();
-    for (;;) {
-      sockaddr_in6 from{};
-      socklen_t from_len = sizeof(from);
-      const ssize_t r = recvfrom(rx, buf.data(), buf.size(), 0,
-                                 reinterpret_cast<sockaddr*>(&from), &from_len);
-      if (r >= 0) {
-        ++delivered;
-        last_ns = monotonic_ns();
-      }
-      if (receiver_should_stop(shared, delivered, last_ns)) break;
-    }
-    shared.delivered = delivered;
-    shared.last_ns = last_ns;
+    receive(rx, shared);
     shared.cpu_ns = thread_cpu_ns() - cpu_start;
   });
   // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
   // with the sender's one CPU as all it may use.
   const PinToCpu sender_cpu(0);
-  std::vector<std::byte> payload(bytes, std::byte{0x5a});
   std::uint64_t sent = 0;
   const std::uint64_t cpu_start = thread_cpu_ns();
   const std::uint64_t start = monotonic_ns();
-  while (monotonic_ns() - start < kTrialNs) {
-    // Check the clock every 64 datagrams, as the batched paths do per batch.
-    for (std::uint32_t i = 0; i < kBatch; ++i) {
-      std::memcpy(payload.data(), &sent, sizeof(sent));
-      if (sendto(tx, payload.data(), bytes, 0, rx_addr.sockaddr_ptr(), rx_addr.sockaddr_len()) ==
-          static_cast<ssize_t>(bytes)) {
-        ++sent;
-      }
-    }
-  }
+  const bool ok = send(tx, rx_addr, &sent, error);
   trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
   shared.sent_total.store(sent, std::memory_order_relaxed);
   shared.sender_done.store(true, std::memory_order_release);
@@ -297,7 +279,53 @@ bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
   trial->delivered = shared.delivered;
   trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
   trial->rx_cpu_ns = shared.cpu_ns;
+  return ok;
+}
+
+void plain_receiver(int fd, RxShared& shared) {
+  timeval tv{0, 10'000};  // recvfrom wakes up every 10 ms to check for the end
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::vector<std::byte> buf(65536);
+  std::uint64_t delivered = 0;
+  std::uint64_t last_ns = monotonic_ns();
+  for (;;) {
+    sockaddr_in6 from{};
+    socklen_t from_len = sizeof(from);
+    const ssize_t r =
+        recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+    if (r >= 0) {
+      ++delivered;
+      last_ns = monotonic_ns();
+    }
+    if (receiver_should_stop(shared, delivered, last_ns)) break;
+  }
+  shared.delivered = delivered;
+  shared.last_ns = last_ns;
+}
+
+bool plain_sender(int fd, const Address& dest, std::uint32_t bytes, std::uint64_t* sent) {
+  std::vector<std::byte> payload(bytes, std::byte{0x5a});
+  const std::uint64_t start = monotonic_ns();
+  while (monotonic_ns() - start < kTrialNs) {
+    // Check the clock every 64 datagrams, as the batched paths do per batch.
+    for (std::uint32_t i = 0; i < kBatch; ++i) {
+      std::memcpy(payload.data(), sent, sizeof(*sent));
+      if (sendto(fd, payload.data(), bytes, 0, dest.sockaddr_ptr(), dest.sockaddr_len()) ==
+          static_cast<ssize_t>(bytes)) {
+        ++*sent;
+      }
+    }
+  }
   return true;
+}
+
+bool run_plain_trial(std::uint32_t bytes, Trial* trial, std::string* error) {
+  return run_socket_trial(
+      plain_receiver,
+      [bytes](int fd, const Address& dest, std::uint64_t* sent, std::string*) {
+        return plain_sender(fd, dest, bytes, sent);
+      },
+      trial, error);
 }
 
 // ---- The kernel's send paths alone ----
@@ -368,66 +396,42 @@ void kernel_mmsg_sender(int fd, const Address& dest, std::uint32_t bytes, std::u
   }
 }
 
-bool run_kernel_trial(bool uring, std::uint32_t bytes, Trial* trial, std::string* error) {
-  Address tx_addr, rx_addr;
-  const int tx = plain_socket(&tx_addr);
-  const int rx = plain_socket(&rx_addr);
-  if (tx < 0 || rx < 0) {
-    *error = std::string("socket: ") + std::strerror(errno);
-    if (tx >= 0) close(tx);
-    if (rx >= 0) close(rx);
-    return false;
-  }
-  RxShared shared;
-  std::thread rx_thread([&] {
-    const PinToCpu receiver_cpu(1);
-    const std::uint64_t cpu_start = thread_cpu_ns();
-    constexpr std::uint32_t kSlots = 256;
-    constexpr std::uint32_t kSlotBytes = 2048;
-    std::vector<std::byte> buf(static_cast<std::size_t>(kSlots) * kSlotBytes);
-    std::vector<mmsghdr> hdrs(kSlots);
-    std::vector<iovec> iovs(kSlots);
-    std::uint64_t delivered = 0;
-    std::uint64_t last_ns = monotonic_ns();
-    for (;;) {
-      for (std::uint32_t i = 0; i < kSlots; ++i) {
-        iovs[i] = iovec{buf.data() + static_cast<std::size_t>(i) * kSlotBytes, kSlotBytes};
-        hdrs[i] = mmsghdr{};
-        hdrs[i].msg_hdr.msg_iov = &iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-      }
-      const int r = recvmmsg(rx, hdrs.data(), kSlots, MSG_DONTWAIT, nullptr);
-      if (r > 0) {
-        delivered += static_cast<std::uint64_t>(r);
-        last_ns = monotonic_ns();
-      }
-      if (receiver_should_stop(shared, delivered, last_ns)) break;
+// Busy-polls recvmmsg: never sleeps, so the sender is never charged for waking it.
+void busy_mmsg_receiver(int fd, RxShared& shared) {
+  constexpr std::uint32_t kSlots = 256;
+  constexpr std::uint32_t kSlotBytes = 2048;
+  std::vector<std::byte> buf(static_cast<std::size_t>(kSlots) * kSlotBytes);
+  std::vector<mmsghdr> hdrs(kSlots);
+  std::vector<iovec> iovs(kSlots);
+  std::uint64_t delivered = 0;
+  std::uint64_t last_ns = monotonic_ns();
+  for (;;) {
+    for (std::uint32_t i = 0; i < kSlots; ++i) {
+      iovs[i] = iovec{buf.data() + static_cast<std::size_t>(i) * kSlotBytes, kSlotBytes};
+      hdrs[i] = mmsghdr{};
+      hdrs[i].msg_hdr.msg_iov = &iovs[i];
+      hdrs[i].msg_hdr.msg_iovlen = 1;
     }
-    shared.delivered = delivered;
-    shared.last_ns = last_ns;
-    shared.cpu_ns = thread_cpu_ns() - cpu_start;
-  });
-  const PinToCpu sender_cpu(0);  // after the receiver started: see run_transport_trial
-  std::uint64_t sent = 0;
-  const std::uint64_t cpu_start = thread_cpu_ns();
-  const std::uint64_t start = monotonic_ns();
-  bool ok = true;
-  if (uring) {
-    ok = kernel_uring_sender(tx, rx_addr, bytes, &sent, error);
-  } else {
-    kernel_mmsg_sender(tx, rx_addr, bytes, &sent);
+    const int r = recvmmsg(fd, hdrs.data(), kSlots, MSG_DONTWAIT, nullptr);
+    if (r > 0) {
+      delivered += static_cast<std::uint64_t>(r);
+      last_ns = monotonic_ns();
+    }
+    if (receiver_should_stop(shared, delivered, last_ns)) break;
   }
-  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
-  shared.sent_total.store(sent, std::memory_order_relaxed);
-  shared.sender_done.store(true, std::memory_order_release);
-  rx_thread.join();
-  close(tx);
-  close(rx);
-  trial->sent = sent;
-  trial->delivered = shared.delivered;
-  trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
-  trial->rx_cpu_ns = shared.cpu_ns;
-  return ok;
+  shared.delivered = delivered;
+  shared.last_ns = last_ns;
+}
+
+bool run_kernel_trial(bool uring, std::uint32_t bytes, Trial* trial, std::string* error) {
+  return run_socket_trial(
+      busy_mmsg_receiver,
+      [uring, bytes](int fd, const Address& dest, std::uint64_t* sent, std::string* err) {
+        if (uring) return kernel_uring_sender(fd, dest, bytes, sent, err);
+        kernel_mmsg_sender(fd, dest, bytes, sent);
+        return true;
+      },
+      trial, error);
 }
 
 // ---- Registration ----
