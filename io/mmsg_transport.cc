@@ -72,48 +72,53 @@ void MmsgTransport::return_rx_frames(std::span<const std::uint32_t> frames) {
   for (std::uint32_t f : frames) rx_free_.push_back(f);
 }
 
+void MmsgTransport::arm_recv_slot(std::size_t slot, std::uint32_t frame) {
+  RecvSlot& s = recv_slots_[slot];
+  s.frame = frame;
+  s.iov = iovec{rx_frame(frame), rx_payload_bytes_};
+  msghdr& m = recv_hdrs_[slot].msg_hdr;
+  m.msg_name = &s.name;
+  m.msg_namelen = sizeof(s.name);
+  m.msg_iov = &s.iov;
+  m.msg_iovlen = 1;
+  m.msg_control = s.control;
+  m.msg_controllen = sizeof(s.control);
+  m.msg_flags = 0;
+  recv_hdrs_[slot].msg_len = 0;
+}
+
 void MmsgTransport::reap(bool for_receive) {
   // Sends complete inside sendmmsg; only receives need reaping, and only when asked for and
   // nothing staged is still waiting to be lent.
   if (!for_receive || !staging_empty()) return;
-  const std::size_t k = std::min<std::size_t>(rx_free_.size(), recv_slots_.size());
+  while (recv_armed_ < recv_slots_.size() && !rx_free_.empty()) {
+    arm_recv_slot(recv_armed_++, rx_free_.back());
+    rx_free_.pop_back();
+  }
+  const std::size_t k = recv_armed_;
   if (k == 0) {
     ++counters_.rx_no_buffer;  // the caller holds every receive buffer
     return;
   }
-  for (std::size_t i = 0; i < k; ++i) {
-    RecvSlot& s = recv_slots_[i];
-    s.frame = rx_free_[rx_free_.size() - 1 - i];
-    s.iov = iovec{rx_frame(s.frame), rx_payload_bytes_};
-    msghdr& m = recv_hdrs_[i].msg_hdr;
-    m.msg_name = &s.name;
-    m.msg_namelen = sizeof(s.name);
-    m.msg_iov = &s.iov;
-    m.msg_iovlen = 1;
-    m.msg_control = s.control;
-    m.msg_controllen = sizeof(s.control);
-    m.msg_flags = 0;
-    recv_hdrs_[i].msg_len = 0;
-    // Free frames stay poisoned, but ASan's recvmmsg interceptor checks the ranges the kernel
-    // may write: open them for the call, and close the ones left unused again after it.
-    unpoison(rx_frame(s.frame), rx_payload_bytes_);
+  // Armed frames stay poisoned, but ASan's recvmmsg interceptor checks the ranges the kernel
+  // may write: open them for the call, and close the ones left unused again after it.
+  if (poisoning()) {
+    for (std::size_t i = 0; i < k; ++i) unpoison(rx_frame(recv_slots_[i].frame), rx_payload_bytes_);
   }
   const int r = recvmmsg(socket_.fd, recv_hdrs_.data(), static_cast<unsigned>(k), MSG_DONTWAIT,
                          nullptr);
   rx_maybe_more_ = r == static_cast<int>(k);
-  for (std::size_t i = r > 0 ? static_cast<std::size_t>(r) : 0; i < k; ++i) {
-    poison(rx_frame(recv_slots_[i].frame), rx_payload_bytes_);
+  const std::size_t filled = r > 0 ? static_cast<std::size_t>(r) : 0;
+  if (poisoning()) {
+    for (std::size_t i = filled; i < k; ++i) {
+      poison(rx_frame(recv_slots_[i].frame), rx_payload_bytes_);
+    }
   }
-  if (r <= 0) return;  // EAGAIN: nothing waiting; other errors leave the socket as it was
-  // Slot i was given the i-th frame from the top of the free stack: take them all off first.
-  for (int i = 0; i < r; ++i) {
-    RUMOR_ASSERT(rx_free_.back() == recv_slots_[static_cast<std::size_t>(i)].frame);
-    rx_free_.pop_back();
-  }
-  for (int i = 0; i < r; ++i) {
-    RecvSlot& s = recv_slots_[static_cast<std::size_t>(i)];
+  if (filled == 0) return;  // EAGAIN: nothing waiting; other errors leave the socket as it was
+  for (std::size_t i = 0; i < filled; ++i) {
+    RecvSlot& s = recv_slots_[i];
     take_rx_frame(s.frame);
-    msghdr& m = recv_hdrs_[static_cast<std::size_t>(i)].msg_hdr;
+    msghdr& m = recv_hdrs_[i].msg_hdr;
     std::uint32_t segment = 0;
     std::uint32_t drops = 0;
     bool has_drops = false;
@@ -127,7 +132,20 @@ void MmsgTransport::reap(bool for_receive) {
     }
     const Address peer =
         Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&s.name), m.msg_namelen);
-    stage(s.frame, 0, recv_hdrs_[static_cast<std::size_t>(i)].msg_len, segment, peer);
+    stage(s.frame, 0, recv_hdrs_[i].msg_len, segment, peer);
+  }
+  // Re-arm the filled slots [0, filled): with free frames, or with the armed slots from the end
+  // so the armed ones stay contiguous from slot 0.
+  for (std::size_t i = 0; i < filled; ++i) {
+    if (!rx_free_.empty()) {
+      arm_recv_slot(i, rx_free_.back());
+      rx_free_.pop_back();
+    } else if (recv_armed_ > filled) {
+      arm_recv_slot(i, recv_slots_[--recv_armed_].frame);
+    } else {
+      recv_armed_ = i;  // no frame for slots [i, filled): they stay empty
+      break;
+    }
   }
 }
 

@@ -36,6 +36,14 @@ void poison(const void* p, std::size_t n) {
 #endif
 }
 
+bool poisoning() {
+#ifdef RUMOR_IO_ASAN
+  return true;
+#else
+  return false;
+#endif
+}
+
 void unpoison(const void* p, std::size_t n) {
 #ifdef RUMOR_IO_ASAN
   __asan_unpoison_memory_region(p, n);

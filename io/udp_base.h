@@ -32,6 +32,8 @@ inline constexpr std::uint32_t kGsoPayloadBytesMax = 65535 - 8 - 40;
 // ASan and never trip it; unpoisoning on the way back out makes the bytes readable again.
 void poison(const void* p, std::size_t n);
 void unpoison(const void* p, std::size_t n);
+// True in an ASan build (poison/unpoison do something): loops that only poison can be skipped.
+bool poisoning();
 
 // An anonymous, page-aligned mapping (buffer rings must be page-aligned; pools are big and want
 // to stay out of the heap). Move-only.
