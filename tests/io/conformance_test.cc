@@ -294,6 +294,56 @@ TEST_P(Conformance, LentBuffersApplyBackPressureUntilReleased) {
   EXPECT_EQ(b->counters().drops_total(), 0u);
 }
 
+// Receives without releasing until `want` more datagrams are held (or the bounds run out).
+void hold_more(Harness& h, Transport& t, std::size_t want, std::vector<Datagram>* held) {
+  std::vector<Datagram> batch(64);
+  const std::size_t target = held->size() + want;
+  const std::uint64_t start = monotonic_ns();
+  for (int it = 0; held->size() < target && it < kPumpIterationsMax; ++it) {
+    if (monotonic_ns() - start > kWaitNsMax) break;
+    h.pump();
+    ASSERT_TRUE(t.poll(h.real() ? kPollNs : 0, 1).is_ok());
+    const std::size_t n = t.receive(batch);
+    held->insert(held->end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+}
+
+TEST_P(Conformance, PoolShrinkingBetweenReceivesKeepsOrderAndLosesNothing) {
+  // The caller takes buffers a few at a time and keeps them, so each receive finds fewer free
+  // buffers than the last (the sendmmsg backend then re-arms its slots from the ones still
+  // armed), until it holds them all; then it gives them back and the rest arrive.
+  TRACE_SEED();
+  OPEN_OR_SKIP(a);
+  TransportConfig small;
+  small.recv_buffers = 8;
+  OPEN_OR_SKIP(b, small);
+  std::vector<Datagram> held;
+  std::uint32_t next = 0;
+  for (const std::uint32_t burst : {3u, 3u}) {
+    std::vector<std::vector<std::byte>> out;
+    for (std::uint32_t i = 0; i < burst; ++i) out.push_back(payload(next++, 300));
+    ASSERT_TRUE(send_all(*h_, *a, b->local_address(), out).is_ok());
+    hold_more(*h_, *b, burst, &held);
+    ASSERT_EQ(held.size(), next);
+  }
+  // Six held, two free: five more are sent and only two fit.
+  std::vector<std::vector<std::byte>> out;
+  for (std::uint32_t i = 0; i < 5; ++i) out.push_back(payload(next++, 300));
+  ASSERT_TRUE(send_all(*h_, *a, b->local_address(), out).is_ok());
+  hold_more(*h_, *b, 2, &held);
+  ASSERT_EQ(held.size(), 8u);
+  for (std::uint32_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(std::vector<std::byte>(held[i].data, held[i].data + held[i].len), payload(i, 300))
+        << i;
+  }
+  b->release(held);
+  const auto rest = collect(*h_, *b, 3);
+  ASSERT_EQ(rest.size(), 3u);
+  for (std::uint32_t i = 0; i < 3; ++i) EXPECT_EQ(rest[i].bytes, payload(8 + i, 300)) << i;
+  EXPECT_EQ(count_stragglers(*h_, *b), 0u);
+  EXPECT_EQ(b->counters().drops_total(), 0u);
+}
+
 TEST_P(Conformance, SendPoolIsBoundedAndRecycled) {
   TRACE_SEED();
   TransportConfig small;
