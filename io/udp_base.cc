@@ -73,16 +73,21 @@ Status errno_status(std::string_view what, int err) {
 Result<MappedRegion> MappedRegion::map(std::size_t bytes) {
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   bytes = (bytes + page - 1) / page * page;
-  // MAP_POPULATE: the pools are resident from the start. Otherwise the kernel's first copy into
-  // each receive buffer takes a page fault inside the receive path (8,192 of them for the first
-  // pass over 512 GRO buffers), which stalls the receiver just when traffic starts.
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                 -1, 0);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return errno_status("mmap of " + std::to_string(bytes) + " bytes", errno);
   MappedRegion r;
   r.data_ = static_cast<std::byte*>(p);
   r.size_ = bytes;
   return r;
+}
+
+Status MappedRegion::populate() {
+  if (size_ == 0) return Status::ok();
+  if (madvise(data_, size_, MADV_POPULATE_WRITE) == 0) return Status::ok();
+  const int err = errno;
+  if (err == EINVAL) return Status::ok();  // before Linux 5.14: pages fault in on first use
+  return errno_status("making " + std::to_string(size_) + " bytes of receive buffers resident",
+                      err);
 }
 
 MappedRegion::MappedRegion(MappedRegion&& o) noexcept : data_(o.data_), size_(o.size_) {
@@ -305,6 +310,11 @@ Status UdpTransportBase::init_pools(std::uint32_t rx_payload_offset) {
   auto rx = MappedRegion::map(static_cast<std::size_t>(rx_count_) * rx_frame_bytes_);
   if (!rx) return rx.status();
   rx_region_ = std::move(rx.value());
+  // Resident from the start: otherwise the kernel's first copy into each receive buffer takes a
+  // page fault inside the receive path (8,192 of them for a first pass over 512 GRO buffers),
+  // stalling the receiver just as traffic starts. Send buffers fault in on the sender's own
+  // first write, outside any kernel path.
+  if (Status s = rx_region_.populate(); !s) return s;
   rx_refs_.assign(rx_count_, 0);
   stage_.assign(rx_count_, Staged{});
   release_scratch_.reserve(rx_count_);

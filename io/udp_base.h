@@ -41,6 +41,10 @@ class MappedRegion {
  public:
   MappedRegion() = default;
   static Result<MappedRegion> map(std::size_t bytes);
+  // Makes every page resident and writable now (MADV_POPULATE_WRITE), so the kernel's first
+  // copy into a receive buffer takes no page fault in the receive path. An error if the memory
+  // cannot be had (ENOMEM under a cgroup limit); a no-op on kernels before 5.14.
+  Status populate();
   MappedRegion(MappedRegion&& o) noexcept;
   MappedRegion& operator=(MappedRegion&& o) noexcept;
   ~MappedRegion();
