@@ -147,6 +147,8 @@ void MmsgTransport::reap(bool for_receive) {
       break;
     }
   }
+  // Every frame is in exactly one place: an armed slot, the free stack, or staging/the caller.
+  RUMOR_ASSERT(recv_armed_ + rx_free_.size() + rx_frames_held() == rx_count_);
 }
 
 Status MmsgTransport::flush() {
