@@ -106,6 +106,41 @@ class PinToCpu {
   bool pinned_ = false;
 };
 
+// Counts what arrives until receiver_should_stop; sets shared.delivered and shared.last_ns.
+using Receiver = std::function<void(RxShared& shared)>;
+// Sends flat out for kTrialNs and sets *sent to what the kernel accepted; false (with error)
+// on failure.
+using Sender = std::function<bool(std::uint64_t* sent, std::string* error)>;
+
+// One trial of any path: `receive` on a thread pinned to the second CPU, `send` on the calling
+// thread pinned to the first, each thread's CPU time, and the hand-over at the end. Fills
+// sent, delivered, ns and both CPU times.
+bool run_pair(const Receiver& receive, const Sender& send, Trial* trial, std::string* error) {
+  RxShared shared;
+  std::thread rx_thread([&] {
+    const PinToCpu receiver_cpu(1);
+    const std::uint64_t cpu_start = thread_cpu_ns();
+    receive(shared);
+    shared.cpu_ns = thread_cpu_ns() - cpu_start;
+  });
+  // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
+  // with the sender's one CPU as all it may use.
+  const PinToCpu sender_cpu(0);
+  std::uint64_t sent = 0;
+  const std::uint64_t cpu_start = thread_cpu_ns();
+  const std::uint64_t start = monotonic_ns();
+  const bool ok = send(&sent, error);
+  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
+  shared.sent_total.store(sent, std::memory_order_relaxed);
+  shared.sender_done.store(true, std::memory_order_release);
+  rx_thread.join();
+  trial->sent = sent;
+  trial->delivered = shared.delivered;
+  trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
+  trial->rx_cpu_ns = shared.cpu_ns;
+  return ok;
+}
+
 // ---- Transport-based paths (uring, mmsg, gso) ----
 
 using Opener = std::function<Result<std::unique_ptr<Transport>>(const TransportConfig&)>;
@@ -145,12 +180,9 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   Transport& sender = **tx;
   Transport& receiver = **rx;
   const Address dest = receiver.local_address();
-  RxShared shared;
 
   // The receiver binds to its own thread (io_uring's single issuer is the first poller).
-  std::thread rx_thread([&] {
-    const PinToCpu receiver_cpu(1);
-    const std::uint64_t cpu_start = thread_cpu_ns();
+  const auto receive = [&](RxShared& shared) {
     std::vector<Datagram> batch(kRecvBatch);
     std::uint64_t delivered = 0;
     std::uint64_t last_ns = monotonic_ns();
@@ -166,50 +198,40 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
     }
     shared.delivered = delivered;
     shared.last_ns = last_ns;
-    shared.cpu_ns = thread_cpu_ns() - cpu_start;
-  });
-
-  // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
-  // with the sender's one CPU as all it may use.
-  const PinToCpu sender_cpu(0);
-  const std::uint32_t batch_size = gso ? kGsoBatch : kBatch;
-  std::vector<Datagram> batch(batch_size);
-  std::uint64_t sent = 0;
-  const std::uint64_t cpu_start = thread_cpu_ns();
-  const std::uint64_t start = monotonic_ns();
-  while (monotonic_ns() - start < kTrialNs) {
-    const std::size_t n = sender.acquire(batch);
-    for (std::size_t i = 0; i < n; ++i) {
-      Datagram& d = batch[i];
-      const std::uint64_t seq = sent + i;
-      std::memcpy(d.data, &seq, sizeof(seq));
-      std::memset(d.data + sizeof(seq), 0x5a, bytes - sizeof(seq));
-      d.len = bytes;
-      d.peer = dest;
+  };
+  const auto send = [&](std::uint64_t* sent, std::string*) {
+    std::vector<Datagram> batch(gso ? kGsoBatch : kBatch);
+    std::uint64_t queued = 0;
+    const std::uint64_t start = monotonic_ns();
+    while (monotonic_ns() - start < kTrialNs) {
+      const std::size_t n = sender.acquire(batch);
+      for (std::size_t i = 0; i < n; ++i) {
+        Datagram& d = batch[i];
+        const std::uint64_t seq = queued + i;
+        std::memcpy(d.data, &seq, sizeof(seq));
+        std::memset(d.data + sizeof(seq), 0x5a, bytes - sizeof(seq));
+        d.len = bytes;
+        d.peer = dest;
+      }
+      if (n != 0) (void)sender.send({batch.data(), n});
+      queued += n;
+      (void)sender.flush();
+      if (n == 0) {  // send pool empty: wait for completions
+        (void)sender.poll(100'000, 1);
+        ++trial->tx_pool_waits;
+      }
     }
-    if (n != 0) (void)sender.send({batch.data(), n});
-    sent += n;
-    (void)sender.flush();
-    if (n == 0) {  // send pool empty: wait for completions
-      (void)sender.poll(100'000, 1);
-      ++trial->tx_pool_waits;
+    // Sends still queued or in flight count once the kernel has taken them.
+    for (int i = 0; i < 100 && sender.counters().datagrams_sent < queued; ++i) {
+      (void)sender.poll(1'000'000, 1);
     }
-  }
-  // Sends still queued or in flight count once the kernel has taken them.
-  for (int i = 0; i < 100 && sender.counters().datagrams_sent < sent; ++i) {
-    (void)sender.poll(1'000'000, 1);
-  }
-  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
-  shared.sent_total.store(sender.counters().datagrams_sent, std::memory_order_relaxed);
-  shared.sender_done.store(true, std::memory_order_release);
-  rx_thread.join();
-  trial->sent = sender.counters().datagrams_sent;
-  trial->delivered = shared.delivered;
+    *sent = sender.counters().datagrams_sent;
+    return true;
+  };
+  (void)run_pair(receive, send, trial, error);
   trial->rx_overflow = receiver.counters().drop_count(DropReason::kSocketOverflow);
   trial->rx_no_buffer = receiver.counters().rx_no_buffer;
   trial->tx_no_buffer = sender.counters().tx_no_buffer;
-  trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
-  trial->rx_cpu_ns = shared.cpu_ns;
   return true;
 }
 
@@ -237,14 +259,13 @@ int plain_socket(Address* bound) {
   return fd;
 }
 
-// Counts what one receiving socket gets until receiver_should_stop; sets delivered and last_ns.
+// Counts what one receiving socket gets (see Receiver).
 using SocketReceiver = std::function<void(int fd, RxShared& shared)>;
-// Sends flat out for kTrialNs, counting what the kernel accepted; false (with error) on failure.
+// Sends flat out from a socket to `dest` (see Sender).
 using SocketSender =
     std::function<bool(int fd, const Address& dest, std::uint64_t* sent, std::string* error)>;
 
-// The plain and kernel paths: two bare loopback sockets, `receive` on a thread pinned to the
-// second CPU and `send` on the calling thread, pinned to the first.
+// The plain and kernel paths: run_pair over two bare loopback sockets.
 bool run_socket_trial(const SocketReceiver& receive, const SocketSender& send, Trial* trial,
                       std::string* error) {
   Address tx_addr, rx_addr;
@@ -256,30 +277,13 @@ bool run_socket_trial(const SocketReceiver& receive, const SocketSender& send, T
     if (rx >= 0) close(rx);
     return false;
   }
-  RxShared shared;
-  std::thread rx_thread([&] {
-    const PinToCpu receiver_cpu(1);
-    const std::uint64_t cpu_start = thread_cpu_ns();
-    receive(rx, shared);
-    shared.cpu_ns = thread_cpu_ns() - cpu_start;
-  });
-  // Pinned only now: a thread inherits its creator's affinity, and the receiver must not start
-  // with the sender's one CPU as all it may use.
-  const PinToCpu sender_cpu(0);
-  std::uint64_t sent = 0;
-  const std::uint64_t cpu_start = thread_cpu_ns();
-  const std::uint64_t start = monotonic_ns();
-  const bool ok = send(tx, rx_addr, &sent, error);
-  trial->tx_cpu_ns = thread_cpu_ns() - cpu_start;
-  shared.sent_total.store(sent, std::memory_order_relaxed);
-  shared.sender_done.store(true, std::memory_order_release);
-  rx_thread.join();
+  const bool ok = run_pair([&](RxShared& shared) { receive(rx, shared); },
+                           [&](std::uint64_t* sent, std::string* err) {
+                             return send(tx, rx_addr, sent, err);
+                           },
+                           trial, error);
   close(tx);
   close(rx);
-  trial->sent = sent;
-  trial->delivered = shared.delivered;
-  trial->ns = shared.last_ns > start ? shared.last_ns - start : 1;
-  trial->rx_cpu_ns = shared.cpu_ns;
   return ok;
 }
 
