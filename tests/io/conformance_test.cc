@@ -257,6 +257,21 @@ TEST_P(Conformance, OversizedArrivalIsDroppedAndCounted) {
   EXPECT_EQ(count_stragglers(*h_, *b), 0u);
 }
 
+// Receives without releasing until `want` more datagrams are held (or the bounds run out).
+void hold_more(Harness& h, Transport& t, std::size_t want, std::vector<Datagram>* held,
+               int iterations_max = kPumpIterationsMax) {
+  std::vector<Datagram> batch(64);
+  const std::size_t target = held->size() + want;
+  const std::uint64_t start = monotonic_ns();
+  for (int it = 0; held->size() < target && it < iterations_max; ++it) {
+    if (monotonic_ns() - start > kWaitNsMax) break;
+    h.pump();
+    ASSERT_TRUE(t.poll(h.real() ? kPollNs : 0, 1).is_ok());
+    const std::size_t n = t.receive(batch);
+    held->insert(held->end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+}
+
 TEST_P(Conformance, LentBuffersApplyBackPressureUntilReleased) {
   TRACE_SEED();
   OPEN_OR_SKIP(a);
@@ -267,14 +282,9 @@ TEST_P(Conformance, LentBuffersApplyBackPressureUntilReleased) {
 
   // Take every buffer and hold on to it.
   std::vector<Datagram> held;
-  std::vector<Datagram> batch(64);
-  for (int it = 0; held.size() < 8 && it < 1000; ++it) {
-    h_->pump();
-    ASSERT_TRUE(b->poll(h_->real() ? kPollNs : 0, 1).is_ok());
-    const std::size_t n = b->receive(batch);
-    held.insert(held.end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
-  }
+  hold_more(*h_, *b, 8, &held, /*iterations_max=*/1000);
   ASSERT_EQ(held.size(), 8u);
+  std::vector<Datagram> batch(64);
   // While all are lent nothing more can be received, and that is counted, not an error.
   for (int i = 0; i < 3; ++i) {
     h_->pump();
@@ -292,20 +302,6 @@ TEST_P(Conformance, LentBuffersApplyBackPressureUntilReleased) {
   ASSERT_EQ(rest.size(), 24u);
   for (std::uint32_t i = 0; i < 24; ++i) EXPECT_EQ(rest[i].bytes, payload(8 + i, 200)) << i;
   EXPECT_EQ(b->counters().drops_total(), 0u);
-}
-
-// Receives without releasing until `want` more datagrams are held (or the bounds run out).
-void hold_more(Harness& h, Transport& t, std::size_t want, std::vector<Datagram>* held) {
-  std::vector<Datagram> batch(64);
-  const std::size_t target = held->size() + want;
-  const std::uint64_t start = monotonic_ns();
-  for (int it = 0; held->size() < target && it < kPumpIterationsMax; ++it) {
-    if (monotonic_ns() - start > kWaitNsMax) break;
-    h.pump();
-    ASSERT_TRUE(t.poll(h.real() ? kPollNs : 0, 1).is_ok());
-    const std::size_t n = t.receive(batch);
-    held->insert(held->end(), batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(n));
-  }
 }
 
 TEST_P(Conformance, PoolShrinkingBetweenReceivesKeepsOrderAndLosesNothing) {
