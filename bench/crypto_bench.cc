@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/crypto.h"
-#include "engine/wire.h"
+#include "engine/wire/crypto.h"
+#include "engine/wire/wire.h"
 
 namespace {
 

@@ -23,8 +23,8 @@
 #include "digest/bloom.h"
 #include "digest/hash.h"
 #include "digest/merkle.h"
-#include "engine/reconcile.h"
-#include "engine/store.h"
+#include "engine/sync/reconcile.h"
+#include "engine/store/store.h"
 
 namespace rumor {
 namespace {

@@ -21,9 +21,9 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/node_impl.h"
-#include "engine/store.h"
-#include "engine/wire.h"
+#include "engine/node/node_impl.h"
+#include "engine/store/store.h"
+#include "engine/wire/wire.h"
 #include "rumor/node.h"
 
 namespace rumor {

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/store.h"
+#include "engine/store/store.h"
 
 namespace rumor {
 namespace {

@@ -16,7 +16,7 @@
 #include <spawn.h>
 
 #include "base/clock.h"
-#include "engine/node_impl.h"
+#include "engine/node/node_impl.h"
 #include "tools/load_common.h"
 
 extern char** environ;

@@ -1,10 +1,10 @@
 // `rumor load --mode sim`: every node in this process over io::SimNetwork, virtual time, one
-// thread (engine/sim_cluster.h). Deterministic from --seed: the same command prints the same
+// thread (engine/sim/sim_cluster.h). Deterministic from --seed: the same command prints the same
 // rounds and counts (wall time and memory aside).
 #include <unordered_map>
 
-#include "engine/node_impl.h"
-#include "engine/sim_cluster.h"
+#include "engine/node/node_impl.h"
+#include "engine/sim/sim_cluster.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
 

@@ -25,8 +25,8 @@
 #include <unordered_map>
 
 #include "base/clock.h"
-#include "engine/node_impl.h"
-#include "engine/reactor.h"
+#include "engine/node/node_impl.h"
+#include "engine/runtime/reactor.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/store.h"
+#include "engine/store/store.h"
 
 using namespace rumor;
 

@@ -4,7 +4,7 @@
 // never sleeps, never opens a socket and never starts a thread. Two drivers run it:
 //   - the simulator (tests/sim, `rumor load --mode sim`): many nodes on one thread over
 //     io::SimNetwork with virtual time;
-//   - the reactor (engine/reactor.h): real UDP through a Transport, one thread per owner core.
+//   - the reactor (engine/runtime/reactor.h): real UDP through a Transport, one thread per owner core.
 //
 // Thread-safety contract
 // - The driver thread calls start, receive, tick, next_deadline_ms, stop and dispatch_events.

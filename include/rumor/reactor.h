@@ -3,7 +3,7 @@
 // forbidden, and says why), starts a thread pinned to a CPU where allowed, and loops: wait for
 // the node's next deadline or a datagram, reap a batch, receive each, tick, run posted commands,
 // dispatch callbacks (never while a packet is being processed), and submit the sends in one
-// system call. engine/reactor.h has the loop and the wake-up protocol.
+// system call. engine/runtime/reactor.h has the loop and the wake-up protocol.
 //
 //   auto reactor = rumor::Reactor::open(rc);        // binds: a taken port fails here
 //   cfg.advertise = (*reactor)->local_address();

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "base/assert.h"
-#include "engine/reactor.h"
+#include "engine/runtime/reactor.h"
 
 namespace rumor::testing {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/reactor.h"
+#include "engine/runtime/reactor.h"
 #include "rumor/node.h"
 #include "rumor/reactor.h"
 #include "tests/agent/eventually.h"

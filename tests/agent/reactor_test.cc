@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "base/clock.h"
-#include "engine/reactor.h"
+#include "engine/runtime/reactor.h"
 #include "tests/agent/eventually.h"
 #include "tests/agent/fake_driven.h"
 

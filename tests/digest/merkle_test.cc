@@ -13,7 +13,7 @@
 
 #include "base/clock.h"
 #include "digest/hash.h"
-#include "engine/store.h"
+#include "engine/store/store.h"
 
 namespace rumor {
 namespace {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/reconcile.h"
+#include "engine/sync/reconcile.h"
 
 namespace rumor::digest {
 namespace {

@@ -1,7 +1,7 @@
 // Reconciliation against an oracle: after a session both stores hold exactly the LWW merge of
 // what they held before (a naive full comparison), over random store pairs, every tree shape the
 // protocol allows, and a lossy, duplicating, reordering channel. Failures print their seed.
-#include "engine/reconcile.h"
+#include "engine/sync/reconcile.h"
 
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>

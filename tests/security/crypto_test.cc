@@ -1,4 +1,4 @@
-// The seal/open layer (engine/crypto.h): keyring rules, the replay window against a reference
+// The seal/open layer (engine/wire/crypto.h): keyring rules, the replay window against a reference
 // set, and sealed frames that must open only with the right key, label, header and sequence.
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
@@ -7,8 +7,8 @@
 #include <set>
 #include <vector>
 
-#include "engine/crypto.h"
-#include "engine/wire.h"
+#include "engine/wire/crypto.h"
+#include "engine/wire/wire.h"
 
 namespace rumor::crypto {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/sim_cluster.h"
+#include "engine/sim/sim_cluster.h"
 #include "tests/sim/sim_test_util.h"
 #include "rumor/security.h"
 

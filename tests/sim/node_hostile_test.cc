@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/node_impl.h"
-#include "engine/rate_limit.h"
-#include "engine/wire.h"
+#include "engine/node/node_impl.h"
+#include "engine/node/rate_limit.h"
+#include "engine/wire/wire.h"
 #include "rumor/node.h"
 
 namespace rumor {

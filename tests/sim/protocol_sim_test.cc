@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/node_impl.h"
-#include "engine/sim_cluster.h"
+#include "engine/node/node_impl.h"
+#include "engine/sim/sim_cluster.h"
 #include "tests/sim/sim_test_util.h"
 
 namespace rumor {

@@ -8,8 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/node_impl.h"
-#include "engine/sim_cluster.h"
+#include "engine/node/node_impl.h"
+#include "engine/sim/sim_cluster.h"
 
 namespace rumor::simtest {
 

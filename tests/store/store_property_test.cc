@@ -13,7 +13,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "engine/store.h"
+#include "engine/store/store.h"
 
 namespace rumor {
 namespace {

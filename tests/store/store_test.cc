@@ -1,4 +1,4 @@
-#include "engine/store.h"
+#include "engine/store/store.h"
 
 #include <gtest/gtest.h>
 

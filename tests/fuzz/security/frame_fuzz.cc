@@ -11,8 +11,8 @@
 #include <span>
 #include <vector>
 
-#include "engine/crypto.h"
-#include "engine/wire.h"
+#include "engine/wire/crypto.h"
+#include "engine/wire/wire.h"
 #include "tests/fuzz/fuzz_node.h"
 
 namespace {

@@ -1,4 +1,4 @@
-#include "engine/wire.h"
+#include "engine/wire/wire.h"
 
 #include <arpa/inet.h>
 

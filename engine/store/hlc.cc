@@ -1,4 +1,4 @@
-#include "engine/hlc.h"
+#include "engine/store/hlc.h"
 
 #include <string>
 

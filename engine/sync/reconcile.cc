@@ -1,4 +1,4 @@
-#include "engine/reconcile.h"
+#include "engine/sync/reconcile.h"
 
 #include <algorithm>
 #include <bit>

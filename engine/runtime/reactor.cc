@@ -1,4 +1,4 @@
-// rumor::Reactor (include/rumor/reactor.h): a ReactorLoop (engine/reactor.h) bound to a Node, a
+// rumor::Reactor (include/rumor/reactor.h): a ReactorLoop (engine/runtime/reactor.h) bound to a Node, a
 // Transport chosen by open_transport, and one thread pinned to a CPU where allowed.
 #include "rumor/reactor.h"
 
@@ -15,7 +15,7 @@
 
 #include "base/affinity.h"
 #include "base/assert.h"
-#include "engine/reactor.h"
+#include "engine/runtime/reactor.h"
 #include "io/steering.h"
 #include "io/udp_base.h"
 

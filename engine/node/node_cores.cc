@@ -1,6 +1,6 @@
 // The owner cores of a NodeImpl (include/rumor/node.h "owner cores"; docs/agent.md "Threading
-// model"). Core 0 runs membership, rumor mongering and callbacks (engine/node.cc); every core
-// merges remote entries into its own shards, reconciles them with peers (engine/node_sync.cc)
+// model"). Core 0 runs membership, rumor mongering and callbacks (engine/node/node.cc); every core
+// merges remote entries into its own shards, reconciles them with peers (engine/node/node_sync.cc)
 // and feeds its changes to core 0. Work crosses cores only through the SPSC links of
 // NodeImpl::links_ (one per ordered pair) and the store's MPSC write queues; nothing here takes
 // a lock, and each core touches only its own CoreState, its own shards and its own end of each
@@ -8,7 +8,7 @@
 #include <iterator>
 
 #include "base/assert.h"
-#include "engine/node_impl.h"
+#include "engine/node/node_impl.h"
 
 namespace rumor {
 

@@ -1,4 +1,4 @@
-#include "engine/crypto.h"
+#include "engine/wire/crypto.h"
 
 #include <sodium.h>
 
@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "base/assert.h"
-#include "engine/wire.h"
+#include "engine/wire/wire.h"
 
 namespace rumor {
 

@@ -1,6 +1,6 @@
 // The seal/open layer at the datagram boundary (docs/security.md is the spec).
 //
-// A node builds every datagram in plaintext (engine/wire.h); when it sends sealed, seal() turns
+// A node builds every datagram in plaintext (engine/wire/wire.h); when it sends sealed, seal() turns
 // the buffer into a sealed frame in place just before the datagram is committed, and open()
 // turns a received frame back into plaintext messages before any message is decoded. The
 // 20-byte header stays in clear, so the reuseport BPF program can still read the shard id at
@@ -35,7 +35,7 @@ namespace rumor::crypto {
 
 inline constexpr std::uint8_t kFlagSealed = 0x01;
 inline constexpr std::uint8_t kFlagsKnown = kFlagSealed;
-inline constexpr std::size_t kHeaderBytes = 20;  // engine/wire.h kHeaderBytes, checked in .cc
+inline constexpr std::size_t kHeaderBytes = 20;  // engine/wire/wire.h kHeaderBytes, checked in .cc
 inline constexpr std::size_t kSaltBytes = 16;
 inline constexpr std::size_t kNonceBytes = 24;
 inline constexpr std::size_t kTagBytes = 16;

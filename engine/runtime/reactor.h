@@ -46,7 +46,7 @@
 
 namespace rumor {
 
-// What a reactor drives. rumor::Node through NodeDriven (engine/reactor.cc); fakes in tests.
+// What a reactor drives. rumor::Node through NodeDriven (engine/runtime/reactor.cc); fakes in tests.
 // Methods are the driver-thread half of the Node API, with the same meaning.
 class Driven {
  public:

@@ -13,14 +13,14 @@
 #include <vector>
 
 #include "base/spsc_queue.h"
-#include "engine/broadcast.h"
-#include "engine/crypto.h"
-#include "engine/id_index.h"
-#include "engine/member_names.h"
-#include "engine/rate_limit.h"
-#include "engine/store.h"
+#include "engine/gossip/broadcast.h"
+#include "engine/wire/crypto.h"
+#include "engine/members/id_index.h"
+#include "engine/members/member_names.h"
+#include "engine/node/rate_limit.h"
+#include "engine/store/store.h"
 #include "base/assert.h"
-#include "engine/wire.h"
+#include "engine/wire/wire.h"
 #include "rumor/node.h"
 
 namespace rumor {
@@ -83,7 +83,7 @@ class NodeImpl {
                       std::uint64_t incarnation);
   void reserve_members(std::size_t n);
   // Before start(): keep member names and metadata in `names`, shared with other nodes driven
-  // by the same thread (engine/member_names.h), instead of a table of this node's own.
+  // by the same thread (engine/members/member_names.h), instead of a table of this node's own.
   void share_names(std::shared_ptr<MemberNames> names);
   // Alive and suspect members other than this node.
   std::size_t live_members() const { return live_count_; }
@@ -245,7 +245,7 @@ class NodeImpl {
   void hand_datagram(std::uint32_t from, std::uint32_t to, const Address& addr,
                      std::span<const std::byte> datagram);
   // What every core checks before any work on a datagram: the source address's byte budget
-  // (bounded table, engine/rate_limit.h; before authentication, so it also holds for junk),
+  // (bounded table, engine/node/rate_limit.h; before authentication, so it also holds for junk),
   // the header, the cluster label, and that it is not our own. False, counted in k, to drop.
   bool admit(PeerLimiter& limiter, NodeCounters& k, const Address& from,
              std::span<const std::byte> datagram, wire::Reader& r, wire::Header* h);
@@ -287,7 +287,7 @@ class NodeImpl {
                             PacketSink& out);
   // What a small request can make core c send (sync answers, join answers), `cost` in
   // datagrams: a token bucket per source address and one for all of them
-  // (engine/rate_limit.h), per core.
+  // (engine/node/rate_limit.h), per core.
   bool answer_allowed(std::uint32_t c, const Address& from, std::uint64_t now, double cost = 1.0);
   void init_sync();
   void prefer_sync_peer(NodeId peer);

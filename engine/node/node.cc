@@ -1,5 +1,5 @@
 // rumor::Node and NodeImpl: SWIM membership with Lifeguard, rumor mongering, anti-entropy
-// (engine/node_sync.cc), and the API. docs/protocol.md explains the algorithms.
+// (engine/node/node_sync.cc), and the API. docs/protocol.md explains the algorithms.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,7 +8,7 @@
 #include <xxhash.h>
 
 #include "base/assert.h"
-#include "engine/node_impl.h"
+#include "engine/node/node_impl.h"
 
 namespace rumor {
 
@@ -123,7 +123,7 @@ Status NodeConfig::validate() const {
   if (Status s = store.validate(); !s) return s;
   if (store.owners > 64) return bad("store.owners must be at most 64");
   if (store.owners > 1 && encryption != EncryptionMode::kOff) {
-    // Sealing and replay windows are one core's state (engine/crypto.h); a multi-core node
+    // Sealing and replay windows are one core's state (engine/wire/crypto.h); a multi-core node
     // would need one per core and windows per (sender, core). Not built yet.
     return bad("encryption needs a single-core node for now (store.owners = 1, rumor agent "
                "--cores 1)");
@@ -918,7 +918,7 @@ void NodeImpl::receive_counted(const Address& from, std::span<const std::byte> d
       return;
     }
   }
-  // The seal/open layer (engine/crypto.h): from here on only authenticated (or, by the mode,
+  // The seal/open layer (engine/wire/crypto.h): from here on only authenticated (or, by the mode,
   // accepted plaintext) messages are read.
   const crypto::Opened opened = crypto_.open(datagram, h.sender);
   switch (opened.kind) {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/member_names.h"
+#include "engine/members/member_names.h"
 #include "io/sim_network.h"
 #include "rumor/node.h"
 

@@ -1,10 +1,10 @@
-#include "engine/sim_cluster.h"
+#include "engine/sim/sim_cluster.h"
 
 #include <algorithm>
 #include <array>
 
 #include "base/assert.h"
-#include "engine/node_impl.h"
+#include "engine/node/node_impl.h"
 
 namespace rumor {
 

@@ -1,4 +1,4 @@
-#include "engine/member_names.h"
+#include "engine/members/member_names.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>

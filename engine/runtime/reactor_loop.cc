@@ -1,5 +1,5 @@
-// The reactor loop (engine/reactor.h): one turn = poll, reap, tick, commands, dispatch. Nothing
-// here knows about rumor::Node; engine/reactor.cc binds the loop to a Node and a thread.
+// The reactor loop (engine/runtime/reactor.h): one turn = poll, reap, tick, commands, dispatch. Nothing
+// here knows about rumor::Node; engine/runtime/reactor.cc binds the loop to a Node and a thread.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,7 +12,7 @@
 
 #include "base/assert.h"
 #include "base/clock.h"
-#include "engine/reactor.h"
+#include "engine/runtime/reactor.h"
 
 namespace rumor {
 

@@ -1,5 +1,5 @@
 // Anti-entropy for NodeImpl: every sync_interval_ms, a push-pull reconciliation of the whole
-// store with one random live member through engine/reconcile.h. Its datagrams ride in
+// store with one random live member through engine/sync/reconcile.h. Its datagrams ride in
 // kSyncRequest / kSyncResponse messages; the session retransmits after a lost datagram, and a
 // session that does not finish within sync_timeout_ms is abandoned (the next one repairs).
 // Responses are rate-limited per peer address so one peer cannot monopolise a node.
@@ -14,9 +14,9 @@
 #include <unordered_map>
 
 #include "base/assert.h"
-#include "engine/node_impl.h"
+#include "engine/node/node_impl.h"
 
-#include "engine/reconcile.h"
+#include "engine/sync/reconcile.h"
 
 namespace rumor {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "engine/wire.h"
+#include "engine/wire/wire.h"
 
 namespace rumor {
 

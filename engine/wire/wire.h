@@ -40,7 +40,7 @@ enum class MsgType : std::uint8_t {
   kEntry = 6,     // flags:u8 hlc:u64 node:u64 key:str16 value:str16
   kJoin = 7,      // (empty) the sender's kMember follows in the same datagram
   kJoinReply = 8, // total_members:u32 (kMember records follow, here and in further datagrams)
-  // Anti-entropy: the bodies are engine/reconcile.h datagrams (docs/reconciliation.md).
+  // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
   kSyncResponse = 33,  // responder -> initiator
 };

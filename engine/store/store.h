@@ -36,7 +36,7 @@
 #include "base/epoch.h"
 #include "base/mpsc_queue.h"
 #include "digest/merkle.h"
-#include "engine/hlc.h"
+#include "engine/store/hlc.h"
 #include "rumor/status.h"
 #include "rumor/store_config.h"
 #include "rumor/version.h"

@@ -1,4 +1,4 @@
-#include "engine/rate_limit.h"
+#include "engine/node/rate_limit.h"
 
 #include <algorithm>
 #include <bit>

@@ -1,4 +1,4 @@
-#include "engine/broadcast.h"
+#include "engine/gossip/broadcast.h"
 
 #include <vector>
 

@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "digest/messages.h"
-#include "engine/store.h"
+#include "engine/store/store.h"
 #include "rumor/status.h"
 
 namespace rumor {
