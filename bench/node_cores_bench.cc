@@ -21,7 +21,8 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "engine/store/store.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
@@ -104,29 +105,22 @@ void BM_NodeCores(benchmark::State& state) {
       return;
     }
     Node& n = **node;
+    NodeDriver& drv = NodeDriver::of(n);
     std::atomic<std::uint32_t> ready{0};
     std::atomic<bool> go{false};
     std::atomic<bool> all_queued{false};
     std::vector<std::chrono::steady_clock::time_point> merged_at(cores);
     auto run_core = [&](std::uint32_t c) {
       NullSink sink;
-      if (c == 0) {
-        n.start(sink);
-      } else {
-        n.start_core(c, sink);
-      }
+      drv.start(c, sink);
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) {
       }
       std::size_t handled = 0;
       for (const Datagram& d : dgs) {
         if (d.shard % cores != c) continue;
-        if (c == 0) {
-          n.receive(from, d.bytes, sink);
-        } else {
-          n.receive_core(c, from, d.bytes, sink);
-        }
-        if (++handled % 64 == 0) c == 0 ? n.tick(sink) : n.tick_core(c, sink);
+        drv.receive(c, from, d.bytes, sink);
+        if (++handled % 64 == 0) drv.tick(c, sink);
       }
       // Every entry this core was sent is merged (steered datagrams: no entry crosses cores).
       merged_at[c] = std::chrono::steady_clock::now();
@@ -136,11 +130,11 @@ void BM_NodeCores(benchmark::State& state) {
       const std::uint64_t give_up = monotonic_ns() + 20'000'000'000ull;
       if (c != 0) {
         while (!all_queued.load(std::memory_order_acquire) && monotonic_ns() < give_up) {
-          n.tick_core(c, sink);
+          drv.tick(c, sink);
         }
         return;
       }
-      while (n.impl().counters().broadcasts_queued < want && monotonic_ns() < give_up) n.tick(sink);
+      while (n.counters().broadcasts_queued < want && monotonic_ns() < give_up) drv.tick(0, sink);
       all_queued.store(true, std::memory_order_release);
     };
     std::vector<std::thread> threads;
@@ -154,14 +148,14 @@ void BM_NodeCores(benchmark::State& state) {
     const auto merged_t = *std::max_element(merged_at.begin(), merged_at.end());
     state.SetIterationTime(std::chrono::duration<double>(merged_t - t0).count());
     queued_s += std::chrono::duration<double>(t1 - t0).count();
-    const StoreCounters sc = n.impl().store().counters();
-    if (sc.merges_applied != kEntries || n.impl().counters().broadcasts_queued != kEntries + 1) {
+    const StoreCounters sc = NodeInternals::store(n).counters();
+    if (sc.merges_applied != kEntries || n.counters().broadcasts_queued != kEntries + 1) {
       state.SkipWithError("not every entry was merged and queued for rumor mongering");
       return;
     }
     merged += sc.merges_applied;
     overruns += sc.feed_overruns;
-    queued += n.impl().counters().broadcasts_queued;
+    queued += n.counters().broadcasts_queued;
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(merged));
   state.counters["cores"] = cores;

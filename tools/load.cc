@@ -16,7 +16,8 @@
 #include <spawn.h>
 
 #include "base/clock.h"
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "tools/load_common.h"
 
 extern char** environ;

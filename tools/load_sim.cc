@@ -3,7 +3,8 @@
 // rounds and counts (wall time and memory aside).
 #include <unordered_map>
 
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "engine/sim/sim_cluster.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
@@ -53,7 +54,7 @@ class SimLoad final : public LoadCluster {
     const std::size_t up = running();
     std::size_t n = 0;
     for (std::size_t i = 0; i < c_->size(); ++i) {
-      if (!c_->crashed(i) && c_->node(i).impl().live_members() + 1 >= up) ++n;
+      if (!c_->crashed(i) && NodeDriver::of(c_->node(i)).live_members() + 1 >= up) ++n;
     }
     return n;
   }
@@ -73,7 +74,7 @@ class SimLoad final : public LoadCluster {
   }
   void restart(std::size_t i) override {
     // The old process's counters leave with it; keep them in the totals.
-    const NodeCounters& k = c_->node(i).impl().counters();
+    const NodeCounters k = c_->node(i).counters();
     retired_.packets_sent += k.packets_sent;
     retired_.bytes_sent += k.bytes_sent;
     fp_.set_up(i, true, c_->now_ms());
@@ -92,7 +93,7 @@ class SimLoad final : public LoadCluster {
   Stats stats() override {
     Stats s;
     for (std::size_t i = 0; i < c_->size(); ++i) {
-      const NodeCounters& k = c_->node(i).impl().counters();
+      const NodeCounters k = c_->node(i).counters();
       s.packets_sent += k.packets_sent;
       s.bytes_sent += k.bytes_sent;
     }

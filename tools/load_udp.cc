@@ -25,7 +25,8 @@
 #include <unordered_map>
 
 #include "base/clock.h"
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "engine/runtime/reactor.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
@@ -130,18 +131,23 @@ struct Filter {
 class LoadDriven final : public Driven {
  public:
   LoadDriven(Node& node, Filter& filter, std::size_t index)
-      : node_(node), filter_(filter), index_(index) {}
+      : node_(NodeDriver::of(node)), filter_(filter), index_(index) {}
   void start(PacketSink& out) override { node_.start(out); }
   void stop(PacketSink& out) override { node_.stop(out); }
-  void receive(const Address& from, std::span<const std::byte> d, PacketSink& out) override {
-    if (filter_.pass(index_, from)) node_.receive(from, d, out);
+  void receive(std::span<const ReceivedDatagram> batch, PacketSink& out) override {
+    passed_.clear();
+    for (const ReceivedDatagram& d : batch) {
+      if (filter_.pass(index_, d.from)) passed_.push_back(d);
+    }
+    if (!passed_.empty()) node_.receive(0, passed_, out);
   }
   void tick(PacketSink& out) override { node_.tick(out); }
   std::uint64_t next_deadline_ms() const override { return node_.next_deadline_ms(); }
   std::size_t dispatch_events() override { return node_.dispatch_events(); }
 
  private:
-  Node& node_;
+  NodeDriver& node_;
+  std::vector<ReceivedDatagram> passed_;
   Filter& filter_;
   std::size_t index_;
 };
@@ -248,7 +254,7 @@ class Worker {
     auto n = Node::create(nc, clock_);
     if (!n) return n.status();
     w.node = std::move(n).value();
-    w.node->impl().share_names(names_);
+    NodeInternals::members(*w.node).share_names(names_);
     fp_.name(w.index, w.node->id());
     fp_.watch(w.index, *w.node);
     w.driven = std::make_unique<LoadDriven>(*w.node, filter_, w.index);
@@ -265,7 +271,7 @@ class Worker {
 
   void crash(WorkerNode& w) {
     if (!w.loop) return;
-    const NodeCounters& k = w.node->impl().counters();
+    const NodeCounters k = w.node->counters();
     w.retired.packets_sent += k.packets_sent;
     w.retired.bytes_sent += k.bytes_sent;
     // Gone without a word: no stop(), the socket closes with the "process".
@@ -307,7 +313,7 @@ class Worker {
       const std::size_t up = std::stoull(a[1]);
       std::size_t n = 0;
       for (WorkerNode& w : nodes_) {
-        if (w.node && w.node->impl().live_members() + 1 >= up) ++n;
+        if (w.node && NodeDriver::of(*w.node).live_members() + 1 >= up) ++n;
       }
       ch_.send(std::to_string(n));
     } else if (cmd == "holding") {
@@ -354,7 +360,7 @@ class Worker {
         packets += w.retired.packets_sent;
         bytes += w.retired.bytes_sent;
         if (!w.started) continue;
-        const NodeCounters& k = w.node->impl().counters();
+        const NodeCounters k = w.node->counters();
         packets += k.packets_sent;
         bytes += k.bytes_sent;
         const ReactorCounters rc = w.loop->counters();

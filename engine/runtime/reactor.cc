@@ -23,41 +23,21 @@ namespace rumor {
 
 namespace {
 
-// The Node's driver-thread API as a Driven.
-class NodeDriven final : public Driven {
- public:
-  explicit NodeDriven(Node& node) : node_(node) {}
-  void start(PacketSink& out) override { node_.start(out); }
-  void stop(PacketSink& out) override { node_.stop(out); }
-  void receive(const Address& from, std::span<const std::byte> datagram,
-               PacketSink& out) override {
-    node_.receive(from, datagram, out);
-  }
-  void tick(PacketSink& out) override { node_.tick(out); }
-  std::uint64_t next_deadline_ms() const override { return node_.next_deadline_ms(); }
-  std::size_t dispatch_events() override { return node_.dispatch_events(); }
-
- private:
-  Node& node_;
-};
-
-// Owner core k >= 1 of a Node as a Driven: its anti-entropy and merges. Callbacks and
-// membership are core 0's, so it dispatches nothing.
+// One core of a Node as a Driven. The home core (0) also dispatches the node's callbacks.
 class CoreDriven final : public Driven {
  public:
-  CoreDriven(Node& node, std::uint32_t core) : node_(node), core_(core) {}
-  void start(PacketSink& out) override { node_.start_core(core_, out); }
-  void stop(PacketSink& out) override { node_.stop_core(core_, out); }
-  void receive(const Address& from, std::span<const std::byte> datagram,
-               PacketSink& out) override {
-    node_.receive_core(core_, from, datagram, out);
+  CoreDriven(NodeDriver& node, std::uint32_t core) : node_(node), core_(core) {}
+  void start(PacketSink& out) override { node_.start(core_, out); }
+  void stop(PacketSink& out) override { node_.stop(core_, out); }
+  void receive(std::span<const ReceivedDatagram> batch, PacketSink& out) override {
+    node_.receive(core_, batch, out);
   }
-  void tick(PacketSink& out) override { node_.tick_core(core_, out); }
-  std::uint64_t next_deadline_ms() const override { return node_.next_deadline_core_ms(core_); }
-  std::size_t dispatch_events() override { return 0; }
+  void tick(PacketSink& out) override { node_.tick(core_, out); }
+  std::uint64_t next_deadline_ms() const override { return node_.next_deadline_ms(core_); }
+  std::size_t dispatch_events() override { return core_ == 0 ? node_.dispatch_events() : 0; }
 
  private:
-  Node& node_;
+  NodeDriver& node_;
   std::uint32_t core_;
 };
 
@@ -176,9 +156,9 @@ Status Reactor::start(Node& node, TimeSource& time) {
                              std::to_string(impl_->info.datagram_bytes_max) + ")");
   }
   const std::uint32_t n = impl_->config.cores;
-  if (node.cores() != n) {
+  if (NodeDriver::of(node).cores() != n) {
     return Status::error(Code::kInvalidArgument,
-                         "reactor: the node has " + std::to_string(node.cores()) +
+                         "reactor: the node has " + std::to_string(NodeDriver::of(node).cores()) +
                              " owner cores (store.owners) and the reactor " + std::to_string(n));
   }
   for (std::uint32_t k = 0; k < n; ++k) {
@@ -190,14 +170,10 @@ Status Reactor::start(Node& node, TimeSource& time) {
     auto loop = ReactorLoop::create(rc, *core.transport, time, n > 1 ? static_cast<int>(k) : -1);
     if (!loop) return loop.status();
     core.loop = std::move(loop.value());
-    if (k == 0) {
-      core.driven = std::make_unique<NodeDriven>(node);
-    } else {
-      core.driven = std::make_unique<CoreDriven>(node, k);
-    }
+    core.driven = std::make_unique<CoreDriven>(NodeDriver::of(node), k);
     // Writes from application threads and work handed over by other cores ring the doorbell.
     // The loop objects live as long as the Reactor.
-    node.set_core_waker(k, [loop = core.loop.get()] { loop->wake(); });
+    NodeDriver::of(node).set_waker(k, [loop = core.loop.get()] { loop->wake(); });
   }
   impl_->loops_made = true;
   impl_->running.store(true, std::memory_order_relaxed);
@@ -272,25 +248,13 @@ ReactorCounters Reactor::counters(std::uint32_t k) const {
   return impl_->cores[k]->loop->counters();
 }
 
-namespace {
-// Adds b to acc word by word (both are structs of uint64_t counters).
-template <typename T>
-void add_words(T& acc, const T& b) {
-  static_assert(sizeof(T) % sizeof(std::uint64_t) == 0 && std::is_trivially_copyable_v<T>);
-  std::uint64_t x[sizeof(T) / 8], y[sizeof(T) / 8];
-  std::memcpy(x, &acc, sizeof(x));
-  std::memcpy(y, &b, sizeof(y));
-  for (std::size_t i = 0; i < std::size(x); ++i) x[i] += y[i];
-  std::memcpy(&acc, x, sizeof(x));
-}
-}  // namespace
 
 ReactorCounters Reactor::counters_all_cores() const {
   ReactorCounters sum = counters(0);
   for (std::size_t k = 1; k < impl_->cores.size(); ++k) {
     const ReactorCounters c = impl_->cores[k]->loop->published_counters();
     const std::uint64_t batch_max = std::max(sum.batch_max, c.batch_max);
-    add_words(sum, c);
+    Published<ReactorCounters>::add_words(sum, c);
     sum.batch_max = batch_max;
   }
   return sum;
@@ -299,7 +263,7 @@ ReactorCounters Reactor::counters_all_cores() const {
 TransportCounters Reactor::transport_counters_all_cores() const {
   TransportCounters sum = transport_counters(0);
   for (std::size_t k = 1; k < impl_->cores.size(); ++k) {
-    add_words(sum, impl_->cores[k]->loop->published_transport_counters());
+    Published<TransportCounters>::add_words(sum, impl_->cores[k]->loop->published_transport_counters());
   }
   return sum;
 }

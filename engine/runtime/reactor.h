@@ -4,7 +4,7 @@
 //
 //   poll      one system call: submit the previous turn's sends, wait until the driven
 //             machine's next deadline, a datagram, or a wake-up (whichever comes first)
-//   reap      lend received datagrams in batches, hand each to receive(), give them back
+//   reap      lend received datagrams in batches, hand each batch to receive(), give it back
 //   tick      timers (and the node's queued cross-thread writes)
 //   commands  closures posted from other threads, run here (bounded per turn)
 //   dispatch  subscription and membership callbacks, after the batch, never inside a packet
@@ -38,23 +38,24 @@
 #include <vector>
 
 #include "base/mpsc_queue.h"
+#include "base/published.h"
 #include "base/spsc_queue.h"
-#include "rumor/node.h"
+#include "rumor/driver.h"
 #include "rumor/reactor.h"
 #include "rumor/time_source.h"
 #include "rumor/transport.h"
 
 namespace rumor {
 
-// What a reactor drives. rumor::Node through NodeDriven (engine/runtime/reactor.cc); fakes in tests.
-// Methods are the driver-thread half of the Node API, with the same meaning.
+// What a reactor drives: one core of a rumor::Node through CoreDriven (engine/runtime/reactor.cc);
+// fakes in tests. Methods are NodeDriver's for that core, with the same meaning.
 class Driven {
  public:
   virtual ~Driven() = default;
   virtual void start(PacketSink& out) = 0;
   virtual void stop(PacketSink& out) = 0;
-  virtual void receive(const Address& from, std::span<const std::byte> datagram,
-                       PacketSink& out) = 0;
+  // A batch of datagrams, lent until the call returns.
+  virtual void receive(std::span<const ReceivedDatagram> batch, PacketSink& out) = 0;
   virtual void tick(PacketSink& out) = 0;
   virtual std::uint64_t next_deadline_ms() const = 0;
   virtual std::size_t dispatch_events() = 0;
@@ -145,6 +146,7 @@ class ReactorLoop {
   TimeSource& time_;
   TransportSink sink_;
   std::vector<Datagram> batch_;
+  std::vector<ReceivedDatagram> received_;  // batch_ as the driven machine sees it
   MpscQueue<std::function<void()>> commands_;
 
   // Loop-thread counters (plain: one writer, read through counters() on the same thread).
@@ -164,10 +166,8 @@ class ReactorLoop {
   std::atomic<std::uint64_t> doorbells_rung_{0};  // relaxed: a statistic
   std::uint64_t wakes_seen_ = 0;  // loop thread
   void publish();
-  static constexpr std::size_t kReactorWords = sizeof(ReactorCounters) / 8;
-  static constexpr std::size_t kTransportWords = sizeof(TransportCounters) / 8;
-  std::array<std::atomic<std::uint64_t>, kReactorWords> pub_reactor_{};
-  std::array<std::atomic<std::uint64_t>, kTransportWords> pub_transport_{};
+  Published<ReactorCounters> pub_reactor_;
+  Published<TransportCounters> pub_transport_;
   int doorbell_fd_ = -1;
   std::array<std::byte, kDoorbellBytes> doorbell_{};  // what a ring sends (doorbell_len_ bytes)
   std::size_t doorbell_len_ = 0;

@@ -158,6 +158,7 @@ ReactorLoop::ReactorLoop(const ReactorConfig& config, Transport& transport, Time
       batch_(config.receive_batch),
       commands_(config.command_queue_depth),
       doorbell_fd_(doorbell) {
+  received_.reserve(config.receive_batch);
   if (doorbell_shard >= 0) {
     std::copy(kDoorbellMagic.begin(), kDoorbellMagic.end(), doorbell_.begin());
     doorbell_[kShardIdOffset] = static_cast<std::byte>((doorbell_shard >> 8) & 0xff);
@@ -224,15 +225,18 @@ void ReactorLoop::reap(Driven& driven) {
     if (n == 0) break;
     ++c_.batches;
     c_.batch_max = std::max<std::uint64_t>(c_.batch_max, n);
+    received_.clear();
     for (std::size_t i = 0; i < n; ++i) {
       const Datagram& d = batch_[i];
       if (is_doorbell({d.data, d.len})) {
         ++c_.doorbells_received;  // no rumor packet is this short: a wake-up, nothing to do
         continue;
       }
-      ++c_.datagrams;
-      driven.receive(d.peer, {d.data, d.len}, sink_);
+      received_.push_back(ReceivedDatagram{d.peer, {d.data, d.len}});
     }
+    c_.datagrams += received_.size();
+    // One call per batch: the node merges the entries of all of them as one store batch.
+    if (!received_.empty()) driven.receive(received_, sink_);
     transport_.release({batch_.data(), n});
     if (n < batch_.size()) break;
   }
@@ -320,36 +324,19 @@ void ReactorLoop::flush_after_stop() {
 }
 
 namespace {
-// ReactorCounters and TransportCounters are all uint64_t: copied word by word.
-template <typename T, std::size_t N>
-void store_words(const T& v, std::array<std::atomic<std::uint64_t>, N>& out) {
-  static_assert(sizeof(T) == N * sizeof(std::uint64_t) && std::is_trivially_copyable_v<T>);
-  std::uint64_t w[N];
-  std::memcpy(w, &v, sizeof(w));
-  // Relaxed: statistics, read word by word; they order nothing.
-  for (std::size_t i = 0; i < N; ++i) out[i].store(w[i], std::memory_order_relaxed);
-}
-template <typename T, std::size_t N>
-T load_words(const std::array<std::atomic<std::uint64_t>, N>& in) {
-  std::uint64_t w[N];
-  for (std::size_t i = 0; i < N; ++i) w[i] = in[i].load(std::memory_order_relaxed);
-  T v;
-  std::memcpy(&v, w, sizeof(w));
-  return v;
-}
 }  // namespace
 
 void ReactorLoop::publish() {
-  store_words(counters(), pub_reactor_);
-  store_words(transport_.counters(), pub_transport_);
+  pub_reactor_.publish(counters());
+  pub_transport_.publish(transport_.counters());
 }
 
 ReactorCounters ReactorLoop::published_counters() const {
-  return load_words<ReactorCounters>(pub_reactor_);
+  return pub_reactor_.load();
 }
 
 TransportCounters ReactorLoop::published_transport_counters() const {
-  return load_words<TransportCounters>(pub_transport_);
+  return pub_transport_.load();
 }
 
 ReactorCounters ReactorLoop::counters() const {

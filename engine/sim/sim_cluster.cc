@@ -4,7 +4,8 @@
 #include <array>
 
 #include "base/assert.h"
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 
 namespace rumor {
 
@@ -69,10 +70,10 @@ void SimCluster::preload_members() {
     addresses[j] = nodes_[j]->config.advertise;
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
-    NodeImpl& n = nodes_[i]->node->impl();
-    n.reserve_members(nodes_.size());
+    Members& m = NodeInternals::members(*nodes_[i]->node);
+    m.reserve(nodes_.size());
     for (std::size_t j = 0; j < nodes_.size(); ++j) {
-      if (j != i) n.preload_member(ids[j], text[j], addresses[j], incarnation);
+      if (j != i) m.preload(ids[j], text[j], addresses[j], incarnation);
     }
   }
   for (MemberNames::Handle h : text) names_->release(h);
@@ -108,10 +109,11 @@ void SimCluster::make_node(std::size_t i) {
     if (s != i) sn->config.seeds.push_back(Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(s) + 1, 7946));
   }
   if (options_.configure) options_.configure(i, sn->config);
-  auto node = Node::create(sn->config, sn->clock);
+  sn->entropy.reseed(sn->config.seed);
+  auto node = Node::create(sn->config, NodeEnvironment{sn->clock, &sn->entropy});
   RUMOR_ASSERT(node.is_ok());
   sn->node = std::move(node).value();
-  sn->node->impl().share_names(names_);
+  NodeInternals::members(*sn->node).share_names(names_);
   if (options_.on_create) options_.on_create(i, *sn->node);
   if (nodes_.size() <= i) nodes_.resize(i + 1);
   nodes_[i] = std::move(sn);
@@ -119,11 +121,10 @@ void SimCluster::make_node(std::size_t i) {
 
 std::uint64_t SimCluster::deadline_ns(std::size_t i) const {
   const SimNode& sn = *nodes_[i];
-  if (sn.crashed || !sn.node->running()) return UINT64_MAX;
-  std::uint64_t d = sn.node->next_deadline_ms();
-  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) {
-    d = std::min(d, sn.node->next_deadline_core_ms(c));
-  }
+  if (sn.crashed || !NodeDriver::of(*sn.node).running()) return UINT64_MAX;
+  const NodeDriver& drv = NodeDriver::of(*sn.node);
+  std::uint64_t d = UINT64_MAX;
+  for (std::uint32_t c = 0; c < drv.cores(); ++c) d = std::min(d, drv.next_deadline_ms(c));
   if (d == UINT64_MAX) return UINT64_MAX;
   const std::int64_t rel =
       static_cast<std::int64_t>(d) - sn.clock.skew_ms - static_cast<std::int64_t>(kEpochMs);
@@ -141,8 +142,8 @@ void SimCluster::schedule(std::size_t i) {
 void SimCluster::start(std::size_t i) {
   SimNode& sn = *nodes_[i];
   sink_->bind(sn.transport);
-  sn.node->start(*sink_);
-  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) sn.node->start_core(c, *sink_);
+  NodeDriver& drv = NodeDriver::of(*sn.node);
+  for (std::uint32_t c = 0; c < drv.cores(); ++c) drv.start(c, *sink_);
   sink_->finish();
   schedule(i);
 }
@@ -154,8 +155,8 @@ void SimCluster::start_all() {
 void SimCluster::stop(std::size_t i) {
   SimNode& sn = *nodes_[i];
   sink_->bind(sn.transport);
-  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) sn.node->stop_core(c, *sink_);
-  sn.node->stop(*sink_);
+  NodeDriver& drv = NodeDriver::of(*sn.node);
+  for (std::uint32_t c = drv.cores(); c-- > 0;) drv.stop(c, *sink_);
   sink_->finish();
 }
 
@@ -184,10 +185,11 @@ void SimCluster::restart(std::size_t i, bool new_address) {
     if (n == 0) break;
     sn.transport->release(std::span<const Datagram>(batch.data(), n));
   }
-  auto node = Node::create(sn.config, sn.clock);
+  sn.entropy.reseed(sn.config.seed + restarts_++ * 0x9e3779b97f4a7c15ull);
+  auto node = Node::create(sn.config, NodeEnvironment{sn.clock, &sn.entropy});
   RUMOR_ASSERT(node.is_ok());
   sn.node = std::move(node).value();
-  sn.node->impl().share_names(names_);
+  NodeInternals::members(*sn.node).share_names(names_);
   if (options_.on_create) options_.on_create(i, *sn.node);
   sn.crashed = false;
   sn.scheduled_ns = UINT64_MAX;
@@ -197,44 +199,42 @@ void SimCluster::restart(std::size_t i, bool new_address) {
 void SimCluster::step_node_receive(std::size_t i) {
   SimNode& sn = *nodes_[i];
   if (sn.crashed) return;
+  NodeDriver& drv = NodeDriver::of(*sn.node);
   std::array<Datagram, 64> batch;
   sink_->bind(sn.transport);
+  per_core_.resize(std::max<std::size_t>(per_core_.size(), drv.cores()));
   for (;;) {
     const std::size_t n = sn.transport->receive(batch);
+    for (auto& v : per_core_) v.clear();
     for (std::size_t k = 0; k < n; ++k) {
       // A multi-core node: the core the kernel would steer the datagram to.
-      const std::uint32_t c = sn.node->core_of(batch[k].bytes());
-      if (c == 0) {
-        sn.node->receive(batch[k].peer, batch[k].bytes(), *sink_);
-      } else {
-        sn.node->receive_core(c, batch[k].peer, batch[k].bytes(), *sink_);
-      }
+      per_core_[drv.core_of(batch[k].bytes())].push_back(
+          ReceivedDatagram{batch[k].peer, batch[k].bytes()});
       ++events_;
+    }
+    for (std::uint32_t c = 0; c < drv.cores(); ++c) {
+      if (!per_core_[c].empty()) drv.receive(c, per_core_[c], *sink_);
     }
     sn.transport->release(std::span<const Datagram>(batch.data(), n));
     if (n < batch.size()) break;
   }
   sink_->finish();
-  sn.node->dispatch_events();
+  drv.dispatch_events();
   schedule(i);
 }
 
 void SimCluster::step_node_tick(std::size_t i) {
   SimNode& sn = *nodes_[i];
   if (sn.crashed) return;
+  NodeDriver& drv = NodeDriver::of(*sn.node);
   sink_->bind(sn.transport);
-  sn.node->tick(*sink_);
+  // Core 0 first, then the others, each once per step; what they hand to each other keeps the
+  // node's deadline at "now", so it is picked up at this same virtual instant.
+  for (std::uint32_t c = 0; c < drv.cores(); ++c) drv.tick(c, *sink_);
   ++events_;
-  tick_cores(sn);
   sink_->finish();
-  sn.node->dispatch_events();
+  drv.dispatch_events();
   schedule(i);
-}
-
-void SimCluster::tick_cores(SimNode& sn) {
-  // Cores 1.. after core 0, each once per step; what they hand to each other keeps the node's
-  // deadline at "now", so it is picked up at this same virtual instant.
-  for (std::uint32_t c = 1; c < sn.node->cores(); ++c) sn.node->tick_core(c, *sink_);
 }
 
 void SimCluster::run_to(std::uint64_t t_end) {

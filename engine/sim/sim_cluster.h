@@ -16,8 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "base/rng.h"
 #include "engine/members/member_names.h"
 #include "io/sim_network.h"
+#include "rumor/driver.h"
 #include "rumor/node.h"
 
 namespace rumor {
@@ -92,8 +94,17 @@ class SimCluster {
                                         skew_ms);
     }
   };
+  // Each node's nonce salt from its seed, so a run replays exactly, encrypted or not.
+  struct Entropy final : EntropySource {
+    Rng rng{0};
+    void reseed(std::uint64_t seed) { rng = Rng(seed); }
+    void fill(std::span<std::byte> out) override {
+      for (std::byte& b : out) b = static_cast<std::byte>(rng.next());
+    }
+  };
   struct SimNode {
     Clock clock;
+    Entropy entropy;
     io::SimTransport* transport = nullptr;
     std::unique_ptr<Node> node;
     NodeConfig config;
@@ -114,7 +125,6 @@ class SimCluster {
   void attach(SimNode& sn, std::size_t i, const Address& addr);
   void schedule(std::size_t i);
   void step_node_receive(std::size_t i);
-  void tick_cores(SimNode& sn);
   void step_node_tick(std::size_t i);
   std::uint64_t deadline_ns(std::size_t i) const;
   void run_to(std::uint64_t t_ns);
@@ -128,8 +138,10 @@ class SimCluster {
   // One thread drives every node: they share one table of member names (member_names.h).
   std::shared_ptr<MemberNames> names_;
   std::vector<io::NodeId> ready_;
+  std::vector<std::vector<ReceivedDatagram>> per_core_;  // a received batch, by target core
   std::uint64_t events_ = 0;
   std::uint32_t moves_ = 0;
+  std::uint64_t restarts_ = 0;
 };
 
 }  // namespace rumor

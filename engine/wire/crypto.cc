@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/assert.h"
+#include "base/entropy.h"
 #include "engine/wire/wire.h"
 
 namespace rumor {
@@ -71,7 +72,7 @@ std::string encode_key(std::string_view raw) {
 std::string generate_key() {
   ensure_sodium();
   std::string raw(kKeyBytes, '\0');
-  randombytes_buf(raw.data(), raw.size());
+  system_entropy().fill(std::as_writable_bytes(std::span(raw.data(), raw.size())));
   return raw;
 }
 
@@ -223,14 +224,14 @@ void ReplayWindow::accept(std::uint64_t seq) {
 // ---- FrameCrypto -------------------------------------------------------------------------
 
 FrameCrypto::FrameCrypto(std::string_view cluster_label, std::size_t datagram_bytes_max,
-                         std::size_t senders_max)
+                         std::size_t senders_max, EntropySource& entropy)
     : label_(cluster_label.substr(0, kLabelBytesMax)),
       plain_(datagram_bytes_max),
       senders_max_(std::max<std::size_t>(senders_max, 1)) {
   ensure_sodium();
   // The salt makes nonces unique across nodes and across restarts of one node even if its clock
   // went back: the sequence number alone is unique only per sender and clock.
-  randombytes_buf(salt_.data(), salt_.size());
+  entropy.fill(std::as_writable_bytes(std::span(salt_)));
 }
 
 Status FrameCrypto::set_mode(EncryptionMode mode) {
@@ -278,6 +279,21 @@ std::size_t FrameCrypto::seal(std::span<std::byte> buf, std::size_t len) {
                                                       ad_len, nullptr, nonce,
                                                       keyring_.primary_key());
   return len + kSealOverheadBytes;
+}
+
+Opened open_plaintext(std::span<const std::byte> datagram) {
+  Opened o;
+  RUMOR_ASSERT(datagram.size() >= kHeaderBytes);
+  const auto flags = static_cast<std::uint8_t>(datagram[3]);
+  if (flags & ~kFlagsKnown) {
+    o.kind = Opened::Kind::kBadFlags;
+  } else if (flags & kFlagSealed) {
+    o.kind = Opened::Kind::kSealedRefused;
+  } else {
+    o.kind = Opened::Kind::kPlain;
+    o.messages = datagram.subspan(kHeaderBytes);
+  }
+  return o;
 }
 
 Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {

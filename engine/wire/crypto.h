@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/entropy.h"
 #include "rumor/security.h"
 #include "rumor/status.h"
 #include "rumor/version.h"
@@ -119,11 +120,16 @@ struct Opened {
   std::span<const std::byte> messages;  // the plaintext messages after the header
 };
 
+// What a node without keys does with a frame (cores other than the home core): plaintext is
+// taken, a sealed frame refused, unknown flags are malformed.
+Opened open_plaintext(std::span<const std::byte> datagram);
+
 class FrameCrypto {
  public:
   // `senders_max` bounds the replay windows kept (one per authenticated sender).
+  // `entropy` salts the nonces (the node hands in its own; tests take the system's).
   FrameCrypto(std::string_view cluster_label, std::size_t datagram_bytes_max,
-              std::size_t senders_max);
+              std::size_t senders_max, EntropySource& entropy = system_entropy());
 
   Keyring& keyring() { return keyring_; }
   const Keyring& keyring() const { return keyring_; }

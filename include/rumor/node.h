@@ -1,24 +1,21 @@
-// rumor::Node: one member of a gossip cluster, as a sans-I/O state machine (DESIGN.md "The core
-// idea"). Given the time, incoming datagrams and API calls, it produces outgoing datagrams and
-// the next timer deadline. It never reads a clock except through the TimeSource it is given,
-// never sleeps, never opens a socket and never starts a thread. Two drivers run it:
-//   - the simulator (tests/sim, `rumor load --mode sim`): many nodes on one thread over
-//     io::SimNetwork with virtual time;
-//   - the reactor (engine/runtime/reactor.h): real UDP through a Transport, one thread per owner core.
+// rumor::Node: one member of a gossip cluster, as the application sees it (DESIGN.md "The core
+// idea"): the replicated key-value store, subscriptions, membership and the keyring. A node is a
+// sans-I/O state machine: it never reads a clock except through the TimeSource it is given,
+// never sleeps, never opens a socket and never starts a thread. What drives it (the reactor on
+// real UDP, include/rumor/reactor.h; the simulator in tests and `rumor load`) uses the driver
+// half in include/rumor/driver.h.
 //
 // Thread-safety contract
-// - The driver thread calls start, receive, tick, next_deadline_ms, stop and dispatch_events.
-//   With several owner cores that is core 0's driver; core c >= 1 has its own (the *_core
-//   calls). Nothing assumes a driver thread belongs to this node alone.
-// - Before start(), set and del come from one thread at a time (they write the store directly).
-// - set, del, get, get_entry and scan_prefix may be called from any thread:
-//   reads go to the lock-free store; a write from a thread other than the driver of the key's
-//   owner core is queued to that core (Code::kBusy when the queue is full) and applied at its
-//   next receive/tick.
-// - subscribe and on_membership may be called from any thread before start().
-// - Callbacks (subscriptions, membership events) run on the driver thread inside
-//   dispatch_events(), which drivers call after a batch of packets and timers, never while a
-//   packet is being processed. A slow callback delays the node's next loop turn.
+// - set, del, get, get_entry and scan_prefix may be called from any thread: reads go to the
+//   lock-free store; a write from a thread other than the driver of the key's owner core is
+//   queued to that core (Code::kBusy when the queue is full) and applied at its next turn.
+//   Before start, writes come from one thread at a time.
+// - subscribe and on_membership: any thread, before start.
+// - members, counters and the keyring calls: the home core's driver thread (with the reactor,
+//   from a posted command: Reactor::post).
+// - Callbacks (subscriptions, membership events) run on the home core's driver thread inside
+//   NodeDriver::dispatch_events(), after a batch of packets and timers, never while a packet is
+//   being processed. A slow callback delays the node's next loop turn.
 #pragma once
 
 #include <cstdint>
@@ -38,18 +35,6 @@
 #include "rumor/version.h"
 
 namespace rumor {
-
-// Where a node writes the datagrams it wants to send. The driver hands one in with every call
-// that may send; buffers come from the transport (zero copy) or from the simulator.
-class PacketSink {
- public:
-  virtual ~PacketSink() = default;
-  // A buffer to encode one datagram into (at least datagram_bytes_max bytes), or an empty span
-  // when none is available right now (back-pressure: the node counts what it could not send).
-  virtual std::span<std::byte> buffer() = 0;
-  // Sends the first len bytes of the buffer last returned by buffer() to `to`.
-  virtual void commit(const Address& to, std::size_t len) = 0;
-};
 
 enum class MemberState : std::uint8_t { kAlive = 0, kSuspect = 1, kDead = 2, kLeft = 3 };
 std::string_view member_state_name(MemberState s);
@@ -167,30 +152,20 @@ struct NodeConfig {
 };
 
 class NodeImpl;
+class NodeDriver;
 
 class Node {
  public:
+  // The system's entropy and thread identity; `time` drives the protocol.
   static Result<std::unique_ptr<Node>> create(const NodeConfig& config, TimeSource& time);
+  static Result<std::unique_ptr<Node>> create(const NodeConfig& config,
+                                              const NodeEnvironment& env);
   ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
   const NodeConfig& config() const;
   NodeId id() const;
-
-  // ---- driver thread ----
-  // Starts: announces itself to the seeds (if any) and begins probing and gossiping.
-  void start(PacketSink& out);
-  // Graceful leave: announces `left` to a few members. The node then answers nothing.
-  void stop(PacketSink& out);
-  bool running() const;
-  void receive(const Address& from, std::span<const std::byte> datagram, PacketSink& out);
-  void tick(PacketSink& out);
-  // The earliest time (TimeSource ms) at which tick() has work. Drivers sleep until then or
-  // until a datagram arrives.
-  std::uint64_t next_deadline_ms() const;
-  // Runs queued subscription and membership callbacks. Returns how many ran.
-  std::size_t dispatch_events();
 
   // ---- any thread ----
   Status set(std::string_view key, std::string_view value);
@@ -205,11 +180,11 @@ class Node {
   // Live entries whose key starts with prefix, sorted by key.
   std::vector<Entry> scan_prefix(std::string_view prefix, std::size_t limit = SIZE_MAX) const;
 
-  // ---- driver thread (the reactor publishes snapshots of these for other threads) ----
+  // ---- home core's driver thread ----
+  // Every member this node knows, itself first (dead and left ones until reclaimed).
   std::vector<Member> members() const;
   NodeCounters counters() const;
 
-  // ---- driver thread: the keyring and the encryption mode (docs/security.md) ----
   // Rotation without downtime: install the new key on every node, then use it on every node,
   // then remove the old one from every node. Keys are raw 32 bytes (decode_key() reads base64);
   // use and remove also take the fingerprint that keys() lists.
@@ -220,44 +195,19 @@ class Node {
   Status set_encryption(EncryptionMode mode);
   EncryptionMode encryption() const;
 
+  // ---- any thread, before start ----
   using ChangeCallback = std::function<void(const Change&)>;
   using MembershipCallback = std::function<void(const MembershipEvent&)>;
-  // Before start(): changes to keys under prefix, from anywhere in the cluster.
+  // Changes to keys under prefix, from anywhere in the cluster.
   void subscribe(std::string_view prefix, ChangeCallback cb);
   void on_membership(MembershipCallback cb);
-  // Before start(): called on the writing thread whenever set/del from a thread other than the
-  // driver's is queued, so the driver can wake up now instead of at its next deadline. The
-  // reactor installs one; it must stay callable while other threads may still write.
-  void set_waker(std::function<void()> waker);
-
-  // ---- owner cores (store.owners > 1) ----
-  // A node's virtual shards are spread over store.owners cores (shard s on core s % owners).
-  // Core 0 runs membership, rumor mongering and callbacks, and is driven by the calls above;
-  // every core applies merges for its shards and reconciles them with peers. Core c >= 1 is
-  // driven by the calls below, each core from one thread at a time (its own, in the reactor;
-  // the same one for all cores in the simulator). Cores exchange work through lock-free
-  // single-producer/single-consumer queues; docs/agent.md "Threading model" has the picture.
-  std::uint32_t cores() const;
-  // The core a received datagram is for: its target shard (header byte 4) % cores. 0 for a
-  // single-core node or a datagram too short to say.
-  std::uint32_t core_of(std::span<const std::byte> datagram) const;
-  // Core c >= 1: start after core 0 started, stop before core 0 stops.
-  void start_core(std::uint32_t core, PacketSink& out);
-  void stop_core(std::uint32_t core, PacketSink& out);
-  void receive_core(std::uint32_t core, const Address& from, std::span<const std::byte> datagram,
-                    PacketSink& out);
-  void tick_core(std::uint32_t core, PacketSink& out);
-  std::uint64_t next_deadline_core_ms(std::uint32_t core) const;
-  // Before start: called (on any thread) when work is queued for core c (c = 0 included; for
-  // core 0 this is the same as set_waker).
-  void set_core_waker(std::uint32_t core, std::function<void()> waker);
-
-  // Internals for tools and tests (store metrics, the membership view).
-  NodeImpl& impl() { return *impl_; }
 
  private:
+  friend class NodeDriver;
+  friend struct NodeInternals;  // engine/node/internal.h: in-tree simulators only
   explicit Node(std::unique_ptr<NodeImpl> impl);
   std::unique_ptr<NodeImpl> impl_;
+  std::unique_ptr<NodeDriver> driver_;
 };
 
 }  // namespace rumor

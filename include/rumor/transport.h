@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -57,6 +58,13 @@ inline constexpr std::uint32_t kGsoSegmentsMax = 64;
 // The wire format (docs/wire-format.md) must keep the field here.
 inline constexpr std::size_t kShardIdOffset = 4;
 inline constexpr std::size_t kShardIdBytes = 2;
+
+// The target shard a datagram names, or nullopt when it is too short to name one.
+inline std::optional<std::uint16_t> peek_target_shard(std::span<const std::byte> datagram) {
+  if (datagram.size() < kShardIdOffset + kShardIdBytes) return std::nullopt;
+  return static_cast<std::uint16_t>((std::to_integer<std::uint16_t>(datagram[kShardIdOffset]) << 8) |
+                                    std::to_integer<std::uint16_t>(datagram[kShardIdOffset + 1]));
+}
 
 // ---- Addresses ----
 

@@ -26,7 +26,10 @@ class FakeDriven final : public Driven {
     if (!peer_.empty()) send(out, "bye", 3);
     stopped.store(true);
   }
-  void receive(const Address& from, std::span<const std::byte> d, PacketSink& out) override {
+  void receive(std::span<const ReceivedDatagram> batch, PacketSink& out) override {
+    for (const ReceivedDatagram& d : batch) receive_one(d.from, d.bytes, out);
+  }
+  void receive_one(const Address& from, std::span<const std::byte> d, PacketSink& out) {
     RUMOR_ASSERT(!in_receive_);
     in_receive_ = true;
     received.fetch_add(1, std::memory_order_relaxed);

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "rumor/node.h"
+#include "rumor/driver.h"
 
 namespace rumor::fuzz {
 
@@ -23,15 +23,16 @@ struct FuzzNode {
     cfg.name = "fuzz-target";
     cfg.advertise = Address::ipv4(0x7f000001, 7946);
     node = std::move(Node::create(cfg, time)).value();
-    node->start(sink);
+    NodeDriver::of(*node).start(sink);
   }
   // One datagram from a fixed peer, then a tick 7 ms later and the callbacks.
   void feed(std::span<const std::byte> datagram) {
     static const Address from = Address::ipv4(0x7f000002, 7946);
-    node->receive(from, datagram, sink);
+    NodeDriver& driver = NodeDriver::of(*node);
+    driver.receive(from, datagram, sink);
     time.advance(7);
-    node->tick(sink);
-    node->dispatch_events();
+    driver.tick(sink);
+    driver.dispatch_events();
   }
   ManualTimeSource time{1'764'000'000'000};
   DiscardSink sink;

@@ -57,7 +57,7 @@ TEST(MultiCoreSim, MixedCoreCountsConvergeByGossip) {
     EXPECT_GT(c.node(0).counters().core_handoffs, 0u);
     EXPECT_EQ(c.node(0).counters().core_handoff_drops, 0u);
     for (std::size_t i = 0; i < c.size(); ++i) {
-      const StoreCounters sc = c.node(i).impl().store().counters();
+      const StoreCounters sc = NodeInternals::store(c.node(i)).counters();
       EXPECT_EQ(sc.write_queue_full, 0u);
     }
   }
@@ -70,7 +70,7 @@ TEST(MultiCoreSim, MultiCoreLateJoinerCatchesUpByAntiEntropyOnEveryCore) {
     for (std::size_t i = 0; i < 3; ++i) c.start(i);
     ASSERT_TRUE(c.run_until([&] {
       for (std::size_t i = 0; i < 3; ++i) {
-        if (c.node(i).impl().live_members() != 2) return false;
+        if (NodeDriver::of(c.node(i)).live_members() != 2) return false;
       }
       return true;
     }, 5'000));
@@ -106,7 +106,7 @@ TEST(MultiCoreSim, SubscriptionsOnCoreZeroSeeChangesOfEveryCore) {
   std::sort(seen.begin(), seen.end());
   EXPECT_EQ(std::unique(seen.begin(), seen.end()), seen.end()) << "a change delivered twice";
   std::size_t on_core1 = 0;
-  const Store& st = c.node(1).impl().store();
+  const Store& st = NodeInternals::store(c.node(1));
   for (int k = 0; k < kKeys; ++k) {
     if (st.owner_of_shard(st.shard_of("sub-" + std::to_string(k))) == 1) ++on_core1;
   }

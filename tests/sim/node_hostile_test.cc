@@ -5,7 +5,8 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "engine/node/rate_limit.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
@@ -27,7 +28,7 @@ class HostileTest : public ::testing::Test {
     cfg.name = "target";
     cfg.advertise = Address::ipv4(0x7f000001, 7000);
     node = std::move(Node::create(cfg, time)).value();
-    node->start(sink);
+    NodeDriver::of(*node).start(sink);
   }
   // A datagram from `sender` carrying one member record.
   std::vector<std::byte> member_packet(NodeId sender, const wire::MemberMsg& m, bool table) {
@@ -60,14 +61,14 @@ TEST_F(HostileTest, ForgedSuspicionAtTheTopIncarnationIsRefusedNotWrapped) {
   auto p = member_packet(42, wire::MemberMsg{wire::WireState::kSuspect, UINT64_MAX, node->id(), 42,
                                              Address::ipv4(0x7f000001, 7000), "target", ""},
                          false);
-  node->receive(peer, p, sink);
+  NodeDriver::of(*node).receive(peer, p, sink);
   EXPECT_EQ(self_view().incarnation, before);  // not wrapped to 0, not moved at all
   EXPECT_EQ(node->counters().drop_malformed, 1u);
   // An ordinary suspicion is refuted with a higher incarnation.
   p = member_packet(42, wire::MemberMsg{wire::WireState::kSuspect, before, node->id(), 42,
                                         Address::ipv4(0x7f000001, 7000), "target", ""},
                     false);
-  node->receive(peer, p, sink);
+  NodeDriver::of(*node).receive(peer, p, sink);
   EXPECT_EQ(self_view().incarnation, before + 1);
   EXPECT_EQ(node->counters().refutations, 1u);
 }
@@ -78,7 +79,7 @@ TEST_F(HostileTest, DeathOrSuspicionOfAnUnknownMemberDoesNotAddIt) {
       auto p = member_packet(42, wire::MemberMsg{st, 5, 777, 42, Address::ipv4(0x7f000003, 7002),
                                                  "ghost", ""},
                              table);
-      node->receive(peer, p, sink);
+      NodeDriver::of(*node).receive(peer, p, sink);
     }
   }
   EXPECT_EQ(node->members().size(), 1u);  // only itself
@@ -86,7 +87,7 @@ TEST_F(HostileTest, DeathOrSuspicionOfAnUnknownMemberDoesNotAddIt) {
   auto p = member_packet(42, wire::MemberMsg{wire::WireState::kAlive, 5, 777, 777,
                                              Address::ipv4(0x7f000003, 7002), "ghost", ""},
                          false);
-  node->receive(peer, p, sink);
+  NodeDriver::of(*node).receive(peer, p, sink);
   EXPECT_EQ(node->members().size(), 2u);
 }
 
@@ -110,7 +111,7 @@ class FloodTest : public ::testing::Test {
     cfg.name = "target";
     cfg.advertise = Address::ipv4(0x7f000001, 7000);
     node = std::move(Node::create(cfg, time)).value();
-    node->start(sink);
+    NodeDriver::of(*node).start(sink);
   }
   // A join request (asks for the member table back) from `sender` at `addr`.
   static std::vector<std::byte> join_packet(NodeId sender, const Address& addr) {
@@ -139,7 +140,7 @@ TEST_F(FloodTest, JunkFromOneAddressIsCutOffUnreadAndOtherPeersAreStillServed) {
   constexpr int kFlood = 20'000;
   for (int i = 0; i < kFlood; ++i) {
     for (auto& b : junk) b = static_cast<std::byte>((x = x * 6364136223846793005ull + 1) >> 56);
-    node->receive(attacker, junk, sink);
+    NodeDriver::of(*node).receive(attacker, junk, sink);
     if (i % 1000 == 0) time.advance(10);  // 200 ms of flood in all
   }
   const NodeCounters c = node->counters();
@@ -150,7 +151,7 @@ TEST_F(FloodTest, JunkFromOneAddressIsCutOffUnreadAndOtherPeersAreStillServed) {
   // Another peer is answered at once.
   const std::size_t sent_before = sink.sent;
   const Address peer = Address::ipv4(0x7f000002, 7001);
-  node->receive(peer, join_packet(42, peer), sink);
+  NodeDriver::of(*node).receive(peer, join_packet(42, peer), sink);
   EXPECT_GT(sink.sent, sent_before);
   EXPECT_EQ(node->members().size(), 2u);
 }
@@ -161,7 +162,7 @@ TEST_F(FloodTest, WellFormedRequestsFromOneAddressGetBoundedAnswers) {
   const Address attacker = Address::ipv4(0x7f000009, 9999);
   const auto req = join_packet(66, attacker);
   constexpr int kFlood = 5'000;
-  for (int i = 0; i < kFlood; ++i) node->receive(attacker, req, sink);
+  for (int i = 0; i < kFlood; ++i) NodeDriver::of(*node).receive(attacker, req, sink);
   // The per-address answer budget: 8 ticks' worth of sync datagrams, at about one datagram
   // per answer here (a two-member table).
   const double budget = 8.0 * cfg.sync_datagrams_per_tick_max;
@@ -169,7 +170,7 @@ TEST_F(FloodTest, WellFormedRequestsFromOneAddressGetBoundedAnswers) {
   EXPECT_GE(node->counters().sync_rate_limited, static_cast<std::uint64_t>(kFlood - budget));
   const std::size_t sent_before = sink.sent;
   const Address peer = Address::ipv4(0x7f000002, 7001);
-  node->receive(peer, join_packet(42, peer), sink);
+  NodeDriver::of(*node).receive(peer, join_packet(42, peer), sink);
   EXPECT_GT(sink.sent, sent_before) << "another address still gets its answer";
 }
 
@@ -181,7 +182,7 @@ TEST_F(FloodTest, SpoofedAddressesShareOneGlobalAnswerBudgetAndFixedTables) {
   constexpr std::uint32_t kFlood = 50'000;
   for (std::uint32_t i = 0; i < kFlood; ++i) {
     const Address a = Address::ipv4(0x0b000000u + i, static_cast<std::uint16_t>(1000 + i % 50000));
-    node->receive(a, join_packet(1000 + i, a), sink);
+    NodeDriver::of(*node).receive(a, join_packet(1000 + i, a), sink);
   }
   // Each answer is a datagram or two (the table is at most members_max = 64 records).
   EXPECT_LE(sink.sent, 300u);
@@ -192,7 +193,7 @@ TEST_F(FloodTest, SpoofedAddressesShareOneGlobalAnswerBudgetAndFixedTables) {
   time.advance(1000);
   const std::size_t sent_before = sink.sent;
   const Address peer = Address::ipv4(0x7f000002, 7001);
-  node->receive(peer, join_packet(42, peer), sink);
+  NodeDriver::of(*node).receive(peer, join_packet(42, peer), sink);
   EXPECT_GT(sink.sent, sent_before);
 }
 

@@ -9,7 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "engine/sim/sim_cluster.h"
 #include "tests/sim/sim_test_util.h"
 
@@ -224,7 +225,7 @@ TEST(ProtocolSim, LateJoinerReceivesTenThousandKeysByAntiEntropy) {
     for (std::size_t i = 0; i < 3; ++i) c.start(i);
     ASSERT_TRUE(c.run_until([&] {
       for (std::size_t i = 0; i < 3; ++i) {
-        if (c.node(i).impl().live_members() != 2) return false;
+        if (NodeDriver::of(c.node(i)).live_members() != 2) return false;
       }
       return true;
     }, 5'000));

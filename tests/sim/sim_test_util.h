@@ -8,7 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/node/node_impl.h"
+#include "engine/node/internal.h"
+#include "rumor/driver.h"
 #include "engine/sim/sim_cluster.h"
 
 namespace rumor::simtest {
@@ -50,7 +51,7 @@ inline bool all_have(SimCluster& c, std::string_view key, std::string_view value
 inline bool membership_complete(SimCluster& c) {
   for (std::size_t i = 0; i < c.size(); ++i) {
     if (c.crashed(i)) continue;
-    if (c.node(i).impl().live_members() + 1 != c.size()) return false;
+    if (NodeDriver::of(c.node(i)).live_members() + 1 != c.size()) return false;
   }
   return true;
 }

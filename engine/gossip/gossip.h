@@ -1,0 +1,75 @@
+// Gossip: what a node tells the cluster and what it tells the application. It owns
+//   - the broadcast queue (rumor mongering): membership news and applied key-value changes,
+//     piggybacked on outgoing packets, each retransmitted retransmit_mult * ceil(log2(N + 1))
+//     times (engine/gossip/broadcast.h);
+//   - subscriptions and membership callbacks, with the bounded queue of events they wait in until
+//     the driver calls dispatch_events() (never inside a packet).
+// It knows nothing of members or the store: the node hands it what changed.
+//
+// Not thread-safe: owned by the node's home core (the core that runs membership), on its driver
+// thread. subscribe/on_membership are called before start.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/gossip/broadcast.h"
+#include "engine/store/store.h"
+#include "engine/wire/packet.h"
+#include "engine/wire/wire.h"
+#include "rumor/node.h"
+
+namespace rumor {
+
+class Gossip final : public wire::Piggyback {
+ public:
+  Gossip(const NodeConfig& config, NodeCounters& counters);
+
+  // ---- what to spread ----
+  // Membership news about member `m.node` (replaces older news about it).
+  void broadcast_member(const wire::MemberMsg& m);
+  // A change applied to the store, from any origin: queued for rumor mongering and offered to
+  // the subscriptions whose prefix matches.
+  void offer_change(const EntryView& e, bool local);
+  // How many members are alive (self excluded): sets the retransmission limit.
+  void set_live_members(std::size_t live);
+  std::uint32_t retransmit_limit() const { return retransmit_limit_; }
+  // wire::Piggyback: the queued broadcasts that fit.
+  std::size_t fill(wire::Writer& w) override;
+  bool empty() const { return queue_.empty(); }
+  std::size_t pending() const { return queue_.size(); }
+  std::uint64_t dropped() const { return queue_.dropped(); }
+
+  // ---- what to tell the application ----
+  void subscribe(std::string_view prefix, Node::ChangeCallback cb);
+  void on_membership(Node::MembershipCallback cb);
+  bool wants_membership_events() const { return !membership_cbs_.empty(); }
+  void emit_membership(MembershipEvent event);
+  // Runs the callbacks of the events queued when the call began. Returns how many ran.
+  std::size_t dispatch_events();
+
+ private:
+  struct Pending {
+    bool is_change = false;
+    Change change;
+    MembershipEvent membership;
+  };
+  struct Subscription {
+    std::string prefix;
+    Node::ChangeCallback cb;
+  };
+  bool event_room();
+
+  const NodeConfig& config_;
+  NodeCounters& counters_;
+  BroadcastQueue queue_;
+  std::uint32_t retransmit_limit_ = 0;
+  std::vector<Subscription> subscriptions_;
+  std::vector<Node::MembershipCallback> membership_cbs_;
+  std::deque<Pending> events_;
+};
+
+}  // namespace rumor

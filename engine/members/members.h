@@ -1,0 +1,172 @@
+// Members: SWIM membership with Lifeguard (docs/protocol.md "Membership"). The member table,
+// the randomised round-robin probe with indirect probes through relays, suspicion with a timeout
+// that shrinks as independent confirmations arrive, refutation by incarnation, and Lifeguard's
+// local health score that stretches this node's own timers when it is the slow one.
+//
+// It sends through a wire::Outbox it is handed per call, tells the cluster through Gossip (its
+// news rides the broadcast queue) and tells the application through Gossip's event queue. It
+// reads time only from the TimeSource the node was given.
+//
+// Not thread-safe: owned by the node's home core, on its driver thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "base/rng.h"
+#include "engine/gossip/gossip.h"
+#include "engine/members/id_index.h"
+#include "engine/members/member_names.h"
+#include "engine/wire/packet.h"
+#include "engine/wire/wire.h"
+#include "rumor/node.h"
+#include "rumor/time_source.h"
+
+namespace rumor {
+
+class Members {
+ public:
+  Members(const NodeConfig& config, TimeSource& time, Rng& rng, NodeCounters& counters,
+          Gossip& gossip);
+  ~Members();
+  Members(const Members&) = delete;
+  Members& operator=(const Members&) = delete;
+
+  // ---- lifecycle ----
+  // A fresh incarnation above any this node used before (its start time), alive, announced.
+  void start(std::uint64_t now);
+  // Left, announced; refutations stop. Returns members to tell directly.
+  std::vector<Address> leave(std::size_t tell);
+
+  // ---- what packets say ----
+  // A member record: news (gossip) or, with state_sync, one record of a pushed table.
+  void apply(const wire::MemberMsg& m, bool state_sync);
+  void on_ping(const Address& from, const wire::Ping& m, const wire::Outbox& out);
+  void on_ack(NodeId sender, std::uint32_t seq, const wire::Outbox& out);
+  void on_nack(NodeId sender, std::uint32_t seq);
+  void on_ping_req(const Address& from, const wire::PingReq& m, const wire::Outbox& out);
+
+  // ---- timers ----
+  // Probes, relayed probes and suspicion timeouts due at `now`.
+  void tick(std::uint64_t now, const wire::Outbox& out);
+  // Forgets members dead or gone for longer than dead_reclaim_ms.
+  void reclaim(std::uint64_t now);
+  std::uint64_t next_deadline_ms() const;
+
+  // ---- the table ----
+  // This node's whole table (dead and suspect members included: that is how a healed partition
+  // finds out), as many datagrams as it takes. Each opens with `kind` (kJoin or kJoinReply) so
+  // the receiver treats its records as state, not as news; only the first kJoin asks for the
+  // receiver's table back when reply_wanted.
+  void send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
+                  const wire::Outbox& out);
+  // Up to k distinct alive members other than the two excluded, uniformly at random.
+  std::vector<NodeId> random_alive(std::size_t k, NodeId exclude1, NodeId exclude2);
+  // Gossip targets: fanout alive members, now and then a suspect (it must hear to refute).
+  std::vector<NodeId> gossip_targets(std::size_t fanout);
+  // A random dead (not left) member's address, for serf's reconnect; false when there is none.
+  bool random_dead(Address* address);
+  // The address of a known member (alive or not); null when unknown.
+  const Address* address_of(NodeId id) const;
+  bool is_alive(NodeId id) const;
+  std::vector<Member> list() const;
+  // Alive and suspect members other than this node.
+  std::size_t live() const { return live_count_; }
+  std::size_t size() const { return members_.size(); }
+  std::uint32_t local_health() const { return lhm_; }
+
+  // ---- large simulations (`rumor load`) ----
+  // Before start: keep names and metadata in `names`, shared with other nodes on this thread.
+  void share_names(std::shared_ptr<MemberNames> names);
+  MemberNames& names() { return *names_; }
+  // Before start: a member alive at `incarnation` as if a join had told us, without a packet
+  // and without gossiping it. The member must really start with that incarnation.
+  void preload(NodeId id, MemberNames::Handle text, const Address& address,
+               std::uint64_t incarnation);
+  void reserve(std::size_t n);
+
+ private:
+  // One per member: every node holds N of them, a simulation N^2, so the record stays small
+  // (docs/load.md "Memory per node"): name and metadata live in the shared MemberNames table.
+  struct Rec {
+    NodeId id = 0;
+    Address address;
+    MemberState state = MemberState::kAlive;
+    MemberNames::Handle text = 0;  // name and metadata, in names_
+    std::uint64_t incarnation = 0;
+    std::uint64_t state_since_ms = 0;
+    // Suspicion (Lifeguard): when it started and who confirmed it.
+    std::uint64_t suspect_start_ms = 0;
+    std::vector<NodeId> confirmations;
+  };
+  struct Probe {
+    bool active = false;
+    NodeId target = 0;
+    std::uint32_t seq = 0;
+    std::uint64_t indirect_at_ms = 0;
+    std::uint64_t end_ms = 0;
+    bool acked = false;
+    bool indirect_sent = false;
+    std::uint32_t expected_nacks = 0;
+    std::uint32_t nacks = 0;
+    std::vector<NodeId> relays;  // asked to ping the target; their acks and nacks count
+    std::uint64_t nacked = 0;    // bit per relay that answered with a nack
+  };
+  struct Relay {
+    std::uint32_t local_seq = 0;
+    Address requester;
+    std::uint32_t requester_seq = 0;
+    std::uint64_t nack_at_ms = 0;
+    std::uint64_t expire_ms = 0;
+  };
+
+  std::uint64_t now() { return time_.now_ms(); }
+  std::uint64_t scaled(std::uint64_t ms) const { return ms * (lhm_ + 1); }
+  Rec& self() { return members_[0]; }
+  Rec* find(NodeId id);
+  const Rec* find(NodeId id) const;
+  void index_put(NodeId id, std::uint32_t pos);
+  std::string_view name_of(const Rec& m) const { return names_->name(m.text); }
+  std::string_view metadata_of(const Rec& m) const { return names_->metadata(m.text); }
+  Member to_member(const Rec& m) const;
+  wire::MemberMsg to_msg(const Rec& m, NodeId from) const;
+
+  Rec& add(const wire::MemberMsg& m);
+  void set_state(Rec& rec, MemberState state, std::uint64_t incarnation, NodeId from);
+  void refute(std::uint64_t claimed_incarnation);
+  void announce(const Rec& rec, NodeId from) { gossip_.broadcast_member(to_msg(rec, from)); }
+  void emit(const Rec& rec, MemberState previous, bool joined);
+  void note_state(NodeId id, MemberState previous, MemberState next, bool is_new);
+  void adjust_health(int delta);
+  std::uint64_t suspicion_timeout_ms(const Rec& rec) const;
+
+  void probe_tick(std::uint64_t now, const wire::Outbox& out);
+  void finish_probe();
+  NodeId next_probe_target();
+  void relay_tick(std::uint64_t now, const wire::Outbox& out);
+  void suspicion_tick(std::uint64_t now);
+
+  const NodeConfig& config_;
+  TimeSource& time_;
+  Rng& rng_;
+  NodeCounters& counters_;
+  Gossip& gossip_;
+  bool leaving_ = false;
+
+  std::shared_ptr<MemberNames> names_;
+  std::vector<Rec> members_;  // [0] is this node
+  IdIndex index_;
+  std::size_t live_count_ = 0;
+  std::vector<NodeId> suspects_;
+  std::uint32_t lhm_ = 0;
+
+  std::vector<NodeId> probe_order_;
+  std::size_t probe_pos_ = 0;
+  Probe probe_;
+  std::vector<Relay> relays_;
+  std::uint32_t next_seq_ = 1;
+  std::uint64_t next_probe_ms_ = 0;
+};
+
+}  // namespace rumor

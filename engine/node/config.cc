@@ -1,0 +1,137 @@
+// NodeConfig: presets and validation (include/rumor/node.h documents every field).
+#include <cmath>
+#include <string>
+
+#include "engine/wire/crypto.h"
+#include "engine/wire/wire.h"
+#include "rumor/node.h"
+
+namespace rumor {
+
+namespace {
+// Where the first member record of a table datagram starts: header + kJoin/kJoinReply message
+// (its body is at most 4 bytes).
+constexpr std::size_t kTableFirstRecordAt = wire::kHeaderBytes + wire::kMessageHeaderBytes + 4;
+}  // namespace
+
+std::string_view member_state_name(MemberState s) {
+  switch (s) {
+    case MemberState::kAlive: return "alive";
+    case MemberState::kSuspect: return "suspect";
+    case MemberState::kDead: return "dead";
+    case MemberState::kLeft: return "left";
+  }
+  return "unknown";
+}
+
+NodeConfig NodeConfig::lan() { return NodeConfig{}; }
+
+NodeConfig NodeConfig::wan() {
+  NodeConfig c;
+  c.probe_interval_ms = 5000;
+  c.probe_timeout_ms = 3000;
+  c.suspicion_mult = 6;
+  c.gossip_interval_ms = 500;
+  c.gossip_fanout = 4;
+  c.sync_interval_ms = 60'000;
+  c.sync_timeout_ms = 20'000;
+  c.dead_reclaim_ms = 6ull * 3'600'000;
+  c.reconnect_interval_ms = 30'000;
+  return c;
+}
+
+NodeConfig NodeConfig::local() {
+  NodeConfig c;
+  c.probe_interval_ms = 200;
+  c.probe_timeout_ms = 100;
+  c.suspicion_mult = 3;
+  c.gossip_interval_ms = 50;
+  c.sync_interval_ms = 2000;
+  c.sync_timeout_ms = 1000;
+  c.dead_reclaim_ms = 600'000;
+  c.reconnect_interval_ms = 1000;
+  return c;
+}
+
+Status NodeConfig::validate() const {
+  auto bad = [](std::string m) { return Status::error(Code::kInvalidArgument, std::move(m)); };
+  if (name.empty()) return bad("name is empty");
+  if (name.size() > name_bytes_max || name_bytes_max > 255) {
+    return bad("name is " + std::to_string(name.size()) + " bytes, name_bytes_max is " +
+               std::to_string(name_bytes_max) + " (at most 255)");
+  }
+  if (metadata.size() > metadata_bytes_max) {
+    return bad("metadata is " + std::to_string(metadata.size()) +
+               " bytes, metadata_bytes_max is " + std::to_string(metadata_bytes_max));
+  }
+  if (advertise.empty()) return bad("advertise address is empty");
+  if (Status s = store.validate(); !s) return s;
+  if (store.owners > 64) return bad("store.owners must be at most 64");
+  if (store.owners > 1 && encryption != EncryptionMode::kOff) {
+    // Sealing and replay windows are one core's state (engine/wire/crypto.h); a multi-core node
+    // would need one per core and windows per (sender, core). Not built yet.
+    return bad("encryption needs a single-core node for now (store.owners = 1, rumor agent "
+               "--cores 1)");
+  }
+  // One update must fit one datagram: header, message frame, flags, version, two lengths.
+  // Every datagram leaves room for the seal (crypto::kSealOverheadBytes), sealed or not.
+  const std::size_t entry_max = crypto::kSealOverheadBytes + wire::kHeaderBytes +
+                                wire::kMessageHeaderBytes + 1 + 16 + 4 + store.key_bytes_max +
+                                store.value_bytes_max;
+  if (datagram_bytes_max < 576 || datagram_bytes_max > kDatagramBytesLimit) {
+    return bad("datagram_bytes_max must be in [576, 65507], got " +
+               std::to_string(datagram_bytes_max));
+  }
+  if (entry_max > datagram_bytes_max) {
+    return bad("key_bytes_max + value_bytes_max (" +
+               std::to_string(store.key_bytes_max + store.value_bytes_max) +
+               ") leave no room in datagram_bytes_max " + std::to_string(datagram_bytes_max));
+  }
+  // One member record of the largest name and metadata must fit a datagram after a table
+  // message, or table exchanges could not carry it.
+  const std::size_t member_max = crypto::kSealOverheadBytes + kTableFirstRecordAt +
+                                 wire::kMessageHeaderBytes + 1 + 24 + 19 + 1 + name_bytes_max +
+                                 2 + metadata_bytes_max;
+  if (member_max > datagram_bytes_max) {
+    return bad("name_bytes_max + metadata_bytes_max (" +
+               std::to_string(name_bytes_max + metadata_bytes_max) +
+               ") leave no room for a member record in datagram_bytes_max " +
+               std::to_string(datagram_bytes_max));
+  }
+  if (store.value_bytes_max > 65535 || store.key_bytes_max > 65535) {
+    return bad("key_bytes_max and value_bytes_max must be at most 65535");
+  }
+  if (probe_interval_ms == 0 || probe_timeout_ms == 0 || probe_timeout_ms >= probe_interval_ms) {
+    return bad("probe_timeout_ms must be positive and below probe_interval_ms");
+  }
+  if (gossip_interval_ms == 0 || sync_interval_ms == 0 || sync_timeout_ms == 0) {
+    return bad("gossip_interval_ms, sync_interval_ms and sync_timeout_ms must be positive");
+  }
+  if (members_max < 2) return bad("members_max must be at least 2");
+  if (cluster_label.size() > crypto::kLabelBytesMax) {
+    return bad("cluster_label is " + std::to_string(cluster_label.size()) +
+               " bytes, at most 255");
+  }
+  if (keys.size() > kKeysMax) {
+    return bad("at most " + std::to_string(kKeysMax) + " keys, got " + std::to_string(keys.size()));
+  }
+  for (const std::string& k : keys) {
+    if (k.size() != kKeyBytes) return bad("a key is 32 bytes, got " + std::to_string(k.size()));
+  }
+  if (encryption >= EncryptionMode::kSend && keys.empty()) {
+    return bad("encryption mode " + std::string(encryption_mode_name(encryption)) +
+               " needs at least one key");
+  }
+  if (peer_bytes_per_s_max < datagram_bytes_max || answer_datagrams_per_s_max == 0 ||
+      rate_limit_peers_max == 0 || sync_datagrams_per_tick_max == 0) {
+    return bad("peer_bytes_per_s_max must be at least datagram_bytes_max; "
+               "answer_datagrams_per_s_max, rate_limit_peers_max and "
+               "sync_datagrams_per_tick_max must be positive");
+  }
+  if (retransmit_mult == 0 || gossip_fanout == 0) {
+    return bad("retransmit_mult and gossip_fanout must be positive");
+  }
+  return Status::ok();
+}
+
+}  // namespace rumor

@@ -1,0 +1,85 @@
+// Core: what one owner core of a node owns (Seastar's shard). Its shards of the store (shard s
+// belongs to core s % cores), its counters, its rate limits, its anti-entropy, its merge
+// buffers, its timers and its end of every link. A core is driven by one thread at a time (its
+// own reactor thread, or the simulator's); nothing in a Core is touched by another core, except
+// the published counters (relaxed atomics, read by the home core) and the thread token (written
+// at start, read by writer threads).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/spsc_queue.h"
+#include "base/published.h"
+#include "engine/node/rate_limit.h"
+#include "engine/store/store.h"
+#include "engine/sync/anti_entropy.h"
+#include "engine/wire/packet.h"
+#include "rumor/node.h"
+
+namespace rumor {
+
+// What crosses from one core to another, through the SPSC link of that ordered pair.
+struct CoreMsg {
+  enum class Kind : std::uint8_t {
+    kDatagram,   // a datagram for the target core: bytes in `key`, source in `addr`
+    kAnswer,     // a sync request datagram whose records the target core must answer
+    kMerge,      // a remote entry for one of the target's shards (key, value, version, flag)
+    kChange,     // to the home core: an applied change of the sender's shards (gossip)
+    kStartSync,  // from the home core: reconcile with `peer` at `addr`, session id in `session`
+  };
+  Kind kind = Kind::kDatagram;
+  bool tombstone = false;
+  bool local = false;
+  std::uint32_t session = 0;
+  NodeId peer = 0;
+  Address addr;
+  Version version;
+  std::string key;
+  std::string value;
+};
+
+// One SPSC queue per ordered pair of cores (none for a single-core node), as deep as the
+// store's write queue: everything that crosses is bounded by it.
+class CoreLinks {
+ public:
+  CoreLinks(std::uint32_t cores, std::size_t depth);
+  SpscQueue<CoreMsg>& link(std::uint32_t from, std::uint32_t to) {
+    return *links_[static_cast<std::size_t>(from) * cores_ + to];
+  }
+  bool pending_for(std::uint32_t to) const;
+
+ private:
+  std::uint32_t cores_;
+  std::vector<std::unique_ptr<SpscQueue<CoreMsg>>> links_;
+};
+
+struct alignas(kCacheLineBytes) Core {
+  Core(std::uint32_t index, const NodeConfig& config, Store& store, TimeSource& time,
+       crypto::FrameCrypto* crypto, std::uint32_t label_hash);
+
+  const std::uint32_t index;
+  bool running = false;
+  NodeCounters counters;
+  Published<NodeCounters> published;  // a copy of `counters` for the home core to sum
+  wire::Framing framing;        // with the node's crypto on the home core only
+  PeerLimiter peer_bytes;       // bytes accepted per source address
+  PeerLimiter peer_answers;     // answer datagrams per source address
+  TokenBucket answers;          // answer datagrams, all addresses together
+  AntiEntropy sync;
+  std::vector<EntryView> merge_in;  // entries of the batch being received, views into it
+  std::vector<MergeOutcome> merge_out;
+  std::vector<CoreMsg> inbox;       // drained from the links, reused
+  std::uint64_t next_maintenance_ms = 0;
+  std::uint32_t purge_cursor = 0;
+  std::function<void()> waker;  // set before start
+  // Token of the thread driving this core (0 before it started). Acquire/release: a writer
+  // thread that sees it sees the store binding made before it.
+  std::atomic<std::uint64_t> thread{0};
+};
+
+}  // namespace rumor

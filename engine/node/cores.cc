@@ -1,0 +1,143 @@
+// The owner cores of a node (include/rumor/driver.h "Cores"; docs/agent.md "Threading model").
+// Work crosses cores only through the SPSC links (one per ordered pair) and the store's MPSC
+// write queues; nothing here takes a lock, and each core touches only its own Core, its own
+// shards and its own end of each link.
+#include <iterator>
+
+#include "base/assert.h"
+#include "engine/node/node_impl.h"
+
+namespace rumor {
+
+CoreLinks::CoreLinks(std::uint32_t cores, std::size_t depth) : cores_(cores) {
+  if (cores < 2) return;
+  links_.resize(static_cast<std::size_t>(cores) * cores);
+  for (std::uint32_t from = 0; from < cores; ++from) {
+    for (std::uint32_t to = 0; to < cores; ++to) {
+      if (from != to) {
+        links_[static_cast<std::size_t>(from) * cores + to] =
+            std::make_unique<SpscQueue<CoreMsg>>(depth);
+      }
+    }
+  }
+}
+
+bool CoreLinks::pending_for(std::uint32_t to) const {
+  for (std::uint32_t from = 0; from < cores_; ++from) {
+    if (from != to && links_[static_cast<std::size_t>(from) * cores_ + to]->size_approx() > 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void NodeImpl::set_waker(std::uint32_t c, std::function<void()> waker) {
+  RUMOR_ASSERT(c < cores());
+  cores_[c]->waker = std::move(waker);
+}
+
+void NodeImpl::wake(std::uint32_t c) {
+  const std::function<void()>& w = cores_[c]->waker;
+  if (w) w();
+}
+
+bool NodeImpl::hand(Core& from, std::uint32_t to, CoreMsg&& msg, bool wake_target) {
+  if (!links_.link(from.index, to).push(std::move(msg))) {
+    // The target core is not keeping up. What is dropped here is what UDP could have lost:
+    // a datagram or a gossiped entry, which anti-entropy repairs.
+    ++from.counters.core_handoff_drops;
+    return false;
+  }
+  ++from.counters.core_handoffs;
+  if (wake_target) wake(to);
+  return true;
+}
+
+void NodeImpl::hand_datagram(Core& from, std::uint32_t to, const Address& addr,
+                             std::span<const std::byte> datagram) {
+  CoreMsg m;
+  m.kind = CoreMsg::Kind::kDatagram;
+  m.addr = addr;
+  m.key.assign(reinterpret_cast<const char*>(datagram.data()), datagram.size());
+  hand(from, to, std::move(m));
+}
+
+void NodeImpl::drain_links(Core& c, PacketSink& out) {
+  // Bounded per call, so one busy link cannot starve the core's timers; what is left keeps
+  // next_deadline at "now".
+  constexpr std::size_t kPerLinkMax = 256;
+  for (std::uint32_t from = 0; from < cores(); ++from) {
+    if (from == c.index) continue;
+    c.inbox.clear();
+    if (links_.link(from, c.index).pop_batch(std::back_inserter(c.inbox), kPerLinkMax) == 0) {
+      continue;
+    }
+    // Entries and handed-over datagrams merge as one batch (the views point into the inbox,
+    // alive until the next drain).
+    c.merge_in.clear();
+    for (const CoreMsg& m : c.inbox) {
+      if (m.kind == CoreMsg::Kind::kMerge) {
+        c.merge_in.push_back(EntryView{m.key, m.value, m.version, m.tombstone});
+      }
+    }
+    for (const CoreMsg& m : c.inbox) {
+      const auto bytes = std::as_bytes(std::span(m.key.data(), m.key.size()));
+      switch (m.kind) {
+        case CoreMsg::Kind::kMerge: break;
+        case CoreMsg::Kind::kDatagram:
+          receive_handed(c, m.addr, bytes, out);
+          break;
+        case CoreMsg::Kind::kAnswer:
+          on_sync_request(c, m.addr, static_cast<std::uint16_t>(m.session), bytes, out,
+                          /*answer_only=*/true);
+          break;
+        case CoreMsg::Kind::kChange:
+          RUMOR_ASSERT(is_home(c));
+          gossip_.offer_change(EntryView{m.key, m.value, m.version, m.tombstone}, m.local);
+          break;
+        case CoreMsg::Kind::kStartSync:
+          if (c.running) c.sync.begin(m.peer, m.addr, m.session, outbox(c, out));
+          break;
+      }
+    }
+    merge(c);
+  }
+}
+
+void NodeImpl::pump_feeds(Core& c) {
+  // Every change applied to the store (local writes, merges from packets, anti-entropy) is
+  // re-broadcast (rumor mongering: an infected node spreads) and offered to subscribers, on the
+  // home core; the other cores hand theirs over.
+  const bool home_core = is_home(c);
+  SpscQueue<CoreMsg>* q = home_core ? nullptr : &links_.link(c.index, kHomeCore);
+  bool pushed = false;
+  for (std::uint32_t s = c.index; s < store_->shard_count(); s += cores()) {
+    Shard& shard = store_->shard(s);
+    if (feed_cursor_[s] == shard.feed_head()) continue;
+    // Never more records than the link has room for: the rest wait in the feed (which keeps
+    // change_feed_depth records) instead of being dropped here. size_approx() is at least the
+    // true size on the producer side, so the room is never overestimated.
+    const std::size_t room = home_core ? SIZE_MAX : q->capacity() - q->size_approx();
+    if (room == 0) break;
+    shard.read_feed(&feed_cursor_[s], room, [&](const ChangeRecord& rec) {
+      shard.find_hash(rec.key_hash, [&](const EntryView& e) {
+        if (e.version != rec.version) return;  // superseded: a later record carries it
+        if (home_core) {
+          gossip_.offer_change(e, rec.local);
+          return;
+        }
+        CoreMsg m;
+        m.kind = CoreMsg::Kind::kChange;
+        m.tombstone = e.tombstone;
+        m.local = rec.local;
+        m.version = e.version;
+        m.key.assign(e.key);
+        m.value.assign(e.value);
+        pushed |= hand(c, kHomeCore, std::move(m), /*wake=*/false);
+      });
+    });
+  }
+  if (pushed) wake(kHomeCore);
+}
+
+}  // namespace rumor

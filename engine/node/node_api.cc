@@ -1,0 +1,127 @@
+// The two facades over NodeImpl: rumor::Node for the application (include/rumor/node.h) and
+// rumor::NodeDriver for what drives it (include/rumor/driver.h).
+#include <algorithm>
+
+#include "base/entropy.h"
+#include "digest/hash.h"
+#include "engine/node/internal.h"
+#include "engine/node/node_impl.h"
+
+namespace rumor {
+
+// ---- Node -----------------------------------------------------------------------------------
+
+Node::Node(std::unique_ptr<NodeImpl> impl)
+    : impl_(std::move(impl)), driver_(new NodeDriver(*impl_)) {}
+Node::~Node() = default;
+
+Result<std::unique_ptr<Node>> Node::create(const NodeConfig& config, TimeSource& time) {
+  return create(config, NodeEnvironment{time});
+}
+
+Result<std::unique_ptr<Node>> Node::create(const NodeConfig& config_in,
+                                           const NodeEnvironment& env_in) {
+  NodeConfig config = config_in;
+  if (config.id == 0 && !config.name.empty()) config.id = digest::node_id_of_name(config.name);
+  if (Status s = config.validate(); !s) return s;
+  NodeEnvironment env = env_in;
+  if (env.entropy == nullptr) env.entropy = &system_entropy();
+  if (env.threads == nullptr) env.threads = &system_threads();
+  auto store = Store::create(config.store, config.id, env.time);
+  if (!store) return store.status();
+  return std::unique_ptr<Node>(
+      new Node(std::make_unique<NodeImpl>(config, env, std::move(store).value())));
+}
+
+const NodeConfig& Node::config() const { return impl_->config(); }
+NodeId Node::id() const { return impl_->id(); }
+Status Node::set(std::string_view key, std::string_view value) { return impl_->set(key, value); }
+Status Node::del(std::string_view key) { return impl_->del(key); }
+
+std::optional<std::string> Node::get(std::string_view key) const {
+  std::string v;
+  if (!impl_->store().get(key, &v)) return std::nullopt;
+  return v;
+}
+
+std::optional<Node::Entry> Node::get_entry(std::string_view key) const {
+  auto e = impl_->store().get_entry(key);
+  if (!e) return std::nullopt;
+  return Entry{std::move(e->key), std::move(e->value), e->version, e->tombstone};
+}
+
+std::vector<Node::Entry> Node::scan_prefix(std::string_view prefix, std::size_t limit) const {
+  std::vector<Entry> out;
+  const Store& s = impl_->store();
+  for (std::uint32_t i = 0; i < s.shard_count(); ++i) {
+    s.shard(i).scan([&](const rumor::Entry& e) {
+      if (e.tombstone || e.key.compare(0, prefix.size(), prefix) != 0) return;
+      out.push_back(Entry{e.key, e.value, e.version, false});
+    });
+  }
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+std::vector<Member> Node::members() const { return impl_->members().list(); }
+NodeCounters Node::counters() const { return impl_->counters(); }
+
+Status Node::install_key(std::string_view raw_key) {
+  return impl_->crypto().keyring().install(raw_key);
+}
+Status Node::use_key(std::string_view ref) { return impl_->crypto().keyring().use(ref); }
+Status Node::remove_key(std::string_view ref) { return impl_->crypto().remove_key(ref); }
+std::vector<KeyInfo> Node::keys() const { return impl_->crypto().keyring().list(); }
+Status Node::set_encryption(EncryptionMode mode) {
+  if (impl_->cores() > 1 && mode != EncryptionMode::kOff) {
+    return Status::error(Code::kInvalidArgument,
+                         "encryption needs a single-core node for now (this one has " +
+                             std::to_string(impl_->cores()) + " owner cores: rumor agent --cores 1)");
+  }
+  return impl_->crypto().set_mode(mode);
+}
+EncryptionMode Node::encryption() const { return impl_->crypto().mode(); }
+void Node::subscribe(std::string_view prefix, ChangeCallback cb) {
+  impl_->gossip().subscribe(prefix, std::move(cb));
+}
+void Node::on_membership(MembershipCallback cb) { impl_->gossip().on_membership(std::move(cb)); }
+
+// ---- NodeDriver -----------------------------------------------------------------------------
+
+NodeDriver& NodeDriver::of(Node& node) { return *node.driver_; }
+std::uint32_t NodeDriver::cores() const { return impl_.cores(); }
+std::uint32_t NodeDriver::core_of(std::span<const std::byte> datagram) const {
+  return impl_.core_of(datagram);
+}
+void NodeDriver::start(std::uint32_t core, PacketSink& out) { impl_.start(core, out); }
+void NodeDriver::stop(std::uint32_t core, PacketSink& out) { impl_.stop(core, out); }
+void NodeDriver::receive(std::uint32_t core, std::span<const ReceivedDatagram> batch,
+                         PacketSink& out) {
+  impl_.receive(core, batch, out);
+}
+void NodeDriver::receive(std::uint32_t core, const Address& from,
+                         std::span<const std::byte> datagram, PacketSink& out) {
+  const ReceivedDatagram one{from, datagram};
+  impl_.receive(core, std::span(&one, 1), out);
+}
+void NodeDriver::tick(std::uint32_t core, PacketSink& out) { impl_.tick(core, out); }
+std::uint64_t NodeDriver::next_deadline_ms(std::uint32_t core) const {
+  return impl_.next_deadline_ms(core);
+}
+void NodeDriver::set_waker(std::uint32_t core, std::function<void()> waker) {
+  impl_.set_waker(core, std::move(waker));
+}
+std::size_t NodeDriver::dispatch_events() { return impl_.dispatch_events(); }
+bool NodeDriver::running() const { return impl_.running(); }
+std::size_t NodeDriver::live_members() const { return impl_.members().live(); }
+std::uint32_t NodeDriver::local_health() const { return impl_.members().local_health(); }
+std::size_t NodeDriver::pending_broadcasts() const { return impl_.gossip().pending(); }
+
+// ---- NodeInternals --------------------------------------------------------------------------
+
+Members& NodeInternals::members(Node& node) { return node.impl_->members(); }
+Store& NodeInternals::store(Node& node) { return node.impl_->store(); }
+const Store& NodeInternals::store(const Node& node) { return node.impl_->store(); }
+
+}  // namespace rumor
