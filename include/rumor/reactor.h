@@ -8,7 +8,7 @@
 //   auto reactor = rumor::Reactor::open(rc);        // binds: a taken port fails here
 //   cfg.advertise = (*reactor)->local_address();
 //   auto node = rumor::Node::create(cfg, clock);
-//   (*reactor)->start(**node, clock);               // node.start() runs on the reactor thread
+//   (*reactor)->start(**node, clock);               // the node starts on the reactor threads
 //   (*node)->set("k", "v");                         // any thread; wakes the reactor
 //   (*reactor)->stop();                             // leave announced, flushed, thread joined
 //
@@ -92,11 +92,12 @@ class Reactor {
   // fallback and why. "one core" for a single-core reactor.
   const std::string& steering() const;
 
-  // Starts the reactor thread, which calls node.start(). `node` and `time` (the node's own
-  // TimeSource) must outlive stop(). Returns once the thread runs (and is pinned or not).
+  // Starts the reactor threads, each starting its core of the node (NodeDriver::start). `node`
+  // and `time` (the node's own TimeSource) must outlive stop(). Returns once the threads run
+  // (and are pinned or not).
   Status start(Node& node, TimeSource& time);
-  // Graceful: node.stop() announces leave on the reactor thread, the sends are flushed (bounded
-  // by stop_flush_ms_max), the thread is joined. Idempotent.
+  // Graceful: the other cores stop, then core 0 announces the leave, the sends are flushed
+  // (bounded by stop_flush_ms_max), the threads are joined. Idempotent.
   void stop();
   bool running() const;
 

@@ -5,6 +5,9 @@
 // A node holds a keyring: one primary key that seals what it sends, and up to kKeysMax keys it
 // accepts. The mode says what a node sends and what it accepts, so a running cluster can move
 // from plaintext to encryption (and keys can rotate) without stopping any node.
+//
+// Thread-safety: these are plain functions and values, safe from any thread. The keyring of a
+// running node is changed through rumor::Node (include/rumor/node.h says from which thread).
 #pragma once
 
 #include <cstdint>

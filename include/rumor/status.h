@@ -2,6 +2,8 @@
 // meet — oversized input, a full queue, a far-future version, a malformed packet — comes back as
 // a Status or a Result<T>; nothing on the data path throws. Programmer errors abort
 // (RUMOR_ASSERT).
+//
+// Thread-safety: Status and Result are values; distinct objects may be used from any thread.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,7 @@
 // The store's limits, each named once with its unit last (TigerStyle). Oversized input is
 // refused with a Status naming the limit, never truncated.
+//
+// Thread-safety: a plain value, read when a node is created.
 #pragma once
 
 #include <cstdint>

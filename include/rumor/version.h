@@ -6,6 +6,8 @@
 // Physical Clocks"), so comparing the packed integer compares (physical, logical). Ties between
 // nodes that wrote in the same HLC tick break on the node id; two writes by one node never share
 // a timestamp, so the order is total over all writes.
+//
+// Thread-safety: plain values and constexpr functions, safe from any thread.
 #pragma once
 
 #include <compare>
