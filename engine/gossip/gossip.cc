@@ -14,14 +14,11 @@ constexpr std::uint8_t kSubjectKey = 1;
 }  // namespace
 
 Gossip::Gossip(const NodeConfig& config, NodeCounters& counters)
-    : config_(config), counters_(counters), queue_(config.broadcast_queue_max) {
-  set_live_members(0);
-}
+    : config_(config), counters_(counters), queue_(config.broadcast_queue_max) {}
 
-void Gossip::set_live_members(std::size_t live) {
-  const auto n = static_cast<double>(live + 1);
-  retransmit_limit_ =
-      config_.retransmit_mult * static_cast<std::uint32_t>(std::ceil(std::log2(n + 1)));
+std::uint32_t Gossip::retransmit_limit() const {
+  const auto n = static_cast<double>(live_ + 1);
+  return config_.retransmit_mult * static_cast<std::uint32_t>(std::ceil(std::log2(n + 1)));
 }
 
 void Gossip::broadcast_member(const wire::MemberMsg& m) {
@@ -56,7 +53,7 @@ void Gossip::offer_change(const EntryView& e, bool local) {
   events_.push_back(std::move(p));
 }
 
-std::size_t Gossip::fill(wire::Writer& w) { return queue_.fill(w, retransmit_limit_); }
+std::size_t Gossip::fill(wire::Writer& w) { return queue_.fill(w, retransmit_limit()); }
 
 void Gossip::subscribe(std::string_view prefix, Node::ChangeCallback cb) {
   subscriptions_.push_back(Subscription{std::string(prefix), std::move(cb)});

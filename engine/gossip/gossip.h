@@ -35,8 +35,8 @@ class Gossip final : public wire::Piggyback {
   // the subscriptions whose prefix matches.
   void offer_change(const EntryView& e, bool local);
   // How many members are alive (self excluded): sets the retransmission limit.
-  void set_live_members(std::size_t live);
-  std::uint32_t retransmit_limit() const { return retransmit_limit_; }
+  void set_live_members(std::size_t live) { live_ = live; }
+  std::uint32_t retransmit_limit() const;
   // wire::Piggyback: the queued broadcasts that fit.
   std::size_t fill(wire::Writer& w) override;
   bool empty() const { return queue_.empty(); }
@@ -66,7 +66,7 @@ class Gossip final : public wire::Piggyback {
   const NodeConfig& config_;
   NodeCounters& counters_;
   BroadcastQueue queue_;
-  std::uint32_t retransmit_limit_ = 0;
+  std::size_t live_ = 0;
   std::vector<Subscription> subscriptions_;
   std::vector<Node::MembershipCallback> membership_cbs_;
   std::deque<Pending> events_;

@@ -402,8 +402,8 @@ void NodeImpl::tick(std::uint32_t ci, PacketSink& out) {
   if (!c.running) return;
   if (cores() > 1) drain_links(c, out);
   const std::uint64_t t = now();
-  if (is_home(c)) home_tick(out);
   c.sync.tick(t, outbox(c, out));
+  if (is_home(c)) home_tick(out);
   pump_feeds(c);
   if (t >= c.next_maintenance_ms) {
     maintenance(c, t);

@@ -14,6 +14,11 @@ test -f "$prefix/include/rumor/reactor.h"
 test -f "$prefix/lib/cmake/rumor/rumorConfig.cmake"
 test -f "$prefix/lib/pkgconfig/rumor.pc"
 ls "$prefix"/lib/librumor.so* >/dev/null
+# The simulator is not part of the installed library (docs/architecture.md).
+if nm -DC "$prefix"/lib/librumor.so | grep -iE 'SimCluster|SimNetwork|SimTransport'; then
+  echo "install test: simulator symbols in librumor.so" >&2
+  exit 1
+fi
 
 echo "== find_package(rumor)"
 cmake -S "$src/examples/embed" -B "$tmp/build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" \
