@@ -8,15 +8,6 @@
 namespace rumor::io {
 namespace {
 
-std::uint64_t splitmix64(std::uint64_t* x) {
-  std::uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
 std::uint64_t pair_key(std::uint32_t a, std::uint32_t b) {
   return (static_cast<std::uint64_t>(a) << 32) | b;
 }
@@ -38,38 +29,24 @@ struct Later {
 
 // ---- SimNetwork ----
 
-SimNetwork::SimNetwork(const SimConfig& config) : config_(config) {
+SimNetwork::SimNetwork(const SimConfig& config) : config_(config), rng_(config.seed) {
   RUMOR_ASSERT(config_.datagram_bytes_max > 0);
   RUMOR_ASSERT(config_.datagram_bytes_max <= kDatagramBytesLimit);
   RUMOR_ASSERT(config_.buffers_max < kNoNode);
   stride_ = (config_.datagram_bytes_max + 15u) & ~15u;
-  std::uint64_t s = config_.seed;
-  for (std::uint64_t& r : rng_) r = splitmix64(&s);
 }
 
 SimNetwork::~SimNetwork() = default;
 
-std::uint64_t SimNetwork::next_random() {
-  const std::uint64_t result = rotl(rng_[1] * 5, 7) * 9;
-  const std::uint64_t t = rng_[1] << 17;
-  rng_[2] ^= rng_[0];
-  rng_[3] ^= rng_[1];
-  rng_[1] ^= rng_[2];
-  rng_[0] ^= rng_[3];
-  rng_[2] ^= t;
-  rng_[3] = rotl(rng_[3], 45);
-  return result;
-}
-
 bool SimNetwork::chance(double p) {
   if (p <= 0.0) return false;
   // 53 random bits as a double in [0, 1).
-  return static_cast<double>(next_random() >> 11) * 0x1.0p-53 < p;
+  return static_cast<double>(rng_.next() >> 11) * 0x1.0p-53 < p;
 }
 
 std::uint64_t SimNetwork::below(std::uint64_t n) {
   RUMOR_ASSERT(n > 0);
-  return static_cast<std::uint64_t>((static_cast<unsigned __int128>(next_random()) * n) >> 64);
+  return static_cast<std::uint64_t>((static_cast<unsigned __int128>(rng_.next()) * n) >> 64);
 }
 
 Result<SimTransport*> SimNetwork::add_node(const Address& address) {

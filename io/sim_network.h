@@ -39,6 +39,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/rng.h"
 #include "rumor/transport.h"
 
 namespace rumor::io {
@@ -217,8 +218,7 @@ class SimNetwork {
   const LinkConfig& link(NodeId from, NodeId to) const;
   void drop(DropReason r) { ++counters_.drops[static_cast<std::size_t>(r)]; }
 
-  // Deterministic randomness (xoshiro256**, seeded through splitmix64).
-  std::uint64_t next_random();
+  // Deterministic randomness from config.seed (base/rng.h).
   bool chance(double p);
   std::uint64_t below(std::uint64_t n);  // uniform in [0, n)
 
@@ -228,7 +228,7 @@ class SimNetwork {
   std::uint32_t stride_;
   std::uint64_t now_ns_ = 0;
   std::uint64_t seq_ = 0;
-  std::uint64_t rng_[4];
+  Rng rng_;
   std::uint64_t trace_hash_ = 0;
   std::uint16_t next_port_ = 40000;
 
