@@ -74,25 +74,4 @@ std::uint64_t request_owner_mask(const Store& store, const ReconcileConfig& conf
   return st.is_ok() ? mask : 0;
 }
 
-std::uint64_t full_state_bytes(Store& store, std::uint32_t owner, const ReconcileConfig& config) {
-  const std::size_t fixed = digest::kHeaderBytes + 1 + 3 + 2 + 2;  // header + one push record
-  std::uint64_t total = 0;
-  std::size_t cur = fixed;
-  for (std::uint32_t s = 0; s < store.shard_count(); ++s) {
-    if (store.owner_of_shard(s) != owner) continue;
-    store.shard(s).for_each_in_hash_range(0, ~std::uint64_t{0}, [&](std::uint64_t,
-                                                                     const EntryView& e) {
-      const std::size_t sz =
-          digest::entry_bytes(EntryRef{e.key, e.value, e.version, e.tombstone});
-      if (cur + sz > config.datagram_bytes_max) {
-        total += cur;
-        cur = fixed;
-      }
-      cur += sz;
-    });
-  }
-  if (cur > fixed) total += cur;
-  return total;
-}
-
 }  // namespace rumor
