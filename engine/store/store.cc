@@ -5,9 +5,6 @@
 #include <new>
 #include <string>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include "base/assert.h"
 #include "base/memory.h"
 #include "digest/hash.h"
@@ -84,8 +81,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreConfig& config, NodeId s
 
 // Flattened: XXH3's short-input path inlined here instead of a second call per key.
 [[gnu::flatten]] std::uint64_t Store::hash_key(std::string_view key) {
-  const std::uint64_t h = XXH3_64bits(key.data(), key.size());
-  return h == 0 ? 1 : h;  // 0 marks an empty slot
+  return digest::key_hash(key);
 }
 
 void Store::bind_owner(std::uint32_t owner) {

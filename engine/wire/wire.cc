@@ -4,14 +4,11 @@
 
 #include <array>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "digest/hash.h"
 
 namespace rumor::wire {
 
-std::uint32_t label_hash(std::string_view label) {
-  return static_cast<std::uint32_t>(XXH3_64bits(label.data(), label.size()));
-}
+std::uint32_t label_hash(std::string_view label) { return digest::label_hash(label); }
 
 void Writer::str8(std::string_view s) {
   if (s.size() > 255) {
