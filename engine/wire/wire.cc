@@ -126,13 +126,15 @@ void write_header(Writer& w, const Header& h) {
 
 HeaderError read_header(Reader& r, Header* h) {
   if (r.remaining() < kHeaderBytes) return HeaderError::kTruncated;
-  const std::uint8_t m0 = r.u8(), m1 = r.u8();
+  // magic:2 version:u8 flags:u8 shard:be16; the shard is read by the one function that reads it
+  // for every layer (rumor/transport.h).
+  const std::span<const std::byte> lead = r.take(kShardIdOffset + kShardIdBytes);
+  Reader f(lead);
+  const std::uint8_t m0 = f.u8(), m1 = f.u8();
   if (m0 != kMagic0 || m1 != kMagic1) return HeaderError::kBadMagic;
-  if (r.u8() != kProtocolVersion) return HeaderError::kBadVersion;
-  (void)r.u8();  // flags
-  auto shard = r.take(2);
-  h->shard = static_cast<std::uint16_t>((static_cast<unsigned>(shard[0]) << 8) |
-                                        static_cast<unsigned>(shard[1]));
+  if (f.u8() != kProtocolVersion) return HeaderError::kBadVersion;
+  (void)f.u8();  // flags
+  h->shard = peek_target_shard(lead).value_or(0);  // lead is long enough: checked above
   (void)r.u16();
   h->label_hash = r.u32();
   h->sender = r.u64();

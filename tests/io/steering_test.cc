@@ -1,6 +1,7 @@
 // Steering datagrams to the core that owns their shard: the reuseport BPF program over real
 // sockets, and the SPSC hand-off that replaces it where it cannot be attached.
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "harness.h"
@@ -28,6 +29,18 @@ std::unique_ptr<Transport> open_backend(Kind kind, const TransportConfig& c) {
   auto t = MmsgTransport::open(c);
   EXPECT_TRUE(t.is_ok()) << t.status().to_string();
   return t ? std::move(t.value()) : nullptr;
+}
+
+// The field the BPF program loads: two bytes, big-endian, at kShardIdOffset.
+TEST(TargetShard, PeekReadsTheBigEndianFieldAndRefusesShortDatagrams) {
+  const std::vector<std::byte> p = shard_payload(0x1234, 7);
+  EXPECT_EQ(p[kShardIdOffset], std::byte{0x12});
+  EXPECT_EQ(peek_target_shard(p), std::optional<std::uint16_t>(0x1234));
+  EXPECT_EQ(peek_target_shard(std::span<const std::byte>(p.data(), kShardIdOffset + 2)),
+            std::optional<std::uint16_t>(0x1234));
+  EXPECT_EQ(peek_target_shard(std::span<const std::byte>(p.data(), kShardIdOffset + 1)),
+            std::nullopt);
+  EXPECT_EQ(peek_target_shard({}), std::nullopt);
 }
 
 class ReuseportSteering : public ::testing::TestWithParam<Kind> {};
@@ -70,12 +83,12 @@ TEST_P(ReuseportSteering, EachShardLandsOnItsOwnersSocket) {
     const auto got = testing::collect(h, *cores[core], want);
     ASSERT_EQ(got.size(), want) << "core " << core;
     for (const auto& g : got) {
-      std::uint16_t shard = 0;
-      if (!read_shard_id(g.bytes, &shard)) {
+      const std::optional<std::uint16_t> shard = peek_target_shard(g.bytes);
+      if (!shard) {
         EXPECT_EQ(core, 0u);
         continue;
       }
-      EXPECT_EQ(owner_core(shard, kSockets), core) << "shard " << shard;
+      EXPECT_EQ(owner_core(*shard, kSockets), core) << "shard " << *shard;
     }
     EXPECT_EQ(testing::count_stragglers(h, *cores[core], 2), 0u);
     total += got.size();
