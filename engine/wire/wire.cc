@@ -115,7 +115,7 @@ void write_header(Writer& w, const Header& h) {
   w.u8(kMagic0);
   w.u8(kMagic1);
   w.u8(kProtocolVersion);
-  w.u8(0);  // flags, reserved
+  w.u8(0);  // flags: bit 0 (sealed) is set later by crypto::FrameCrypto::seal(), if at all
   const std::size_t shard_at = w.size();
   w.u16(0);
   w.patch_be16(shard_at, h.shard);
@@ -133,7 +133,7 @@ HeaderError read_header(Reader& r, Header* h) {
   const std::uint8_t m0 = f.u8(), m1 = f.u8();
   if (m0 != kMagic0 || m1 != kMagic1) return HeaderError::kBadMagic;
   if (f.u8() != kProtocolVersion) return HeaderError::kBadVersion;
-  (void)f.u8();  // flags
+  (void)f.u8();  // flags: checked by the receiver against crypto::kFlagsKnown
   h->shard = peek_target_shard(lead).value_or(0);  // lead is long enough: checked above
   (void)r.u16();
   h->label_hash = r.u32();

@@ -2,7 +2,9 @@
 //
 // A datagram is a fixed 20-byte header followed by messages, each `type:u8 len:u16 body`.
 // Integers are little-endian except the target shard, which is big-endian at byte 4 so the
-// reuseport BPF program can steer on it (include/rumor/transport.h kShardIdOffset).
+// reuseport BPF program can steer on it (include/rumor/transport.h kShardIdOffset). Header
+// flags bit 0 means sealed (engine/wire/crypto.h kFlagSealed): the messages are then inside a
+// sealed frame; the other bits are 0, and a datagram with an unknown bit set is dropped.
 //
 // Every decoder here is bounds-checked: a Reader never reads past its span, every length and
 // count is checked against what remains (and against the configured limits) before anything is
@@ -39,7 +41,7 @@ enum class MsgType : std::uint8_t {
   kNack = 4,      // seq:u32
   kMember = 5,    // state:u8 incarnation:u64 node:u64 from:u64 addr name:str8 meta:str16
   kEntry = 6,     // flags:u8 hlc:u64 node:u64 key:str16 value:str16
-  kJoin = 7,      // (empty) the sender's kMember follows in the same datagram
+  kJoin = 7,      // flags:u8 (bit 0: reply with your table; other bits 0), then kMember records
   kJoinReply = 8, // total_members:u32 (kMember records follow, here and in further datagrams)
   // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
