@@ -23,6 +23,7 @@
 #include "digest/bloom.h"
 #include "digest/hash.h"
 #include "digest/merkle.h"
+#include "digest/messages.h"
 #include "engine/sync/reconcile.h"
 #include "engine/store/store.h"
 
@@ -30,6 +31,29 @@ namespace rumor {
 namespace {
 
 using digest::MerkleTree;
+
+// The bytes needed to ship every entry of `owner`'s shards one way in PUSH-style datagrams of
+// datagram_bytes_max: the full-state baseline reconciliation is measured against.
+std::uint64_t full_state_bytes(Store& store, std::uint32_t owner, const ReconcileConfig& config) {
+  const std::size_t fixed = digest::kHeaderBytes + 1 + 3 + 2 + 2;  // header + one push record
+  std::uint64_t total = 0;
+  std::size_t cur = fixed;
+  for (std::uint32_t s = 0; s < store.shard_count(); ++s) {
+    if (store.owner_of_shard(s) != owner) continue;
+    store.shard(s).for_each_in_hash_range(0, ~std::uint64_t{0}, [&](std::uint64_t,
+                                                                     const EntryView& e) {
+      const std::size_t sz =
+          digest::entry_bytes(digest::EntryRef{e.key, e.value, e.version, e.tombstone});
+      if (cur + sz > config.datagram_bytes_max) {
+        total += cur;
+        cur = fixed;
+      }
+      cur += sz;
+    });
+  }
+  if (cur > fixed) total += cur;
+  return total;
+}
 
 constexpr std::size_t kShardEntries = 15'625;  // 1,000,000 entries over 64 virtual shards
 

@@ -1,4 +1,6 @@
-// Little-endian byte writers and bounds-checked readers for digest messages.
+// Little-endian byte writers and bounds-checked readers: the one byte codec of the project.
+// Digest messages use it directly; engine/wire/wire.h layers the datagram format on it
+// (message framing, length-prefixed strings, addresses).
 //
 // ByteWriter appends into a caller-owned fixed buffer (a datagram) and never grows it: a put that
 // does not fit fails and leaves the writer failed, so a caller packs records, checks ok(), and
@@ -27,6 +29,10 @@ class ByteWriter {
   std::size_t capacity() const { return buf_.size(); }
   std::size_t remaining() const { return ok_ ? buf_.size() - pos_ : 0; }
   std::span<const std::uint8_t> written() const { return buf_.first(pos_); }
+  // The whole buffer, for a layer above that patches bytes it wrote earlier (a length filled in
+  // once known, a big-endian field).
+  std::span<std::uint8_t> buffer() const { return buf_; }
+  void fail() { ok_ = false; }
 
   // Rolling back to a mark also clears a failure that happened after it.
   std::size_t mark() const { return pos_; }
@@ -63,6 +69,17 @@ class ByteWriter {
     return p;
   }
 
+  // For encoders that write into the buffer themselves: the free space, then advance() by how
+  // much they used. Advancing past the end fails (and does not move).
+  std::span<std::uint8_t> tail() const { return buf_.subspan(pos_); }
+  void advance(std::size_t n) {
+    if (n > buf_.size() - pos_) {
+      ok_ = false;
+      return;
+    }
+    pos_ += n;
+  }
+
   static std::size_t varint_size(std::uint64_t v) {
     std::size_t n = 1;
     while (v >= 0x80) {
@@ -95,6 +112,7 @@ class ByteReader {
   bool empty() const { return pos_ == buf_.size(); }
   std::size_t remaining() const { return ok_ ? buf_.size() - pos_ : 0; }
   std::size_t position() const { return pos_; }
+  std::size_t size() const { return buf_.size(); }
   void fail() { ok_ = false; }
 
   std::uint8_t u8() { return get<std::uint8_t>(); }

@@ -11,6 +11,9 @@
 // - salted(x, seed): a seeded re-hash for what crosses the wire truncated (node hashes, bloom
 //   items). A fresh seed per reconciliation turns a truncation collision into a one-session
 //   miss instead of a permanent one.
+// - node_id_of_name(name), label_hash(label), name_metadata_hash(name, metadata): the engine's
+//   other hashes, here so that every hash that reaches the wire or a peer's tables has one
+//   definition. Their values are part of the wire format: never change them.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +29,26 @@ namespace rumor::digest {
 inline std::uint64_t key_hash(std::string_view key) {
   const std::uint64_t h = XXH3_64bits(key.data(), key.size());
   return h == 0 ? 1 : h;  // 0 marks an empty slot in the store
+}
+
+// A node's id when its configuration names it but sets no id: XXH3-64 of the name, 0 mapped to
+// 1 (0 means "no id").
+inline std::uint64_t node_id_of_name(std::string_view name) {
+  const std::uint64_t h = XXH3_64bits(name.data(), name.size());
+  return h == 0 ? 1 : h;
+}
+
+// The 32-bit hash of a cluster label, carried in every packet header: the low half of its
+// XXH3-64.
+inline std::uint32_t label_hash(std::string_view label) {
+  return static_cast<std::uint32_t>(XXH3_64bits(label.data(), label.size()));
+}
+
+// The hash of a member's (name, metadata) pair, by which interned names are looked up. The
+// name's length seeds the first hash, so ("ab", "c") and ("a", "bc") differ.
+inline std::uint64_t name_metadata_hash(std::string_view name, std::string_view metadata) {
+  const std::uint64_t h = XXH3_64bits_withSeed(name.data(), name.size(), name.size());
+  return XXH3_64bits_withSeed(metadata.data(), metadata.size(), h);
 }
 
 // Seeds that separate the two entry kinds, so a tombstone and a live entry with the same key

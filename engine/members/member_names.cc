@@ -1,16 +1,12 @@
 #include "engine/members/member_names.h"
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include "base/assert.h"
+#include "digest/hash.h"
 
 namespace rumor {
 
 std::uint64_t MemberNames::hash_of(std::string_view name, std::string_view metadata) {
-  // The name's length is mixed in, so ("ab", "c") and ("a", "bc") differ.
-  const std::uint64_t h = XXH3_64bits_withSeed(name.data(), name.size(), name.size());
-  return XXH3_64bits_withSeed(metadata.data(), metadata.size(), h);
+  return digest::name_metadata_hash(name, metadata);
 }
 
 MemberNames::Handle MemberNames::intern(std::string_view name, std::string_view metadata) {

@@ -268,8 +268,4 @@ class ReconcileResponder {
 std::uint64_t request_owner_mask(const Store& store, const ReconcileConfig& config,
                                  std::span<const std::uint8_t> request);
 
-// The bytes needed to ship every entry of `owner`'s shards one way in PUSH-style datagrams of
-// datagram_bytes_max: the full-state baseline reconciliation is measured against.
-std::uint64_t full_state_bytes(Store& store, std::uint32_t owner, const ReconcileConfig& config);
-
 }  // namespace rumor

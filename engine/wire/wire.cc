@@ -4,42 +4,39 @@
 
 #include <array>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "digest/hash.h"
 
 namespace rumor::wire {
 
-std::uint32_t label_hash(std::string_view label) {
-  return static_cast<std::uint32_t>(XXH3_64bits(label.data(), label.size()));
-}
+std::uint32_t label_hash(std::string_view label) { return digest::label_hash(label); }
 
 void Writer::str8(std::string_view s) {
   if (s.size() > 255) {
-    ok_ = false;
+    w_.fail();
     return;
   }
   u8(static_cast<std::uint8_t>(s.size()));
-  put(s.data(), s.size());
+  bytes(s.data(), s.size());
 }
 
 void Writer::str16(std::string_view s) {
   if (s.size() > 65535) {
-    ok_ = false;
+    w_.fail();
     return;
   }
   u16(static_cast<std::uint16_t>(s.size()));
-  put(s.data(), s.size());
+  bytes(s.data(), s.size());
 }
 
 void Writer::address(const Address& a) {
   if (a.is_ipv4()) {
     u8(4);
     const auto* sin = reinterpret_cast<const sockaddr_in*>(a.sockaddr_ptr());
-    put(&sin->sin_addr, 4);  // network order, as the kernel keeps it
+    bytes(&sin->sin_addr, 4);  // network order, as the kernel keeps it
   } else if (a.is_ipv6()) {
     u8(6);
     const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr());
-    put(&sin6->sin6_addr, 16);
+    bytes(&sin6->sin6_addr, 16);
   } else {
     u8(0);
     return;
@@ -48,68 +45,47 @@ void Writer::address(const Address& a) {
 }
 
 std::size_t Writer::begin(MsgType t) {
-  const std::size_t start = pos_;
+  const std::size_t start = size();
   u8(static_cast<std::uint8_t>(t));
   u16(0);
   return start;
 }
 
 void Writer::end(std::size_t start) {
-  if (!ok_) return;
-  const std::size_t len = pos_ - start - kMessageHeaderBytes;
+  if (!ok()) return;
+  const std::size_t len = size() - start - kMessageHeaderBytes;
   if (len > kMessageBodyBytesMax) {
-    ok_ = false;
+    w_.fail();
     return;
   }
-  buf_[start + 1] = static_cast<std::byte>(len & 0xff);
-  buf_[start + 2] = static_cast<std::byte>(len >> 8);
+  const std::span<std::uint8_t> buf = w_.buffer();
+  buf[start + 1] = static_cast<std::uint8_t>(len & 0xff);
+  buf[start + 2] = static_cast<std::uint8_t>(len >> 8);
 }
 
 void Writer::patch_be16(std::size_t pos, std::uint16_t v) {
-  if (pos + 2 > buf_.size()) {
-    ok_ = false;
+  const std::span<std::uint8_t> buf = w_.buffer();
+  if (pos + 2 > buf.size()) {
+    w_.fail();
     return;
   }
-  buf_[pos] = static_cast<std::byte>(v >> 8);
-  buf_[pos + 1] = static_cast<std::byte>(v & 0xff);
-}
-
-std::uint64_t Reader::le(std::size_t n) {
-  if (!ok_ || n > remaining()) {
-    ok_ = false;
-    return 0;
-  }
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(buf_[pos_ + i])) << (8 * i);
-  }
-  pos_ += n;
-  return v;
-}
-
-std::span<const std::byte> Reader::take(std::size_t n) {
-  if (!ok_ || n > remaining()) {
-    ok_ = false;
-    return {};
-  }
-  auto s = buf_.subspan(pos_, n);
-  pos_ += n;
-  return s;
+  buf[pos] = static_cast<std::uint8_t>(v >> 8);
+  buf[pos + 1] = static_cast<std::uint8_t>(v & 0xff);
 }
 
 std::string_view Reader::str8(std::size_t max) {
   const std::size_t n = u8();
-  if (n > max) ok_ = false;
-  auto s = take(ok_ ? n : 0);
-  if (!ok_) return {};
+  if (n > max) fail();
+  auto s = take(ok() ? n : 0);
+  if (!ok()) return {};
   return {reinterpret_cast<const char*>(s.data()), s.size()};
 }
 
 std::string_view Reader::str16(std::size_t max) {
   const std::size_t n = u16();
-  if (n > max) ok_ = false;
-  auto s = take(ok_ ? n : 0);
-  if (!ok_) return {};
+  if (n > max) fail();
+  auto s = take(ok() ? n : 0);
+  if (!ok()) return {};
   return {reinterpret_cast<const char*>(s.data()), s.size()};
 }
 
@@ -118,7 +94,7 @@ Address Reader::address() {
   if (family == 4) {
     auto ip = take(4);
     const std::uint16_t port = u16();
-    if (!ok_) return {};
+    if (!ok()) return {};
     std::uint32_t net;
     std::memcpy(&net, ip.data(), 4);
     return Address::ipv4(ntohl(net), port);
@@ -126,12 +102,12 @@ Address Reader::address() {
   if (family == 6) {
     auto ip = take(16);
     const std::uint16_t port = u16();
-    if (!ok_) return {};
+    if (!ok()) return {};
     std::array<std::uint8_t, 16> a;
     std::memcpy(a.data(), ip.data(), 16);
     return Address::ipv6(a, port);
   }
-  if (family != 0) ok_ = false;  // 0: "no address"; anything else is malformed
+  if (family != 0) fail();  // 0: "no address"; anything else is malformed
   return {};
 }
 
@@ -139,7 +115,7 @@ void write_header(Writer& w, const Header& h) {
   w.u8(kMagic0);
   w.u8(kMagic1);
   w.u8(kProtocolVersion);
-  w.u8(0);  // flags, reserved
+  w.u8(0);  // flags: bit 0 (sealed) is set later by crypto::FrameCrypto::seal(), if at all
   const std::size_t shard_at = w.size();
   w.u16(0);
   w.patch_be16(shard_at, h.shard);
@@ -150,13 +126,15 @@ void write_header(Writer& w, const Header& h) {
 
 HeaderError read_header(Reader& r, Header* h) {
   if (r.remaining() < kHeaderBytes) return HeaderError::kTruncated;
-  const std::uint8_t m0 = r.u8(), m1 = r.u8();
+  // magic:2 version:u8 flags:u8 shard:be16; the shard is read by the one function that reads it
+  // for every layer (rumor/transport.h).
+  const std::span<const std::byte> lead = r.take(kShardIdOffset + kShardIdBytes);
+  Reader f(lead);
+  const std::uint8_t m0 = f.u8(), m1 = f.u8();
   if (m0 != kMagic0 || m1 != kMagic1) return HeaderError::kBadMagic;
-  if (r.u8() != kProtocolVersion) return HeaderError::kBadVersion;
-  (void)r.u8();  // flags
-  auto shard = r.take(2);
-  h->shard = static_cast<std::uint16_t>((static_cast<unsigned>(shard[0]) << 8) |
-                                        static_cast<unsigned>(shard[1]));
+  if (f.u8() != kProtocolVersion) return HeaderError::kBadVersion;
+  (void)f.u8();  // flags: checked by the receiver against crypto::kFlagsKnown
+  h->shard = peek_target_shard(lead).value_or(0);  // lead is long enough: checked above
   (void)r.u16();
   h->label_hash = r.u32();
   h->sender = r.u64();

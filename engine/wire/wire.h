@@ -2,7 +2,9 @@
 //
 // A datagram is a fixed 20-byte header followed by messages, each `type:u8 len:u16 body`.
 // Integers are little-endian except the target shard, which is big-endian at byte 4 so the
-// reuseport BPF program can steer on it (include/rumor/transport.h kShardIdOffset).
+// reuseport BPF program can steer on it (include/rumor/transport.h kShardIdOffset). Header
+// flags bit 0 means sealed (engine/wire/crypto.h kFlagSealed): the messages are then inside a
+// sealed frame; the other bits are 0, and a datagram with an unknown bit set is dropped.
 //
 // Every decoder here is bounds-checked: a Reader never reads past its span, every length and
 // count is checked against what remains (and against the configured limits) before anything is
@@ -16,6 +18,7 @@
 #include <span>
 #include <string_view>
 
+#include "digest/codec.h"
 #include "rumor/transport.h"
 #include "rumor/version.h"
 
@@ -38,7 +41,7 @@ enum class MsgType : std::uint8_t {
   kNack = 4,      // seq:u32
   kMember = 5,    // state:u8 incarnation:u64 node:u64 from:u64 addr name:str8 meta:str16
   kEntry = 6,     // flags:u8 hlc:u64 node:u64 key:str16 value:str16
-  kJoin = 7,      // (empty) the sender's kMember follows in the same datagram
+  kJoin = 7,      // flags:u8 (bit 0: reply with your table; other bits 0), then kMember records
   kJoinReply = 8, // total_members:u32 (kMember records follow, here and in further datagrams)
   // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
@@ -53,20 +56,26 @@ struct Header {
 
 std::uint32_t label_hash(std::string_view label);
 
-// ---- Writer: appends into a fixed buffer; `ok()` turns false (and stays) on overflow. ----
+// ---- Writer and Reader: the datagram layer over digest/codec.h's ByteWriter/ByteReader (one
+// byte codec for the project: little-endian, bounds-checked, failure sticky until a rollback).
+// This layer adds what is wire-specific: std::byte buffers, message framing, str8/str16 and
+// addresses.
+
+// Appends into a fixed buffer; `ok()` turns false (and stays) on overflow.
 class Writer {
  public:
-  explicit Writer(std::span<std::byte> buf) : buf_(buf) {}
-  bool ok() const { return ok_; }
-  std::size_t size() const { return pos_; }
-  std::size_t remaining() const { return buf_.size() - pos_; }
-  std::span<std::byte> buffer() const { return buf_; }
+  explicit Writer(std::span<std::byte> buf) : w_(as_u8(buf)) {}
+  bool ok() const { return w_.ok(); }
+  std::size_t size() const { return w_.size(); }
+  // Free bytes after the write position (unlike ByteWriter's, not 0 once failed).
+  std::size_t remaining() const { return w_.capacity() - w_.size(); }
+  std::span<std::byte> buffer() const { return as_byte(w_.buffer()); }
 
-  void u8(std::uint8_t v) { put(&v, 1); }
-  void u16(std::uint16_t v) { le(v); }
-  void u32(std::uint32_t v) { le(v); }
-  void u64(std::uint64_t v) { le(v); }
-  void bytes(const void* p, std::size_t n) { put(p, n); }
+  void u8(std::uint8_t v) { w_.u8(v); }
+  void u16(std::uint16_t v) { w_.u16(v); }
+  void u32(std::uint32_t v) { w_.u32(v); }
+  void u64(std::uint64_t v) { w_.u64(v); }
+  void bytes(const void* p, std::size_t n) { w_.bytes(p, n); }
   void str8(std::string_view s);
   void str16(std::string_view s);
   void address(const Address& a);
@@ -75,68 +84,51 @@ class Writer {
   // Returns the message start, for rollback() when a message does not fit.
   std::size_t begin(MsgType t);
   void end(std::size_t start);
-  void rollback(std::size_t pos) {
-    pos_ = pos;
-    ok_ = true;
-  }
+  void rollback(std::size_t pos) { w_.rollback(pos); }
   // Patches a u16 at pos (used for the big-endian shard id).
   void patch_be16(std::size_t pos, std::uint16_t v);
   // For encoders that write into the buffer themselves: the free space, then how much they
   // used of it.
-  std::span<std::byte> tail() const { return buf_.subspan(pos_); }
-  void advance(std::size_t n) {
-    if (n > remaining()) {
-      ok_ = false;
-      return;
-    }
-    pos_ += n;
-  }
+  std::span<std::byte> tail() const { return as_byte(w_.tail()); }
+  void advance(std::size_t n) { w_.advance(n); }
 
  private:
-  template <typename T>
-  void le(T v) {
-    std::byte b[sizeof(T)];
-    for (std::size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
-    put(b, sizeof(T));
+  static std::span<std::uint8_t> as_u8(std::span<std::byte> s) {
+    return {reinterpret_cast<std::uint8_t*>(s.data()), s.size()};
   }
-  void put(const void* p, std::size_t n) {
-    if (!ok_ || n > remaining()) {
-      ok_ = false;
-      return;
-    }
-    if (n) std::memcpy(buf_.data() + pos_, p, n);
-    pos_ += n;
+  static std::span<std::byte> as_byte(std::span<std::uint8_t> s) {
+    return {reinterpret_cast<std::byte*>(s.data()), s.size()};
   }
-  std::span<std::byte> buf_;
-  std::size_t pos_ = 0;
-  bool ok_ = true;
+  digest::ByteWriter w_;
 };
 
-// ---- Reader: consumes a span; any short read sets !ok() and yields zeros. ----
+// Consumes a span; any short read sets !ok() and yields zeros.
 class Reader {
  public:
-  explicit Reader(std::span<const std::byte> buf) : buf_(buf) {}
-  bool ok() const { return ok_; }
-  bool empty() const { return pos_ == buf_.size(); }
-  std::size_t remaining() const { return buf_.size() - pos_; }
-  void fail() { ok_ = false; }
+  explicit Reader(std::span<const std::byte> buf)
+      : r_({reinterpret_cast<const std::uint8_t*>(buf.data()), buf.size()}) {}
+  bool ok() const { return r_.ok(); }
+  bool empty() const { return r_.empty(); }
+  // Bytes after the read position (unlike ByteReader's, not 0 once failed).
+  std::size_t remaining() const { return r_.size() - r_.position(); }
+  void fail() { r_.fail(); }
 
-  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
-  std::uint16_t u16() { return static_cast<std::uint16_t>(le(2)); }
-  std::uint32_t u32() { return static_cast<std::uint32_t>(le(4)); }
-  std::uint64_t u64() { return le(8); }
+  std::uint8_t u8() { return r_.u8(); }
+  std::uint16_t u16() { return r_.u16(); }
+  std::uint32_t u32() { return r_.u32(); }
+  std::uint64_t u64() { return r_.u64(); }
   // A view into the buffer: valid as long as the datagram is. Length checked against both what
   // remains and `max` before anything is taken.
   std::string_view str8(std::size_t max = 255);
   std::string_view str16(std::size_t max = 65535);
-  std::span<const std::byte> take(std::size_t n);
+  std::span<const std::byte> take(std::size_t n) {
+    const std::span<const std::uint8_t> s = r_.bytes(n);
+    return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+  }
   Address address();
 
  private:
-  std::uint64_t le(std::size_t n);
-  std::span<const std::byte> buf_;
-  std::size_t pos_ = 0;
-  bool ok_ = true;
+  digest::ByteReader r_;
 };
 
 // Writes the header; the caller appends messages.

@@ -258,12 +258,19 @@ struct TransportChoice {
 };
 Result<TransportChoice> open_transport(const TransportConfig& config);
 
-// Reads the shard id at kShardIdOffset; false when the datagram is too short to carry one.
+// The target shard a datagram names: the big-endian u16 at kShardIdOffset, read here for every
+// C++ reader (the wire header parser, the node's dispatch) as the steering program reads it in
+// BPF. nullopt when the datagram is too short to carry one.
+inline std::optional<std::uint16_t> peek_target_shard(std::span<const std::byte> datagram) {
+  if (datagram.size() < kShardIdOffset + kShardIdBytes) return std::nullopt;
+  return static_cast<std::uint16_t>((static_cast<unsigned>(datagram[kShardIdOffset]) << 8) |
+                                    static_cast<unsigned>(datagram[kShardIdOffset + 1]));
+}
+// The same, as an out-parameter: false when the datagram is too short to carry one.
 inline bool read_shard_id(std::span<const std::byte> payload, std::uint16_t* shard) {
-  if (payload.size() < kShardIdOffset + kShardIdBytes) return false;
-  *shard = static_cast<std::uint16_t>(
-      (static_cast<unsigned>(payload[kShardIdOffset]) << 8) |
-      static_cast<unsigned>(payload[kShardIdOffset + 1]));
+  const std::optional<std::uint16_t> s = peek_target_shard(payload);
+  if (!s) return false;
+  *shard = *s;
   return true;
 }
 // Writes it; false when the payload is too short to hold it.

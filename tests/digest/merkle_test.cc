@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "digest/hash.h"
 #include "engine/store/store.h"
+#include "engine/wire/wire.h"
 
 namespace rumor {
 namespace {
@@ -230,6 +231,24 @@ TEST(Hash, KeyHashMatchesStore) {
                                                   std::string("\0", 1)}) {
     EXPECT_EQ(digest::key_hash(k), Store::hash_key(k));
   }
+}
+
+// Known answers, taken from the code before these hashes moved into digest/hash.h: node ids,
+// label hashes and member-name hashes cross the wire or a peer's tables, so they never change.
+TEST(Hash, EngineHashesKeepTheirValues) {
+  EXPECT_EQ(digest::node_id_of_name(""), 0x2d06800538d394c2ull);
+  EXPECT_EQ(digest::node_id_of_name("a"), 0xe6c632b61e964e1full);
+  EXPECT_EQ(digest::node_id_of_name("node-1"), 0x0db09edfd9458385ull);
+  EXPECT_EQ(digest::node_id_of_name("a-rather-longer-node-name.example.org:7946"),
+            0x812dc63873653d42ull);
+  EXPECT_EQ(digest::label_hash(""), 0x38d394c2u);
+  EXPECT_EQ(digest::label_hash("node-1"), 0xd9458385u);
+  EXPECT_EQ(wire::label_hash("a"), 0x1e964e1fu);
+  EXPECT_EQ(wire::label_hash("a-rather-longer-node-name.example.org:7946"), 0x73653d42u);
+  EXPECT_EQ(digest::name_metadata_hash("ab", "c"), 0xc5101ba6cf8e0459ull);
+  EXPECT_EQ(digest::name_metadata_hash("a", "bc"), 0x672d7ce5c4e3dab0ull);
+  EXPECT_EQ(digest::name_metadata_hash("node-1", ""), 0x6bc322693537425bull);
+  EXPECT_EQ(digest::name_metadata_hash("", "meta"), 0x53267258173ead75ull);
 }
 
 // ---- hooked into the store ----
