@@ -53,12 +53,6 @@ inline std::uint64_t name_metadata_hash(std::string_view name, std::string_view 
 
 // Seeds that separate the two entry kinds, so a tombstone and a live entry with the same key
 // hash and version (which a correct writer never produces) still hash apart.
-// A node's id when its configuration names it but sets no id: XXH3-64 of the name, never 0.
-inline std::uint64_t node_id_of_name(std::string_view name) {
-  const std::uint64_t h = XXH3_64bits(name.data(), name.size());
-  return h == 0 ? 1 : h;
-}
-
 inline constexpr std::uint64_t kEntrySeedLive = 0x5275'6d6f'7245'6e74ull;  // "RumorEnt"
 inline constexpr std::uint64_t kEntrySeedTomb = 0x5275'6d6f'7254'6f6dull;  // "RumorTom"
 

@@ -27,7 +27,7 @@ Result<std::unique_ptr<Node>> Node::create(const NodeConfig& config_in,
   NodeEnvironment env = env_in;
   if (env.entropy == nullptr) env.entropy = &system_entropy();
   if (env.threads == nullptr) env.threads = &system_threads();
-  auto store = Store::create(config.store, config.id, env.time);
+  auto store = Store::create(config.store, config.id, env.time, *env.threads);
   if (!store) return store.status();
   return std::unique_ptr<Node>(
       new Node(std::make_unique<NodeImpl>(config, env, std::move(store).value())));

@@ -11,15 +11,6 @@
 #include "engine/store/store_detail.h"
 
 namespace rumor {
-namespace store_detail {
-
-thread_local const char t_thread_token = 0;
-inline std::uint64_t this_thread_token() {
-  return reinterpret_cast<std::uintptr_t>(&t_thread_token);
-}
-
-}  // namespace store_detail
-
 using namespace store_detail;
 
 // ---------------------------------------------------------------------------------------------
@@ -58,8 +49,8 @@ Status StoreConfig::validate() const {
 // ---------------------------------------------------------------------------------------------
 // Store
 
-Store::Store(const StoreConfig& config, NodeId self, TimeSource& time)
-    : config_(config), self_(self), time_(time) {
+Store::Store(const StoreConfig& config, NodeId self, TimeSource& time, ThreadIdentity& threads)
+    : config_(config), self_(self), time_(time), threads_(threads) {
   for (std::uint32_t o = 0; o < config_.owners; ++o) {
     hlcs_.push_back(std::make_unique<Hlc>(time_, config_.max_clock_skew_ms));
     owners_.push_back(std::make_unique<OwnerState>(config_.write_queue_depth));
@@ -74,9 +65,9 @@ Store::~Store() {
 }
 
 Result<std::unique_ptr<Store>> Store::create(const StoreConfig& config, NodeId self,
-                                             TimeSource& time) {
+                                             TimeSource& time, ThreadIdentity& threads) {
   if (Status s = config.validate(); !s) return s;
-  return std::unique_ptr<Store>(new Store(config, self, time));
+  return std::unique_ptr<Store>(new Store(config, self, time, threads));
 }
 
 // Flattened: XXH3's short-input path inlined here instead of a second call per key.
@@ -87,12 +78,12 @@ Result<std::unique_ptr<Store>> Store::create(const StoreConfig& config, NodeId s
 void Store::bind_owner(std::uint32_t owner) {
   RUMOR_ASSERT(owner < config_.owners);
   // Relaxed: only the binding thread itself compares against this value.
-  owners_[owner]->bound_thread.store(this_thread_token(), std::memory_order_relaxed);
+  owners_[owner]->bound_thread.store(threads_.current(), std::memory_order_relaxed);
 }
 
 void Store::assert_owner(std::uint32_t owner) const {
   const std::uint64_t bound = owners_[owner]->bound_thread.load(std::memory_order_relaxed);
-  RUMOR_ASSERT(bound == 0 || bound == this_thread_token());
+  RUMOR_ASSERT(bound == 0 || bound == threads_.current());
 }
 
 Status Store::check_sizes(std::string_view key, std::string_view value) const {

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/entropy.h"
 #include "base/epoch.h"
 #include "base/mpsc_queue.h"
 #include "digest/merkle.h"
@@ -194,9 +195,11 @@ class Shard {
 
 class Store {
  public:
-  // Validates the config; errors are values.
+  // Validates the config; errors are values. `threads` tells bind_owner's thread from others
+  // (a node hands in its own; tests take the system's).
   static Result<std::unique_ptr<Store>> create(const StoreConfig& config, NodeId self,
-                                               TimeSource& time);
+                                               TimeSource& time,
+                                               ThreadIdentity& threads = system_threads());
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -250,7 +253,7 @@ class Store {
 
  private:
   friend class Shard;
-  Store(const StoreConfig& config, NodeId self, TimeSource& time);
+  Store(const StoreConfig& config, NodeId self, TimeSource& time, ThreadIdentity& threads);
   void assert_owner(std::uint32_t owner) const;
   void count_refusal(std::uint32_t owner, Code code);
   Result<Version> write_local(std::string_view key, std::string_view value, bool tombstone);
@@ -273,6 +276,7 @@ class Store {
   StoreConfig config_;
   NodeId self_;
   TimeSource& time_;
+  ThreadIdentity& threads_;
   std::vector<std::unique_ptr<Hlc>> hlcs_;
   std::vector<std::unique_ptr<OwnerState>> owners_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -59,13 +59,6 @@ inline constexpr std::uint32_t kGsoSegmentsMax = 64;
 inline constexpr std::size_t kShardIdOffset = 4;
 inline constexpr std::size_t kShardIdBytes = 2;
 
-// The target shard a datagram names, or nullopt when it is too short to name one.
-inline std::optional<std::uint16_t> peek_target_shard(std::span<const std::byte> datagram) {
-  if (datagram.size() < kShardIdOffset + kShardIdBytes) return std::nullopt;
-  return static_cast<std::uint16_t>((std::to_integer<std::uint16_t>(datagram[kShardIdOffset]) << 8) |
-                                    std::to_integer<std::uint16_t>(datagram[kShardIdOffset + 1]));
-}
-
 // ---- Addresses ----
 
 // An IPv4 or IPv6 UDP endpoint. Holds a sockaddr_in or sockaddr_in6 (28 bytes rather than a
