@@ -1,4 +1,4 @@
-// The only file in rumor that reads a clock (STYLE.md: sans-I/O core).
+// The only file in rumor that reads a clock: the protocol is handed time (sans-I/O).
 #include "base/clock.h"
 
 #include <time.h>

@@ -1,4 +1,4 @@
-// Digest layer and reconciliation benchmarks (issue 3), each next to its baseline:
+// Digest layer and reconciliation benchmarks, each next to its baseline:
 //   digest/update/rumor    incremental Merkle update per changed entry (two entry hashes, one
 //                          leaf delta, a dirty mark; a fold every 1,024 updates, as if a digest
 //                          were read once per gossip round)

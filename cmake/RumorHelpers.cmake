@@ -1,4 +1,4 @@
-# Small helpers so every target is declared the same way (STYLE.md: "CMake targets through
+# Small helpers so every target is declared the same way ("CMake targets through
 # small helpers").
 
 function(rumor_setup_warnings_and_sanitizers)

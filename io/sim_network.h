@@ -1,5 +1,5 @@
 // SimNetwork and SimTransport: a deterministic in-memory UDP network with virtual time, for
-// tests and for simulating large clusters (DESIGN.md "The core idea: a sans-I/O engine").
+// tests and for simulating large clusters (docs/architecture.md).
 //
 // Determinism: everything random (latency jitter, loss, duplication, reordering) comes from one
 // generator seeded by SimConfig::seed, drawn in the order datagrams are flushed; events at the

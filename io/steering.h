@@ -1,4 +1,4 @@
-// Steering datagrams to the core that owns their shard (DESIGN.md "Thread-per-core").
+// Steering datagrams to the core that owns their shard (docs/agent.md "Threading model").
 //
 // Each core has its own socket on the node's port (SO_REUSEPORT). Every rumor packet names its
 // target virtual shard at kShardIdOffset (rumor/transport.h), and shard s belongs to core

@@ -1,4 +1,4 @@
-// UringTransport: UDP over io_uring, one ring per reactor (DESIGN.md).
+// UringTransport: UDP over io_uring, one ring per reactor (docs/transport.md).
 //
 // Receive: one multishot IORING_OP_RECVMSG over a provided buffer ring. The kernel picks a
 // buffer per datagram and writes, into it, an io_uring_recvmsg_out header, the source address,

@@ -1,4 +1,4 @@
-// `rumor load`: large-cluster load tests (issue #7, docs/load.md).
+// `rumor load`: large-cluster load tests (docs/load.md).
 //
 //   rumor load --nodes 10000 --mode sim --workload update --out /tmp/run
 //   rumor load --nodes 1000 --mode udp --procs 2

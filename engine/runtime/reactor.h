@@ -1,5 +1,4 @@
-// The reactor's loop, independent of what it drives (DESIGN.md "Thread-per-core and the
-// transport seam"). One ReactorLoop belongs to one thread and ties one sans-I/O state machine
+// The reactor's loop, independent of what it drives (docs/agent.md "The reactor"). One ReactorLoop belongs to one thread and ties one sans-I/O state machine
 // (a `Driven`: a rumor::Node, or a fake in tests) to one Transport and a clock. A turn is:
 //
 //   poll      one system call: submit the previous turn's sends, wait until the driven

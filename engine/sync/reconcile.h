@@ -47,7 +47,7 @@ struct ReconcileConfig {
   // depth_max it is answered with a bloom filter.
   std::uint32_t list_items_max = 16;
   std::uint32_t bloom_bits_per_item = 16;  // ~0.1% false positives
-  // Bounds on one session's memory and burst (STYLE.md: limit everything).
+  // Bounds on one session's memory and burst: every loop and buffer has a limit.
   std::uint32_t requests_in_flight_max = 8192;  // request records sent and unanswered
   std::uint32_t requests_tracked_max = 65536;   // request records tracked (queued, in flight, done)
   std::uint32_t attempts_max = 6;               // sends of one request before it is abandoned

@@ -1,5 +1,4 @@
-// rumor::Node: one member of a gossip cluster, as the application sees it (DESIGN.md "The core
-// idea"): the replicated key-value store, subscriptions, membership and the keyring. A node is a
+// rumor::Node: one member of a gossip cluster, as the application sees it (docs/architecture.md): the replicated key-value store, subscriptions, membership and the keyring. A node is a
 // sans-I/O state machine: it never reads a clock except through the TimeSource it is given,
 // never sleeps, never opens a socket and never starts a thread. What drives it (the reactor on
 // real UDP, include/rumor/reactor.h; the simulator in tests and `rumor load`) uses the driver

@@ -1,7 +1,7 @@
-// rumor::Reactor: runs a rumor::Node on real UDP, one thread (DESIGN.md "Thread-per-core and the
-// transport seam"). It opens a Transport (io_uring, or sendmmsg where io_uring is missing or
+// rumor::Reactor: runs a rumor::Node on real UDP, one thread per owner core (docs/agent.md "The
+// reactor"). It opens a Transport (io_uring, or sendmmsg where io_uring is missing or
 // forbidden, and says why), starts a thread pinned to a CPU where allowed, and loops: wait for
-// the node's next deadline or a datagram, reap a batch, receive each, tick, run posted commands,
+// the node's next deadline or a datagram, reap a batch, hand it over, tick, run posted commands,
 // dispatch callbacks (never while a packet is being processed), and submit the sends in one
 // system call. engine/runtime/reactor.h has the loop and the wake-up protocol.
 //

@@ -1,4 +1,4 @@
-// What a node is handed instead of reaching the OS (sans-I/O, DESIGN.md "The core idea"): the
+// What a node is handed instead of reaching the OS (sans-I/O, docs/architecture.md): the
 // time, randomness for nonces, and the identity of the calling thread. Under the reactor these
 // are the system's (base/clock.h, base/entropy.h); in the simulator they are virtual and seeded,
 // so a run replays from its seed; tests hand in skewed or backward-jumping clocks.

@@ -1,5 +1,5 @@
-// The transport seam: how a node's datagrams reach the network (DESIGN.md "Thread-per-core and
-// the transport seam"). One interface, batch-shaped, that owns its buffers:
+// The transport seam: how a node's datagrams reach the network (docs/transport.md). One
+// interface, batch-shaped, that owns its buffers:
 //
 //   receive  lends a batch of received datagrams (bytes, length, source, receive time) from the
 //            transport's registered pool; the caller hands them back with release().
@@ -40,7 +40,7 @@
 
 namespace rumor {
 
-// ---- Limits, named once (STYLE.md "Limit everything"). ----
+// ---- Limits, each named once, unit last. ----
 
 // The largest UDP payload a transport sends or accepts by default: fits a 1,500-byte MTU under
 // IPv6 (1500 - 40 IPv6 - 8 UDP), the stricter of the two families, so nothing fragments.
@@ -51,7 +51,7 @@ inline constexpr std::uint32_t kDatagramBytesLimit = 65507;
 // 64 until Linux 6.11; we stay within what every GSO-capable kernel accepts).
 inline constexpr std::uint32_t kGsoSegmentsMax = 64;
 
-// Steering (DESIGN.md: packets carry their target shard). Every rumor packet carries the id of
+// Steering: packets carry their target shard. Every rumor packet carries the id of
 // the virtual shard it is addressed to as a 16-bit big-endian integer at this byte offset of the
 // UDP payload. Big-endian because classic BPF's absolute loads read network order: the
 // reuseport program (io/steering.h) picks socket = shard_id % sockets from these two bytes.
