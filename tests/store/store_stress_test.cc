@@ -4,8 +4,8 @@
 //   - a version of a key that goes backward,
 //   - a miss, or an older generation, for a key whose generation was published before the read.
 // Tables grow, blobs are replaced and memory is reclaimed while readers run. Bounded in time
-// and in count; synchronisation is by atomics only, never by sleeping. Run under TSan by
-// `tools/dev test`.
+// and in count; synchronisation is by atomics only, never by sleeping; a thread that fails
+// stops the others. Run under TSan by `tools/dev test`.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -30,6 +30,9 @@ constexpr std::uint64_t kRunNs = 2'000'000'000;
 #else
 constexpr std::uint64_t kRunNs = 2'000'000'000;
 #endif
+
+// Each reader's loop is bounded in count too; the deadline comes first at any plausible speed.
+constexpr std::uint64_t kReadsPerReaderMax = 4'000'000'000;
 
 std::string key_of(int i) { return "stress-key-" + std::to_string(i); }
 
@@ -62,6 +65,7 @@ void run_stress(const int kKeys, const std::uint64_t kGenerationsMax) {
     keys_of_owner[store->owner_of_shard(store->shard_of(key_of(i)))].push_back(i);
   }
 
+  // Returns early on a failed ASSERT; run_owner stops the rest either way.
   auto owner_fn = [&](std::uint32_t owner) {
     store->bind_owner(owner);
     std::vector<std::string> keys, values;
@@ -87,15 +91,26 @@ void run_stress(const int kKeys, const std::uint64_t kGenerationsMax) {
       store->collect_garbage(owner);
       if (monotonic_ns() > deadline) break;
     }
+  };
+  auto run_owner = [&](std::uint32_t owner) {
+    owner_fn(owner);
+    // Also after a failed ASSERT, which returns before the end of owner_fn: the other threads
+    // must stop, or the readers would spin forever (a hang instead of a failure).
     stop.store(true, std::memory_order_relaxed);
   };
 
   std::atomic<std::uint64_t> reads{0};
-  auto reader_fn = [&](int seed) {
+  std::atomic<bool> reader_bound_hit{false};
+  // Returns on `stop`, on a failed ASSERT, or at its count or time bound (the owners' deadline
+  // plus as long again: an owner stuck inside a merge does not hold the readers forever).
+  auto reader_fn = [&](int seed, std::uint64_t& n) {
     std::vector<std::uint64_t> last_gen(kKeys, 0);
     std::uint64_t x = 0x9e3779b97f4a7c15ull * (seed + 1);
-    std::uint64_t n = 0;
     while (!stop.load(std::memory_order_relaxed)) {
+      if (n == kReadsPerReaderMax || (n % 1024 == 0 && monotonic_ns() > deadline + kRunNs)) {
+        reader_bound_hit.store(true, std::memory_order_relaxed);
+        return;
+      }
       x ^= x << 13;
       x ^= x >> 7;
       x ^= x << 17;
@@ -120,11 +135,17 @@ void run_stress(const int kKeys, const std::uint64_t kGenerationsMax) {
       ASSERT_GE(g, last_gen[i]) << k << " went backward";
       last_gen[i] = g;
     }
+  };
+  auto run_reader = [&](int seed) {
+    std::uint64_t n = 0;
+    reader_fn(seed, n);
     reads.fetch_add(n, std::memory_order_relaxed);
+    // Normally `stop` is already set; after a failed ASSERT or a bound this stops the rest.
+    stop.store(true, std::memory_order_relaxed);
   };
 
-  std::thread o0(owner_fn, 0), o1(owner_fn, 1);
-  std::thread r0(reader_fn, 0), r1(reader_fn, 1);
+  std::thread o0(run_owner, 0), o1(run_owner, 1);
+  std::thread r0(run_reader, 0), r1(run_reader, 1);
   o0.join();
   o1.join();
   r0.join();
@@ -132,6 +153,7 @@ void run_stress(const int kKeys, const std::uint64_t kGenerationsMax) {
   const std::uint64_t gens = std::min(published[0].load(), published[1].load());
   std::printf("generations: %llu, reads checked: %llu\n", static_cast<unsigned long long>(gens),
               static_cast<unsigned long long>(reads.load()));
+  EXPECT_FALSE(reader_bound_hit.load()) << "a reader outlived its bound: an owner stalled";
   EXPECT_GE(gens, 3u);  // the run did real work under concurrency
   EXPECT_GT(reads.load(), 1000u);
 }
