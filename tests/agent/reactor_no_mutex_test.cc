@@ -77,31 +77,40 @@ TEST(ReactorNoMutex, SteadyStatePacketPathTakesNoLock) {
     ASSERT_TRUE(la.is_ok() && lb.is_ok());
 
     constexpr std::uint64_t kPings = 20000;
+    // Each loop warms up (first-use allocations, lazy binding) on its first kWarmup datagrams,
+    // then counts locks over whole turns for the rest of the exchange. The loop decides by its
+    // own count, so the counted window holds at least kPings - kWarmup - a batch of datagrams
+    // however the threads are scheduled; that is checked, or an empty window would pass.
+    constexpr std::uint64_t kWarmup = 1000;
+    constexpr std::uint64_t kCountedMin = kPings - kWarmup - 256;  // 256: the largest batch
     FakeDriven fa(clock, tb->transport->local_address(), kPings, 16);
     FakeDriven fb(clock, Address(), 0, 0);
-    std::atomic<bool> count{false};
-    std::atomic<std::uint64_t> locks_a{0}, locks_b{0};
-    auto body = [&](ReactorLoop& loop, FakeDriven& fake, std::atomic<std::uint64_t>& locks) {
+    std::atomic<std::uint64_t> locks_a{0}, locks_b{0}, counted_a{0}, counted_b{0};
+    auto body = [&](ReactorLoop& loop, FakeDriven& fake, std::atomic<std::uint64_t>& locks,
+                    std::atomic<std::uint64_t>& counted) {
       loop.start(fake);
+      std::uint64_t counted_from = UINT64_MAX;  // datagrams when counting began
       while (!loop.stop_requested()) {
-        // Acquire: pairs with the test thread's release; counting covers whole turns only.
-        t_counting = count.load(std::memory_order_acquire);
+        const std::uint64_t datagrams = loop.counters().datagrams;
+        if (counted_from == UINT64_MAX && datagrams >= kWarmup) counted_from = datagrams;
+        t_counting = counted_from != UINT64_MAX;
         loop.run_turn(fake, 1000);
         t_counting = false;
       }
       locks.store(t_locks);
+      counted.store(counted_from == UINT64_MAX ? 0 : loop.counters().datagrams - counted_from);
       loop.stop(fake);
     };
-    std::thread b([&] { body(**lb, fb, locks_b); });
-    std::thread a([&] { body(**la, fa, locks_a); });
-    // Warm up (first-use allocations, lazy binding), then count the rest of the exchange.
-    ASSERT_TRUE(eventually([&] { return fa.pongs.load() >= 1000; }));
-    count.store(true, std::memory_order_release);
-    ASSERT_TRUE(eventually([&] { return fa.pongs.load() == kPings; }));
+    std::thread b([&] { body(**lb, fb, locks_b, counted_b); });
+    std::thread a([&] { body(**la, fa, locks_a, counted_a); });
+    const bool done = eventually([&] { return fa.pongs.load() == kPings; });
     (*la)->request_stop();
     (*lb)->request_stop();
     a.join();
     b.join();
+    ASSERT_TRUE(done) << "pongs " << fa.pongs.load() << " of " << kPings;
+    EXPECT_GE(counted_a.load(), kCountedMin) << "the pinging loop's counted window was short";
+    EXPECT_GE(counted_b.load(), kCountedMin) << "the echoing loop's counted window was short";
     EXPECT_EQ(locks_a.load(), 0u) << "the pinging loop took a lock on the packet path";
     EXPECT_EQ(locks_b.load(), 0u) << "the echoing loop took a lock on the packet path";
   }
