@@ -143,17 +143,32 @@ TEST_P(ReactorTest, ManyWakersCoalesceAndEveryCommandRuns) {
   a->fake = std::make_unique<FakeDriven>(clock_, Address(), 0, 0);
   a->run();
   std::atomic<std::uint64_t> ran{0};
+  std::atomic<int> given_up{0};  // posters that ran out of tries
   constexpr int kThreads = 4, kEach = 500;
+  // Bounds on retrying one command: a loop that stopped draining its queue fails the test
+  // instead of leaving the posters spinning.
+  constexpr std::uint64_t kTriesMax = 10'000'000;
+  constexpr std::uint64_t kRetryNsMax = 20'000'000'000;
   std::vector<std::thread> posters;
   for (int t = 0; t < kThreads; ++t) {
     posters.emplace_back([&] {
       for (int i = 0; i < kEach; ++i) {
-        // kBusy is back-pressure: retry until accepted.
-        while (!a->loop->post([&] { ran.fetch_add(1); }).is_ok()) std::this_thread::yield();
+        // kBusy is back-pressure: retry until accepted, within the bounds.
+        const std::uint64_t deadline = monotonic_ns() + kRetryNsMax;
+        std::uint64_t tries = 0;
+        while (!a->loop->post([&] { ran.fetch_add(1); }).is_ok()) {
+          if (++tries == kTriesMax || monotonic_ns() > deadline) {
+            given_up.fetch_add(1);
+            return;
+          }
+          std::this_thread::yield();
+        }
       }
     });
   }
   for (auto& t : posters) t.join();
+  ASSERT_EQ(given_up.load(), 0) << "the loop refused a command for 20 s or " << kTriesMax
+                                << " tries";
   ASSERT_TRUE(eventually([&] { return ran.load() == kThreads * kEach; }, 20)) << ran.load();
   a->stop();
   const ReactorCounters c = a->loop->counters();
