@@ -39,17 +39,6 @@ inline SimCluster::Options opts(std::size_t n, std::uint64_t seed) {
   return o;
 }
 
-// Every node not skipped and not crashed holds key = value.
-inline bool all_have(SimCluster& c, std::string_view key, std::string_view value,
-                     const std::set<std::size_t>& skip = {}) {
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (skip.count(i) || c.crashed(i)) continue;
-    auto v = c.node(i).get(key);
-    if (!v || *v != value) return false;
-  }
-  return true;
-}
-
 // The writes a test made, and the version each got: read back with get_entry on its writer
 // right after the write (a local write is applied at once on the simulator's one thread). Last
 // writer wins, so the write that must survive on every node is the one with the highest Version
