@@ -86,8 +86,8 @@ class ReactorTest : public ::testing::TestWithParam<Backend> {
   std::string skip_;
 };
 
-#define OPEN_OR_SKIP(var, ...)              \
-  auto var = open(__VA_ARGS__);             \
+#define OPEN_OR_SKIP(var, ...)               \
+  auto var = open(__VA_ARGS__);              \
   if (!skip_.empty()) GTEST_SKIP() << skip_; \
   ASSERT_NE(var, nullptr)
 

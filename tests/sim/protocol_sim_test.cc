@@ -82,8 +82,7 @@ TEST(ProtocolSim, ThousandNodesConvergeWithinTheBoundAndUnderLoss) {
       const std::size_t writer = static_cast<std::size_t>(loss * 1000) % n;
       const std::uint64_t t0 = c.now_ms();
       ASSERT_TRUE(log.set(c, writer, "service_version", value));
-      ASSERT_TRUE(c.run_until([&] { return bool(log.all_hold_winners(c)); }, 60'000,
-                              round_ms / 5))
+      ASSERT_TRUE(c.run_until([&] { return bool(log.all_hold_winners(c)); }, 60'000, round_ms / 5))
           << "not every node received the update at loss " << loss << ": "
           << log.all_hold_winners(c).message();
       const double rounds = static_cast<double>(c.now_ms() - t0) / static_cast<double>(round_ms);

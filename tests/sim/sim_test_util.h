@@ -58,15 +58,15 @@ class WriteLog {
   ::testing::AssertionResult set(SimCluster& c, std::size_t writer, std::string_view key,
                                  std::string_view value) {
     if (Status st = c.node(writer).set(key, value); !st) {
-      return ::testing::AssertionFailure() << "set " << key << " on node " << writer << ": "
-                                           << st.to_string();
+      return ::testing::AssertionFailure()
+             << "set " << key << " on node " << writer << ": " << st.to_string();
     }
     return record(c, writer, key, value, false);
   }
   ::testing::AssertionResult del(SimCluster& c, std::size_t writer, std::string_view key) {
     if (Status st = c.node(writer).del(key); !st) {
-      return ::testing::AssertionFailure() << "del " << key << " on node " << writer << ": "
-                                           << st.to_string();
+      return ::testing::AssertionFailure()
+             << "del " << key << " on node " << writer << ": " << st.to_string();
     }
     return record(c, writer, key, {}, true);
   }
@@ -93,8 +93,8 @@ class WriteLog {
       return ::testing::AssertionFailure()
              << "node " << i << " holds " << key << " = \"" << e->value << "\""
              << (e->deleted ? " (deleted)" : "") << " at version (" << e->version.hlc << ", "
-             << e->version.node << "); the highest version written is (" << win.version.hlc
-             << ", " << win.version.node << ") = \"" << win.value << "\""
+             << e->version.node << "); the highest version written is (" << win.version.hlc << ", "
+             << win.version.node << ") = \"" << win.value << "\""
              << (win.deleted ? " (deleted)" : "") << " by node " << win.writer;
     }
     return ::testing::AssertionSuccess();
