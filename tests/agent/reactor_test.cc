@@ -35,6 +35,18 @@ struct Endpoint {
   ~Endpoint() { stop(); }
 };
 
+// A clock only the test moves, read by the loop thread and the fake. Relaxed: the time is the
+// only thing shared through it; nothing else is published by a step.
+class SteppedClock final : public TimeSource {
+ public:
+  explicit SteppedClock(std::uint64_t start_ms) : now_(start_ms) {}
+  std::uint64_t now_ms() override { return now_.load(std::memory_order_relaxed); }
+  void advance(std::uint64_t ms) { now_.fetch_add(ms, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> now_;
+};
+
 class ReactorTest : public ::testing::TestWithParam<Backend> {
  protected:
   ReactorConfig config() {
@@ -48,8 +60,10 @@ class ReactorTest : public ::testing::TestWithParam<Backend> {
     return rc;
   }
 
-  // Opens a transport and a loop; skips the test when io_uring is unavailable here.
-  std::unique_ptr<Endpoint> open(const ReactorConfig& rc) {
+  // Opens a transport and a loop on `time` (the wall clock unless a test hands in its own);
+  // skips the test when io_uring is unavailable here.
+  std::unique_ptr<Endpoint> open(const ReactorConfig& rc) { return open(rc, clock_); }
+  std::unique_ptr<Endpoint> open(const ReactorConfig& rc, TimeSource& time) {
     auto choice = open_transport(rc.transport);
     if (!choice) {
       if (GetParam() == Backend::kUring && choice.status().code() == Code::kUnavailable) {
@@ -61,7 +75,7 @@ class ReactorTest : public ::testing::TestWithParam<Backend> {
     }
     auto e = std::make_unique<Endpoint>();
     e->transport = std::move(choice->transport);
-    auto loop = ReactorLoop::create(rc, *e->transport, clock_);
+    auto loop = ReactorLoop::create(rc, *e->transport, time);
     EXPECT_TRUE(loop.is_ok()) << loop.status().to_string();
     if (!loop) return nullptr;
     e->loop = std::move(loop.value());
@@ -72,8 +86,8 @@ class ReactorTest : public ::testing::TestWithParam<Backend> {
   std::string skip_;
 };
 
-#define OPEN_OR_SKIP(var, rc)               \
-  auto var = open(rc);                      \
+#define OPEN_OR_SKIP(var, ...)               \
+  auto var = open(__VA_ARGS__);              \
   if (!skip_.empty()) GTEST_SKIP() << skip_; \
   ASSERT_NE(var, nullptr)
 
@@ -129,17 +143,32 @@ TEST_P(ReactorTest, ManyWakersCoalesceAndEveryCommandRuns) {
   a->fake = std::make_unique<FakeDriven>(clock_, Address(), 0, 0);
   a->run();
   std::atomic<std::uint64_t> ran{0};
+  std::atomic<int> given_up{0};  // posters that ran out of tries
   constexpr int kThreads = 4, kEach = 500;
+  // Bounds on retrying one command: a loop that stopped draining its queue fails the test
+  // instead of leaving the posters spinning.
+  constexpr std::uint64_t kTriesMax = 10'000'000;
+  constexpr std::uint64_t kRetryNsMax = 20'000'000'000;
   std::vector<std::thread> posters;
   for (int t = 0; t < kThreads; ++t) {
     posters.emplace_back([&] {
       for (int i = 0; i < kEach; ++i) {
-        // kBusy is back-pressure: retry until accepted.
-        while (!a->loop->post([&] { ran.fetch_add(1); }).is_ok()) std::this_thread::yield();
+        // kBusy is back-pressure: retry until accepted, within the bounds.
+        const std::uint64_t deadline = monotonic_ns() + kRetryNsMax;
+        std::uint64_t tries = 0;
+        while (!a->loop->post([&] { ran.fetch_add(1); }).is_ok()) {
+          if (++tries == kTriesMax || monotonic_ns() > deadline) {
+            given_up.fetch_add(1);
+            return;
+          }
+          std::this_thread::yield();
+        }
       }
     });
   }
   for (auto& t : posters) t.join();
+  ASSERT_EQ(given_up.load(), 0) << "the loop refused a command for 20 s or " << kTriesMax
+                                << " tries";
   ASSERT_TRUE(eventually([&] { return ran.load() == kThreads * kEach; }, 20)) << ran.load();
   a->stop();
   const ReactorCounters c = a->loop->counters();
@@ -147,16 +176,45 @@ TEST_P(ReactorTest, ManyWakersCoalesceAndEveryCommandRuns) {
   EXPECT_LT(c.doorbells_rung, static_cast<std::uint64_t>(kThreads * kEach));
 }
 
+// The loop sleeps until the driven machine's deadline, read on the machine's clock. Loop and fake
+// run on a clock only the test moves, so when the deadline is due is the test's decision, and
+// the loop's wake-ups are counted by the fake, independently of that clock. While the clock
+// stands still the deadline stays kStepMs away: with nothing else to wake it (its cap is a
+// minute, the fake's idle deadline an hour) the loop must wake about once per kStepMs of real
+// time and find it not yet due. A loop that ignored the deadline would not wake at all (the
+// wait fails); one that spun instead of sleeping would tick hundreds of times per millisecond
+// (the bound fails). Once the test moves the clock past the deadline, a wake-up fires it.
 TEST_P(ReactorTest, DeadlineFiresATick) {
+  SteppedClock time(1'000'000);
   const ReactorConfig rc = config();
-  OPEN_OR_SKIP(a, rc);
-  a->fake = std::make_unique<FakeDriven>(clock_, Address(), 0, 0);
+  OPEN_OR_SKIP(a, rc, time);
+  a->fake = std::make_unique<FakeDriven>(time, Address(), 0, 0);
   a->run();
   FakeDriven* fake = a->fake.get();
-  const std::uint64_t at = clock_.now_ms() + 30;
-  ASSERT_TRUE(a->loop->post([fake, at] { fake->set_deadline(at); }).is_ok());
-  ASSERT_TRUE(eventually([&] { return fake->deadline_ticks.load() == 1; }, 20));
-  EXPECT_GE(clock_.now_ms(), at);
+  ASSERT_TRUE(eventually([&] { return fake->started.load(); }));
+  constexpr std::uint64_t kStepMs = 20;
+  constexpr std::uint64_t kWakes = 5;
+  // Room for the test thread (which looks every millisecond) being descheduled: each tick past
+  // kWakes needs another kStepMs of that, a second in all; a spinning loop needs a millisecond.
+  constexpr std::uint64_t kTicksSlack = 50;
+  const std::uint64_t at = time.now_ms() + kStepMs;
+  std::atomic<std::uint64_t> ticks_at_set{UINT64_MAX};
+  ASSERT_TRUE(a->loop->post([fake, at, &ticks_at_set] {
+    fake->set_deadline(at);
+    ticks_at_set.store(fake->ticks.load());
+  }).is_ok());
+  ASSERT_TRUE(eventually([&] { return ticks_at_set.load() != UINT64_MAX; }));
+  const std::uint64_t base = ticks_at_set.load();
+  ASSERT_TRUE(eventually([&] { return fake->ticks.load() >= base + kWakes; }))
+      << "the loop did not wake for a deadline " << kStepMs << " ms away";
+  const std::uint64_t woke = fake->ticks.load() - base;
+  EXPECT_LE(woke, kWakes + kTicksSlack) << "the loop spun instead of sleeping until the deadline";
+  EXPECT_EQ(fake->deadline_ticks.load(), 0u);
+  time.advance(kStepMs);
+  ASSERT_TRUE(eventually([&] { return fake->deadline_ticks.load() == 1; }))
+      << "the deadline came and no tick fired it";
+  a->stop();
+  EXPECT_EQ(fake->deadline_ticks.load(), 1u);
 }
 
 TEST_P(ReactorTest, StopFlushesTheLastSends) {

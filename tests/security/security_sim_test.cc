@@ -13,8 +13,8 @@
 namespace rumor {
 namespace {
 
-using simtest::all_have;
 using simtest::membership_complete;
+using simtest::WriteLog;
 
 std::vector<std::uint64_t> seeds(std::size_t n) { return simtest::seeds(n, 4000); }
 
@@ -73,8 +73,10 @@ TEST(SecuritySim, EncryptedClusterConvergesAndEveryPacketIsSealed) {
     SimCluster c(o);
     c.start_all();
     ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
-    ASSERT_TRUE(c.node(0).set("service_version", "v1.2.4").is_ok());
-    ASSERT_TRUE(c.run_until([&] { return all_have(c, "service_version", "v1.2.4"); }, 5'000));
+    WriteLog log;
+    ASSERT_TRUE(log.set(c, 0, "service_version", "v1.2.4"));
+    ASSERT_TRUE(c.run_until([&] { return bool(log.all_hold_winners(c)); }, 5'000))
+        << log.all_hold_winners(c).message();
     const NodeCounters t = sum(c);
     std::uint64_t sent = 0;
     for (std::size_t i = 0; i < c.size(); ++i) sent += c.node(i).counters().packets_sent;
@@ -91,10 +93,13 @@ TEST(SecuritySim, KeyRotationUnderWritesLosesNothing) {
     SimCluster c(encrypted(opts(5, seed)));
     c.start_all();
     ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    // Every write has the same value: only its version tells a node that holds it from one
+    // that holds some other write.
+    WriteLog log;
     int w = 0;
     auto write_some = [&] {
       for (std::size_t i = 0; i < c.size(); ++i) {
-        ASSERT_TRUE(c.node(i).set("k" + std::to_string(w++), "v").is_ok());
+        ASSERT_TRUE(log.set(c, i, "k" + std::to_string(w++), "v"));
         c.run_for(30);
       }
     };
@@ -113,14 +118,8 @@ TEST(SecuritySim, KeyRotationUnderWritesLosesNothing) {
       EXPECT_TRUE(c.node(i).keys()[0].primary);
       write_some();
     }
-    ASSERT_TRUE(c.run_until(
-        [&] {
-          for (int k = 0; k < w; ++k) {
-            if (!all_have(c, "k" + std::to_string(k), "v")) return false;
-          }
-          return true;
-        },
-        30'000, 100));
+    ASSERT_TRUE(c.run_until([&] { return bool(log.all_hold_winners(c)); }, 30'000, 100))
+        << log.all_hold_winners(c).message();
     EXPECT_TRUE(membership_complete(c));
     const NodeCounters t = sum(c);
     EXPECT_EQ(t.drop_unknown_key + t.drop_auth_failed, 0u)
@@ -134,17 +133,19 @@ TEST(SecuritySim, MigrationFromPlaintextAcceptsBothThenRequires) {
     SimCluster c(opts(4, seed));
     c.start_all();
     ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    WriteLog log;
     int w = 0;
+    // Each step's writes, and every earlier one, reach every node at their versions.
     auto step = [&](const char* what, auto&& change) {
       SCOPED_TRACE(what);
       for (std::size_t i = 0; i < c.size(); ++i) {
         change(c.node(i));
-        ASSERT_TRUE(c.node(i).set("m" + std::to_string(w++), what).is_ok());
+        ASSERT_TRUE(log.set(c, i, "m" + std::to_string(w++), what));
         c.run_for(50);
       }
-      ASSERT_TRUE(c.run_until(
-          [&] { return all_have(c, "m" + std::to_string(w - 1), what) && membership_complete(c); },
-          20'000, 50));
+      ASSERT_TRUE(c.run_until([&] { return log.all_hold_winners(c) && membership_complete(c); },
+                              20'000, 50))
+          << log.all_hold_winners(c).message();
     };
     step("accept", [](Node& n) {
       ASSERT_TRUE(n.install_key(kKeyA).is_ok());
