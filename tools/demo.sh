@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed example (DESIGN.md) on real UDP, with three `rumor agent` processes on 127.0.0.1:
+# The seed example (README) on real UDP, with three `rumor agent` processes on 127.0.0.1:
 #   three servers hold service_version=v1.2.3; server 1 sets v1.2.4 and every server has it
 #   within a few gossip rounds; server 2 dies; server 1 sets v1.2.5 and server 3 still gets it.
 # Every wait is bounded; the script stops its agents (by pid) whatever happens.

@@ -1,6 +1,5 @@
 // The transport conformance suite: every case runs against io_uring, sendmmsg and the simulated
-// network, over IPv4 and IPv6 loopback (STYLE.md "One conformance test suite runs against every
-// backend"). A backend that cannot open here (io_uring denied) is skipped, saying why.
+// network, over IPv4 and IPv6 loopback, so every backend keeps the same contract. A backend that cannot open here (io_uring denied) is skipped, saying why.
 #include <algorithm>
 #include <string>
 #include <tuple>

@@ -30,7 +30,7 @@ using simtest::membership_complete;
 
 using simtest::opts;
 
-// The seed example (DESIGN.md): three servers hold service_version = v1.2.3; server 1 sets
+// The seed example (README): three servers hold service_version = v1.2.3; server 1 sets
 // v1.2.4; within a few gossip rounds all hold it (its value and version: the highest written).
 // With server 2 dead, server 3 still gets it.
 TEST(ProtocolSim, SeedExample) {
