@@ -161,8 +161,8 @@ ReactorLoop::ReactorLoop(const ReactorConfig& config, Transport& transport, Time
   received_.reserve(config.receive_batch);
   if (doorbell_shard >= 0) {
     std::copy(kDoorbellMagic.begin(), kDoorbellMagic.end(), doorbell_.begin());
-    doorbell_[kShardIdOffset] = static_cast<std::byte>((doorbell_shard >> 8) & 0xff);
-    doorbell_[kShardIdOffset + 1] = static_cast<std::byte>(doorbell_shard & 0xff);
+    const bool named = write_shard_id(doorbell_, static_cast<std::uint16_t>(doorbell_shard));
+    RUMOR_ASSERT(named);  // kDoorbellBytes holds the shard field
     doorbell_len_ = kDoorbellBytes;
   }
 }

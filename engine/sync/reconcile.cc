@@ -3,17 +3,9 @@
 #include <bit>
 #include <string>
 
-namespace rumor {
+#include "engine/sync/reconcile_detail.h"
 
-using digest::ByteWriter;
-using digest::EntryRef;
-using digest::Item;
-using digest::MsgHeader;
-using digest::MsgType;
-using digest::Rec;
-using digest::Record;
-using digest::TreeNode;
-using digest::TreeParams;
+namespace rumor {
 
 // ---------------------------------------------------------------------------------------------
 // Config

@@ -18,12 +18,19 @@
 
 namespace rumor {
 
-namespace reconcile_detail {
-
+// The digest types the reconciliation files speak in (private header: these names stay inside
+// engine/sync).
+using digest::ByteWriter;
 using digest::EntryRef;
 using digest::Item;
+using digest::MsgHeader;
+using digest::MsgType;
+using digest::Rec;
+using digest::Record;
 using digest::TreeNode;
 using digest::TreeParams;
+
+namespace reconcile_detail {
 
 // A truncated, salted node hash as it crosses the wire.
 inline std::uint64_t wire_hash(std::uint64_t h, std::uint64_t seed, std::uint32_t bytes) {

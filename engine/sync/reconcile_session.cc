@@ -11,16 +11,6 @@
 
 namespace rumor {
 
-using digest::ByteWriter;
-using digest::EntryRef;
-using digest::Item;
-using digest::MsgHeader;
-using digest::MsgType;
-using digest::Rec;
-using digest::Record;
-using digest::TreeNode;
-using digest::TreeParams;
-
 using namespace reconcile_detail;
 
 // ---------------------------------------------------------------------------------------------
