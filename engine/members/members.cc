@@ -34,6 +34,7 @@ Members::~Members() {
 }
 
 void Members::share_names(std::shared_ptr<MemberNames> names) {
+  RUMOR_ASSERT(!started_);
   for (Rec& m : members_) {
     const MemberNames::Handle h = names->intern(name_of(m), metadata_of(m));
     names_->release(m.text);
@@ -105,6 +106,7 @@ void Members::emit(const Rec& rec, MemberState previous, bool joined) {
 }
 
 void Members::start(std::uint64_t t) {
+  started_ = true;
   leaving_ = false;
   // A fresh incarnation above any this node used before a restart: its start time.
   self().incarnation = std::max<std::uint64_t>(self().incarnation + 1, t);
@@ -400,7 +402,8 @@ std::vector<Member> Members::list() const {
 }
 
 void Members::preload(NodeId id, MemberNames::Handle text, const Address& address,
-                              std::uint64_t incarnation) {
+                      std::uint64_t incarnation) {
+  RUMOR_ASSERT(!started_);
   // No lookup first (10^8 of them are cache misses): ids are distinct by construction, and the
   // index size says if one was not.
   if (id == config_.id || members_.size() >= config_.members_max) return;

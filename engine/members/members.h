@@ -152,6 +152,7 @@ class Members {
   Rng& rng_;
   NodeCounters& counters_;
   Gossip& gossip_;
+  bool started_ = false;  // preload and share_names are for before start
   bool leaving_ = false;
 
   std::shared_ptr<MemberNames> names_;

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "base/spsc_queue.h"
 #include "base/published.h"
+#include "base/spsc_queue.h"
 #include "engine/node/rate_limit.h"
 #include "engine/store/store.h"
 #include "engine/sync/anti_entropy.h"
@@ -66,14 +66,14 @@ struct alignas(kCacheLineBytes) Core {
   bool running = false;
   NodeCounters counters;
   Published<NodeCounters> published;  // a copy of `counters` for the home core to sum
-  wire::Framing framing;        // with the node's crypto on the home core only
-  PeerLimiter peer_bytes;       // bytes accepted per source address
-  PeerLimiter peer_answers;     // answer datagrams per source address
-  TokenBucket answers;          // answer datagrams, all addresses together
+  wire::Framing framing;              // with the node's crypto on the home core only
+  PeerLimiter peer_bytes;             // bytes accepted per source address
+  PeerLimiter peer_answers;           // answer datagrams per source address
+  TokenBucket answers;                // answer datagrams, all addresses together
   AntiEntropy sync;
   std::vector<EntryView> merge_in;  // entries of the batch being received, views into it
   std::vector<MergeOutcome> merge_out;
-  std::vector<CoreMsg> inbox;       // drained from the links, reused
+  std::vector<CoreMsg> inbox;  // drained from the links, reused
   std::uint64_t next_maintenance_ms = 0;
   std::uint32_t purge_cursor = 0;
   std::function<void()> waker;  // set before start

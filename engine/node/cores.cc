@@ -83,7 +83,8 @@ void NodeImpl::drain_links(Core& c, PacketSink& out) {
     for (const CoreMsg& m : c.inbox) {
       const auto bytes = std::as_bytes(std::span(m.key.data(), m.key.size()));
       switch (m.kind) {
-        case CoreMsg::Kind::kMerge: break;
+        case CoreMsg::Kind::kMerge:
+          break;
         case CoreMsg::Kind::kDatagram:
           receive_handed(c, m.addr, bytes, out);
           break;

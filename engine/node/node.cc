@@ -83,7 +83,6 @@ void NodeImpl::start(std::uint32_t ci, PacketSink& out) {
   const std::uint64_t t = now();
   c.next_maintenance_ms = t + 1000;
   if (is_home(c)) {
-    leaving_ = false;
     crypto_.start(t);
     members_.start(t);
     // Spread the first timers so a thousand nodes started at once do not gossip in lockstep.
@@ -102,7 +101,6 @@ void NodeImpl::stop(std::uint32_t ci, PacketSink& out) {
   if (!c.running) return;
   c.sync.finish(false);
   if (is_home(c)) {
-    leaving_ = true;
     // Tell a few members directly; the rest hear it by gossip from them.
     const wire::Outbox o = outbox(c, out);
     for (const Address& to : members_.leave(config_.gossip_fanout * 2)) {
@@ -185,6 +183,9 @@ void NodeImpl::open_and_dispatch(Core& c, const Address& from, const wire::Heade
     case crypto::Opened::Kind::kPlaintextRefused: ++k.drop_plaintext_refused; return;
   }
   dispatch(c, from, h, opened.messages, out);
+  // An opened frame's messages live in the crypto's buffer only until the next open: its
+  // entries merge now instead of with the rest of the batch.
+  if (opened.kind == crypto::Opened::Kind::kOpened) merge(c);
 }
 
 bool NodeImpl::admit(Core& c, const Address& from, std::span<const std::byte> datagram,
@@ -416,6 +417,8 @@ void NodeImpl::tick(std::uint32_t ci, PacketSink& out) {
 void NodeImpl::home_tick(PacketSink& out) {
   Core& c = home();
   const std::uint64_t t = now();
+  // Members may have arrived in datagrams other cores handed over (drain_links).
+  if (members_.live() > 0) joined_ = true;
   if (!joined_ && t >= next_join_ms_) send_join(out);
   reconnect_tick(t, out);
   members_.tick(t, outbox(c, out));
@@ -434,8 +437,9 @@ std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
   if (cores() > 1 && links_.pending_for(ci)) return 0;  // another core handed work over
   std::uint64_t d = std::min(c.sync.deadline_ms(), c.next_maintenance_ms);
   if (!is_home(c)) return d;
-  d = std::min({d, members_.next_deadline_ms(), next_gossip_ms_, next_sync_ms_,
-                next_reconnect_ms_});
+  d = std::min({d, members_.next_deadline_ms(), next_gossip_ms_, next_reconnect_ms_});
+  // While a session runs, the next one waits for it (sync_tick), whatever next_sync_ms_ says.
+  if (!c.sync.active()) d = std::min(d, next_sync_ms_);
   if (!joined_) d = std::min(d, next_join_ms_);
   return d;
 }

@@ -77,7 +77,8 @@ Status Node::set_encryption(EncryptionMode mode) {
   if (impl_->cores() > 1 && mode != EncryptionMode::kOff) {
     return Status::error(Code::kInvalidArgument,
                          "encryption needs a single-core node for now (this one has " +
-                             std::to_string(impl_->cores()) + " owner cores: rumor agent --cores 1)");
+                             std::to_string(impl_->cores()) +
+                             " owner cores: rumor agent --cores 1)");
   }
   return impl_->crypto().set_mode(mode);
 }

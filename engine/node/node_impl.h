@@ -84,8 +84,8 @@ class NodeImpl {
                          std::span<const std::byte> datagram, PacketSink& out);
   // The source address's byte budget (before authentication, so it also holds for junk), the
   // header, the cluster label, and that it is not our own. False, counted, to drop.
-  bool admit(Core& c, const Address& from, std::span<const std::byte> datagram,
-             wire::Reader& r, wire::Header* h);
+  bool admit(Core& c, const Address& from, std::span<const std::byte> datagram, wire::Reader& r,
+             wire::Header* h);
   // The messages of a datagram for one of c's shards, after the header and the seal.
   void dispatch(Core& c, const Address& from, const wire::Header& h,
                 std::span<const std::byte> messages, PacketSink& out);
@@ -131,7 +131,6 @@ class NodeImpl {
   CoreLinks links_;
   Gossip gossip_;
   Members members_;
-  bool leaving_ = false;
   bool joined_ = false;
 
   // Per shard; element s is touched only by the owner core of shard s.

@@ -89,6 +89,15 @@ void SimCluster::attach(SimNode& sn, std::size_t i, const Address& addr) {
   by_net_id_[sn.transport->id()] = i;
 }
 
+std::uint64_t SimCluster::entropy_seed(std::size_t i) {
+  // Its own stream, apart from the node's protocol Rng (seeded from config.seed) and distinct
+  // per node and per (re)start whatever `configure` did to the seeds, so no two nodes in a run
+  // ever draw the same nonce salt.
+  std::uint64_t x = (options_.seed ^ 0x4e6f'6e63'6553'616cull) +  // "NonceSal"
+                    (static_cast<std::uint64_t>(i) << 32) + starts_++;
+  return splitmix64(x);
+}
+
 void SimCluster::make_node(std::size_t i) {
   auto sn = std::make_unique<SimNode>();
   sn->clock.net = net_.get();
@@ -109,7 +118,7 @@ void SimCluster::make_node(std::size_t i) {
     if (s != i) sn->config.seeds.push_back(Address::ipv4(0x0a000000u + static_cast<std::uint32_t>(s) + 1, 7946));
   }
   if (options_.configure) options_.configure(i, sn->config);
-  sn->entropy.reseed(sn->config.seed);
+  sn->entropy.reseed(entropy_seed(i));
   auto node = Node::create(sn->config, NodeEnvironment{sn->clock, &sn->entropy});
   RUMOR_ASSERT(node.is_ok());
   sn->node = std::move(node).value();
@@ -185,7 +194,7 @@ void SimCluster::restart(std::size_t i, bool new_address) {
     if (n == 0) break;
     sn.transport->release(std::span<const Datagram>(batch.data(), n));
   }
-  sn.entropy.reseed(sn.config.seed + restarts_++ * 0x9e3779b97f4a7c15ull);
+  sn.entropy.reseed(entropy_seed(i));
   auto node = Node::create(sn.config, NodeEnvironment{sn.clock, &sn.entropy});
   RUMOR_ASSERT(node.is_ok());
   sn.node = std::move(node).value();

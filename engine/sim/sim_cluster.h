@@ -120,6 +120,7 @@ class SimCluster {
   };
 
   void make_node(std::size_t i);
+  std::uint64_t entropy_seed(std::size_t i);
   void preload_members();
   // Gives node i a transport at addr on the network.
   void attach(SimNode& sn, std::size_t i, const Address& addr);
@@ -141,7 +142,7 @@ class SimCluster {
   std::vector<std::vector<ReceivedDatagram>> per_core_;  // a received batch, by target core
   std::uint64_t events_ = 0;
   std::uint32_t moves_ = 0;
-  std::uint64_t restarts_ = 0;
+  std::uint64_t starts_ = 0;  // nodes made, for entropy_seed
 };
 
 }  // namespace rumor

@@ -21,9 +21,9 @@ AntiEntropy::AntiEntropy(Store& store, std::uint32_t core, const NodeConfig& con
     : store_(store), core_(core), config_(config), time_(time), counters_(counters) {
   rc_ = ReconcileConfig::for_store(config.store);
   // A reconciliation message is the body of one wire message in one (sealable) datagram.
-  rc_.datagram_bytes_max = static_cast<std::uint32_t>(
-      config.datagram_bytes_max - crypto::kSealOverheadBytes - wire::kHeaderBytes -
-      wire::kMessageHeaderBytes);
+  rc_.datagram_bytes_max =
+      static_cast<std::uint32_t>(config.datagram_bytes_max - crypto::kSealOverheadBytes -
+                                 wire::kHeaderBytes - wire::kMessageHeaderBytes);
   RUMOR_ASSERT(rc_.validate().is_ok());
   responder_ = std::make_unique<ReconcileResponder>(store_, core_, rc_);
 }
@@ -107,8 +107,8 @@ std::uint64_t AntiEntropy::owners_of_request(std::span<const std::byte> body) co
   return request_owner_mask(store_, rc_, as_u8(body));
 }
 
-void AntiEntropy::answer(const Address& from, std::uint16_t shard,
-                         std::span<const std::byte> body, const wire::Outbox& out) {
+void AntiEntropy::answer(const Address& from, std::uint16_t shard, std::span<const std::byte> body,
+                         const wire::Outbox& out) {
   (void)responder_->respond(as_u8(body), [&](std::span<const std::uint8_t> resp) {
     wire::Packet p(out);
     if (!p.open(shard)) return;  // echo the request's shard: the asking core gets the answer
