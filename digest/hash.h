@@ -1,5 +1,5 @@
 // Hashes the digest layer is built from. Pure functions, inlined (XXH3 through XXH_INLINE_ALL is
-// 2-3x faster than the shared library on short inputs; see reference/machine-limits.md).
+// 2-3x faster than the shared library's out-of-line call on short inputs).
 //
 // - key_hash(key): XXH3-64 of the key bytes, 0 mapped to 1. The store uses the same function
 //   (Store::hash_key) and keeps it in every slot; a test holds the two equal.

@@ -40,7 +40,6 @@ class Gossip final : public wire::Piggyback {
   // wire::Piggyback: the queued broadcasts that fit.
   std::size_t fill(wire::Writer& w) override;
   bool empty() const { return queue_.empty(); }
-  std::size_t pending() const { return queue_.size(); }
   std::uint64_t dropped() const { return queue_.dropped(); }
 
   // ---- what to tell the application ----

@@ -116,8 +116,6 @@ void NodeDriver::set_waker(std::uint32_t core, std::function<void()> waker) {
 std::size_t NodeDriver::dispatch_events() { return impl_.dispatch_events(); }
 bool NodeDriver::running() const { return impl_.running(); }
 std::size_t NodeDriver::live_members() const { return impl_.members().live(); }
-std::uint32_t NodeDriver::local_health() const { return impl_.members().local_health(); }
-std::size_t NodeDriver::pending_broadcasts() const { return impl_.gossip().pending(); }
 
 // ---- NodeInternals --------------------------------------------------------------------------
 

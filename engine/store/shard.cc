@@ -342,6 +342,25 @@ bool Shard::read(std::uint64_t hash, std::string_view key, std::string* value, V
   return false;
 }
 
+// The readers' entry points live beside Shard::read so that a lookup inlines into one function.
+bool Store::get(std::string_view key, std::string* value, Version* version) const {
+  if (key.empty()) return false;
+  const std::uint64_t h = hash_key(key);
+  bool tomb = false;
+  return shards_[shard_of_hash(h)]->read(h, key, value, version, &tomb) && !tomb;
+}
+
+std::optional<Entry> Store::get_entry(std::string_view key) const {
+  if (key.empty()) return std::nullopt;
+  const std::uint64_t h = hash_key(key);
+  Entry e;
+  if (!shards_[shard_of_hash(h)]->read(h, key, &e.value, &e.version, &e.tombstone)) {
+    return std::nullopt;
+  }
+  e.key.assign(key);
+  return e;
+}
+
 void Shard::scan(const std::function<void(const Entry&)>& fn) const {
   auto guard = EpochDomain::global().pin();
   const Table* t = table_.load(std::memory_order_acquire);  // see read()

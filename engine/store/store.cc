@@ -171,7 +171,7 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   std::uint64_t too_large = 0, invalid = 0, skewed = 0;
 
   // Software pipeline in two stages, so that up to a dozen entries' misses are in flight at
-  // once (a hash map's roof is memory-level parallelism, machine-limits.md):
+  // once (a hash map's roof is memory-level parallelism, not instructions):
   //   stage A, kFar entries ahead: hash the key, prefetch the first line of its home slot;
   //   stage B, kNear entries ahead: that line has arrived, so read the home slot's hash and
   //     prefetch the lines the merge will touch: the second line of the home slot, or both lines
@@ -183,8 +183,8 @@ void Store::merge_batch(std::uint32_t owner, std::span<const EntryView> in,
   // put two fifths of merge_batch's samples on the prefetch instructions and on the next
   // slot's hash). In flight now: (kFar - kNear) first lines + kNear x ~4 lines, about the
   // miss buffers.
-  // The pipeline runs across the whole batch, so callers should hand in everything they have (a
-  // reactor: all the entries of a loop turn's datagrams), not one datagram at a time.
+  // The pipeline runs across the whole batch, so callers hand in everything they have (a node:
+  // the entries of a whole receive batch, up to 64 datagrams), not one datagram at a time.
   constexpr std::size_t kFar = 12;
   constexpr std::size_t kNear = 4;
   std::uint64_t hashes[kFar];
@@ -300,24 +300,6 @@ Status Store::submit_set(std::string_view key, std::string_view value) {
 }
 
 Status Store::submit_del(std::string_view key) { return submit(key, {}, true); }
-
-bool Store::get(std::string_view key, std::string* value, Version* version) const {
-  if (key.empty()) return false;
-  const std::uint64_t h = hash_key(key);
-  bool tomb = false;
-  return shards_[shard_of_hash(h)]->read(h, key, value, version, &tomb) && !tomb;
-}
-
-std::optional<Entry> Store::get_entry(std::string_view key) const {
-  if (key.empty()) return std::nullopt;
-  const std::uint64_t h = hash_key(key);
-  Entry e;
-  if (!shards_[shard_of_hash(h)]->read(h, key, &e.value, &e.version, &e.tombstone)) {
-    return std::nullopt;
-  }
-  e.key.assign(key);
-  return e;
-}
 
 StoreCounters Store::counters() const {
   StoreCounters sum;

@@ -13,8 +13,8 @@
 // Thread-safety contract
 // - Each core is driven by one thread at a time (its own reactor thread; in the simulator one
 //   thread drives every core of every node): start, stop, receive, tick and next_deadline_ms
-//   for core c come from core c's driver thread. dispatch_events, running, live_members,
-//   local_health and pending_broadcasts from the home core's.
+//   for core c come from core c's driver thread; dispatch_events, running and live_members
+//   from the home core's.
 // - Cores start in any order (each on its own thread); core 0 stops last, so the leave it
 //   announces is the node's last word.
 // - set_waker: before start, from the thread that will start the node.
@@ -90,10 +90,6 @@ class NodeDriver {
   bool running() const;
   // Alive and suspect members other than this node.
   std::size_t live_members() const;
-  // Lifeguard's local health score (0 = healthy).
-  std::uint32_t local_health() const;
-  // Updates still being spread by rumor mongering.
-  std::size_t pending_broadcasts() const;
 
  private:
   friend class Node;
