@@ -16,8 +16,7 @@
 #include <spawn.h>
 
 #include "base/clock.h"
-#include "engine/node/internal.h"
-#include "rumor/driver.h"
+#include "base/rng.h"
 #include "tools/load_common.h"
 
 extern char** environ;
