@@ -47,6 +47,7 @@ Status LoadOptions::validate() const {
   if (!(churn_rate > 0 && churn_rate <= 10'000)) return bad("--churn-rate must be in (0, 10000]");
   if (!(duration_s > 0 && duration_s <= 3600)) return bad("--duration-s must be in (0, 3600]");
   if (!(max_time_s > 0 && max_time_s <= 36'000)) return bad("--max-time-s must be in (0, 36000]");
+  if (!(settle_s < 0 || settle_s <= 3600)) return bad("--settle-s must be in [0, 3600]");
   if (progress != "auto" && progress != "tty" && progress != "plain" && progress != "none") {
     return bad("--progress must be auto, tty, plain or none");
   }
@@ -139,6 +140,10 @@ struct Run {
   bool converged = false;
   std::uint64_t ref_ms = 0;  // cluster ms of the reference point
   LoadCluster::Stats at_ref;
+  LoadCluster::Stats at_converged;  // when every running node held the state
+  // The settle window: cluster ms, and the traffic and memory over it.
+  std::uint64_t settle_ms = 0;
+  LoadCluster::Stats settle_from, settle_to;
 
   Run(const LoadOptions& opts, LoadCluster& cluster)
       : o(opts), c(cluster), progress(opts),
@@ -172,6 +177,29 @@ struct Run {
     return joined;
   }
 
+  // Lets join traffic drain for the settle window, measuring what an idle cluster sends.
+  void settle() {
+    settle_ms = o.settle_s < 0 ? 5 * round_ms : static_cast<std::uint64_t>(o.settle_s * 1000);
+    settle_from = c.stats();
+    const std::uint64_t end = c.elapsed_ms() + settle_ms;
+    while (c.elapsed_ms() < end) {
+      c.run_for(std::min<std::uint64_t>(step_ms, end - c.elapsed_ms()));
+      progress.update(fmt::format("settling: {:.1f}/{:.1f} s", static_cast<double>(
+                                      settle_ms - (end - c.elapsed_ms())) / 1000.0,
+                                  static_cast<double>(settle_ms) / 1000.0),
+                      c.stats().events);
+    }
+    settle_to = c.stats();
+    progress.end_line();
+  }
+  // Packets and bytes per node per second over the settle window.
+  std::pair<double, double> idle_rate() const {
+    const double node_s = static_cast<double>(c.size()) * static_cast<double>(settle_ms) / 1000.0;
+    if (node_s <= 0) return {0, 0};
+    return {static_cast<double>(settle_to.packets_sent - settle_from.packets_sent) / node_s,
+            static_cast<double>(settle_to.bytes_sent - settle_from.bytes_sent) / node_s};
+  }
+
   // Samples convergence (nodes for which have() holds) from now until all running nodes do.
   bool converge(const std::function<std::size_t()>& have) {
     ref_ms = c.elapsed_ms();
@@ -184,6 +212,7 @@ struct Run {
           const std::uint64_t t = c.elapsed_ms() - ref_ms;
           samples.push_back(Sample{static_cast<double>(t) / static_cast<double>(round_ms), t,
                                    got, up});
+          if (got == up) at_converged = c.stats();
           return got == up;
         },
         [&] {
@@ -319,16 +348,10 @@ Status write_outputs(const Run& r, const std::string& dir) {
   const std::string csv = dir + "/convergence.csv";
   FILE* f = std::fopen(csv.c_str(), "w");
   if (!f) return Status::error(Code::kIo, fmt::format("{}: {}", csv, std::strerror(errno)));
-  // One row per gossip round: the last sample at or before each round boundary, and the last.
+  // Every sample: five per gossip round, from the reference point until convergence.
   std::fprintf(f, "round,time_ms,converged,running,fraction\n");
   std::size_t rows = 0;
-  double next_round = 0;
-  for (std::size_t i = 0; i < r.samples.size(); ++i) {
-    const Sample& s = r.samples[i];
-    const bool last = i + 1 == r.samples.size();
-    // The first sample of each round (samples come every fifth of a round), and the last one.
-    if (s.round < next_round && !last) continue;
-    next_round = std::floor(s.round) + 1;
+  for (const Sample& s : r.samples) {
     std::fprintf(f, "%.2f,%llu,%zu,%zu,%.6f\n", s.round, static_cast<unsigned long long>(s.t_ms),
                  s.converged, s.running,
                  s.running ? static_cast<double>(s.converged) / static_cast<double>(s.running) : 0.0);
@@ -353,12 +376,13 @@ Status write_outputs(const Run& r, const std::string& dir) {
                "set yrange [0:105]\n"
                "set xrange [0:%.0f]\n"
                "set grid\n"
-               "set key center right\n"
+               "set key at graph 0.72, graph 0.5 right\n"
                "set arrow 1 from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb 'red'\n"
                "set label 1 'log2 N = %.1f' at %.3f, graph 0.06 offset 0.5,0 tc rgb 'red'\n"
-               "set arrow 2 from %.0f, graph 0 to %.0f, graph 1 nohead dt 3 lc rgb 'gray40'\n"
+               "set arrow 2 from %.0f, graph 0 to %.0f, graph 1 nohead dt 2 lw 2 "
+               "lc rgb 'dark-green' front\n"
                "set label 2 'bound ceil(log2 N)+ceil(ln N) = %.0f' at %.0f, graph 0.12 right "
-               "offset -0.5,0\n"
+               "offset -0.5,0 tc rgb 'dark-green' front\n"
                "plot '%s' using 1:($5*100) skip 1 with linespoints pt 7 ps 0.6 lw 2 "
                "title 'converged'\n",
                dir.c_str(), r.o.mode.c_str(), r.c.size(), r.o.workload.c_str(),
@@ -431,6 +455,20 @@ void print_summary(const Run& r, bool ok) {
   const double pk = static_cast<double>(s.packets_sent), by = static_cast<double>(s.bytes_sent);
   const double ppk = static_cast<double>(s.packets_sent - r.at_ref.packets_sent),
                pby = static_cast<double>(s.bytes_sent - r.at_ref.bytes_sent);
+  const auto [idle_pk, idle_by] = r.idle_rate();
+  std::printf("  idle (settled)     %.2f packets and %s per node per second over %.2f s; peak RSS "
+              "so far %s per node\n",
+              idle_pk, human_bytes(idle_by).c_str(), static_cast<double>(r.settle_ms) / 1000.0,
+              human_bytes(static_cast<double>(r.settle_to.total_rss_bytes) / n).c_str());
+  if (r.converged) {
+    // Cluster-wide, from the reference point until every running node held the state (idle
+    // traffic included: compare with the idle line).
+    const double cost_pk = static_cast<double>(r.at_converged.packets_sent - r.at_ref.packets_sent);
+    const double cost_by = static_cast<double>(r.at_converged.bytes_sent - r.at_ref.bytes_sent);
+    std::printf("  %-18s %.0f packets and %s cluster-wide from %s until 100%%\n",
+                o.workload == "update" ? "update cost" : "workload cost", cost_pk,
+                human_bytes(cost_by).c_str(), r.reference.c_str());
+  }
   std::printf("  traffic, whole run %.1f packets and %s per node per second (%.1f s)\n",
               pk / n / std::max(run_s, 1e-3), human_bytes(by / n / std::max(run_s, 1e-3)).c_str(),
               run_s);
@@ -474,6 +512,7 @@ int run_load(const LoadOptions& o) {
                  "workload anyway\n",
                  o.max_time_s);
   }
+  r.settle();
   const bool ok = r.workload();
   print_summary(r, ok);
   if (!o.out_dir.empty() && !r.samples.empty()) {

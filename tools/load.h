@@ -38,6 +38,9 @@ struct LoadOptions {
   double churn_rate = 2;             // churn: node restarts per second
   double duration_s = 5;             // writes/churn: length of the write or churn phase
   double max_time_s = 120;           // bound on every wait (virtual s in sim, wall s in udp)
+  // After the cluster formed and before the workload: join traffic drains, and the idle cost
+  // is measured over this window. Negative: five gossip rounds of the preset.
+  double settle_s = -1;
   // udp.
   std::size_t procs = 2;             // worker processes
   std::string backend = "auto";      // auto | uring | mmsg

@@ -236,6 +236,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   load->add_option("--max-time-s", lo.max_time_s, "bound on each wait (cluster seconds)")
       ->capture_default_str();
+  load->add_option("--settle-s", lo.settle_s,
+                   "seconds to let join traffic drain before the workload; the idle cost is "
+                   "measured over them (default: five gossip rounds)")
+      ->check(CLI::Range(0.0, 3600.0));
   load->add_option("--procs", lo.procs, "udp: worker processes")->capture_default_str();
   load->add_option("--backend", lo.backend, "udp: auto | uring | mmsg")->capture_default_str();
   load->add_option("--out", lo.out_dir, "write convergence.csv and convergence.png here");

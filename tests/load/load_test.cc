@@ -65,6 +65,8 @@ void check_outputs(const std::string& dir, const std::string& output) {
   }
   EXPECT_EQ(rows.back().fraction, 1.0) << output;
   EXPECT_EQ(rows.back().converged, rows.back().running);
+  // A sample every fifth of a gossip round, every one of them a row.
+  EXPECT_GE(static_cast<double>(rows.size()), 4.0 * rows.back().round) << output;
   std::ifstream png(dir + "/convergence.png", std::ios::binary);
   ASSERT_TRUE(png.good()) << "no PNG: " << output;
   std::string head(8, '\0');
@@ -92,7 +94,26 @@ TEST_P(LoadTest, ConvergesAndWritesCurve) {
   EXPECT_NE(out.find("result             CONVERGED"), std::string::npos) << out;
   EXPECT_NE(out.find("ceil(log2 N) + ceil(ln N)"), std::string::npos) << out;
   EXPECT_NE(out.find("false positives"), std::string::npos) << out;
+  // Like-for-like cost: what the settled cluster sends at idle, and what the workload cost.
+  double idle_packets = -1;
+  const auto idle = out.find("idle (settled)");
+  ASSERT_NE(idle, std::string::npos) << out;
+  EXPECT_EQ(std::sscanf(out.c_str() + idle, "idle (settled) %lf packets", &idle_packets), 1) << out;
+  EXPECT_GT(idle_packets, 0) << "a formed cluster probes and gossips even when idle: " << out;
+  const auto cost = out.find(std::string(c.workload) == "update" ? "update cost" : "workload cost");
+  ASSERT_NE(cost, std::string::npos) << out;
+  double cost_packets = -1;
+  EXPECT_EQ(std::sscanf(out.c_str() + cost, "%*s cost %lf packets", &cost_packets), 1) << out;
+  EXPECT_GT(cost_packets, 0) << out;
   check_outputs(dir, out);
+}
+
+// --settle-s sets the window over which the idle cost is measured, in cluster seconds.
+TEST(LoadSim, SettleWindowIsTheOneAskedFor) {
+  std::string out;
+  const std::string dir = temp_dir("settle");
+  ASSERT_EQ(run_load("--mode sim --nodes 20 --settle-s 3", dir, &out), 0) << out;
+  EXPECT_NE(out.find("per node per second over 3.00 s"), std::string::npos) << out;
 }
 
 INSTANTIATE_TEST_SUITE_P(
