@@ -17,6 +17,21 @@
 
 namespace rumor::digest {
 
+// The codec speaks uint8_t; datagrams and sink buffers are std::byte. The one place that
+// converts between the two views of the same bytes.
+inline std::span<std::uint8_t> as_u8(std::span<std::byte> s) {
+  return {reinterpret_cast<std::uint8_t*>(s.data()), s.size()};
+}
+inline std::span<const std::uint8_t> as_u8(std::span<const std::byte> s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+inline std::span<std::byte> as_byte(std::span<std::uint8_t> s) {
+  return {reinterpret_cast<std::byte*>(s.data()), s.size()};
+}
+inline std::span<const std::byte> as_byte(std::span<const std::uint8_t> s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
 static_assert(std::endian::native == std::endian::little,
               "the codec stores words with memcpy; a big-endian port must byte-swap here");
 

@@ -3,18 +3,12 @@
 #include <algorithm>
 
 #include "base/assert.h"
+#include "digest/codec.h"
 #include "engine/wire/crypto.h"
 
 namespace rumor {
 
-namespace {
-std::span<std::uint8_t> as_u8(std::span<std::byte> s) {
-  return {reinterpret_cast<std::uint8_t*>(s.data()), s.size()};
-}
-std::span<const std::uint8_t> as_u8(std::span<const std::byte> s) {
-  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
-}
-}  // namespace
+using digest::as_u8;
 
 AntiEntropy::AntiEntropy(Store& store, std::uint32_t core, const NodeConfig& config,
                          TimeSource& time, NodeCounters& counters)

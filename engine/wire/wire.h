@@ -64,12 +64,12 @@ std::uint32_t label_hash(std::string_view label);
 // Appends into a fixed buffer; `ok()` turns false (and stays) on overflow.
 class Writer {
  public:
-  explicit Writer(std::span<std::byte> buf) : w_(as_u8(buf)) {}
+  explicit Writer(std::span<std::byte> buf) : w_(digest::as_u8(buf)) {}
   bool ok() const { return w_.ok(); }
   std::size_t size() const { return w_.size(); }
   // Free bytes after the write position (unlike ByteWriter's, not 0 once failed).
   std::size_t remaining() const { return w_.capacity() - w_.size(); }
-  std::span<std::byte> buffer() const { return as_byte(w_.buffer()); }
+  std::span<std::byte> buffer() const { return digest::as_byte(w_.buffer()); }
 
   void u8(std::uint8_t v) { w_.u8(v); }
   void u16(std::uint16_t v) { w_.u16(v); }
@@ -89,16 +89,10 @@ class Writer {
   void patch_be16(std::size_t pos, std::uint16_t v);
   // For encoders that write into the buffer themselves: the free space, then how much they
   // used of it.
-  std::span<std::byte> tail() const { return as_byte(w_.tail()); }
+  std::span<std::byte> tail() const { return digest::as_byte(w_.tail()); }
   void advance(std::size_t n) { w_.advance(n); }
 
  private:
-  static std::span<std::uint8_t> as_u8(std::span<std::byte> s) {
-    return {reinterpret_cast<std::uint8_t*>(s.data()), s.size()};
-  }
-  static std::span<std::byte> as_byte(std::span<std::uint8_t> s) {
-    return {reinterpret_cast<std::byte*>(s.data()), s.size()};
-  }
   digest::ByteWriter w_;
 };
 
@@ -106,7 +100,7 @@ class Writer {
 class Reader {
  public:
   explicit Reader(std::span<const std::byte> buf)
-      : r_({reinterpret_cast<const std::uint8_t*>(buf.data()), buf.size()}) {}
+      : r_(digest::as_u8(buf)) {}
   bool ok() const { return r_.ok(); }
   bool empty() const { return r_.empty(); }
   // Bytes after the read position (unlike ByteReader's, not 0 once failed).
@@ -121,10 +115,7 @@ class Reader {
   // remains and `max` before anything is taken.
   std::string_view str8(std::size_t max = 255);
   std::string_view str16(std::size_t max = 65535);
-  std::span<const std::byte> take(std::size_t n) {
-    const std::span<const std::uint8_t> s = r_.bytes(n);
-    return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-  }
+  std::span<const std::byte> take(std::size_t n) { return digest::as_byte(r_.bytes(n)); }
   Address address();
 
  private:
