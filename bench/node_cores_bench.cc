@@ -22,8 +22,8 @@
 
 #include "base/clock.h"
 #include "engine/node/internal.h"
-#include "rumor/driver.h"
 #include "engine/store/store.h"
+#include "rumor/driver.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
 

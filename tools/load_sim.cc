@@ -3,9 +3,8 @@
 // rounds and counts (wall time and memory aside).
 #include <unordered_map>
 
-#include "engine/node/internal.h"
-#include "rumor/driver.h"
 #include "engine/sim/sim_cluster.h"
+#include "rumor/driver.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
 

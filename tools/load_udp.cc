@@ -26,8 +26,8 @@
 
 #include "base/clock.h"
 #include "engine/node/internal.h"
-#include "rumor/driver.h"
 #include "engine/runtime/reactor.h"
+#include "rumor/driver.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/node/internal.h"
 #include "tests/sim/sim_test_util.h"
 
 namespace rumor {

@@ -5,10 +5,9 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "engine/node/internal.h"
-#include "rumor/driver.h"
 #include "engine/node/rate_limit.h"
 #include "engine/wire/wire.h"
+#include "rumor/driver.h"
 #include "rumor/node.h"
 
 namespace rumor {

@@ -8,9 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/node/internal.h"
-#include "rumor/driver.h"
 #include "engine/sim/sim_cluster.h"
+#include "rumor/driver.h"
 #include "tests/sim/sim_test_util.h"
 
 namespace rumor {

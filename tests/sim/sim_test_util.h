@@ -12,9 +12,8 @@
 #include <vector>
 
 #include "base/assert.h"
-#include "engine/node/internal.h"
-#include "rumor/driver.h"
 #include "engine/sim/sim_cluster.h"
+#include "rumor/driver.h"
 
 namespace rumor::simtest {
 
