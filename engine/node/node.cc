@@ -125,6 +125,8 @@ void NodeImpl::receive(std::uint32_t ci, std::span<const ReceivedDatagram> batch
                        PacketSink& out) {
   RUMOR_ASSERT(ci < cores());
   Core& c = *cores_[ci];
+  // Writes other threads queued for this core apply first, once per batch.
+  if (c.running) store_->drain_writes(ci, 1024);
   c.merge_in.clear();
   for (const ReceivedDatagram& d : batch) receive_one(c, d.from, d.bytes, out);
   // The entries of the whole batch merge as one store batch (the prefetch pipeline runs across
@@ -214,7 +216,6 @@ bool NodeImpl::admit(Core& c, const Address& from, std::span<const std::byte> da
 
 void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
                         std::span<const std::byte> messages, PacketSink& out) {
-  store_->drain_writes(c.index, 1024);
   const wire::Outbox o = outbox(c, out);
   NodeCounters& k = c.counters;
   wire::Reader r(messages);
