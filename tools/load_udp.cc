@@ -166,7 +166,7 @@ struct WorkerNode {
 class Worker {
  public:
   Worker(const LoadOptions& o, std::size_t lo, std::size_t hi, LineChannel& ch)
-      : o_(o), lo_(lo), hi_(hi), ch_(ch), fp_(o.nodes), names_(std::make_shared<MemberNames>()) {
+      : o_(o), lo_(lo), hi_(hi), ch_(ch), fp_(o.nodes), directory_(std::make_shared<MemberDirectory>()) {
     filter_.loss = o.loss;
     filter_.rng = Rng(o.seed * 7 + lo);
   }
@@ -254,7 +254,7 @@ class Worker {
     auto n = Node::create(nc, clock_);
     if (!n) return n.status();
     w.node = std::move(n).value();
-    NodeInternals::members(*w.node).share_names(names_);
+    NodeInternals::members(*w.node).share_directory(directory_);
     fp_.name(w.index, w.node->id());
     fp_.watch(w.index, *w.node);
     w.driven = std::make_unique<LoadDriven>(*w.node, filter_, w.index);
@@ -383,7 +383,7 @@ class Worker {
   SystemTimeSource clock_;
   Filter filter_;
   FalsePositives fp_;
-  std::shared_ptr<MemberNames> names_;
+  std::shared_ptr<MemberDirectory> directory_;
   std::vector<Address> seeds_;
   std::vector<WorkerNode> nodes_;
   std::string backend_;

@@ -20,78 +20,82 @@ constexpr std::uint64_t kIncarnationMax = std::uint64_t{1} << 62;
 Members::Members(const NodeConfig& config, TimeSource& time, Rng& rng, NodeCounters& counters,
                  Gossip& gossip)
     : config_(config), time_(time), rng_(rng), counters_(counters), gossip_(gossip) {
-  names_ = std::make_shared<MemberNames>();
-  Rec self;
-  self.id = config_.id;
-  self.text = names_->intern(config_.name, config_.metadata);
-  self.address = config_.advertise;
-  members_.push_back(std::move(self));
-  index_put(config_.id, 0);
+  dir_ = std::make_shared<MemberDirectory>();
+  self_ = dir_->hold(config_.id);
+  cover(self_);
+  text_[self_] = dir_->intern(config_.name, config_.metadata, config_.advertise);
+  word_[self_] = pack(0, MemberState::kAlive);
 }
 
 Members::~Members() {
-  for (const Rec& m : members_) names_->release(m.text);
-}
-
-void Members::share_names(std::shared_ptr<MemberNames> names) {
-  RUMOR_ASSERT(!started_);
-  for (Rec& m : members_) {
-    const MemberNames::Handle h = names->intern(name_of(m), metadata_of(m));
-    names_->release(m.text);
-    m.text = h;
+  for (Slot s : known_) {
+    dir_->release(text_[s]);
+    dir_->release_slot(s);
   }
-  names_ = std::move(names);
+  dir_->release(text_[self_]);
+  dir_->release_slot(self_);
 }
 
-Members::Rec* Members::find(NodeId id) {
-  const std::uint32_t pos = index_.find(id, [this](std::uint32_t p) { return members_[p].id; });
-  return pos == IdIndex::kNone ? nullptr : &members_[pos];
+void Members::cover(Slot s) {
+  if (s < text_.size()) return;
+  // Grown to the directory's size at once: in a simulation every node's slots are the same
+  // thousands, and growing one at a time would reallocate on every few joins.
+  const std::size_t n = std::max<std::size_t>(s + 1, dir_->slot_limit());
+  word_.resize(n, 0);
+  text_.resize(n, kNone);
 }
 
-const Members::Rec* Members::find(NodeId id) const {
-  const std::uint32_t pos = index_.find(id, [this](std::uint32_t p) { return members_[p].id; });
-  return pos == IdIndex::kNone ? nullptr : &members_[pos];
+void Members::share_directory(std::shared_ptr<MemberDirectory> dir) {
+  RUMOR_ASSERT(!started_);
+  RUMOR_ASSERT(known_.empty());  // before any member is added or preloaded
+  const std::uint64_t word = word_[self_];
+  const MemberDirectory::Text text =
+      dir->intern(dir_->name(text_[self_]), dir_->metadata(text_[self_]), dir_->address(text_[self_]));
+  dir_->release(text_[self_]);
+  dir_->release_slot(self_);
+  dir_ = std::move(dir);
+  word_.clear();
+  text_.clear();
+  self_ = dir_->hold(config_.id);
+  cover(self_);
+  word_[self_] = word;
+  text_[self_] = text;
 }
 
-void Members::index_put(NodeId id, std::uint32_t pos) {
-  index_.put(id, pos, [this](std::uint32_t p) { return members_[p].id; });
+Members::Suspicion* Members::suspicion(Slot s) {
+  for (Suspicion& x : suspects_) {
+    if (x.slot == s) return &x;
+  }
+  return nullptr;
 }
 
-Member Members::to_member(const Rec& m) const {
-  return Member{m.id, std::string(name_of(m)), m.address, m.state, m.incarnation,
-                std::string(metadata_of(m))};
+Member Members::to_member(Slot s) const {
+  const MemberDirectory::Text t = text_[s];
+  return Member{id(s), std::string(dir_->name(t)), dir_->address(t), state(s), incarnation(s),
+                std::string(dir_->metadata(t))};
 }
 
-wire::MemberMsg Members::to_msg(const Rec& m, NodeId from) const {
-  return wire::MemberMsg{to_wire(m.state), m.incarnation, m.id, from, m.address, name_of(m),
-                         metadata_of(m)};
+wire::MemberMsg Members::to_msg(Slot s, NodeId from) const {
+  const MemberDirectory::Text t = text_[s];
+  return wire::MemberMsg{to_wire(state(s)), incarnation(s), id(s), from, dir_->address(t),
+                         dir_->name(t), dir_->metadata(t)};
 }
 
 const Address* Members::address_of(NodeId id) const {
-  const Rec* m = find(id);
-  return m ? &m->address : nullptr;
+  const Slot s = find(id);
+  return s == kNone ? nullptr : &address(s);
 }
 
 bool Members::is_alive(NodeId id) const {
-  const Rec* m = find(id);
-  return m && m->state == MemberState::kAlive;
+  const Slot s = find(id);
+  return s != kNone && state(s) == MemberState::kAlive;
 }
 
-void Members::note_state(NodeId id, MemberState previous, MemberState next, bool is_new) {
+void Members::note_state(MemberState previous, MemberState next, bool is_new) {
   // Incremental: a thousand-node view must not be rescanned on every change.
   if (!is_new && is_live(previous)) --live_count_;
   if (is_live(next)) ++live_count_;
   gossip_.set_live_members(live_count_);
-  const bool was_suspect = !is_new && previous == MemberState::kSuspect;
-  if (was_suspect && next != MemberState::kSuspect) {
-    auto it = std::find(suspects_.begin(), suspects_.end(), id);
-    if (it != suspects_.end()) {
-      *it = suspects_.back();
-      suspects_.pop_back();
-    }
-  } else if (!was_suspect && next == MemberState::kSuspect) {
-    suspects_.push_back(id);
-  }
 }
 
 void Members::adjust_health(int delta) {
@@ -100,31 +104,28 @@ void Members::adjust_health(int delta) {
   counters_.local_health = lhm_;
 }
 
-void Members::emit(const Rec& rec, MemberState previous, bool joined) {
+void Members::emit(Slot s, MemberState previous, bool joined) {
   if (!gossip_.wants_membership_events()) return;
-  gossip_.emit_membership(MembershipEvent{to_member(rec), previous, joined});
+  gossip_.emit_membership(MembershipEvent{to_member(s), previous, joined});
 }
 
 void Members::start(std::uint64_t t) {
   started_ = true;
   leaving_ = false;
   // A fresh incarnation above any this node used before a restart: its start time.
-  self().incarnation = std::max<std::uint64_t>(self().incarnation + 1, t);
-  self().state = MemberState::kAlive;
-  self().state_since_ms = t;
-  announce(self(), config_.id);
+  word_[self_] = pack(std::max<std::uint64_t>(incarnation(self_) + 1, t), MemberState::kAlive);
+  announce(self_, config_.id);
   // Spread the first probes so a thousand nodes started at once do not probe in lockstep.
   next_probe_ms_ = t + rng_.below(config_.probe_interval_ms) + 1;
 }
 
 std::vector<Address> Members::leave(std::size_t tell) {
   leaving_ = true;
-  self().incarnation += 1;
-  self().state = MemberState::kLeft;
-  announce(self(), config_.id);
+  word_[self_] = pack(incarnation(self_) + 1, MemberState::kLeft);
+  announce(self_, config_.id);
   ++counters_.leaves;
   std::vector<Address> out;
-  for (NodeId id : random_alive(tell, config_.id, config_.id)) out.push_back(find(id)->address);
+  for (NodeId id : random_alive(tell, config_.id, config_.id)) out.push_back(*address_of(id));
   return out;
 }
 
@@ -135,21 +136,22 @@ void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wante
   bool first = true;
   std::size_t i = 0;
   std::size_t records_at = 0;  // where this datagram's first member record starts
-  while (i < members_.size()) {
+  const std::size_t total = known_.size() + 1;
+  while (i < total) {
     if (!p.is_open()) {
       if (!p.open()) return;
       const std::size_t at = p.w().begin(kind);
       if (kind == wire::MsgType::kJoin) {
         p.w().u8(first && reply_wanted ? 1 : 0);
       } else {
-        p.w().u32(static_cast<std::uint32_t>(members_.size()));
+        p.w().u32(static_cast<std::uint32_t>(total));
       }
       p.w().end(at);
       records_at = p.w().size();
       first = false;
     }
     const std::size_t mark = p.w().size();
-    wire::encode(p.w(), to_msg(members_[i], config_.id));
+    wire::encode(p.w(), to_msg(i == 0 ? self_ : known_[i - 1], config_.id));
     if (!p.w().ok()) {
       p.w().rollback(mark);
       if (mark == records_at) {
@@ -165,13 +167,14 @@ void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wante
 }
 
 bool Members::random_dead(Address* address) {
-  std::size_t seen = 0, pick = 0;
-  for (std::size_t i = 1; i < members_.size(); ++i) {
-    if (members_[i].state != MemberState::kDead) continue;
-    if (rng_.below(++seen) == 0) pick = i;
+  std::size_t seen = 0;
+  Slot pick = kNone;
+  for (Slot s : known_) {
+    if (state(s) != MemberState::kDead) continue;
+    if (rng_.below(++seen) == 0) pick = s;
   }
   if (seen == 0) return false;
-  *address = members_[pick].address;
+  *address = this->address(pick);
   return true;
 }
 
@@ -182,10 +185,10 @@ std::vector<NodeId> Members::gossip_targets(std::size_t fanout) {
   if (!suspects_.empty() && targets.size() == fanout) {
     // Now and then one slot goes to a suspect, in proportion to how many there are.
     if (rng_.below(live_count_ ? live_count_ : 1) < suspects_.size()) {
-      targets.back() = suspects_[rng_.below(suspects_.size())];
+      targets.back() = id(suspects_[rng_.below(suspects_.size())].slot);
     }
   } else if (targets.size() < fanout && !suspects_.empty()) {
-    targets.push_back(suspects_[rng_.below(suspects_.size())]);
+    targets.push_back(id(suspects_[rng_.below(suspects_.size())].slot));
   }
   return targets;
 }
@@ -207,9 +210,10 @@ void Members::tick(std::uint64_t t, const wire::Outbox& out) {
 void Members::suspicion_tick(std::uint64_t t) {
   // A suspect that did not refute in time is declared dead.
   for (std::size_t i = 0; i < suspects_.size();) {
-    Rec& m = *find(suspects_[i]);
-    if (t >= m.suspect_start_ms + suspicion_timeout_ms(m)) {
-      set_state(m, MemberState::kDead, m.incarnation, config_.id);  // removes it from suspects_
+    const Suspicion& sus = suspects_[i];
+    if (t >= sus.start_ms + suspicion_timeout_ms(sus)) {
+      const Slot s = sus.slot;
+      set_state(s, MemberState::kDead, incarnation(s), config_.id);  // removes it from suspects_
       ++counters_.deaths_declared;
     } else {
       ++i;
@@ -218,17 +222,33 @@ void Members::suspicion_tick(std::uint64_t t) {
 }
 
 void Members::reclaim(std::uint64_t t) {
-  for (std::size_t i = members_.size(); i-- > 1;) {
-    const Rec& m = members_[i];
-    if (is_live(m.state) || t < m.state_since_ms + config_.dead_reclaim_ms) continue;
-    index_.erase(m.id, [this](std::uint32_t p) { return members_[p].id; });
-    names_->release(m.text);
-    if (i != members_.size() - 1) {
-      members_[i] = std::move(members_.back());
-      index_put(members_[i].id, static_cast<std::uint32_t>(i));
+  if (down_since_.empty()) return;
+  bool any = false;
+  for (auto it = down_since_.begin(); it != down_since_.end();) {
+    if (t < it->second + config_.dead_reclaim_ms) {
+      ++it;
+      continue;
     }
-    members_.pop_back();
+    const Slot s = it->first;
+    dir_->release(text_[s]);
+    dir_->release_slot(s);
+    text_[s] = kNone;
+    word_[s] = 0;
+    it = down_since_.erase(it);
+    any = true;
   }
+  if (!any) return;
+  // One pass over the list drops every forgotten member; the probe round keeps its place.
+  std::size_t kept = 0, pos = probe_pos_;
+  for (std::size_t i = 0; i < known_.size(); ++i) {
+    if (text_[known_[i]] == kNone) {
+      if (i < probe_pos_) --pos;
+      continue;
+    }
+    known_[kept++] = known_[i];
+  }
+  known_.resize(kept);
+  probe_pos_ = pos;
 }
 
 std::uint64_t Members::next_deadline_ms() const {
@@ -238,60 +258,70 @@ std::uint64_t Members::next_deadline_ms() const {
     if (r.nack_at_ms) d = std::min(d, r.nack_at_ms);
     d = std::min(d, r.expire_ms);
   }
-  for (NodeId id : suspects_) {
-    const Rec& m = *find(id);
-    d = std::min(d, m.suspect_start_ms + suspicion_timeout_ms(m));
-  }
+  for (const Suspicion& sus : suspects_) d = std::min(d, sus.start_ms + suspicion_timeout_ms(sus));
   return d;
 }
 
-Members::Rec& Members::add(const wire::MemberMsg& m) {
-  Rec rec;
-  rec.id = m.node;
-  rec.text = names_->intern(m.name, m.metadata);
-  rec.address = m.address;
-  rec.state = from_wire(m.state);
-  rec.incarnation = m.incarnation;
-  rec.state_since_ms = now();
-  if (rec.state == MemberState::kSuspect) {
-    rec.suspect_start_ms = rec.state_since_ms;
-    rec.confirmations.push_back(m.from);
+void Members::set_word(Slot s, std::uint64_t inc, MemberState next, NodeId from) {
+  // The one place a member's state changes: the live count, the suspect list and the
+  // down-since table follow it.
+  const bool is_new = text_[s] == kNone;
+  const MemberState previous = is_new ? MemberState::kDead : state(s);
+  note_state(previous, next, is_new);
+  word_[s] = pack(inc, next);
+  if (!is_new && previous == MemberState::kSuspect && next != MemberState::kSuspect) {
+    for (std::size_t i = 0; i < suspects_.size(); ++i) {
+      if (suspects_[i].slot != s) continue;
+      suspects_[i] = std::move(suspects_.back());
+      suspects_.pop_back();
+      break;
+    }
   }
-  note_state(rec.id, MemberState::kDead, rec.state, /*is_new=*/true);
-  members_.push_back(std::move(rec));
-  index_put(members_.back().id, static_cast<std::uint32_t>(members_.size() - 1));
-  probe_order_.push_back(m.node);  // probed in the current round, in a random spot
-  if (probe_order_.size() > 1) {
-    const std::size_t j = probe_pos_ + rng_.below(probe_order_.size() - probe_pos_);
-    std::swap(probe_order_[j], probe_order_.back());
+  if (next == MemberState::kSuspect) {
+    Suspicion* sus = is_new || previous != MemberState::kSuspect ? nullptr : suspicion(s);
+    if (!sus) {
+      suspects_.push_back(Suspicion{s, 0, {}});
+      sus = &suspects_.back();
+    }
+    sus->start_ms = now();
+    sus->confirmations.assign(1, from);
   }
-  ++counters_.joins;
-  return members_.back();
+  if (is_live(next)) {
+    if (!is_new && !is_live(previous)) down_since_.erase(s);
+  } else if (is_new || is_live(previous) || previous != next) {
+    down_since_[s] = now();
+  }
 }
 
-void Members::set_state(Rec& rec, MemberState state, std::uint64_t incarnation,
-                         NodeId from) {
-  const MemberState previous = rec.state;
-  note_state(rec.id, previous, state, false);
-  rec.state = state;
-  rec.incarnation = incarnation;
-  rec.state_since_ms = now();
-  if (state == MemberState::kSuspect) {
-    rec.suspect_start_ms = rec.state_since_ms;
-    rec.confirmations.assign(1, from);
-    ++counters_.suspicions;
-  } else {
-    rec.confirmations.clear();
+Members::Slot Members::add(const wire::MemberMsg& m) {
+  const Slot s = dir_->hold(m.node);
+  cover(s);
+  const MemberState st = from_wire(m.state);
+  set_word(s, m.incarnation, st, m.from);  // while text_[s] is still kNone: a new member
+  text_[s] = dir_->intern(m.name, m.metadata, m.address);
+  known_.push_back(s);  // probed in the current round, in a random spot
+  if (known_.size() > 1 && probe_pos_ < known_.size()) {
+    const std::size_t j = probe_pos_ + rng_.below(known_.size() - probe_pos_);
+    std::swap(known_[j], known_.back());
   }
-  announce(rec, from);
-  emit(rec, previous, !is_live(previous) && is_live(state));
+  ++counters_.joins;
+  return s;
+}
+
+void Members::set_state(Slot s, MemberState next, std::uint64_t inc, NodeId from) {
+  const MemberState previous = state(s);
+  set_word(s, inc, next, from);
+  if (next == MemberState::kSuspect) ++counters_.suspicions;
+  announce(s, from);
+  emit(s, previous, !is_live(previous) && is_live(next));
 }
 
 void Members::refute(std::uint64_t claimed_incarnation) {
   if (leaving_) return;
-  self().incarnation = std::max(self().incarnation, claimed_incarnation) + 1;
-  RUMOR_ASSERT(self().incarnation <= kIncarnationMax);
-  announce(self(), config_.id);
+  const std::uint64_t inc = std::max(incarnation(self_), claimed_incarnation) + 1;
+  RUMOR_ASSERT(inc <= kIncarnationMax);
+  word_[self_] = pack(inc, state(self_));
+  announce(self_, config_.id);
   ++counters_.refutations;
   // Lifeguard: being suspected is a hint that this node is the slow one.
   adjust_health(+1);
@@ -312,74 +342,74 @@ void Members::apply(const wire::MemberMsg& m_in, bool state_sync) {
     // Claims about this node: refute suspicion and death; ignore our own echoes.
     if ((m.state == wire::WireState::kSuspect || m.state == wire::WireState::kDead ||
          (m.state == wire::WireState::kLeft && m.from != config_.id)) &&
-        m.incarnation >= self().incarnation) {
+        m.incarnation >= incarnation(self_)) {
       refute(m.incarnation);
     }
     return;
   }
-  Rec* rec = find(m.node);
-  if (!rec) {
+  const Slot s = find(m.node);
+  if (s == kNone) {
     // Only an alive claim introduces a member. A suspicion or death of someone unknown (a
     // member this node already forgot) must not bring it back (memberlist does the same).
     if (m_in.state != wire::WireState::kAlive) return;
-    if (members_.size() >= config_.members_max) return;
-    Rec& added = add(m);
+    if (size() >= config_.members_max) return;
+    const Slot added = add(m);
     if (!state_sync || m.node == m.from) announce(added, m.from);
     emit(added, MemberState::kDead, /*joined=*/true);
     return;
   }
+  const MemberState cur = state(s);
+  const std::uint64_t cur_inc = incarnation(s);
   switch (m.state) {
     case wire::WireState::kAlive: {
-      if (m.incarnation <= rec->incarnation) return;
-      const MemberState previous = rec->state;
-      rec->address = m.address;  // identity is the id; the address may change
-      if (name_of(*rec) != m.name || metadata_of(*rec) != m.metadata) {
-        const MemberNames::Handle h = names_->intern(m.name, m.metadata);
-        names_->release(rec->text);
-        rec->text = h;
+      if (m.incarnation <= cur_inc) return;
+      // Identity is the id; the address and metadata may change with the incarnation.
+      const MemberDirectory::Text t = text_[s];
+      if (dir_->name(t) != m.name || dir_->metadata(t) != m.metadata ||
+          dir_->address(t) != m.address) {
+        text_[s] = dir_->intern(m.name, m.metadata, m.address);
+        dir_->release(t);
       }
-      note_state(rec->id, previous, MemberState::kAlive, false);
-      rec->state = MemberState::kAlive;
-      rec->incarnation = m.incarnation;
-      rec->state_since_ms = now();
-      rec->confirmations.clear();
+      set_word(s, m.incarnation, MemberState::kAlive, m.from);
       // A table record (state sync) is not news: the member broadcast its own alive. Only a
       // sender speaking for itself, or a fresh broadcast, is passed on.
-      if (!state_sync || m.node == m.from) announce(*rec, m.from);
-      if (previous != MemberState::kAlive) {
-        emit(*rec, previous, !is_live(previous));
-        if (!is_live(previous)) ++counters_.joins;
+      if (!state_sync || m.node == m.from) announce(s, m.from);
+      if (cur != MemberState::kAlive) {
+        emit(s, cur, !is_live(cur));
+        if (!is_live(cur)) ++counters_.joins;
       }
       return;
     }
     case wire::WireState::kSuspect: {
-      if (m.incarnation < rec->incarnation || !is_live(rec->state)) return;
-      if (rec->state == MemberState::kSuspect && m.incarnation == rec->incarnation) {
+      if (m.incarnation < cur_inc || !is_live(cur)) return;
+      if (cur == MemberState::kSuspect && m.incarnation == cur_inc) {
         // Another member's independent suspicion shortens the timeout (Lifeguard).
-        if (std::find(rec->confirmations.begin(), rec->confirmations.end(), m.from) ==
-                rec->confirmations.end() &&
-            rec->confirmations.size() < config_.indirect_checks + 1u) {
-          rec->confirmations.push_back(m.from);
-          announce(*rec, m.from);
+        Suspicion* sus = suspicion(s);
+        if (sus &&
+            std::find(sus->confirmations.begin(), sus->confirmations.end(), m.from) ==
+                sus->confirmations.end() &&
+            sus->confirmations.size() < config_.indirect_checks + 1u) {
+          sus->confirmations.push_back(m.from);
+          announce(s, m.from);
         }
         return;
       }
-      set_state(*rec, MemberState::kSuspect, m.incarnation, m.from);
+      set_state(s, MemberState::kSuspect, m.incarnation, m.from);
       return;
     }
     case wire::WireState::kDead:
     case wire::WireState::kLeft: {
       const MemberState to = from_wire(m.state);
-      if (m.incarnation < rec->incarnation) return;
-      if (rec->state == MemberState::kLeft) return;
-      if (rec->state == MemberState::kDead && to == MemberState::kDead) return;
-      set_state(*rec, to, m.incarnation, m.from);
+      if (m.incarnation < cur_inc) return;
+      if (cur == MemberState::kLeft) return;
+      if (cur == MemberState::kDead && to == MemberState::kDead) return;
+      set_state(s, to, m.incarnation, m.from);
       return;
     }
   }
 }
 
-std::uint64_t Members::suspicion_timeout_ms(const Rec& rec) const {
+std::uint64_t Members::suspicion_timeout_ms(const Suspicion& sus) const {
   // Lifeguard: start long, shrink toward the minimum as independent confirmations arrive.
   const double n = std::max<double>(static_cast<double>(live_count_ + 1), 1.0);
   const double min_ms = config_.suspicion_mult * std::max(1.0, std::log10(n)) *
@@ -387,70 +417,72 @@ std::uint64_t Members::suspicion_timeout_ms(const Rec& rec) const {
   const double max_ms = config_.suspicion_max_timeout_mult * min_ms;
   const double k = std::max<double>(1.0, std::min<double>(config_.indirect_checks,
                                                           static_cast<double>(live_count_) - 1));
-  const double c = static_cast<double>(rec.confirmations.empty() ? 0 : rec.confirmations.size() - 1);
+  const double c =
+      static_cast<double>(sus.confirmations.empty() ? 0 : sus.confirmations.size() - 1);
   const double t = max_ms - (max_ms - min_ms) * std::log(c + 1) / std::log(k + 1);
   return static_cast<std::uint64_t>(std::max(min_ms, t));
 }
 
 std::vector<Member> Members::list() const {
   std::vector<Member> out;
-  out.reserve(members_.size());
-  for (const auto& m : members_) {
-    out.push_back(to_member(m));
-  }
+  out.reserve(size());
+  out.push_back(to_member(self_));
+  for (Slot s : known_) out.push_back(to_member(s));
   return out;
 }
 
-void Members::preload(NodeId id, MemberNames::Handle text, const Address& address,
-                      std::uint64_t incarnation) {
+void Members::preload(NodeId id, MemberDirectory::Text text, std::uint64_t inc) {
   RUMOR_ASSERT(!started_);
-  // No lookup first (10^8 of them are cache misses): ids are distinct by construction, and the
-  // index size says if one was not.
-  if (id == config_.id || members_.size() >= config_.members_max) return;
-  Rec rec;
-  rec.id = id;
-  names_->retain(text);
-  rec.text = text;
-  rec.address = address;
-  rec.incarnation = incarnation;
-  rec.state_since_ms = now();
-  note_state(id, MemberState::kDead, MemberState::kAlive, /*is_new=*/true);
-  members_.push_back(rec);
-  index_put(id, static_cast<std::uint32_t>(members_.size() - 1));
-  RUMOR_ASSERT(index_.size() == members_.size());  // a duplicate id would have replaced one
-  // Not in probe_order_: the first probe finds it empty and shuffles the whole table.
+  if (id == config_.id || size() >= config_.members_max) return;
+  const Slot s = dir_->hold(id);
+  cover(s);
+  RUMOR_ASSERT(text_[s] == kNone);  // ids are distinct by construction
+  dir_->retain(text);
+  text_[s] = text;
+  word_[s] = pack(inc, MemberState::kAlive);
+  note_state(MemberState::kDead, MemberState::kAlive, /*is_new=*/true);
+  known_.push_back(s);
+  // The probe round starts with a shuffle of the whole table (next_probe_target).
+  probe_pos_ = known_.size();
 }
 
 void Members::reserve(std::size_t n) {
-  members_.reserve(n);
-  probe_order_.reserve(n);
-  index_.reserve(n, [this](std::uint32_t p) { return members_[p].id; });
+  known_.reserve(n);
+  word_.reserve(std::max(n, dir_->slot_limit()));
+  text_.reserve(std::max(n, dir_->slot_limit()));
+}
+
+std::size_t Members::memory_bytes() const {
+  return word_.capacity() * sizeof(std::uint64_t) +
+         text_.capacity() * sizeof(MemberDirectory::Text) + known_.capacity() * sizeof(Slot) +
+         suspects_.capacity() * sizeof(Suspicion) + down_since_.size() * 32;
 }
 
 std::vector<NodeId> Members::random_alive(std::size_t k, NodeId exclude1, NodeId exclude2) {
   // Up to k distinct alive members, uniformly: random picks from the table (O(k) while most
   // members are alive), falling back to a full scan when picks keep missing.
   std::vector<NodeId> out;
-  if (members_.size() <= 1 || k == 0) return out;
-  const std::size_t m = members_.size() - 1;
+  if (known_.empty() || k == 0) return out;
+  const std::size_t m = known_.size();
   for (std::size_t attempts = 0; out.size() < k && attempts < 8 * k + 16; ++attempts) {
-    const Rec& c = members_[1 + rng_.below(m)];
-    if (c.state != MemberState::kAlive || c.id == exclude1 || c.id == exclude2) continue;
-    if (std::find(out.begin(), out.end(), c.id) != out.end()) continue;
-    out.push_back(c.id);
+    const Slot c = known_[rng_.below(m)];
+    const NodeId cid = id(c);
+    if (state(c) != MemberState::kAlive || cid == exclude1 || cid == exclude2) continue;
+    if (std::find(out.begin(), out.end(), cid) != out.end()) continue;
+    out.push_back(cid);
   }
   if (out.size() == k) return out;
   out.clear();
   std::size_t seen = 0;
-  for (std::size_t i = 1; i < members_.size(); ++i) {
-    const Rec& c = members_[i];
-    if (c.state != MemberState::kAlive || c.id == exclude1 || c.id == exclude2) continue;
+  for (Slot c : known_) {
+    const NodeId cid = id(c);
+    if (state(c) != MemberState::kAlive || cid == exclude1 || cid == exclude2) continue;
     ++seen;
     if (out.size() < k) {
-      out.push_back(c.id);
+      out.push_back(cid);
     } else {
       const std::uint64_t j = rng_.below(seen);
-      if (j < k) out[j] = c.id;
+      if (j < k) out[j] = cid;
     }
   }
   return out;
@@ -461,17 +493,12 @@ std::vector<NodeId> Members::random_alive(std::size_t k, NodeId exclude1, NodeId
 NodeId Members::next_probe_target() {
   // Randomised round robin (SWIM 4.3): every member once per round, in a fresh random order.
   for (std::size_t attempts = 0; attempts < 2; ++attempts) {
-    while (probe_pos_ < probe_order_.size()) {
-      const NodeId id = probe_order_[probe_pos_++];
-      const Rec* m = find(id);
-      if (m && is_live(m->state)) return id;
+    while (probe_pos_ < known_.size()) {
+      const Slot s = known_[probe_pos_++];
+      if (is_live(state(s))) return id(s);
     }
-    probe_order_.clear();
-    for (std::size_t i = 1; i < members_.size(); ++i) {
-      if (is_live(members_[i].state)) probe_order_.push_back(members_[i].id);
-    }
-    for (std::size_t i = probe_order_.size(); i > 1; --i) {
-      std::swap(probe_order_[i - 1], probe_order_[rng_.below(i)]);
+    for (std::size_t i = known_.size(); i > 1; --i) {
+      std::swap(known_[i - 1], known_[rng_.below(i)]);
     }
     probe_pos_ = 0;
   }
@@ -496,23 +523,23 @@ void Members::finish_probe() {
   // Lifeguard: relays that could not reach the target either answer with a nack. Missing nacks
   // mean our own messages are not getting through: we are the unhealthy one.
   if (probe_.expected_nacks > 0 && probe_.nacks < probe_.expected_nacks) adjust_health(+1);
-  Rec* m = find(probe_.target);
-  if (m && m->state == MemberState::kAlive) {
-    set_state(*m, MemberState::kSuspect, m->incarnation, config_.id);
+  const Slot s = find(probe_.target);
+  if (s != kNone && state(s) == MemberState::kAlive) {
+    set_state(s, MemberState::kSuspect, incarnation(s), config_.id);
   }
 }
 
 void Members::probe_tick(std::uint64_t t, const wire::Outbox& out) {
   if (probe_.active && !probe_.acked && !probe_.indirect_sent && t >= probe_.indirect_at_ms) {
     probe_.indirect_sent = true;
-    const Rec* target = find(probe_.target);
-    if (target) {
+    const Slot target = find(probe_.target);
+    if (target != kNone) {
       const auto relays = random_alive(config_.indirect_checks, probe_.target, config_.id);
       for (NodeId r : relays) {
         wire::Packet p(out);
         if (!p.open()) break;
-        wire::encode(p.w(), wire::PingReq{probe_.seq, probe_.target, target->address});
-        p.send(find(r)->address, /*piggyback=*/true);
+        wire::encode(p.w(), wire::PingReq{probe_.seq, probe_.target, address(target)});
+        p.send(*address_of(r), /*piggyback=*/true);
         ++probe_.expected_nacks;
         probe_.relays.push_back(r);
         ++counters_.indirect_probes;
@@ -533,7 +560,7 @@ void Members::probe_tick(std::uint64_t t, const wire::Outbox& out) {
   wire::Packet p(out);
   if (!p.open()) return;
   wire::encode(p.w(), wire::Ping{probe_.seq, target});
-  p.send(find(target)->address, /*piggyback=*/true);
+  p.send(*address_of(target), /*piggyback=*/true);
   ++counters_.probes_sent;
 }
 

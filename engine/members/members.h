@@ -12,12 +12,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "base/rng.h"
 #include "engine/gossip/gossip.h"
-#include "engine/members/id_index.h"
-#include "engine/members/member_names.h"
+#include "engine/members/member_directory.h"
 #include "engine/wire/packet.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
@@ -73,32 +73,39 @@ class Members {
   std::vector<Member> list() const;
   // Alive and suspect members other than this node.
   std::size_t live() const { return live_count_; }
-  std::size_t size() const { return members_.size(); }
+  std::size_t size() const { return known_.size() + 1; }
   std::uint32_t local_health() const { return lhm_; }
 
   // ---- large simulations (`rumor load`) ----
-  // Before start: keep names and metadata in `names`, shared with other nodes on this thread.
-  void share_names(std::shared_ptr<MemberNames> names);
-  MemberNames& names() { return *names_; }
+  // Before start: keep ids, names and addresses in `dir`, shared with other nodes on this
+  // thread.
+  void share_directory(std::shared_ptr<MemberDirectory> dir);
+  MemberDirectory& directory() { return *dir_; }
   // Before start: a member alive at `incarnation` as if a join had told us, without a packet
-  // and without gossiping it. The member must really start with that incarnation.
-  void preload(NodeId id, MemberNames::Handle text, const Address& address,
-               std::uint64_t incarnation);
+  // and without gossiping it. The member must really start with that incarnation; `text` is a
+  // hold the caller keeps (this takes its own).
+  void preload(NodeId id, MemberDirectory::Text text, std::uint64_t incarnation);
   void reserve(std::size_t n);
+  // Bytes this view holds (the shared directory not included).
+  std::size_t memory_bytes() const;
 
  private:
-  // One per member: every node holds N of them, a simulation N^2, so the record stays small
-  // (docs/load.md "Memory per node"): name and metadata live in the shared MemberNames table.
-  struct Rec {
-    NodeId id = 0;
-    Address address;
-    MemberState state = MemberState::kAlive;
-    MemberNames::Handle text = 0;  // name and metadata, in names_
-    std::uint64_t incarnation = 0;
-    std::uint64_t state_since_ms = 0;
-    // Suspicion (Lifeguard): when it started and who confirmed it.
-    std::uint64_t suspect_start_ms = 0;
-    std::vector<NodeId> confirmations;
+  using Slot = MemberDirectory::Slot;
+  static constexpr Slot kNone = MemberDirectory::kNone;
+  // A member's record is two words in arrays indexed by its directory slot: every node holds N
+  // of them, a simulation N^2 (docs/load.md "Memory per node"). What only some members need —
+  // suspicion, the time a member went down — lives in small side tables.
+  static std::uint64_t pack(std::uint64_t incarnation, MemberState s) {
+    return incarnation << 2 | static_cast<std::uint64_t>(s);
+  }
+  MemberState state(Slot s) const { return static_cast<MemberState>(word_[s] & 3); }
+  std::uint64_t incarnation(Slot s) const { return word_[s] >> 2; }
+  NodeId id(Slot s) const { return dir_->id(s); }
+  const Address& address(Slot s) const { return dir_->address(text_[s]); }
+  struct Suspicion {
+    Slot slot = kNone;
+    std::uint64_t start_ms = 0;
+    std::vector<NodeId> confirmations;  // who suspected it, independently (Lifeguard)
   };
   struct Probe {
     bool active = false;
@@ -123,23 +130,25 @@ class Members {
 
   std::uint64_t now() { return time_.now_ms(); }
   std::uint64_t scaled(std::uint64_t ms) const { return ms * (lhm_ + 1); }
-  Rec& self() { return members_[0]; }
-  Rec* find(NodeId id);
-  const Rec* find(NodeId id) const;
-  void index_put(NodeId id, std::uint32_t pos);
-  std::string_view name_of(const Rec& m) const { return names_->name(m.text); }
-  std::string_view metadata_of(const Rec& m) const { return names_->metadata(m.text); }
-  Member to_member(const Rec& m) const;
-  wire::MemberMsg to_msg(const Rec& m, NodeId from) const;
+  // The slot of a member this view knows (self included); kNone otherwise.
+  Slot find(NodeId id) const {
+    const Slot s = dir_->find(id);
+    return s < text_.size() && text_[s] != kNone ? s : kNone;
+  }
+  void cover(Slot s);
+  Suspicion* suspicion(Slot s);
+  Member to_member(Slot s) const;
+  wire::MemberMsg to_msg(Slot s, NodeId from) const;
 
-  Rec& add(const wire::MemberMsg& m);
-  void set_state(Rec& rec, MemberState state, std::uint64_t incarnation, NodeId from);
+  Slot add(const wire::MemberMsg& m);
+  void set_word(Slot s, std::uint64_t incarnation, MemberState next, NodeId from);
+  void set_state(Slot s, MemberState state, std::uint64_t incarnation, NodeId from);
   void refute(std::uint64_t claimed_incarnation);
-  void announce(const Rec& rec, NodeId from) { gossip_.broadcast_member(to_msg(rec, from)); }
-  void emit(const Rec& rec, MemberState previous, bool joined);
-  void note_state(NodeId id, MemberState previous, MemberState next, bool is_new);
+  void announce(Slot s, NodeId from) { gossip_.broadcast_member(to_msg(s, from)); }
+  void emit(Slot s, MemberState previous, bool joined);
+  void note_state(MemberState previous, MemberState next, bool is_new);
   void adjust_health(int delta);
-  std::uint64_t suspicion_timeout_ms(const Rec& rec) const;
+  std::uint64_t suspicion_timeout_ms(const Suspicion& sus) const;
 
   void probe_tick(std::uint64_t now, const wire::Outbox& out);
   void finish_probe();
@@ -152,18 +161,22 @@ class Members {
   Rng& rng_;
   NodeCounters& counters_;
   Gossip& gossip_;
-  bool started_ = false;  // preload and share_names are for before start
+  bool started_ = false;  // preload and share_directory are for before start
   bool leaving_ = false;
 
-  std::shared_ptr<MemberNames> names_;
-  std::vector<Rec> members_;  // [0] is this node
-  IdIndex index_;
+  std::shared_ptr<MemberDirectory> dir_;
+  Slot self_ = kNone;
+  std::vector<std::uint64_t> word_;  // by slot: incarnation << 2 | state
+  std::vector<MemberDirectory::Text> text_;  // by slot: kNone where this view has no member
+  // Every member but this node, in this probe round's order (SWIM's randomised round robin):
+  // the table's only list, so it doubles as what random picks and table sends walk.
+  std::vector<Slot> known_;
+  std::size_t probe_pos_ = 0;
   std::size_t live_count_ = 0;
-  std::vector<NodeId> suspects_;
+  std::vector<Suspicion> suspects_;
+  std::unordered_map<Slot, std::uint64_t> down_since_;  // dead and left members: since when
   std::uint32_t lhm_ = 0;
 
-  std::vector<NodeId> probe_order_;
-  std::size_t probe_pos_ = 0;
   Probe probe_;
   std::vector<Relay> relays_;
   std::uint32_t next_seq_ = 1;

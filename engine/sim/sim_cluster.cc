@@ -52,7 +52,7 @@ SimCluster::SimCluster(const Options& options) : options_(options) {
   net.datagram_bytes_max = std::max(net.datagram_bytes_max, options_.node.datagram_bytes_max);
   net_ = std::make_unique<io::SimNetwork>(net);
   sink_ = std::make_unique<Sink>();
-  names_ = std::make_shared<MemberNames>();
+  directory_ = std::make_shared<MemberDirectory>();
   for (std::size_t i = 0; i < options_.nodes; ++i) make_node(i);
   if (options_.static_members) preload_members();
 }
@@ -61,22 +61,21 @@ void SimCluster::preload_members() {
   // Every node starts at this virtual time, so its first incarnation is this (NodeImpl::start).
   const std::uint64_t incarnation = now_ms();
   // Gathered once: reading them through each node in the inner loop is a cache miss apiece.
-  std::vector<MemberNames::Handle> text(nodes_.size());
+  std::vector<MemberDirectory::Text> text(nodes_.size());
   std::vector<NodeId> ids(nodes_.size());
-  std::vector<Address> addresses(nodes_.size());
   for (std::size_t j = 0; j < nodes_.size(); ++j) {
-    text[j] = names_->intern(nodes_[j]->config.name, nodes_[j]->config.metadata);
+    const NodeConfig& c = nodes_[j]->config;
+    text[j] = directory_->intern(c.name, c.metadata, c.advertise);
     ids[j] = nodes_[j]->node->id();
-    addresses[j] = nodes_[j]->config.advertise;
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     Members& m = NodeInternals::members(*nodes_[i]->node);
     m.reserve(nodes_.size());
     for (std::size_t j = 0; j < nodes_.size(); ++j) {
-      if (j != i) m.preload(ids[j], text[j], addresses[j], incarnation);
+      if (j != i) m.preload(ids[j], text[j], incarnation);
     }
   }
-  for (MemberNames::Handle h : text) names_->release(h);
+  for (MemberDirectory::Text t : text) directory_->release(t);
 }
 
 SimCluster::~SimCluster() = default;
@@ -122,7 +121,7 @@ void SimCluster::make_node(std::size_t i) {
   auto node = Node::create(sn->config, NodeEnvironment{sn->clock, &sn->entropy});
   RUMOR_ASSERT(node.is_ok());
   sn->node = std::move(node).value();
-  NodeInternals::members(*sn->node).share_names(names_);
+  NodeInternals::members(*sn->node).share_directory(directory_);
   if (options_.on_create) options_.on_create(i, *sn->node);
   if (nodes_.size() <= i) nodes_.resize(i + 1);
   nodes_[i] = std::move(sn);
@@ -198,7 +197,7 @@ void SimCluster::restart(std::size_t i, bool new_address) {
   auto node = Node::create(sn.config, NodeEnvironment{sn.clock, &sn.entropy});
   RUMOR_ASSERT(node.is_ok());
   sn.node = std::move(node).value();
-  NodeInternals::members(*sn.node).share_names(names_);
+  NodeInternals::members(*sn.node).share_directory(directory_);
   if (options_.on_create) options_.on_create(i, *sn.node);
   sn.crashed = false;
   sn.scheduled_ns = UINT64_MAX;

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "base/rng.h"
-#include "engine/members/member_names.h"
+#include "engine/members/member_directory.h"
 #include "io/sim_network.h"
 #include "rumor/driver.h"
 #include "rumor/node.h"
@@ -136,8 +136,8 @@ class SimCluster {
   std::vector<std::size_t> by_net_id_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::unique_ptr<Sink> sink_;
-  // One thread drives every node: they share one table of member names (member_names.h).
-  std::shared_ptr<MemberNames> names_;
+  // One thread drives every node: they share one member directory (member_directory.h).
+  std::shared_ptr<MemberDirectory> directory_;
   std::vector<io::NodeId> ready_;
   std::vector<std::vector<ReceivedDatagram>> per_core_;  // a received batch, by target core
   std::uint64_t events_ = 0;

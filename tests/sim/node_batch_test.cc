@@ -114,9 +114,10 @@ TEST(NodeBatch, DeadlineMovesOnWhileASyncWaitsForADeadPeer) {
   c.probe_timeout_ms = 50'000;
   auto node = std::move(Node::create(c, time)).value();
   Members& members = NodeInternals::members(*node);
-  const MemberNames::Handle name = members.names().intern("silent", "");
-  members.preload(kPeer, name, Address::ipv4(0x7f000002, 7001), kStartMs);
-  members.names().release(name);
+  const MemberDirectory::Text name =
+      members.directory().intern("silent", "", Address::ipv4(0x7f000002, 7001));
+  members.preload(kPeer, name, kStartMs);
+  members.directory().release(name);
   CountingSink sink;
   NodeDriver& driver = NodeDriver::of(*node);
   driver.start(sink);
