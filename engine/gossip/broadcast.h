@@ -8,14 +8,20 @@
 // Bounded: at most `items_max` items; past that the item with the most transmissions in the
 // lowest priority class is dropped and counted (anti-entropy repairs what it would have spread).
 //
+// Cost: transmit counts are small integers below the limit, so each class keeps one list per
+// count instead of one ordered tree, items live in reused slots and a flat map finds them by
+// subject; nothing allocates once the queue has reached its working size. Push is O(1)
+// amortised; fill is O(1) per item it looks at, plus, for each item it sends, the search for
+// its place among the items sent as often (kept in seqno order). That search starts from both
+// ends and from where the last one ended; in rumor load --nodes 1000 it takes 0.04 steps per
+// item on average (at most 319 once), where starting from the ends alone took 13.
+//
 // Not thread-safe: owned by the node's driver thread.
 #pragma once
 
 #include <cstdint>
-#include <memory>
-#include <set>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "engine/wire/wire.h"
 
@@ -35,35 +41,72 @@ class BroadcastQueue {
   // after `limit`. Returns how many were appended.
   std::size_t fill(wire::Writer& w, std::uint32_t limit);
 
-  std::size_t size() const { return by_key_.size(); }
-  bool empty() const { return by_key_.empty(); }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
   std::uint64_t dropped() const { return dropped_; }
   std::uint64_t sent() const { return sent_; }
 
  private:
+  using Index = std::uint32_t;  // an item's slot in items_
+  static constexpr Index kNil = ~Index{0};
+  static constexpr int kClasses = 3;
+
   struct Item {
-    Priority prio;
-    std::uint32_t transmits = 0;
-    std::uint64_t seqno = 0;  // insertion order: newer first among equals
     std::uint64_t key = 0;
-    bool in_packet = false;  // appended to the packet being filled (not part of the order)
+    std::uint64_t seqno = 0;  // insertion order: newer first among equals
+    std::uint32_t transmits = 0;
+    Index prev = kNil;  // neighbours in its bucket, newer side
+    Index next = kNil;  // older side; the next free slot while the slot is free
+    Priority prio = kMembership;
+    bool linked = false;  // in its bucket (not free, not in the packet being filled)
     std::string message;
   };
-  struct Order {
-    bool operator()(const Item* a, const Item* b) const {
-      if (a->transmits != b->transmits) return a->transmits < b->transmits;
-      return a->seqno > b->seqno;
-    }
+  // The items of one class with one transmit count, newest (highest seqno) at the head.
+  struct Bucket {
+    Index head = kNil;
+    Index tail = kNil;
+    Index finger = kNil;  // the item linked here last, if it is still here: a search start
   };
-  static constexpr int kClasses = 3;
-  void erase(Item* item);
+  // One priority class: buckets[t] holds the items sent t times, so the class's order (fewest
+  // transmissions first, newest first among equals) is the buckets in turn, each head to tail.
+  // `nonempty` has bit t set while buckets[t] holds items, so fill and the drop skip empty
+  // counts a word at a time.
+  struct Class {
+    std::vector<Bucket> buckets;
+    std::vector<std::uint64_t> nonempty;
+    std::size_t size = 0;
+  };
+  // Open addressing, linear probing: (kind, subject) key -> slot. kNil marks an empty cell.
+  struct Cell {
+    std::uint64_t key = 0;
+    Index index = kNil;
+  };
+
+  Index allocate();
+  void release(Index i);  // forgets the key and frees the slot; the item is in no bucket
+  void link(Index i);     // into the bucket of its class and transmit count, by seqno
+  void unlink(Index i);
+  void erase(Index i) {
+    unlink(i);
+    release(i);
+  }
+  Index find(std::uint64_t key) const;
+  void map_insert(std::uint64_t key, Index i);
+  void map_erase(std::uint64_t key);
+  void map_grow();
+  std::size_t home(std::uint64_t key) const;
 
   std::size_t items_max_;
-  // One ordered set per priority class: a packet takes what fits from the first class, then
+  // One bucketed list per priority class: a packet takes what fits from the first class, then
   // fills the space left with the next, so a backlog of membership news (a mass join) does not
   // starve a small update that fits in the gap.
-  std::set<Item*, Order> order_[kClasses];
-  std::unordered_map<std::uint64_t, std::unique_ptr<Item>> by_key_;
+  Class classes_[kClasses];
+  std::vector<Item> items_;   // slots; indices stay valid while the vector grows
+  Index free_ = kNil;         // free slots, linked through Item::next
+  std::vector<Cell> cells_;   // power-of-two size, at most half full
+  int cell_shift_ = 64;       // 64 - log2(cells_.size())
+  std::vector<Index> taken_;  // the packet being filled, reused across fills
+  std::size_t size_ = 0;
   std::uint64_t next_seqno_ = 0;
   std::uint64_t dropped_ = 0;
   std::uint64_t sent_ = 0;
