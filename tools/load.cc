@@ -170,7 +170,10 @@ struct Run {
     std::size_t complete = 0;
     joined = run_until(
         [&] { return (complete_at_end = complete = c.members_complete()) == n; },
-        [&] { return fmt::format("joining: {}/{} nodes know every member", complete, n); });
+        [&] {
+          return fmt::format("joining: {}/{} nodes know every member, {:.1f} s of cluster time",
+                             complete, n, static_cast<double>(c.elapsed_ms()) / 1000.0);
+        });
     join_ms = c.elapsed_ms();
     join_wall_s = progress.wall_s();
     progress.end_line();

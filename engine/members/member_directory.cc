@@ -34,7 +34,25 @@ void MemberDirectory::release_slot(Slot s) {
 }
 
 MemberDirectory::Text MemberDirectory::intern(std::string_view name, std::string_view metadata,
-                                              const Address& address) {
+                                              const Address& address, Slot slot) {
+  if (slot != kNone && slot < slot_text_.size() && slot_text_[slot] != kNone) {
+    Entry& e = texts_[slot_text_[slot]];
+    if (e.refs > 0 && e.address == address && e.name == name && e.metadata == metadata) {
+      ++e.refs;
+      return slot_text_[slot];
+    }
+  }
+  const Text t = intern_slow(name, metadata, address);
+  if (slot != kNone) {
+    if (slot_text_.size() <= slot) slot_text_.resize(slot_ids_.size(), kNone);
+    slot_text_[slot] = t;
+  }
+  return t;
+}
+
+MemberDirectory::Text MemberDirectory::intern_slow(std::string_view name,
+                                                   std::string_view metadata,
+                                                   const Address& address) {
   const std::uint64_t h = digest::name_metadata_hash(name, metadata) ^ address.hash();
   auto [lo, hi] = by_hash_.equal_range(h);
   for (auto it = lo; it != hi; ++it) {

@@ -44,8 +44,11 @@ class MemberDirectory {
   std::size_t slot_limit() const { return slot_ids_.size(); }
 
   // ---- texts ----
-  // A hold on (name, metadata, address), shared with any holder of the same triple.
-  Text intern(std::string_view name, std::string_view metadata, const Address& address);
+  // A hold on (name, metadata, address), shared with any holder of the same triple. With the
+  // member's slot, the text last interned for it is tried first: in a simulation thousands of
+  // views intern the same member's text, and that skips the hash lookup.
+  Text intern(std::string_view name, std::string_view metadata, const Address& address,
+              Slot slot = kNone);
   void retain(Text t) { ++texts_[t].refs; }
   void release(Text t);
   std::string_view name(Text t) const { return texts_[t].name; }
@@ -64,8 +67,11 @@ class MemberDirectory {
     std::uint32_t refs = 0;
   };
 
+  Text intern_slow(std::string_view name, std::string_view metadata, const Address& address);
+
   std::vector<std::uint64_t> slot_ids_;
   std::vector<std::uint32_t> slot_refs_;
+  std::vector<Text> slot_text_;  // by slot: the text last interned for it (a hint)
   std::vector<Slot> free_slots_;
   IdIndex index_;
 

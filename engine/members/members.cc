@@ -25,6 +25,7 @@ Members::Members(const NodeConfig& config, TimeSource& time, Rng& rng, NodeCount
   cover(self_);
   text_[self_] = dir_->intern(config_.name, config_.metadata, config_.advertise);
   word_[self_] = pack(0, MemberState::kAlive);
+  sums_[fine_bucket(self_)] += contribution(self_);
 }
 
 Members::~Members() {
@@ -60,6 +61,8 @@ void Members::share_directory(std::shared_ptr<MemberDirectory> dir) {
   cover(self_);
   word_[self_] = word;
   text_[self_] = text;
+  sums_.assign(sums_.size(), 0);
+  sums_[fine_bucket(self_)] += contribution(self_);
 }
 
 Members::Suspicion* Members::suspicion(Slot s) {
@@ -113,7 +116,7 @@ void Members::start(std::uint64_t t) {
   started_ = true;
   leaving_ = false;
   // A fresh incarnation above any this node used before a restart: its start time.
-  word_[self_] = pack(std::max<std::uint64_t>(incarnation(self_) + 1, t), MemberState::kAlive);
+  rewrite(self_, pack(std::max<std::uint64_t>(incarnation(self_) + 1, t), MemberState::kAlive));
   announce(self_, config_.id);
   // Spread the first probes so a thousand nodes started at once do not probe in lockstep.
   next_probe_ms_ = t + rng_.below(config_.probe_interval_ms) + 1;
@@ -121,7 +124,7 @@ void Members::start(std::uint64_t t) {
 
 std::vector<Address> Members::leave(std::size_t tell) {
   leaving_ = true;
-  word_[self_] = pack(incarnation(self_) + 1, MemberState::kLeft);
+  rewrite(self_, pack(incarnation(self_) + 1, MemberState::kLeft));
   announce(self_, config_.id);
   ++counters_.leaves;
   std::vector<Address> out;
@@ -131,13 +134,24 @@ std::vector<Address> Members::leave(std::size_t tell) {
 
 void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                          const wire::Outbox& out) {
-  // Push-pull of membership (memberlist's state sync).
+  // Push-pull of the whole table (memberlist's state sync): joins and their answers.
+  send_records(to, kind, reply_wanted, [](Slot) { return true; }, out);
+}
+
+template <class Want>
+void Members::send_records(const Address& to, wire::MsgType kind, bool reply_wanted,
+                           const Want& want, const wire::Outbox& out) {
   wire::Packet p(out);
   bool first = true;
   std::size_t i = 0;
   std::size_t records_at = 0;  // where this datagram's first member record starts
   const std::size_t total = known_.size() + 1;
   while (i < total) {
+    const Slot s = i == 0 ? self_ : known_[i - 1];
+    if (!want(s)) {
+      ++i;
+      continue;
+    }
     if (!p.is_open()) {
       if (!p.open()) return;
       const std::size_t at = p.w().begin(kind);
@@ -151,7 +165,7 @@ void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wante
       first = false;
     }
     const std::size_t mark = p.w().size();
-    wire::encode(p.w(), to_msg(i == 0 ? self_ : known_[i - 1], config_.id));
+    wire::encode(p.w(), to_msg(s, config_.id));
     if (!p.w().ok()) {
       p.w().rollback(mark);
       if (mark == records_at) {
@@ -164,6 +178,91 @@ void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wante
     ++i;
   }
   if (p.is_open()) p.send(to, /*piggyback=*/false);
+}
+
+unsigned Members::digest_bits(std::size_t members) {
+  // About eight members a bucket, up to 512 buckets (1 KiB of sums: one datagram).
+  unsigned bits = 0;
+  while (bits < kDigestBitsMax && (std::size_t{8} << bits) < members) ++bits;
+  return bits;
+}
+
+std::vector<std::uint16_t> Members::bucket_sums(unsigned bits, std::uint32_t salt) const {
+  // Coarse buckets are runs of fine ones (both are top bits of the id); the salted fold makes
+  // a 16-bit collision between two different sums a fresh coin toss in every exchange.
+  std::vector<std::uint64_t> coarse(std::size_t{1} << bits, 0);
+  for (std::size_t f = 0; f < sums_.size(); ++f) coarse[f >> (kDigestBitsMax - bits)] += sums_[f];
+  std::vector<std::uint16_t> out(coarse.size());
+  const std::uint64_t key = std::uint64_t{salt} << 32 | salt;
+  for (std::size_t b = 0; b < coarse.size(); ++b) {
+    std::uint64_t x = coarse[b] ^ key;
+    const std::uint64_t v = splitmix64(x);
+    out[b] = static_cast<std::uint16_t>(v ^ v >> 16 ^ v >> 32 ^ v >> 48);
+  }
+  return out;
+}
+
+void Members::rewrite(Slot s, std::uint64_t word) {
+  sums_[fine_bucket(s)] -= contribution(s);
+  word_[s] = word;
+  sums_[fine_bucket(s)] += contribution(s);
+}
+
+std::uint64_t Members::contribution(Slot s) const {
+  std::uint64_t x = id(s) ^ 0x6d65'6d62'6572'7321ull;  // "members!"
+  x += word_[s] * 0x9e3779b97f4a7c15ull;
+  return splitmix64(x);
+}
+
+void Members::send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out) {
+  const unsigned bits = digest_bits(size());
+  const std::vector<std::uint16_t> sums = bucket_sums(bits, salt);
+  pending_salt_ = salt;
+  pending_peer_ = to;
+  wire::Packet p(out);
+  if (!p.open()) return;
+  const std::size_t at = p.w().begin(wire::MsgType::kMemberDigest);
+  p.w().u8(static_cast<std::uint8_t>(bits));
+  p.w().u32(salt);
+  p.w().u32(static_cast<std::uint32_t>(size()));
+  for (std::uint16_t v : sums) p.w().u16(v);
+  p.w().end(at);
+  p.send(to, /*piggyback=*/false);
+}
+
+void Members::send_buckets(const Address& to, unsigned bits, const std::vector<bool>& buckets,
+                           const wire::Outbox& out) {
+  send_records(
+      to, wire::MsgType::kJoin, /*reply_wanted=*/false,
+      [&](Slot s) { return buckets.empty() || buckets[bucket_of(id(s), bits)]; }, out);
+}
+
+bool Members::on_diff(const Address& from, std::span<const std::byte> body,
+                      const wire::Outbox& out) {
+  wire::Reader r(body);
+  const unsigned bits = r.u8();
+  const std::uint32_t salt = r.u32();
+  const std::uint16_t n = r.u16();
+  if (!r.ok() || bits > kDigestBitsMax) return false;
+  // Only an answer to the exchange we started, from the peer we asked, and once: a forged or
+  // replayed diff cannot make this node send its table anywhere.
+  if (salt != pending_salt_ || pending_salt_ == 0 || !(from == pending_peer_)) return true;
+  pending_salt_ = 0;
+  const std::size_t buckets = std::size_t{1} << bits;
+  std::vector<bool> want;
+  if (n != 0xffff) {
+    if (n > buckets) return false;
+    want.assign(buckets, false);
+    for (std::uint16_t i = 0; i < n; ++i) {
+      const std::uint16_t b = r.u16();
+      if (!r.ok() || b >= buckets) return false;
+      want[b] = true;
+    }
+  }
+  if (!r.empty()) return false;
+  learned_from_diff_ = true;
+  send_buckets(from, bits, want, out);
+  return true;
 }
 
 bool Members::random_dead(Address* address) {
@@ -230,6 +329,7 @@ void Members::reclaim(std::uint64_t t) {
       continue;
     }
     const Slot s = it->first;
+    sums_[fine_bucket(s)] -= contribution(s);
     dir_->release(text_[s]);
     dir_->release_slot(s);
     text_[s] = kNone;
@@ -262,13 +362,17 @@ std::uint64_t Members::next_deadline_ms() const {
   return d;
 }
 
-void Members::set_word(Slot s, std::uint64_t inc, MemberState next, NodeId from) {
-  // The one place a member's state changes: the live count, the suspect list and the
-  // down-since table follow it.
-  const bool is_new = text_[s] == kNone;
+void Members::set_word(Slot s, std::uint64_t inc, MemberState next, NodeId from, bool is_new) {
+  // The one place a member's state changes: the live count, the suspect list, the down-since
+  // table and the digest sums follow it.
   const MemberState previous = is_new ? MemberState::kDead : state(s);
   note_state(previous, next, is_new);
-  word_[s] = pack(inc, next);
+  if (is_new) {
+    word_[s] = pack(inc, next);
+    sums_[fine_bucket(s)] += contribution(s);
+  } else {
+    rewrite(s, pack(inc, next));
+  }
   if (!is_new && previous == MemberState::kSuspect && next != MemberState::kSuspect) {
     for (std::size_t i = 0; i < suspects_.size(); ++i) {
       if (suspects_[i].slot != s) continue;
@@ -296,9 +400,8 @@ void Members::set_word(Slot s, std::uint64_t inc, MemberState next, NodeId from)
 Members::Slot Members::add(const wire::MemberMsg& m) {
   const Slot s = dir_->hold(m.node);
   cover(s);
-  const MemberState st = from_wire(m.state);
-  set_word(s, m.incarnation, st, m.from);  // while text_[s] is still kNone: a new member
-  text_[s] = dir_->intern(m.name, m.metadata, m.address);
+  text_[s] = dir_->intern(m.name, m.metadata, m.address, s);
+  set_word(s, m.incarnation, from_wire(m.state), m.from, /*is_new=*/true);
   known_.push_back(s);  // probed in the current round, in a random spot
   if (known_.size() > 1 && probe_pos_ < known_.size()) {
     const std::size_t j = probe_pos_ + rng_.below(known_.size() - probe_pos_);
@@ -310,7 +413,7 @@ Members::Slot Members::add(const wire::MemberMsg& m) {
 
 void Members::set_state(Slot s, MemberState next, std::uint64_t inc, NodeId from) {
   const MemberState previous = state(s);
-  set_word(s, inc, next, from);
+  set_word(s, inc, next, from, /*is_new=*/false);
   if (next == MemberState::kSuspect) ++counters_.suspicions;
   announce(s, from);
   emit(s, previous, !is_live(previous) && is_live(next));
@@ -320,7 +423,7 @@ void Members::refute(std::uint64_t claimed_incarnation) {
   if (leaving_) return;
   const std::uint64_t inc = std::max(incarnation(self_), claimed_incarnation) + 1;
   RUMOR_ASSERT(inc <= kIncarnationMax);
-  word_[self_] = pack(inc, state(self_));
+  rewrite(self_, pack(inc, state(self_)));
   announce(self_, config_.id);
   ++counters_.refutations;
   // Lifeguard: being suspected is a hint that this node is the slow one.
@@ -354,7 +457,9 @@ void Members::apply(const wire::MemberMsg& m_in, bool state_sync) {
     if (m_in.state != wire::WireState::kAlive) return;
     if (size() >= config_.members_max) return;
     const Slot added = add(m);
-    if (!state_sync || m.node == m.from) announce(added, m.from);
+    if ((!state_sync && relay_alive_) || (state_sync && m.node == m.from)) {
+      announce(added, m.from);
+    }
     emit(added, MemberState::kDead, /*joined=*/true);
     return;
   }
@@ -367,13 +472,15 @@ void Members::apply(const wire::MemberMsg& m_in, bool state_sync) {
       const MemberDirectory::Text t = text_[s];
       if (dir_->name(t) != m.name || dir_->metadata(t) != m.metadata ||
           dir_->address(t) != m.address) {
-        text_[s] = dir_->intern(m.name, m.metadata, m.address);
+        text_[s] = dir_->intern(m.name, m.metadata, m.address, s);
         dir_->release(t);
       }
-      set_word(s, m.incarnation, MemberState::kAlive, m.from);
+      set_word(s, m.incarnation, MemberState::kAlive, m.from, /*is_new=*/false);
       // A table record (state sync) is not news: the member broadcast its own alive. Only a
       // sender speaking for itself, or a fresh broadcast, is passed on.
-      if (!state_sync || m.node == m.from) announce(s, m.from);
+      if ((!state_sync && relay_alive_) || (state_sync && m.node == m.from)) {
+        announce(s, m.from);
+      }
       if (cur != MemberState::kAlive) {
         emit(s, cur, !is_live(cur));
         if (!is_live(cur)) ++counters_.joins;
@@ -440,6 +547,7 @@ void Members::preload(NodeId id, MemberDirectory::Text text, std::uint64_t inc) 
   dir_->retain(text);
   text_[s] = text;
   word_[s] = pack(inc, MemberState::kAlive);
+  sums_[fine_bucket(s)] += contribution(s);
   note_state(MemberState::kDead, MemberState::kAlive, /*is_new=*/true);
   known_.push_back(s);
   // The probe round starts with a shuffle of the whole table (next_probe_target).
@@ -524,8 +632,19 @@ void Members::finish_probe() {
   // mean our own messages are not getting through: we are the unhealthy one.
   if (probe_.expected_nacks > 0 && probe_.nacks < probe_.expected_nacks) adjust_health(+1);
   const Slot s = find(probe_.target);
-  if (s != kNone && state(s) == MemberState::kAlive) {
+  if (s == kNone) return;
+  if (state(s) == MemberState::kAlive) {
     set_state(s, MemberState::kSuspect, incarnation(s), config_.id);
+  } else if (state(s) == MemberState::kSuspect) {
+    // Already suspected by someone else: our own failed probe is an independent confirmation
+    // (Lifeguard), counted here and told to the others so their timeouts shrink too.
+    Suspicion* sus = suspicion(s);
+    if (sus && sus->confirmations.size() < config_.indirect_checks + 1u &&
+        std::find(sus->confirmations.begin(), sus->confirmations.end(), config_.id) ==
+            sus->confirmations.end()) {
+      sus->confirmations.push_back(config_.id);
+      announce(s, config_.id);
+    }
   }
 }
 

@@ -12,7 +12,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "base/rng.h"
@@ -61,6 +63,27 @@ class Members {
   // receiver's table back when reply_wanted.
   void send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                   const wire::Outbox& out);
+  // Push-pull by digest: only the records that differ cross (docs/protocol.md "Member tables").
+  // The initiator sends its bucket sums; the responder answers with the buckets that differ
+  // and its records in them, then the initiator sends its own records in those buckets. A
+  // responder whose sums all match sends nothing. `salt` keys the 16-bit sums, so a collision
+  // that hides a difference in one exchange does not hide it in the next.
+  void send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out);
+  // False when the body is malformed. `answer` says whether the rate limit allows an answer of
+  // this many datagrams (at most one call).
+  template <class Allow>
+  bool on_digest(const Address& from, std::span<const std::byte> body, const wire::Outbox& out,
+                 const Allow& answer);
+  bool on_diff(const Address& from, std::span<const std::byte> body, const wire::Outbox& out);
+  static constexpr unsigned kDigestBitsMax = 9;
+  // While this node catches up after a join it pulls whole buckets by digest, so it does not
+  // also relay other members' alive news: in a mass join every record would otherwise be
+  // sent R more times (docs/protocol.md "Formation"). Its own news, suspicions and deaths are
+  // relayed throughout.
+  void set_relay_alive(bool relay) { relay_alive_ = relay; }
+  // Whether a peer answered a digest with differences since the last call (and resets it).
+  bool take_diff_seen() { return std::exchange(learned_from_diff_, false); }
+
   // Up to k distinct alive members other than the two excluded, uniformly at random.
   std::vector<NodeId> random_alive(std::size_t k, NodeId exclude1, NodeId exclude2);
   // Gossip targets: fanout alive members, now and then a suspect (it must hear to refute).
@@ -141,7 +164,12 @@ class Members {
   wire::MemberMsg to_msg(Slot s, NodeId from) const;
 
   Slot add(const wire::MemberMsg& m);
-  void set_word(Slot s, std::uint64_t incarnation, MemberState next, NodeId from);
+  void set_word(Slot s, std::uint64_t incarnation, MemberState next, NodeId from, bool is_new);
+  // Changes a known member's word, keeping the digest sums.
+  void rewrite(Slot s, std::uint64_t word);
+  // A known member's share of its bucket's sum: a hash of (id, incarnation, state).
+  std::uint64_t contribution(Slot s) const;
+  std::size_t fine_bucket(Slot s) const { return bucket_of(id(s), kDigestBitsMax); }
   void set_state(Slot s, MemberState state, std::uint64_t incarnation, NodeId from);
   void refute(std::uint64_t claimed_incarnation);
   void announce(Slot s, NodeId from) { gossip_.broadcast_member(to_msg(s, from)); }
@@ -149,6 +177,20 @@ class Members {
   void note_state(MemberState previous, MemberState next, bool is_new);
   void adjust_health(int delta);
   std::uint64_t suspicion_timeout_ms(const Suspicion& sus) const;
+
+  // Records go out in kJoin datagrams (state, not news); `want(slot)` picks which.
+  template <class Want>
+  void send_records(const Address& to, wire::MsgType kind, bool reply_wanted, const Want& want,
+                     const wire::Outbox& out);
+  static unsigned digest_bits(std::size_t members);
+  static std::size_t bucket_of(NodeId id, unsigned bits) {
+    return bits == 0 ? 0 : static_cast<std::size_t>(id >> (64 - bits));
+  }
+  // Per-bucket sums of the members' contributions, salted and folded to 16 bits.
+  std::vector<std::uint16_t> bucket_sums(unsigned bits, std::uint32_t salt) const;
+  // Sends this node's records in the buckets flagged in `buckets` (empty: every bucket).
+  void send_buckets(const Address& to, unsigned bits, const std::vector<bool>& buckets,
+                    const wire::Outbox& out);
 
   void probe_tick(std::uint64_t now, const wire::Outbox& out);
   void finish_probe();
@@ -171,16 +213,70 @@ class Members {
   // Every member but this node, in this probe round's order (SWIM's randomised round robin):
   // the table's only list, so it doubles as what random picks and table sends walk.
   std::vector<Slot> known_;
+  // Sums of contributions per fine bucket (the top kDigestBitsMax bits of the id), kept as
+  // members change so that a digest costs 512 additions, not a pass over the table.
+  std::vector<std::uint64_t> sums_ = std::vector<std::uint64_t>(std::size_t{1} << kDigestBitsMax);
   std::size_t probe_pos_ = 0;
   std::size_t live_count_ = 0;
   std::vector<Suspicion> suspects_;
   std::unordered_map<Slot, std::uint64_t> down_since_;  // dead and left members: since when
   std::uint32_t lhm_ = 0;
 
+  // The digest exchange this node started last: its diff is answered once.
+  std::uint32_t pending_salt_ = 0;
+  Address pending_peer_;
+  bool learned_from_diff_ = false;
+  bool relay_alive_ = true;
+
   Probe probe_;
   std::vector<Relay> relays_;
   std::uint32_t next_seq_ = 1;
   std::uint64_t next_probe_ms_ = 0;
 };
+
+template <class Allow>
+bool Members::on_digest(const Address& from, std::span<const std::byte> body,
+                        const wire::Outbox& out, const Allow& answer) {
+  wire::Reader r(body);
+  const unsigned bits = r.u8();
+  const std::uint32_t salt = r.u32();
+  (void)r.u32();  // the initiator's member count: informative
+  if (!r.ok() || bits > kDigestBitsMax) return false;
+  const std::size_t n = std::size_t{1} << bits;
+  const std::span<const std::byte> theirs = r.take(2 * n);
+  if (!r.ok() || !r.empty()) return false;
+  const std::vector<std::uint16_t> ours = bucket_sums(bits, salt);
+  std::vector<bool> differ(n, false);
+  std::size_t differing = 0, records = 0;
+  for (std::size_t b = 0; b < n; ++b) {
+    const auto lo = static_cast<std::uint16_t>(theirs[2 * b]);
+    const auto hi = static_cast<std::uint16_t>(theirs[2 * b + 1]);
+    if (ours[b] != static_cast<std::uint16_t>(lo | hi << 8)) {
+      differ[b] = true;
+      ++differing;
+    }
+  }
+  if (differing == 0) return true;  // equal tables: nothing to say
+  for (Slot s : known_) records += differ[bucket_of(id(s), bits)] ? 1 : 0;
+  // About 25 records fit a datagram; the diff itself is one more.
+  if (!answer(2.0 + static_cast<double>(records) / 25.0)) return true;
+  wire::Packet p(out);
+  if (!p.open()) return true;
+  const std::size_t at = p.w().begin(wire::MsgType::kMemberDiff);
+  p.w().u8(static_cast<std::uint8_t>(bits));
+  p.w().u32(salt);
+  // The list must fit one datagram; past that, "every bucket" is shorter and nearly as exact.
+  const bool all = differing * 2 + 64 > p.w().remaining();
+  p.w().u16(all ? 0xffff : static_cast<std::uint16_t>(differing));
+  if (!all) {
+    for (std::size_t b = 0; b < n; ++b) {
+      if (differ[b]) p.w().u16(static_cast<std::uint16_t>(b));
+    }
+  }
+  p.w().end(at);
+  p.send(from, /*piggyback=*/false);
+  send_buckets(from, bits, all ? std::vector<bool>() : differ, out);
+  return true;
+}
 
 }  // namespace rumor

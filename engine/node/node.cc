@@ -133,7 +133,7 @@ void NodeImpl::receive(std::uint32_t ci, std::span<const ReceivedDatagram> batch
   // all of them); the views point into the datagrams, which the driver holds until we return.
   merge(c);
   if (c.running) pump_feeds(c);
-  if (is_home(c) && members_.live() > 0) joined_ = true;
+  if (is_home(c) && members_.live() > 0) set_joined();
   if (cores() > 1) c.published.publish(c.counters);
 }
 
@@ -296,8 +296,18 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           preferred_sync_peer_ = h.sender;
           next_sync_ms_ = now();
         }
-        joined_ = true;
+        set_joined();
         state_sync = true;
+        break;
+      case wire::MsgType::kMemberDigest:
+        // An answer is charged by the datagrams it takes, like a join's.
+        if (!members_.on_digest(from, msg.body, o,
+                                [&](double cost) { return answer_allowed(c, from, cost); })) {
+          malformed = true;
+        }
+        break;
+      case wire::MsgType::kMemberDiff:
+        if (!members_.on_diff(from, msg.body, o)) malformed = true;
         break;
       case wire::MsgType::kSyncRequest:
         on_sync_request(c, from, h.shard, msg.body, out, /*answer_only=*/false);
@@ -419,7 +429,7 @@ void NodeImpl::home_tick(PacketSink& out) {
   Core& c = home();
   const std::uint64_t t = now();
   // Members may have arrived in datagrams other cores handed over (drain_links).
-  if (members_.live() > 0) joined_ = true;
+  if (members_.live() > 0) set_joined();
   if (!joined_ && t >= next_join_ms_) send_join(out);
   reconnect_tick(t, out);
   members_.tick(t, outbox(c, out));
@@ -429,6 +439,36 @@ void NodeImpl::home_tick(PacketSink& out) {
     next_gossip_ms_ = t + config_.gossip_interval_ms;
   }
   sync_tick(t, out);
+  catchup_tick(t, out);
+}
+
+void NodeImpl::set_joined() {
+  if (joined_) return;
+  joined_ = true;
+  // However this node got in (a join answer, or gossip from members that heard of it first),
+  // it holds only part of the table: it catches up by digest.
+  members_.set_relay_alive(false);
+  next_catchup_ms_ = now() + 2ull * config_.gossip_interval_ms;
+  catchup_quiet_ = 0;
+  catchup_size_ = members_.size();
+}
+
+void NodeImpl::catchup_tick(std::uint64_t t, PacketSink& out) {
+  if (t < next_catchup_ms_) return;
+  const bool news = members_.size() != catchup_size_ || members_.take_diff_seen();
+  catchup_size_ = members_.size();
+  catchup_quiet_ = news ? 0 : catchup_quiet_ + 1;
+  constexpr std::uint32_t kQuietRounds = 10;
+  if (catchup_quiet_ >= kQuietRounds) {
+    next_catchup_ms_ = UINT64_MAX;
+    members_.set_relay_alive(true);
+    return;
+  }
+  next_catchup_ms_ = t + 2ull * config_.gossip_interval_ms;
+  auto pick = members_.random_alive(1, config_.id, config_.id);
+  if (pick.empty()) return;
+  members_.send_digest(*members_.address_of(pick[0]), static_cast<std::uint32_t>(rng_.next()) | 1,
+                       outbox(home(), out));
 }
 
 std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
@@ -442,6 +482,7 @@ std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
   // While a session runs, the next one waits for it (sync_tick), whatever next_sync_ms_ says.
   if (!c.sync.active()) d = std::min(d, next_sync_ms_);
   if (!joined_) d = std::min(d, next_join_ms_);
+  d = std::min(d, next_catchup_ms_);
   return d;
 }
 
@@ -499,9 +540,10 @@ void NodeImpl::start_sync(PacketSink& out) {
   }
   const Address addr = *members_.address_of(peer);
   const wire::Outbox o = outbox(home(), out);
-  // Membership rides along (memberlist's periodic push-pull): tables are exchanged with the
-  // same peer, which repairs any membership news that rumor mongering failed to deliver.
-  members_.send_table(addr, wire::MsgType::kJoin, /*reply_wanted=*/true, o);
+  // Membership rides along (memberlist's periodic push-pull): tables are compared with the
+  // same peer, which repairs any membership news that rumor mongering failed to deliver. Only
+  // the buckets that differ cross.
+  members_.send_digest(addr, static_cast<std::uint32_t>(rng_.next()) | 1, o);
   // A random session id: echoed by the peer, and it salts the truncated hashes, so a collision
   // that hides a difference in one session does not hide it in the next.
   home().sync.begin(peer, addr, static_cast<std::uint32_t>(rng_.next()), o);

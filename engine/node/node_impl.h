@@ -114,6 +114,8 @@ class NodeImpl {
   void reconnect_tick(std::uint64_t now, PacketSink& out);
   void gossip_tick(PacketSink& out);
   void sync_tick(std::uint64_t now, PacketSink& out);
+  void catchup_tick(std::uint64_t now, PacketSink& out);
+  void set_joined();
   void start_sync(PacketSink& out);
 
   static std::vector<std::unique_ptr<Core>> make_cores(const NodeConfig& config, Store& store,
@@ -140,6 +142,11 @@ class NodeImpl {
   std::uint64_t next_join_ms_ = 0;
   std::uint64_t next_reconnect_ms_ = 0;
   NodeId preferred_sync_peer_ = 0;  // the seed that answered our join: sync with it first
+  // Catching up after a join: member digests with random peers every other gossip round while
+  // they keep bringing news (a mass join), stopping after a few quiet ones.
+  std::uint64_t next_catchup_ms_ = UINT64_MAX;
+  std::uint32_t catchup_quiet_ = 0;
+  std::size_t catchup_size_ = 0;
 
   mutable NodeCounters summed_;  // counters(): every core's, summed
 };
