@@ -93,7 +93,7 @@ const std::vector<Key>& keys() {
        "dissemination: one gossip round per interval"},
       {"node", "gossip_fanout", Kind::kU32, F(node.gossip_fanout), "peers per gossip round"},
       {"node", "retransmit_mult", Kind::kU32, F(node.retransmit_mult),
-       "each update rides retransmit_mult * ceil(log2(N+1)) packets"},
+       "membership news rides retransmit_mult * ceil(log2(N+1)) packets, updates * ceil(log10(N+1))"},
       {"node", "broadcast_queue_max", Kind::kU32, F(node.broadcast_queue_max),
        "queued updates to disseminate"},
       {"node", "sync_interval_ms", Kind::kU32, F(node.sync_interval_ms),

@@ -239,7 +239,8 @@ void BroadcastQueue::push(std::uint8_t kind, std::uint64_t subject, Priority pri
   link(i);
 }
 
-std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t limit) {
+std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit,
+                                 std::uint32_t update_limit) {
   if (size_ == 0) return 0;
   // Membership first, but while updates wait it may take only half of the room, so a backlog of
   // membership news (a mass join) delays updates by a round, not by the whole backlog. Room the
@@ -285,7 +286,7 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t limit) {
   // behind the one before it, where the bucket's finger points.
   for (const Index i : taken_) {
     Item& item = items_[i];
-    if (++item.transmits >= limit) {
+    if (++item.transmits >= (item.prio == kMembership ? membership_limit : update_limit)) {
       release(i);
     } else {
       link(i);

@@ -1,7 +1,7 @@
 // BroadcastQueue: what a node still has to tell others (rumor mongering). Every item is an
 // encoded message (membership change or key-value update) that rides on outgoing packets until
-// it has been sent `limit` times, where limit = retransmit_mult * ceil(log2(N + 1)) (memberlist's
-// TransmitLimitedQueue). Packets take items by priority (membership first, then small updates,
+// it has been sent `limit` times (memberlist's TransmitLimitedQueue; Gossip sets one limit for
+// membership news and one for updates). Packets take items by priority (membership first, then small updates,
 // then large ones), fewest transmissions first, newest first among equals, and pack as many as
 // fit. A newer item for the same subject (a member, a key) replaces the older one.
 //
@@ -39,7 +39,9 @@ class BroadcastQueue {
   void push(std::uint8_t kind, std::uint64_t subject, Priority prio, std::string message);
   // Appends items to w while they fit; each appended item counts one transmission and retires
   // after `limit`. Returns how many were appended.
-  std::size_t fill(wire::Writer& w, std::uint32_t limit);
+  std::size_t fill(wire::Writer& w, std::uint32_t limit) { return fill(w, limit, limit); }
+  // Membership items retire after membership_limit transmissions, updates after update_limit.
+  std::size_t fill(wire::Writer& w, std::uint32_t membership_limit, std::uint32_t update_limit);
 
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }

@@ -21,6 +21,14 @@ std::uint32_t Gossip::retransmit_limit() const {
   return config_.retransmit_mult * static_cast<std::uint32_t>(std::ceil(std::log2(n + 1)));
 }
 
+std::uint32_t Gossip::update_retransmit_limit() const {
+  // memberlist's scale. A node an update misses is repaired by anti-entropy, so the update
+  // needs only enough copies to reach nearly everyone (a node is missed with probability about
+  // e^-limit); membership keeps log2, since a refutation that misses is a false death.
+  const auto n = static_cast<double>(live_ + 1);
+  return config_.retransmit_mult * static_cast<std::uint32_t>(std::ceil(std::log10(n + 1)));
+}
+
 void Gossip::broadcast_member(const wire::MemberMsg& m) {
   std::string msg(wire::kMessageHeaderBytes + 64 + m.name.size() + m.metadata.size(), '\0');
   wire::Writer w(std::as_writable_bytes(std::span<char>(msg.data(), msg.size())));
@@ -53,7 +61,9 @@ void Gossip::offer_change(const EntryView& e, bool local) {
   events_.push_back(std::move(p));
 }
 
-std::size_t Gossip::fill(wire::Writer& w) { return queue_.fill(w, retransmit_limit()); }
+std::size_t Gossip::fill(wire::Writer& w) {
+  return queue_.fill(w, retransmit_limit(), update_retransmit_limit());
+}
 
 void Gossip::subscribe(std::string_view prefix, Node::ChangeCallback cb) {
   subscriptions_.push_back(Subscription{std::string(prefix), std::move(cb)});

@@ -1,6 +1,7 @@
 // Gossip: what a node tells the cluster and what it tells the application. It owns
 //   - the broadcast queue (rumor mongering): membership news and applied key-value changes,
-//     piggybacked on outgoing packets, each retransmitted retransmit_mult * ceil(log2(N + 1))
+//     piggybacked on outgoing packets; membership news is retransmitted
+//     retransmit_mult * ceil(log2(N + 1)) times, updates retransmit_mult * ceil(log10(N + 1))
 //     times (engine/gossip/broadcast.h);
 //   - subscriptions and membership callbacks, with the bounded queue of events they wait in until
 //     the driver calls dispatch_events() (never inside a packet).
@@ -36,7 +37,8 @@ class Gossip final : public wire::Piggyback {
   void offer_change(const EntryView& e, bool local);
   // How many members are alive (self excluded): sets the retransmission limit.
   void set_live_members(std::size_t live) { live_ = live; }
-  std::uint32_t retransmit_limit() const;
+  std::uint32_t retransmit_limit() const;         // membership news
+  std::uint32_t update_retransmit_limit() const;  // key-value updates
   // wire::Piggyback: the queued broadcasts that fit.
   std::size_t fill(wire::Writer& w) override;
   bool empty() const { return queue_.empty(); }

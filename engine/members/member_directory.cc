@@ -23,6 +23,7 @@ MemberDirectory::Slot MemberDirectory::hold(std::uint64_t id) {
     slot_refs_.push_back(1);
   }
   index_.put(id, s, [this](std::uint32_t p) { return slot_ids_[p]; });
+  by_bucket_[bucket_of(id)].push_back(s);
   return s;
 }
 
@@ -30,6 +31,13 @@ void MemberDirectory::release_slot(Slot s) {
   RUMOR_ASSERT(slot_refs_[s] > 0);
   if (--slot_refs_[s] > 0) return;
   index_.erase(slot_ids_[s], [this](std::uint32_t p) { return slot_ids_[p]; });
+  std::vector<Slot>& b = by_bucket_[bucket_of(slot_ids_[s])];
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (b[i] != s) continue;
+    b[i] = b.back();
+    b.pop_back();
+    break;
+  }
   free_slots_.push_back(s);
 }
 
@@ -100,11 +108,12 @@ void MemberDirectory::release(Text t) {
 }
 
 std::size_t MemberDirectory::memory_bytes() const {
-  std::size_t b = slot_ids_.capacity() * sizeof(std::uint64_t) +
+  std::size_t bytes = slot_ids_.capacity() * sizeof(std::uint64_t) +
                   slot_refs_.capacity() * sizeof(std::uint32_t) + index_.memory_bytes() +
                   texts_.capacity() * sizeof(Entry);
-  for (const Entry& e : texts_) b += e.name.capacity() + e.metadata.capacity();
-  return b;
+  for (const auto& v : by_bucket_) bytes += v.capacity() * sizeof(Slot) + sizeof(v);
+  for (const Entry& e : texts_) bytes += e.name.capacity() + e.metadata.capacity();
+  return bytes;
 }
 
 }  // namespace rumor

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -31,6 +32,13 @@ class MemberDirectory {
   using Slot = std::uint32_t;
   using Text = std::uint32_t;
   static constexpr std::uint32_t kNone = UINT32_MAX;
+
+  // Members are grouped in 2^kBucketBits buckets by the top bits of their id: the unit in which
+  // member tables are compared (Members' digests). A view sends a bucket's records by walking
+  // the bucket's slots here, without scanning its table.
+  static constexpr unsigned kBucketBits = 11;
+  static std::size_t bucket_of(std::uint64_t id) { return static_cast<std::size_t>(id >> (64 - kBucketBits)); }
+  std::span<const Slot> bucket(std::size_t b) const { return by_bucket_[b]; }
 
   // ---- slots ----
   Slot find(std::uint64_t id) const {
@@ -72,6 +80,7 @@ class MemberDirectory {
   std::vector<std::uint64_t> slot_ids_;
   std::vector<std::uint32_t> slot_refs_;
   std::vector<Text> slot_text_;  // by slot: the text last interned for it (a hint)
+  std::vector<std::vector<Slot>> by_bucket_ = std::vector<std::vector<Slot>>(std::size_t{1} << kBucketBits);
   std::vector<Slot> free_slots_;
   IdIndex index_;
 

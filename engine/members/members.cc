@@ -135,23 +135,23 @@ std::vector<Address> Members::leave(std::size_t tell) {
 void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                          const wire::Outbox& out) {
   // Push-pull of the whole table (memberlist's state sync): joins and their answers.
-  send_records(to, kind, reply_wanted, [](Slot) { return true; }, out);
+  std::size_t i = 0;
+  send_records(to, kind, reply_wanted, size(), [&]() -> Slot {
+    if (i > known_.size()) return kNone;
+    const Slot s = i == 0 ? self_ : known_[i - 1];
+    ++i;
+    return s;
+  }, out);
 }
 
-template <class Want>
+template <class Next>
 void Members::send_records(const Address& to, wire::MsgType kind, bool reply_wanted,
-                           const Want& want, const wire::Outbox& out) {
+                           std::size_t total, const Next& next, const wire::Outbox& out) {
   wire::Packet p(out);
   bool first = true;
-  std::size_t i = 0;
   std::size_t records_at = 0;  // where this datagram's first member record starts
-  const std::size_t total = known_.size() + 1;
-  while (i < total) {
-    const Slot s = i == 0 ? self_ : known_[i - 1];
-    if (!want(s)) {
-      ++i;
-      continue;
-    }
+  Slot s = next();
+  while (s != kNone) {
     if (!p.is_open()) {
       if (!p.open()) return;
       const std::size_t at = p.w().begin(kind);
@@ -168,38 +168,33 @@ void Members::send_records(const Address& to, wire::MsgType kind, bool reply_wan
     wire::encode(p.w(), to_msg(s, config_.id));
     if (!p.w().ok()) {
       p.w().rollback(mark);
-      if (mark == records_at) {
-        ++i;  // cannot fit even an empty datagram (validate() prevents it): skip, never spin
-        continue;
+      if (mark != records_at) {
+        p.send(to, /*piggyback=*/false);
+        continue;  // this member again, in a fresh datagram
       }
-      p.send(to, /*piggyback=*/false);
-      continue;  // this member again, in a fresh datagram
+      // Cannot fit even an empty datagram (validate() prevents it): skip, never spin.
     }
-    ++i;
+    s = next();
   }
   if (p.is_open()) p.send(to, /*piggyback=*/false);
 }
 
 unsigned Members::digest_bits(std::size_t members) {
-  // About eight members a bucket, up to 512 buckets (1 KiB of sums: one datagram).
+  // About four members a bucket, up to 2,048 buckets (4 KiB of sums: three datagrams).
   unsigned bits = 0;
-  while (bits < kDigestBitsMax && (std::size_t{8} << bits) < members) ++bits;
+  while (bits < kDigestBitsMax && (std::size_t{4} << bits) < members) ++bits;
   return bits;
 }
 
-std::vector<std::uint16_t> Members::bucket_sums(unsigned bits, std::uint32_t salt) const {
-  // Coarse buckets are runs of fine ones (both are top bits of the id); the salted fold makes
+std::uint16_t Members::coarse_sum(unsigned bits, std::size_t bucket, std::uint32_t salt) const {
+  // A coarse bucket is a run of fine ones (both are top bits of the id); the salted fold makes
   // a 16-bit collision between two different sums a fresh coin toss in every exchange.
-  std::vector<std::uint64_t> coarse(std::size_t{1} << bits, 0);
-  for (std::size_t f = 0; f < sums_.size(); ++f) coarse[f >> (kDigestBitsMax - bits)] += sums_[f];
-  std::vector<std::uint16_t> out(coarse.size());
-  const std::uint64_t key = std::uint64_t{salt} << 32 | salt;
-  for (std::size_t b = 0; b < coarse.size(); ++b) {
-    std::uint64_t x = coarse[b] ^ key;
-    const std::uint64_t v = splitmix64(x);
-    out[b] = static_cast<std::uint16_t>(v ^ v >> 16 ^ v >> 32 ^ v >> 48);
-  }
-  return out;
+  const unsigned shift = kDigestBitsMax - bits;
+  std::uint32_t sum = 0;
+  for (std::size_t f = bucket << shift; f < (bucket + 1) << shift; ++f) sum += sums_[f];
+  std::uint64_t x = (std::uint64_t{salt} << 32 | sum) ^ 0x5375'6d73'4469'6773ull;  // "SumsDigs"
+  const std::uint64_t v = splitmix64(x);
+  return static_cast<std::uint16_t>(v ^ v >> 16 ^ v >> 32 ^ v >> 48);
 }
 
 void Members::rewrite(Slot s, std::uint64_t word) {
@@ -208,33 +203,95 @@ void Members::rewrite(Slot s, std::uint64_t word) {
   sums_[fine_bucket(s)] += contribution(s);
 }
 
-std::uint64_t Members::contribution(Slot s) const {
+std::uint32_t Members::contribution(Slot s) const {
   std::uint64_t x = id(s) ^ 0x6d65'6d62'6572'7321ull;  // "members!"
   x += word_[s] * 0x9e3779b97f4a7c15ull;
-  return splitmix64(x);
+  return static_cast<std::uint32_t>(splitmix64(x));
 }
 
 void Members::send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out) {
   const unsigned bits = digest_bits(size());
-  const std::vector<std::uint16_t> sums = bucket_sums(bits, salt);
+  const std::size_t n = std::size_t{1} << bits;
   pending_salt_ = salt;
   pending_peer_ = to;
-  wire::Packet p(out);
-  if (!p.open()) return;
-  const std::size_t at = p.w().begin(wire::MsgType::kMemberDigest);
-  p.w().u8(static_cast<std::uint8_t>(bits));
-  p.w().u32(salt);
-  p.w().u32(static_cast<std::uint32_t>(size()));
-  for (std::uint16_t v : sums) p.w().u16(v);
-  p.w().end(at);
-  p.send(to, /*piggyback=*/false);
+  pending_bits_ = bits;
+  pending_sent_.assign(n, false);
+  // As many datagrams as the sums take, each a self-contained range the peer answers alone.
+  std::size_t first = 0;
+  while (first < n) {
+    wire::Packet p(out);
+    if (!p.open()) return;
+    const std::size_t at = p.w().begin(wire::MsgType::kMemberDigest);
+    p.w().u8(static_cast<std::uint8_t>(bits));
+    p.w().u32(salt);
+    p.w().u32(static_cast<std::uint32_t>(size()));
+    p.w().u16(static_cast<std::uint16_t>(first));
+    const std::size_t room = p.w().remaining() > 8 ? (p.w().remaining() - 8) / 2 : 0;
+    const std::size_t count = std::min(n - first, room);
+    if (count == 0) return;
+    p.w().u16(static_cast<std::uint16_t>(count));
+    for (std::size_t b = first; b < first + count; ++b) p.w().u16(coarse_sum(bits, b, salt));
+    p.w().end(at);
+    p.send(to, /*piggyback=*/false);
+    first += count;
+  }
 }
 
-void Members::send_buckets(const Address& to, unsigned bits, const std::vector<bool>& buckets,
+std::size_t Members::bucket_records(unsigned bits, std::size_t bucket) const {
+  std::size_t n = 0;
+  for_bucket(bits, bucket, [&](Slot) { ++n; });
+  return n;
+}
+
+void Members::send_buckets(const Address& to, unsigned bits, std::span<const std::uint16_t> buckets,
                            const wire::Outbox& out) {
-  send_records(
-      to, wire::MsgType::kJoin, /*reply_wanted=*/false,
-      [&](Slot s) { return buckets.empty() || buckets[bucket_of(id(s), bits)]; }, out);
+  // Walks the directory's per-bucket slot lists: the cost is the records sent, not the table.
+  std::vector<Slot> slots;
+  for (std::uint16_t b : buckets) for_bucket(bits, b, [&](Slot s) { slots.push_back(s); });
+  std::size_t i = 0;
+  send_records(to, wire::MsgType::kJoin, /*reply_wanted=*/false, slots.size(),
+               [&]() { return i < slots.size() ? slots[i++] : kNone; }, out);
+}
+
+bool Members::on_digest(const Address& from, std::span<const std::byte> body,
+                        const wire::Outbox& out, const std::function<bool(double)>& answer) {
+  wire::Reader r(body);
+  const unsigned bits = r.u8();
+  const std::uint32_t salt = r.u32();
+  (void)r.u32();  // the initiator's member count: informative
+  const std::size_t first = r.u16();
+  const std::size_t count = r.u16();
+  if (!r.ok() || bits > kDigestBitsMax || count == 0 || first + count > (std::size_t{1} << bits)) {
+    return false;
+  }
+  const std::span<const std::byte> theirs = r.take(2 * count);
+  if (!r.ok() || !r.empty()) return false;
+  std::vector<std::uint16_t> differ;
+  std::size_t records = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto theirs_i = static_cast<std::uint16_t>(static_cast<std::uint16_t>(theirs[2 * i]) |
+                                                     static_cast<std::uint16_t>(theirs[2 * i + 1]) << 8);
+    if (coarse_sum(bits, first + i, salt) == theirs_i) continue;
+    differ.push_back(static_cast<std::uint16_t>(first + i));
+    records += bucket_records(bits, first + i);
+  }
+  if (differ.empty()) return true;  // equal: nothing to say
+  // About 25 records fit a datagram; the diff itself is one more.
+  if (!answer(2.0 + static_cast<double>(records) / 25.0)) return true;
+  wire::Packet p(out);
+  if (!p.open()) return true;
+  const std::size_t at = p.w().begin(wire::MsgType::kMemberDiff);
+  p.w().u8(static_cast<std::uint8_t>(bits));
+  p.w().u32(salt);
+  p.w().u16(static_cast<std::uint16_t>(first));
+  p.w().u16(static_cast<std::uint16_t>(count));
+  std::vector<std::uint8_t> bitmap((count + 7) / 8, 0);
+  for (std::uint16_t b : differ) bitmap[(b - first) / 8] |= static_cast<std::uint8_t>(1u << ((b - first) % 8));
+  p.w().bytes(bitmap.data(), bitmap.size());
+  p.w().end(at);
+  p.send(from, /*piggyback=*/false);
+  send_buckets(from, bits, differ, out);
+  return true;
 }
 
 bool Members::on_diff(const Address& from, std::span<const std::byte> body,
@@ -242,24 +299,24 @@ bool Members::on_diff(const Address& from, std::span<const std::byte> body,
   wire::Reader r(body);
   const unsigned bits = r.u8();
   const std::uint32_t salt = r.u32();
-  const std::uint16_t n = r.u16();
-  if (!r.ok() || bits > kDigestBitsMax) return false;
-  // Only an answer to the exchange we started, from the peer we asked, and once: a forged or
-  // replayed diff cannot make this node send its table anywhere.
-  if (salt != pending_salt_ || pending_salt_ == 0 || !(from == pending_peer_)) return true;
-  pending_salt_ = 0;
-  const std::size_t buckets = std::size_t{1} << bits;
-  std::vector<bool> want;
-  if (n != 0xffff) {
-    if (n > buckets) return false;
-    want.assign(buckets, false);
-    for (std::uint16_t i = 0; i < n; ++i) {
-      const std::uint16_t b = r.u16();
-      if (!r.ok() || b >= buckets) return false;
-      want[b] = true;
-    }
+  const std::size_t first = r.u16();
+  const std::size_t count = r.u16();
+  if (!r.ok() || bits > kDigestBitsMax || first + count > (std::size_t{1} << bits)) return false;
+  const std::span<const std::byte> bitmap = r.take((count + 7) / 8);
+  if (!r.ok() || !r.empty()) return false;
+  // Only an answer to the exchange we started, from the peer we asked, and each bucket once: a
+  // forged or replayed diff cannot make this node send its table anywhere, or twice.
+  if (salt != pending_salt_ || pending_salt_ == 0 || !(from == pending_peer_) ||
+      bits != pending_bits_) {
+    return true;
   }
-  if (!r.empty()) return false;
+  std::vector<std::uint16_t> want;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (!(static_cast<std::uint8_t>(bitmap[i / 8]) & (1u << (i % 8)))) continue;
+    if (pending_sent_[first + i]) continue;
+    pending_sent_[first + i] = true;
+    want.push_back(static_cast<std::uint16_t>(first + i));
+  }
   learned_from_diff_ = true;
   send_buckets(from, bits, want, out);
   return true;
@@ -428,6 +485,19 @@ void Members::refute(std::uint64_t claimed_incarnation) {
   ++counters_.refutations;
   // Lifeguard: being suspected is a hint that this node is the slow one.
   adjust_health(+1);
+}
+
+void Members::apply_batch(std::span<const Record> records) {
+  if (records.size() > 1) {
+    for (const Record& r : records) {
+      const Slot s = dir_->find(r.msg.node);
+      if (s < text_.size()) {
+        __builtin_prefetch(&word_[s]);
+        __builtin_prefetch(&text_[s]);
+      }
+    }
+  }
+  for (const Record& r : records) apply(r.msg, r.state_sync);
 }
 
 void Members::apply(const wire::MemberMsg& m_in, bool state_sync) {

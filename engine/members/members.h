@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -44,6 +45,12 @@ class Members {
   // ---- what packets say ----
   // A member record: news (gossip) or, with state_sync, one record of a pushed table.
   void apply(const wire::MemberMsg& m, bool state_sync);
+  struct Record {
+    wire::MemberMsg msg;
+    bool state_sync = false;
+  };
+  // apply() for each, in order, with their table lookups issued first.
+  void apply_batch(std::span<const Record> records);
   void on_ping(const Address& from, const wire::Ping& m, const wire::Outbox& out);
   void on_ack(NodeId sender, std::uint32_t seq, const wire::Outbox& out);
   void on_nack(NodeId sender, std::uint32_t seq);
@@ -69,13 +76,12 @@ class Members {
   // responder whose sums all match sends nothing. `salt` keys the 16-bit sums, so a collision
   // that hides a difference in one exchange does not hide it in the next.
   void send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out);
-  // False when the body is malformed. `answer` says whether the rate limit allows an answer of
-  // this many datagrams (at most one call).
-  template <class Allow>
+  // False when the body is malformed. `answer(datagrams)` says whether the rate limit allows
+  // an answer of that many datagrams (at most one call per digest datagram).
   bool on_digest(const Address& from, std::span<const std::byte> body, const wire::Outbox& out,
-                 const Allow& answer);
+                 const std::function<bool(double)>& answer);
   bool on_diff(const Address& from, std::span<const std::byte> body, const wire::Outbox& out);
-  static constexpr unsigned kDigestBitsMax = 9;
+  static constexpr unsigned kDigestBitsMax = MemberDirectory::kBucketBits;
   // While this node catches up after a join it pulls whole buckets by digest, so it does not
   // also relay other members' alive news: in a mass join every record would otherwise be
   // sent R more times (docs/protocol.md "Formation"). Its own news, suspicions and deaths are
@@ -168,8 +174,8 @@ class Members {
   // Changes a known member's word, keeping the digest sums.
   void rewrite(Slot s, std::uint64_t word);
   // A known member's share of its bucket's sum: a hash of (id, incarnation, state).
-  std::uint64_t contribution(Slot s) const;
-  std::size_t fine_bucket(Slot s) const { return bucket_of(id(s), kDigestBitsMax); }
+  std::uint32_t contribution(Slot s) const;
+  std::size_t fine_bucket(Slot s) const { return MemberDirectory::bucket_of(id(s)); }
   void set_state(Slot s, MemberState state, std::uint64_t incarnation, NodeId from);
   void refute(std::uint64_t claimed_incarnation);
   void announce(Slot s, NodeId from) { gossip_.broadcast_member(to_msg(s, from)); }
@@ -178,18 +184,26 @@ class Members {
   void adjust_health(int delta);
   std::uint64_t suspicion_timeout_ms(const Suspicion& sus) const;
 
-  // Records go out in kJoin datagrams (state, not news); `want(slot)` picks which.
-  template <class Want>
-  void send_records(const Address& to, wire::MsgType kind, bool reply_wanted, const Want& want,
-                     const wire::Outbox& out);
+  // Records go out in kJoin datagrams (state, not news); `next()` gives the slots to send
+  // and kNone at the end. `total` is what a kJoinReply announces.
+  template <class Next>
+  void send_records(const Address& to, wire::MsgType kind, bool reply_wanted, std::size_t total,
+                    const Next& next, const wire::Outbox& out);
   static unsigned digest_bits(std::size_t members);
-  static std::size_t bucket_of(NodeId id, unsigned bits) {
-    return bits == 0 ? 0 : static_cast<std::size_t>(id >> (64 - bits));
+  // A coarse bucket's sum of contributions, salted and folded to 16 bits.
+  std::uint16_t coarse_sum(unsigned bits, std::size_t bucket, std::uint32_t salt) const;
+  // fn(slot) for every member this view knows (self included) in a coarse bucket.
+  template <class Fn>
+  void for_bucket(unsigned bits, std::size_t bucket, const Fn& fn) const {
+    const unsigned shift = kDigestBitsMax - bits;
+    for (std::size_t f = bucket << shift; f < (bucket + 1) << shift; ++f) {
+      for (Slot s : dir_->bucket(f)) {
+        if (s < text_.size() && text_[s] != kNone) fn(s);
+      }
+    }
   }
-  // Per-bucket sums of the members' contributions, salted and folded to 16 bits.
-  std::vector<std::uint16_t> bucket_sums(unsigned bits, std::uint32_t salt) const;
-  // Sends this node's records in the buckets flagged in `buckets` (empty: every bucket).
-  void send_buckets(const Address& to, unsigned bits, const std::vector<bool>& buckets,
+  std::size_t bucket_records(unsigned bits, std::size_t bucket) const;
+  void send_buckets(const Address& to, unsigned bits, std::span<const std::uint16_t> buckets,
                     const wire::Outbox& out);
 
   void probe_tick(std::uint64_t now, const wire::Outbox& out);
@@ -213,9 +227,9 @@ class Members {
   // Every member but this node, in this probe round's order (SWIM's randomised round robin):
   // the table's only list, so it doubles as what random picks and table sends walk.
   std::vector<Slot> known_;
-  // Sums of contributions per fine bucket (the top kDigestBitsMax bits of the id), kept as
-  // members change so that a digest costs 512 additions, not a pass over the table.
-  std::vector<std::uint64_t> sums_ = std::vector<std::uint64_t>(std::size_t{1} << kDigestBitsMax);
+  // Sums of contributions (mod 2^32) per fine bucket (the top kDigestBitsMax bits of the id),
+  // kept as members change so that a digest costs 2,048 additions, not a pass over the table.
+  std::vector<std::uint32_t> sums_ = std::vector<std::uint32_t>(std::size_t{1} << kDigestBitsMax);
   std::size_t probe_pos_ = 0;
   std::size_t live_count_ = 0;
   std::vector<Suspicion> suspects_;
@@ -225,6 +239,8 @@ class Members {
   // The digest exchange this node started last: its diff is answered once.
   std::uint32_t pending_salt_ = 0;
   Address pending_peer_;
+  unsigned pending_bits_ = 0;
+  std::vector<bool> pending_sent_;  // buckets already sent in that exchange
   bool learned_from_diff_ = false;
   bool relay_alive_ = true;
 
@@ -233,50 +249,5 @@ class Members {
   std::uint32_t next_seq_ = 1;
   std::uint64_t next_probe_ms_ = 0;
 };
-
-template <class Allow>
-bool Members::on_digest(const Address& from, std::span<const std::byte> body,
-                        const wire::Outbox& out, const Allow& answer) {
-  wire::Reader r(body);
-  const unsigned bits = r.u8();
-  const std::uint32_t salt = r.u32();
-  (void)r.u32();  // the initiator's member count: informative
-  if (!r.ok() || bits > kDigestBitsMax) return false;
-  const std::size_t n = std::size_t{1} << bits;
-  const std::span<const std::byte> theirs = r.take(2 * n);
-  if (!r.ok() || !r.empty()) return false;
-  const std::vector<std::uint16_t> ours = bucket_sums(bits, salt);
-  std::vector<bool> differ(n, false);
-  std::size_t differing = 0, records = 0;
-  for (std::size_t b = 0; b < n; ++b) {
-    const auto lo = static_cast<std::uint16_t>(theirs[2 * b]);
-    const auto hi = static_cast<std::uint16_t>(theirs[2 * b + 1]);
-    if (ours[b] != static_cast<std::uint16_t>(lo | hi << 8)) {
-      differ[b] = true;
-      ++differing;
-    }
-  }
-  if (differing == 0) return true;  // equal tables: nothing to say
-  for (Slot s : known_) records += differ[bucket_of(id(s), bits)] ? 1 : 0;
-  // About 25 records fit a datagram; the diff itself is one more.
-  if (!answer(2.0 + static_cast<double>(records) / 25.0)) return true;
-  wire::Packet p(out);
-  if (!p.open()) return true;
-  const std::size_t at = p.w().begin(wire::MsgType::kMemberDiff);
-  p.w().u8(static_cast<std::uint8_t>(bits));
-  p.w().u32(salt);
-  // The list must fit one datagram; past that, "every bucket" is shorter and nearly as exact.
-  const bool all = differing * 2 + 64 > p.w().remaining();
-  p.w().u16(all ? 0xffff : static_cast<std::uint16_t>(differing));
-  if (!all) {
-    for (std::size_t b = 0; b < n; ++b) {
-      if (differ[b]) p.w().u16(static_cast<std::uint16_t>(b));
-    }
-  }
-  p.w().end(at);
-  p.send(from, /*piggyback=*/false);
-  send_buckets(from, bits, all ? std::vector<bool>() : differ, out);
-  return true;
-}
 
 }  // namespace rumor

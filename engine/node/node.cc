@@ -272,7 +272,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           malformed = true;
           break;
         }
-        members_.apply(m, state_sync);
+        member_in_.push_back({m, state_sync});
         break;
       }
       case wire::MsgType::kEntry:
@@ -321,6 +321,12 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
     }
   }
   if (malformed || !r.ok()) ++k.drop_malformed;
+  // A datagram's records are applied together: their table lookups are issued at once instead
+  // of one cache miss after another (a table transfer carries ~25).
+  if (!member_in_.empty()) {
+    members_.apply_batch(member_in_);
+    member_in_.clear();
+  }
   // A join answer is many datagrams for one small request: rate-limited per source address
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {

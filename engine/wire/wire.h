@@ -43,11 +43,12 @@ enum class MsgType : std::uint8_t {
   kEntry = 6,     // flags:u8 hlc:u64 node:u64 key:str16 value:str16
   kJoin = 7,      // flags:u8 (bit 0: reply with your table; other bits 0), then kMember records
   kJoinReply = 8, // total_members:u32 (kMember records follow, here and in further datagrams)
-  // Push-pull by digest (docs/protocol.md "Member tables"): the initiator's bucket sums, the
-  // responder's list of buckets that differ; each side then sends its records in those buckets
-  // as kJoin datagrams with flags 0.
-  kMemberDigest = 9,  // bits:u8 salt:u32 members:u32 then 2^bits sums:u16 (bits <= 9)
-  kMemberDiff = 10,   // bits:u8 salt:u32 n:u16 then n buckets:u16 (n = 0xffff: every bucket)
+  // Push-pull by digest (docs/protocol.md "Member tables"): the initiator's bucket sums (bits
+  // <= 11, as many datagrams as they take, each a range of buckets answered alone), the
+  // responder's bitmap of the range's buckets that differ; each side then sends its records in
+  // those buckets as kJoin datagrams with flags 0.
+  kMemberDigest = 9,  // bits:u8 salt:u32 members:u32 first:u16 count:u16 sums:u16[count]
+  kMemberDiff = 10,   // bits:u8 salt:u32 first:u16 count:u16 bitmap[ceil(count/8)] (differing)
   // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
   kSyncResponse = 33,  // responder -> initiator

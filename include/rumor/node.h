@@ -117,7 +117,8 @@ struct NodeConfig {
   std::uint64_t dead_reclaim_ms = 3'600'000;  // forget dead members after this long
   std::uint32_t reconnect_interval_ms = 5000;  // offer our table to a random dead member
 
-  // Dissemination: every update rides retransmit_mult * ceil(log2(N+1)) packets.
+  // Dissemination: membership news rides retransmit_mult * ceil(log2(N+1)) packets, each
+  // key-value update retransmit_mult * ceil(log10(N+1)) (anti-entropy repairs what it misses).
   std::uint32_t gossip_interval_ms = 200;
   std::uint32_t gossip_fanout = 3;
   std::uint32_t retransmit_mult = 4;
