@@ -29,10 +29,10 @@ Members::Members(const NodeConfig& config, TimeSource& time, Rng& rng, NodeCount
 }
 
 Members::~Members() {
-  for (Slot s : known_) {
+  for_known([&](Slot s) {
     dir_->release(text_[s]);
     dir_->release_slot(s);
-  }
+  });
   dir_->release(text_[self_]);
   dir_->release_slot(self_);
 }
@@ -48,7 +48,7 @@ void Members::cover(Slot s) {
 
 void Members::share_directory(std::shared_ptr<MemberDirectory> dir) {
   RUMOR_ASSERT(!started_);
-  RUMOR_ASSERT(known_.empty());  // before any member is added or preloaded
+  RUMOR_ASSERT(count_ == 0);  // before any member is added or preloaded
   const std::uint64_t word = word_[self_];
   const MemberDirectory::Text text =
       dir->intern(dir_->name(text_[self_]), dir_->metadata(text_[self_]), dir_->address(text_[self_]));
@@ -135,12 +135,19 @@ std::vector<Address> Members::leave(std::size_t tell) {
 void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                          const wire::Outbox& out) {
   // Push-pull of the whole table (memberlist's state sync): joins and their answers.
+  // Self first, then every slot this view knows.
   std::size_t i = 0;
+  bool self_sent = false;
   send_records(to, kind, reply_wanted, size(), [&]() -> Slot {
-    if (i > known_.size()) return kNone;
-    const Slot s = i == 0 ? self_ : known_[i - 1];
-    ++i;
-    return s;
+    if (!self_sent) {
+      self_sent = true;
+      return self_;
+    }
+    while (i < text_.size()) {
+      const auto s = static_cast<Slot>(i++);
+      if (s != self_ && text_[s] != kNone) return s;
+    }
+    return kNone;
   }, out);
 }
 
@@ -325,10 +332,9 @@ bool Members::on_diff(const Address& from, std::span<const std::byte> body,
 bool Members::random_dead(Address* address) {
   std::size_t seen = 0;
   Slot pick = kNone;
-  for (Slot s : known_) {
-    if (state(s) != MemberState::kDead) continue;
-    if (rng_.below(++seen) == 0) pick = s;
-  }
+  for_known([&](Slot s) {
+    if (state(s) == MemberState::kDead && rng_.below(++seen) == 0) pick = s;
+  });
   if (seen == 0) return false;
   *address = this->address(pick);
   return true;
@@ -379,7 +385,6 @@ void Members::suspicion_tick(std::uint64_t t) {
 
 void Members::reclaim(std::uint64_t t) {
   if (down_since_.empty()) return;
-  bool any = false;
   for (auto it = down_since_.begin(); it != down_since_.end();) {
     if (t < it->second + config_.dead_reclaim_ms) {
       ++it;
@@ -392,20 +397,8 @@ void Members::reclaim(std::uint64_t t) {
     text_[s] = kNone;
     word_[s] = 0;
     it = down_since_.erase(it);
-    any = true;
+    --count_;
   }
-  if (!any) return;
-  // One pass over the list drops every forgotten member; the probe round keeps its place.
-  std::size_t kept = 0, pos = probe_pos_;
-  for (std::size_t i = 0; i < known_.size(); ++i) {
-    if (text_[known_[i]] == kNone) {
-      if (i < probe_pos_) --pos;
-      continue;
-    }
-    known_[kept++] = known_[i];
-  }
-  known_.resize(kept);
-  probe_pos_ = pos;
 }
 
 std::uint64_t Members::next_deadline_ms() const {
@@ -459,11 +452,7 @@ Members::Slot Members::add(const wire::MemberMsg& m) {
   cover(s);
   text_[s] = dir_->intern(m.name, m.metadata, m.address, s);
   set_word(s, m.incarnation, from_wire(m.state), m.from, /*is_new=*/true);
-  known_.push_back(s);  // probed in the current round, in a random spot
-  if (known_.size() > 1 && probe_pos_ < known_.size()) {
-    const std::size_t j = probe_pos_ + rng_.below(known_.size() - probe_pos_);
-    std::swap(known_[j], known_.back());
-  }
+  ++count_;  // probed when the round's walk reaches its slot, or in the next round
   ++counters_.joins;
   return s;
 }
@@ -604,7 +593,7 @@ std::vector<Member> Members::list() const {
   std::vector<Member> out;
   out.reserve(size());
   out.push_back(to_member(self_));
-  for (Slot s : known_) out.push_back(to_member(s));
+  for_known([&](Slot s) { out.push_back(to_member(s)); });
   return out;
 }
 
@@ -619,20 +608,17 @@ void Members::preload(NodeId id, MemberDirectory::Text text, std::uint64_t inc) 
   word_[s] = pack(inc, MemberState::kAlive);
   sums_[fine_bucket(s)] += contribution(s);
   note_state(MemberState::kDead, MemberState::kAlive, /*is_new=*/true);
-  known_.push_back(s);
-  // The probe round starts with a shuffle of the whole table (next_probe_target).
-  probe_pos_ = known_.size();
+  ++count_;
 }
 
 void Members::reserve(std::size_t n) {
-  known_.reserve(n);
   word_.reserve(std::max(n, dir_->slot_limit()));
   text_.reserve(std::max(n, dir_->slot_limit()));
 }
 
 std::size_t Members::memory_bytes() const {
   return word_.capacity() * sizeof(std::uint64_t) +
-         text_.capacity() * sizeof(MemberDirectory::Text) + known_.capacity() * sizeof(Slot) +
+         text_.capacity() * sizeof(MemberDirectory::Text) + 
          suspects_.capacity() * sizeof(Suspicion) + down_since_.size() * 32;
 }
 
@@ -640,10 +626,11 @@ std::vector<NodeId> Members::random_alive(std::size_t k, NodeId exclude1, NodeId
   // Up to k distinct alive members, uniformly: random picks from the table (O(k) while most
   // members are alive), falling back to a full scan when picks keep missing.
   std::vector<NodeId> out;
-  if (known_.empty() || k == 0) return out;
-  const std::size_t m = known_.size();
+  if (count_ == 0 || k == 0) return out;
+  const std::size_t m = text_.size();
   for (std::size_t attempts = 0; out.size() < k && attempts < 8 * k + 16; ++attempts) {
-    const Slot c = known_[rng_.below(m)];
+    const auto c = static_cast<Slot>(rng_.below(m));
+    if (c == self_ || text_[c] == kNone) continue;
     const NodeId cid = id(c);
     if (state(c) != MemberState::kAlive || cid == exclude1 || cid == exclude2) continue;
     if (std::find(out.begin(), out.end(), cid) != out.end()) continue;
@@ -652,9 +639,9 @@ std::vector<NodeId> Members::random_alive(std::size_t k, NodeId exclude1, NodeId
   if (out.size() == k) return out;
   out.clear();
   std::size_t seen = 0;
-  for (Slot c : known_) {
+  for_known([&](Slot c) {
     const NodeId cid = id(c);
-    if (state(c) != MemberState::kAlive || cid == exclude1 || cid == exclude2) continue;
+    if (state(c) != MemberState::kAlive || cid == exclude1 || cid == exclude2) return;
     ++seen;
     if (out.size() < k) {
       out.push_back(cid);
@@ -662,23 +649,32 @@ std::vector<NodeId> Members::random_alive(std::size_t k, NodeId exclude1, NodeId
       const std::uint64_t j = rng_.below(seen);
       if (j < k) out[j] = cid;
     }
-  }
+  });
   return out;
 }
 
 // ---- probing --------------------------------------------------------------------------------
 
 NodeId Members::next_probe_target() {
-  // Randomised round robin (SWIM 4.3): every member once per round, in a fresh random order.
-  for (std::size_t attempts = 0; attempts < 2; ++attempts) {
-    while (probe_pos_ < known_.size()) {
-      const Slot s = known_[probe_pos_++];
-      if (is_live(state(s))) return id(s);
+  // Randomised round robin (SWIM 4.3): every member once per round, in a fresh order each round.
+  // The order is a walk over the slot space by x -> a*x + c mod 2^k (a = 1 mod 4, c odd: a full
+  // cycle), with a and c drawn each round, so the table needs no list of its own; a member added
+  // during a round is probed when the walk reaches its slot.
+  for (std::size_t rounds = 0; rounds < 2; ++rounds) {
+    while (probe_steps_ < probe_mod_) {
+      const std::size_t x = probe_x_;
+      probe_x_ = (probe_a_ * probe_x_ + probe_c_) & (probe_mod_ - 1);
+      ++probe_steps_;
+      if (x >= text_.size()) continue;
+      const auto s = static_cast<Slot>(x);
+      if (s != self_ && text_[s] != kNone && is_live(state(s))) return id(s);
     }
-    for (std::size_t i = known_.size(); i > 1; --i) {
-      std::swap(known_[i - 1], known_[rng_.below(i)]);
-    }
-    probe_pos_ = 0;
+    probe_mod_ = 1;
+    while (probe_mod_ < text_.size()) probe_mod_ <<= 1;
+    probe_a_ = (rng_.next() & ~std::size_t{3}) | 1;
+    probe_c_ = rng_.next() | 1;
+    probe_x_ = rng_.below(probe_mod_);
+    probe_steps_ = 0;
   }
   return 0;
 }

@@ -102,7 +102,7 @@ class Members {
   std::vector<Member> list() const;
   // Alive and suspect members other than this node.
   std::size_t live() const { return live_count_; }
-  std::size_t size() const { return known_.size() + 1; }
+  std::size_t size() const { return count_ + 1; }
   std::uint32_t local_health() const { return lhm_; }
 
   // ---- large simulations (`rumor load`) ----
@@ -165,6 +165,13 @@ class Members {
     return s < text_.size() && text_[s] != kNone ? s : kNone;
   }
   void cover(Slot s);
+  // fn(slot) for every member this view knows but itself.
+  template <class Fn>
+  void for_known(const Fn& fn) const {
+    for (std::size_t i = 0; i < text_.size(); ++i) {
+      if (text_[i] != kNone && i != self_) fn(static_cast<Slot>(i));
+    }
+  }
   Suspicion* suspicion(Slot s);
   Member to_member(Slot s) const;
   wire::MemberMsg to_msg(Slot s, NodeId from) const;
@@ -224,13 +231,12 @@ class Members {
   Slot self_ = kNone;
   std::vector<std::uint64_t> word_;  // by slot: incarnation << 2 | state
   std::vector<MemberDirectory::Text> text_;  // by slot: kNone where this view has no member
-  // Every member but this node, in this probe round's order (SWIM's randomised round robin):
-  // the table's only list, so it doubles as what random picks and table sends walk.
-  std::vector<Slot> known_;
+  std::size_t count_ = 0;  // members known, self excluded
   // Sums of contributions (mod 2^32) per fine bucket (the top kDigestBitsMax bits of the id),
   // kept as members change so that a digest costs 2,048 additions, not a pass over the table.
   std::vector<std::uint32_t> sums_ = std::vector<std::uint32_t>(std::size_t{1} << kDigestBitsMax);
-  std::size_t probe_pos_ = 0;
+  // This probe round's walk over the slot space (next_probe_target).
+  std::size_t probe_mod_ = 0, probe_a_ = 1, probe_c_ = 1, probe_x_ = 0, probe_steps_ = 0;
   std::size_t live_count_ = 0;
   std::vector<Suspicion> suspects_;
   std::unordered_map<Slot, std::uint64_t> down_since_;  // dead and left members: since when
