@@ -424,7 +424,7 @@ void print_summary(const Run& r, bool ok) {
   std::printf("  bootstrap          %s\n",
               o.bootstrap == "static"
                   ? "static: every node starts with the full member list (not a real join)"
-                  : fmt::format("join through {} seed(s), push-pull of member tables", o.seeds).c_str());
+                  : fmt::format("join through {} seed(s), then catch-up by member digests", o.seeds).c_str());
   if (o.mode == "sim") {
     std::printf("  network            loss %.1f%%, latency %.1f ms + jitter %.1f ms, dup %.1f%%, "
                 "reorder %.1f%%\n",
@@ -481,8 +481,11 @@ void print_summary(const Run& r, bool ok) {
   std::printf("  false positives    %llu suspicions, %llu deaths of running nodes\n",
               static_cast<unsigned long long>(s.false_suspicions),
               static_cast<unsigned long long>(s.false_deaths));
-  std::printf("  peak memory        %s (%s per node)%s\n", human_bytes(static_cast<double>(s.peak_rss_bytes)).c_str(),
+  // Per member: every node holds a view of all n, so the whole process holds n^2 records.
+  std::printf("  peak memory        %s (%s per node, %.1f B per member of a view)%s\n",
+              human_bytes(static_cast<double>(s.peak_rss_bytes)).c_str(),
               human_bytes(static_cast<double>(s.total_rss_bytes) / n).c_str(),
+              static_cast<double>(s.total_rss_bytes) / (n * n),
               o.mode == "udp" ? fmt::format(", {} over all workers", human_bytes(static_cast<double>(s.total_rss_bytes))).c_str() : "");
   std::printf("  wall time          %.1f s building the cluster, then %.1f s running: %llu events "
               "(%.0f/s)\n", r.build_wall_s, wall,

@@ -464,7 +464,7 @@ void NodeImpl::catchup_tick(std::uint64_t t, PacketSink& out) {
   const bool news = members_.size() != catchup_size_ || members_.take_diff_seen();
   catchup_size_ = members_.size();
   catchup_quiet_ = news ? 0 : catchup_quiet_ + 1;
-  constexpr std::uint32_t kQuietRounds = 10;
+  constexpr std::uint32_t kQuietRounds = 4;
   if (catchup_quiet_ >= kQuietRounds) {
     next_catchup_ms_ = UINT64_MAX;
     members_.set_relay_alive(true);
