@@ -6,6 +6,10 @@
 //                          changed entry (same 15,625-entry shard = 1M entries / 64 shards)
 //   digest/update/store    Store::merge_batch with the tree hook, end to end (for reference)
 //   digest/bloom/insert, digest/bloom/query   split-block filter, 1M items at 16 bits each
+//   digest/riblt/update    rateless IBLT prefix maintenance per changed entry (the old element
+//                          out, the new one in, over a 1,024-symbol shard prefix; logged and
+//                          folded in batches as in the store)
+//   digest/riblt/decode/d  peeling d differences from a stream of difference symbols
 //   reconcile/1000000/d    one anti-entropy exchange between two 1M-entry stores that differ in
 //                          d entries, driven in lock-step rounds (one round = one round trip)
 // Counters of reconcile/*: bytes (both directions, every datagram), meta_bytes_per_diff (bytes
@@ -24,6 +28,7 @@
 #include "digest/hash.h"
 #include "digest/merkle.h"
 #include "digest/messages.h"
+#include "digest/riblt.h"
 #include "engine/sync/reconcile.h"
 #include "engine/store/store.h"
 
@@ -187,6 +192,56 @@ void BM_BloomQuery(benchmark::State& state) {
   state.counters["fpr"] = absent ? static_cast<double>(false_pos) / static_cast<double>(absent) : 0;
 }
 BENCHMARK(BM_BloomQuery)->Name("digest/bloom/query");
+
+constexpr std::uint64_t kRibltBenchKey = 0x5eed'5eed'5eed'5eedull;
+
+void BM_RibltUpdate(benchmark::State& state) {
+  ShardModel m(kShardEntries);
+  digest::RibltPrefix p(1024, kRibltBenchKey);
+  auto elem = [&](std::size_t i, const Version& v) {
+    return digest::riblt_element(m.kh[i], v.hlc, digest::entry_hash(m.kh[i], v, false),
+                                 kRibltBenchKey);
+  };
+  for (std::size_t i = 0; i < kShardEntries; ++i) p.add(elem(i, m.v[i]));
+  p.fold();
+  std::uint64_t x = 88172645463325252ull;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const std::size_t i = x % kShardEntries;
+    const Version nv{m.v[i].hlc + (1u << 24), 4};
+    p.replace(elem(i, m.v[i]), elem(i, nv));
+    m.v[i] = nv;
+  }
+  benchmark::DoNotOptimize(p.symbols()[0]);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_RibltUpdate)->Name("digest/riblt/update");
+
+void BM_RibltDecode(benchmark::State& state) {
+  const auto d = static_cast<std::size_t>(state.range(0));
+  std::mt19937_64 rng(5);
+  // The difference symbols of d elements, half on each side: more than any decoding needs.
+  std::vector<digest::RibltSymbol> diff(3 * d + 64);
+  for (std::size_t i = 0; i < d; ++i) {
+    const std::uint64_t kh = rng() | 1;
+    const Version v{rng() >> 8, rng()};
+    digest::riblt_accumulate(
+        digest::riblt_element(kh, v.hlc, digest::entry_hash(kh, v, false), kRibltBenchKey),
+        (i & 1) ? 1 : -1, kRibltBenchKey, 0, diff);
+  }
+  double symbols = 0;
+  for (auto _ : state) {
+    digest::RibltDecoder dec(kRibltBenchKey, {});
+    for (std::size_t i = 0; i < diff.size() && !dec.decoded(); ++i) (void)dec.add(diff[i]);
+    if (dec.elements().size() != d) state.SkipWithError("not decoded");
+    symbols += static_cast<double>(dec.received());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * d));
+  state.counters["symbols_per_diff"] =
+      symbols / static_cast<double>(state.iterations()) / static_cast<double>(d);
+}
+BENCHMARK(BM_RibltDecode)->Name("digest/riblt/decode")->Arg(100)->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
 
 // ---- reconcile/1000000/d ----
 
