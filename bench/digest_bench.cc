@@ -4,7 +4,8 @@
 //                          were read once per gossip round)
 //   digest/update/rebuild  the naive baseline: rebuild the shard's tree from all its entries per
 //                          changed entry (same 15,625-entry shard = 1M entries / 64 shards)
-//   digest/update/store    Store::merge_batch with the tree hook, end to end (for reference)
+//   digest/update/store    Store::merge_batch with the tree hook, end to end (for reference);
+//                          /no_riblt: the same store without rateless IBLT symbols
 //   digest/bloom/insert, digest/bloom/query   split-block filter, 1M items at 16 bits each
 //   digest/riblt/update    rateless IBLT prefix maintenance per changed entry (the old element
 //                          out, the new one in, over a 1,024-symbol shard prefix; logged and
@@ -117,9 +118,10 @@ void BM_UpdateRebuild(benchmark::State& state) {
 }
 BENCHMARK(BM_UpdateRebuild)->Name("digest/update/rebuild");
 
-void BM_UpdateStore(benchmark::State& state) {
+void update_store(benchmark::State& state, std::uint32_t riblt_prefix_symbols) {
   ManualTimeSource time(1'700'000'100'000);
   StoreConfig cfg;
+  cfg.riblt_prefix_symbols = riblt_prefix_symbols;
   auto store = std::move(Store::create(cfg, 1, time).value());
   constexpr std::size_t kKeys = 1'000'000;
   std::vector<std::string> keys(kKeys);
@@ -151,7 +153,11 @@ void BM_UpdateStore(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch.size()));
 }
+void BM_UpdateStore(benchmark::State& state) { update_store(state, StoreConfig{}.riblt_prefix_symbols); }
 BENCHMARK(BM_UpdateStore)->Name("digest/update/store");
+// The same without rateless IBLT symbols: what keeping them costs the merge path.
+void BM_UpdateStoreNoRiblt(benchmark::State& state) { update_store(state, 0); }
+BENCHMARK(BM_UpdateStoreNoRiblt)->Name("digest/update/store/no_riblt");
 
 constexpr std::size_t kBloomItems = 1 << 20;
 

@@ -9,27 +9,6 @@
 
 namespace rumor::digest {
 
-std::uint64_t RibltMapping::next() {
-  // A multiplicative generator: enough to draw gaps, and cheap on the write path.
-  prng_ *= 0xda942042e4dd58b5ull;
-  // u uniform in (0, 1]; the gap from index a is max(1, ceil((a + 1.5) (1/sqrt(u) - 1))), so
-  // P(next > b) ~ ((a + 1.5) / (b + 1.5))^2 ~ (a+1)(a+2) / ((b+1)(b+2)): index i is hit with
-  // probability about 2 / (i + 2). The index is kept as a double (exact below 2^53) so the
-  // chain from one index to the next has no integer conversion on it; the sqrt and division
-  // depend only on the generator and overlap with it.
-  // sqrt(u) of one uniform is distributed as the larger of two (P(max <= v) = v^2), which
-  // saves the square root: two 32-bit uniforms from one draw.
-  const double u1 = static_cast<double>((prng_ >> 32) + 1);
-  const double u2 = static_cast<double>((prng_ & 0xffffffffull) + 1);
-  const double g = 0x1p32 / std::max(u1, u2) - 1.0;
-  const double gap = std::max(1.0, std::ceil((at_ + 1.5) * g));
-  at_ += gap;
-  index_ = at_ < static_cast<double>(kRibltIndexNever) ? static_cast<std::uint64_t>(at_)
-                                                         : kRibltIndexNever;
-  if (index_ == kRibltIndexNever) at_ = static_cast<double>(kRibltIndexNever);
-  return index_;
-}
-
 void riblt_accumulate(const RibltElement& e, std::int32_t sign, std::uint64_t key,
                       std::uint64_t first, std::span<RibltSymbol> out) {
   const std::uint64_t end = first + out.size();
