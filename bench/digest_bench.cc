@@ -12,7 +12,10 @@
 //                          folded in batches as in the store)
 //   digest/riblt/decode/d  peeling d differences from a stream of difference symbols
 //   reconcile/1000000/d    one anti-entropy exchange between two 1M-entry stores that differ in
-//                          d entries, driven in lock-step rounds (one round = one round trip)
+//                          d entries, driven in lock-step rounds (one round = one round trip):
+//                          the sums, then the Merkle walk with bloom filters
+//   reconcile/riblt/1000000/d   the same exchange by rateless IBLT symbols after the sums
+//   reconcile/auto/1000000/d    the same exchange as a node runs it: the responder picks
 // Counters of reconcile/*: bytes (both directions, every datagram), meta_bytes_per_diff (bytes
 // that are not applied entry payload, / d), round_trips, full_state_bytes (shipping every entry
 // one way in 1,400-byte datagrams: the baseline).
@@ -357,8 +360,9 @@ Fixture& fixture() {
   return *f;
 }
 
-void BM_Reconcile(benchmark::State& state) {
+void reconcile(benchmark::State& state, ReconcileConfig::Method method) {
   Fixture& f = fixture();
+  f.cfg.method = method;
   const auto d = static_cast<std::size_t>(state.range(1));
   std::uint64_t seed = 1;
   double bytes = 0, meta = 0, rounds = 0, sessions = 0;
@@ -379,6 +383,31 @@ void BM_Reconcile(benchmark::State& state) {
   state.counters["sessions"] = sessions / it;
   state.counters["full_state_bytes"] = static_cast<double>(f.full_state);
 }
+
+// The Merkle walk with bloom filters (after the sums, which settle d = 1).
+void BM_Reconcile(benchmark::State& state) { reconcile(state, ReconcileConfig::Method::kMerkle); }
+// Rateless IBLT symbols (after the sums, which settle d = 1), whatever the estimate.
+void BM_ReconcileRiblt(benchmark::State& state) {
+  reconcile(state, ReconcileConfig::Method::kRiblt);
+}
+// What a node does: the responder picks by its estimate of d.
+void BM_ReconcileAuto(benchmark::State& state) { reconcile(state, ReconcileConfig::Method::kAuto); }
+BENCHMARK(BM_ReconcileRiblt)
+    ->Name("reconcile/riblt")
+    ->Args({1'000'000, 1})
+    ->Args({1'000'000, 10})
+    ->Args({1'000'000, 100})
+    ->Args({1'000'000, 1000})
+    ->Args({1'000'000, 10000})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReconcileAuto)
+    ->Name("reconcile/auto")
+    ->Args({1'000'000, 1})
+    ->Args({1'000'000, 10})
+    ->Args({1'000'000, 100})
+    ->Args({1'000'000, 1000})
+    ->Args({1'000'000, 10000})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Reconcile)
     ->Name("reconcile")
     ->Args({1'000'000, 1})

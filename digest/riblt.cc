@@ -46,38 +46,75 @@ RibltPrefix::RibltPrefix(std::uint32_t symbols, std::uint64_t key)
   pending_.reserve(kPendingMax);
 }
 
-void RibltPrefix::fold() {
-  const std::uint64_t k = symbols_.size();
-  RibltSymbol* s = symbols_.data();
-  // Four elements at a time: each mapping is a chain of dependent float operations, and four
-  // independent chains overlap in the pipeline.
+namespace {
+
+// Adds element i (data, chk, sign from at(i)) for i < n to the symbols [first, first + size):
+// four elements at a time, because each mapping is a chain of dependent float operations and
+// four independent chains overlap in the pipeline.
+template <typename At>
+void accumulate_lanes(std::size_t n, const At& at, std::uint64_t key, std::uint64_t first,
+                      RibltSymbol* out, std::uint64_t size) {
   constexpr std::size_t kLanes = 4;
+  const std::uint64_t end = first + size;
   std::size_t i = 0;
-  for (; i + kLanes <= pending_.size(); i += kLanes) {
-    const Pending* p = &pending_[i];
-    RibltMapping m[kLanes] = {RibltMapping(riblt_data_hash(p[0].data, key_)),
-                              RibltMapping(riblt_data_hash(p[1].data, key_)),
-                              RibltMapping(riblt_data_hash(p[2].data, key_)),
-                              RibltMapping(riblt_data_hash(p[3].data, key_))};
-    std::uint64_t at[kLanes] = {0, 0, 0, 0};
+  for (; i + kLanes <= n; i += kLanes) {
+    std::uint64_t data[kLanes];
+    std::uint32_t chk[kLanes];
+    std::int32_t sign[kLanes];
+    for (std::size_t l = 0; l < kLanes; ++l) at(i + l, &data[l], &chk[l], &sign[l]);
+    RibltMapping m[kLanes] = {RibltMapping(riblt_data_hash(data[0], key)),
+                              RibltMapping(riblt_data_hash(data[1], key)),
+                              RibltMapping(riblt_data_hash(data[2], key)),
+                              RibltMapping(riblt_data_hash(data[3], key))};
+    std::uint64_t idx[kLanes] = {0, 0, 0, 0};
     for (;;) {
       bool any = false;
       for (std::size_t l = 0; l < kLanes; ++l) {
-        if (at[l] >= k) continue;
+        if (idx[l] >= end) continue;
         any = true;
-        RibltSymbol& t = s[at[l]];
-        t.data ^= p[l].data;
-        t.chk ^= p[l].chk;
-        t.count += p[l].sign;
-        at[l] = m[l].next();
+        if (idx[l] >= first) {
+          RibltSymbol& t = out[idx[l] - first];
+          t.data ^= data[l];
+          t.chk ^= chk[l];
+          t.count += sign[l];
+        }
+        idx[l] = m[l].next();
       }
       if (!any) break;
     }
   }
-  for (; i < pending_.size(); ++i) {
-    const Pending& a = pending_[i];
-    riblt_accumulate(RibltElement{a.data, a.chk}, a.sign, key_, 0, symbols_);
+  for (; i < n; ++i) {
+    std::uint64_t data;
+    std::uint32_t chk;
+    std::int32_t sign;
+    at(i, &data, &chk, &sign);
+    riblt_accumulate(RibltElement{data, chk}, sign, key, first, std::span(out, size));
   }
+}
+
+}  // namespace
+
+void riblt_accumulate_batch(std::span<const RibltElement> elements, std::int32_t sign,
+                            std::uint64_t key, std::uint64_t first, std::span<RibltSymbol> out) {
+  accumulate_lanes(
+      elements.size(),
+      [&](std::size_t i, std::uint64_t* d, std::uint32_t* c, std::int32_t* s) {
+        *d = elements[i].data;
+        *c = elements[i].chk;
+        *s = sign;
+      },
+      key, first, out.data(), out.size());
+}
+
+void RibltPrefix::fold() {
+  accumulate_lanes(
+      pending_.size(),
+      [&](std::size_t i, std::uint64_t* d, std::uint32_t* c, std::int32_t* s) {
+        *d = pending_[i].data;
+        *c = pending_[i].chk;
+        *s = pending_[i].sign;
+      },
+      key_, 0, symbols_.data(), symbols_.size());
   pending_.clear();
 }
 
@@ -105,7 +142,11 @@ bool RibltDecoder::pure(const RibltSymbol& s) const {
          (static_cast<std::uint32_t>(riblt_data_hash(s.data, key_)) & kRibltChkMask) == s.chk;
 }
 
-void RibltDecoder::set(std::size_t i, const RibltSymbol& s) {
+void RibltDecoder::set(std::size_t i, const RibltSymbol& s_in) {
+  // Counts cross the wire mod 256, so the decoder counts mod 256 too: a symbol whose true
+  // count difference is 300 reads as 44 and comes back to 0 when its elements are peeled.
+  RibltSymbol s = s_in;
+  s.count = static_cast<std::int8_t>(static_cast<std::uint8_t>(s.count));
   const bool was = !sym_[i].zero();
   sym_[i] = s;
   const bool now = !s.zero();
@@ -134,7 +175,7 @@ Status RibltDecoder::add(const RibltSymbol& diff) {
   sym_.push_back(RibltSymbol{});
   ++received_;
   set(i, s);
-  if (pure(s)) queue_.push_back(static_cast<std::uint32_t>(i));
+  if (pure(sym_[i])) queue_.push_back(static_cast<std::uint32_t>(i));
   return peel();
 }
 
@@ -156,7 +197,7 @@ Status RibltDecoder::peel() {
       RibltSymbol t = sym_[idx];
       t.apply(e, -sign);
       set(idx, t);
-      if (pure(t)) queue_.push_back(static_cast<std::uint32_t>(idx));
+      if (pure(sym_[idx])) queue_.push_back(static_cast<std::uint32_t>(idx));
     }
     if (idx < kRibltIndexNever) {
       live_.push_back(Live{e, sign, m});
@@ -171,20 +212,24 @@ Status RibltDecoder::peel() {
 // Estimating the difference
 
 std::span<const std::uint16_t> riblt_estimate_indices() {
+  // 40 indices below 1,024 (the default prefix): every one up to 12, where a small difference
+  // shows, then a geometric spread (ratio ~1.17) where a large one still has residues well
+  // inside an int8. 40 bytes: what the estimate costs a session that differs in one entry.
   static const auto list = [] {
-    std::array<std::uint16_t, 64> a{};
+    std::array<std::uint16_t, 40> a{};
     std::size_t n = 0;
     for (std::uint16_t i = 1; i <= 12; ++i) a[n++] = i;
     double x = 12;
     while (n < a.size()) {
-      x *= 1.25;
+      x *= 1.17;
       const auto i = static_cast<std::uint16_t>(std::ceil(x));
-      if (x > 60000) break;
-      a[n++] = i;
+      const auto after = static_cast<std::uint16_t>(a[n - 1] + 1);
+      a[n] = std::max(i, after);
+      ++n;
     }
-    return std::pair{a, n};
+    return a;
   }();
-  return std::span<const std::uint16_t>(list.first.data(), list.second);
+  return list;
 }
 
 double riblt_estimate(std::span<const std::int8_t> residues, std::int64_t delta0,
@@ -205,7 +250,14 @@ double riblt_estimate(std::span<const std::int8_t> residues, std::int64_t delta0
       const double q = p * (1 - p);
       // The first round trusts only sparse indices (no wrap for D up to ~10^5).
       if (round == 0 ? p > 0.01 : est * q > 900) continue;
-      const double dev = static_cast<double>(residues[j]) - delta * p;
+      // The residue is mod 256, and so is its mean delta p: subtract the mean's rounding mod 256
+      // first, so that only the deviation has to fit an int8.
+      const double mean = delta * p;
+      const double rounded = std::nearbyint(mean);
+      const auto wrapped = static_cast<std::int8_t>(static_cast<std::uint8_t>(
+          static_cast<std::uint8_t>(residues[j]) -
+          static_cast<std::uint8_t>(static_cast<std::int64_t>(rounded))));
+      const double dev = static_cast<double>(wrapped) + (rounded - mean);
       const double e = dev * dev / q;
       const double var = 2 * est * est + est / q;
       num += e / var;
