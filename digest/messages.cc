@@ -458,6 +458,7 @@ class Parser {
         rec->verdict = static_cast<Verdict>(v);
         if (rec->verdict == Verdict::kRiblt) {
           rec->count = r_.varint(3);
+          rec->tag = r_.u32();
           if (!r_.ok()) return failed("truncated riblt verdict");
           if (rec->count == 0 || rec->count > kRibltSymbolsPerRequestMax) {
             return failed("riblt stream length out of bounds");
@@ -508,6 +509,7 @@ class Parser {
         return true;
       case Rec::kRibltSymbols: {
         rec->first = r_.varint(3);
+        rec->tag = r_.u32();
         rec->count = r_.u16();
         rec->symbols = r_.bytes(rec->count * kRibltSymbolBytes);
         if (!r_.ok()) return failed("truncated riblt symbols");

@@ -253,6 +253,9 @@ struct Record {
   // answered; kRibltSymbols, kRibltPull: items; kRibltPush: pairs
   std::uint64_t count = 0;
   std::span<const std::uint8_t> symbols;     // kRibltSymbols: count x kRibltSymbolBytes
+  // kSummarized kRiblt, kRibltSymbols: the stream's tag (riblt_stream_tag of the responder's
+  // set when it computed them): symbols of two snapshots do not mix.
+  std::uint32_t tag = 0;
   // kRibltPull: count x kRibltIdBytes; kRibltPush: count x (u16 entry index, kRibltIdBytes)
   std::span<const std::uint8_t> ids;
 };

@@ -189,6 +189,7 @@ Status RibltDecoder::peel() {
     if (out_.size() >= limits_.elements_max) return fail("riblt: more elements than the limit");
     const RibltElement e{s.data, s.chk};
     const std::int32_t sign = s.count;
+    if (!seen_.insert(e.data).second) return fail("riblt: an element decoded twice");
     out_.push_back(Decoded{e, sign == 1});
     // Take it out of every received symbol it maps to; each may become pure.
     RibltMapping m(riblt_data_hash(e.data, key_));

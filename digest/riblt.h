@@ -34,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <unordered_set>
 #include <vector>
 
 #include "digest/codec.h"
@@ -216,6 +217,14 @@ class RibltPrefix {
   std::vector<Pending> pending_;
 };
 
+// The tag of a set's symbol stream: a hash of its symbol 0 (which every element enters), so two
+// snapshots of a set that differ in any element have different tags (but for 2^-32).
+inline std::uint32_t riblt_stream_tag(const RibltSymbol& s0) {
+  return static_cast<std::uint32_t>(
+      riblt_mix(s0.data ^ (std::uint64_t{s0.chk} << 40) ^
+                (static_cast<std::uint64_t>(static_cast<std::uint32_t>(s0.count)) * 0x9e3779b97f4a7c15ull)));
+}
+
 // Decodes a stream of difference symbols (remote - local), in index order.
 class RibltDecoder {
  public:
@@ -260,6 +269,9 @@ class RibltDecoder {
   std::vector<std::pair<std::uint64_t, std::uint32_t>> heap_;
   std::vector<std::uint32_t> queue_;  // symbols that may be pure
   std::vector<Decoded> out_;
+  // The data of every decoded element: one decoded twice means the stream does not add up (its
+  // symbols come from two versions of a set), which would otherwise peel back and forth.
+  std::unordered_set<std::uint64_t> seen_;
   std::uint64_t received_ = 0;
   std::uint64_t nonzero_ = 0;
   Status failed_ = Status::ok();

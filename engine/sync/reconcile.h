@@ -112,6 +112,7 @@ struct ReconcileStats {
   std::uint64_t riblt_symbols = 0;    // symbols sent (responder) or received (session)
   std::uint64_t riblt_decoded = 0;    // differing elements the decoder named
   std::uint64_t riblt_failed = 0;     // streams that did not decode within bounds: walked instead
+  std::uint64_t riblt_moved = 0;      // streams started over because a side's set changed meanwhile
 };
 
 namespace reconcile_detail {
@@ -221,7 +222,7 @@ class ReconcileSession {
   bool refill_from_streams();
   bool owns(std::uint32_t shard) const;
   // ---- rateless IBLT (reconcile_riblt.cc) ----
-  void riblt_begin(std::uint64_t symbols);
+  void riblt_begin(std::uint64_t symbols, std::uint32_t tag);
   // Asks for symbols [riblt expected, end) and computes my own for them.
   void riblt_extend(std::uint64_t end);
   void riblt_symbols(const digest::Record& rec);
@@ -230,6 +231,9 @@ class ReconcileSession {
   void riblt_finish();
   // The stream failed (bounds, an inconsistent stream): walk the trees instead.
   void riblt_abandon();
+  // A side's set changed under the stream: start it over (both sides' symbols [0, end) from
+  // their current sets), at most RibltState::kRestartsMax times, then walk.
+  void riblt_restart(std::uint32_t peer_tag, std::uint64_t end);
   void riblt_pulled(const digest::Record& rec);
   // `paired` (if given), per key hash: the peer's element id the decoding paired it with.
   void queue_riblt_push(const std::vector<std::pair<std::uint64_t, std::size_t>>& key_hashes,

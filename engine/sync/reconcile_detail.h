@@ -240,7 +240,17 @@ struct RibltState {
   std::map<std::uint64_t, std::vector<std::uint8_t>> early;
   std::size_t early_bytes = 0;
   std::vector<std::uint64_t> more;  // kRibltMore requests (their first symbol) not yet covered
+  // The tags of the two snapshots the stream is of: the peer's (from its verdict) and mine
+  // (when my symbols [0, expected) were computed). Symbols of another snapshot on either side
+  // would not add up.
+  std::uint32_t peer_tag = 0, my_tag = 0;
+  digest::RibltDecoder::Limits limits;
+  std::uint16_t gen = 0;  // streams started over in this session (a request key's shard field)
+  std::uint32_t restarts = 0;
+  std::vector<std::uint32_t> old_tags;  // snapshots left behind: their late symbols are ignored
+  bool restarting = false;  // started over; no symbol of the new snapshot has arrived yet
   bool finished = false;
+  static constexpr std::uint32_t kRestartsMax = 2;
   static constexpr std::size_t kEarlyBytesMax = std::size_t{4} << 20;
 };
 

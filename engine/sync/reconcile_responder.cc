@@ -643,11 +643,14 @@ void ReconcileResponder::answer_riblt_start(const Record& rec, Writer& out) {
     return write_verdict(out, digest::Verdict::kWalk);
   }
   ++stats_.method_riblt;
-  if (!out.ensure(5)) return;
+  if (!out.ensure(9)) return;
   ByteWriter& w = out.w();
   w.u8(static_cast<std::uint8_t>(Rec::kSummarized));
   w.u8(static_cast<std::uint8_t>(digest::Verdict::kRiblt));
   w.varint(symbols);
+  std::vector<digest::RibltSymbol> s0(1);
+  owner_symbols(store_, owner_, 0, s0);
+  w.u32(digest::riblt_stream_tag(s0[0]));
   out.record_done();
   stream_symbols(0, symbols, out);
 }
@@ -664,7 +667,14 @@ void ReconcileResponder::stream_symbols(std::uint64_t first, std::uint64_t count
   out.allow(config_.riblt_datagrams_per_request_max);
   symbols_.resize(count);
   owner_symbols(store_, owner_, first, symbols_);
-  constexpr std::size_t kHead = 1 + 3 + 2;  // type, varint first (< 2^21), u16 n
+  std::vector<digest::RibltSymbol> s0(1);
+  if (first == 0) {
+    s0[0] = symbols_[0];
+  } else {
+    owner_symbols(store_, owner_, 0, s0);
+  }
+  const std::uint32_t tag = digest::riblt_stream_tag(s0[0]);
+  constexpr std::size_t kHead = 1 + 3 + 4 + 2;  // type, varint first (< 2^21), tag, u16 n
   std::uint64_t i = 0;
   while (i < count) {
     if (!out.ensure(kHead + digest::kRibltSymbolBytes)) return;
@@ -673,6 +683,7 @@ void ReconcileResponder::stream_symbols(std::uint64_t first, std::uint64_t count
         {(w.remaining() - kHead) / digest::kRibltSymbolBytes, count - i, 0xffff});
     w.u8(static_cast<std::uint8_t>(Rec::kRibltSymbols));
     w.varint(first + i);
+    w.u32(tag);
     w.u16(static_cast<std::uint16_t>(n));
     for (std::uint64_t j = 0; j < n; ++j) digest::put_riblt_symbol(w, symbols_[i + j]);
     RUMOR_ASSERT(w.ok());

@@ -19,17 +19,21 @@ namespace {
 constexpr std::size_t kPullIdsMax = 192;
 }  // namespace
 
-void ReconcileSession::riblt_begin(std::uint64_t symbols) {
+void ReconcileSession::riblt_begin(std::uint64_t symbols, std::uint32_t tag) {
   if (riblt_) return;  // a duplicated verdict
   set_method(&ReconcileStats::method_riblt);
   digest::RibltDecoder::Limits limits;
   limits.symbols_max = config_.riblt_symbols_max;
   limits.elements_max = config_.riblt_symbols_max;  // S symbols never decode more than S elements
   riblt_ = std::make_unique<RibltState>(store_.riblt_key(), limits);
+  riblt_->limits = limits;
+  riblt_->peer_tag = tag;
   riblt_extend(std::min<std::uint64_t>(symbols, config_.riblt_symbols_max));
+  if (riblt_->finished) return;
+  riblt_->my_tag = digest::riblt_stream_tag(riblt_->mine[0]);
   // The responder sends [0, symbols) with its verdict, unasked: the request stands for them as
   // if sent, so that what is lost is asked for again when the timer fires.
-  auto it = requests_.find(key_of(Kind::kRibltMore, TreeNode{}, 0));
+  auto it = requests_.find(key_of(Kind::kRibltMore, TreeNode{riblt_->gen, 0, 0}, 0));
   if (it == requests_.end() || it->second.state != State::kQueued) return;
   Request& r = it->second;
   r.state = State::kInFlight;
@@ -42,7 +46,14 @@ void ReconcileSession::riblt_extend(std::uint64_t end) {
   RibltState& st = *riblt_;
   const std::uint64_t from = st.expected;
   if (end <= from) return;
-  Request* r = enqueue(Kind::kRibltMore, TreeNode{0, 0, static_cast<std::uint32_t>(from)}, 0);
+  if (from > 0) {
+    // More symbols of the same two snapshots: if my set changed since my first symbols, the
+    // new ones would not add up with them. Start the stream again.
+    std::vector<digest::RibltSymbol> s0(1);
+    owner_symbols(store_, owner_, 0, s0);
+    if (digest::riblt_stream_tag(s0[0]) != st.my_tag) return riblt_restart(st.peer_tag, end);
+  }
+  Request* r = enqueue(Kind::kRibltMore, TreeNode{st.gen, 0, static_cast<std::uint32_t>(from)}, 0);
   if (r == nullptr) return riblt_abandon();  // at the tracked bound: walk instead
   r->first = from;
   r->count = end - from;
@@ -55,6 +66,18 @@ void ReconcileSession::riblt_extend(std::uint64_t end) {
 void ReconcileSession::riblt_symbols(const Record& rec) {
   if (!riblt_ || riblt_->finished) return;
   RibltState& st = *riblt_;
+  if (rec.tag != st.peer_tag) {
+    // The peer's set changed since its first symbols (a retransmission or a longer stream
+    // answered from a newer snapshot): they do not add up with those. Start the stream again
+    // from this snapshot, unless we just did (then this is a late symbol of the old one).
+    if (st.restarting ||
+        std::find(st.old_tags.begin(), st.old_tags.end(), rec.tag) != st.old_tags.end()) {
+      return;
+    }
+    riblt_restart(rec.tag, st.expected);
+    if (riblt_ && !riblt_->finished) riblt_symbols(rec);
+    return;
+  }
   stats_.riblt_symbols += rec.count;
   std::uint64_t n = rec.count;
   if (rec.first >= st.expected) return;  // not asked for
@@ -79,6 +102,7 @@ void ReconcileSession::riblt_symbols(const Record& rec) {
       (void)st.dec.add(digest::riblt_read_diff(r, st.mine[i]));
     }
   };
+  st.restarting = false;
   feed(rec.first, bytes);
   while (!st.early.empty() && st.early.begin()->first <= st.dec.received() &&
          !st.dec.failed() && !st.dec.decoded()) {
@@ -97,7 +121,7 @@ void ReconcileSession::riblt_feed() {
   // Requests whose symbols all arrived are answered.
   std::erase_if(st.more, [&](std::uint64_t first) {
     auto it = requests_.find(
-        key_of(Kind::kRibltMore, TreeNode{0, 0, static_cast<std::uint32_t>(first)}, 0));
+        key_of(Kind::kRibltMore, TreeNode{st.gen, 0, static_cast<std::uint32_t>(first)}, 0));
     if (it == requests_.end()) return true;
     if (it->second.first + it->second.count > st.dec.received()) return false;
     complete_request(it->second);
@@ -112,13 +136,37 @@ void ReconcileSession::riblt_feed() {
   riblt_extend(end);
 }
 
+void ReconcileSession::riblt_restart(std::uint32_t peer_tag, std::uint64_t end) {
+  RibltState& st = *riblt_;
+  ++stats_.riblt_moved;
+  if (++st.restarts > RibltState::kRestartsMax) return riblt_abandon();  // a set that keeps moving
+  for (std::uint64_t first : st.more) {
+    auto it = requests_.find(
+        key_of(Kind::kRibltMore, TreeNode{st.gen, 0, static_cast<std::uint32_t>(first)}, 0));
+    if (it != requests_.end()) complete_request(it->second);
+  }
+  st.more.clear();
+  st.early.clear();
+  st.early_bytes = 0;
+  st.dec = digest::RibltDecoder(store_.riblt_key(), st.limits);
+  st.mine.clear();
+  st.expected = 0;
+  ++st.gen;
+  st.old_tags.push_back(st.peer_tag);
+  st.peer_tag = peer_tag;
+  st.restarting = true;
+  riblt_extend(end);  // my symbols [0, end) now, and a request for the peer's
+  if (st.finished) return;
+  st.my_tag = digest::riblt_stream_tag(st.mine[0]);
+}
+
 void ReconcileSession::riblt_abandon() {
   ++stats_.riblt_failed;
   RibltState& st = *riblt_;
   st.finished = true;
   for (std::uint64_t first : st.more) {
     auto it = requests_.find(
-        key_of(Kind::kRibltMore, TreeNode{0, 0, static_cast<std::uint32_t>(first)}, 0));
+        key_of(Kind::kRibltMore, TreeNode{st.gen, 0, static_cast<std::uint32_t>(first)}, 0));
     if (it != requests_.end()) complete_request(it->second);
   }
   st.more.clear();
@@ -143,7 +191,7 @@ void ReconcileSession::riblt_finish() {
   st.finished = true;
   for (std::uint64_t first : st.more) {
     auto it = requests_.find(
-        key_of(Kind::kRibltMore, TreeNode{0, 0, static_cast<std::uint32_t>(first)}, 0));
+        key_of(Kind::kRibltMore, TreeNode{st.gen, 0, static_cast<std::uint32_t>(first)}, 0));
     if (it != requests_.end()) complete_request(it->second);
   }
   st.more.clear();

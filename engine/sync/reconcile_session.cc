@@ -109,7 +109,7 @@ void ReconcileSession::handle_summarized(const Record& rec) {
   }
   switch (rec.verdict) {
     case digest::Verdict::kRiblt:
-      return riblt_begin(rec.count);
+      return riblt_begin(rec.count, rec.tag);
     case digest::Verdict::kEqual:
       return;
     case digest::Verdict::kWalk:
