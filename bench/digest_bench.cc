@@ -4,10 +4,18 @@
 //                          were read once per gossip round)
 //   digest/update/rebuild  the naive baseline: rebuild the shard's tree from all its entries per
 //                          changed entry (same 15,625-entry shard = 1M entries / 64 shards)
-//   digest/update/store    Store::merge_batch with the tree hook, end to end (for reference)
+//   digest/update/store    Store::merge_batch with the tree hook, end to end (for reference);
+//                          /no_riblt: the same store without rateless IBLT symbols
 //   digest/bloom/insert, digest/bloom/query   split-block filter, 1M items at 16 bits each
+//   digest/riblt/update    rateless IBLT prefix maintenance per changed entry (the old element
+//                          out, the new one in, over a 1,024-symbol shard prefix; logged and
+//                          folded in batches as in the store)
+//   digest/riblt/decode/d  peeling d differences from a stream of difference symbols
 //   reconcile/1000000/d    one anti-entropy exchange between two 1M-entry stores that differ in
-//                          d entries, driven in lock-step rounds (one round = one round trip)
+//                          d entries, driven in lock-step rounds (one round = one round trip):
+//                          the sums, then the Merkle walk with bloom filters
+//   reconcile/riblt/1000000/d   the same exchange by rateless IBLT symbols after the sums
+//   reconcile/auto/1000000/d    the same exchange as a node runs it: the responder picks
 // Counters of reconcile/*: bytes (both directions, every datagram), meta_bytes_per_diff (bytes
 // that are not applied entry payload, / d), round_trips, full_state_bytes (shipping every entry
 // one way in 1,400-byte datagrams: the baseline).
@@ -24,6 +32,7 @@
 #include "digest/hash.h"
 #include "digest/merkle.h"
 #include "digest/messages.h"
+#include "digest/riblt.h"
 #include "engine/sync/reconcile.h"
 #include "engine/store/store.h"
 
@@ -112,9 +121,10 @@ void BM_UpdateRebuild(benchmark::State& state) {
 }
 BENCHMARK(BM_UpdateRebuild)->Name("digest/update/rebuild");
 
-void BM_UpdateStore(benchmark::State& state) {
+void update_store(benchmark::State& state, std::uint32_t riblt_prefix_symbols) {
   ManualTimeSource time(1'700'000'100'000);
   StoreConfig cfg;
+  cfg.riblt_prefix_symbols = riblt_prefix_symbols;
   auto store = std::move(Store::create(cfg, 1, time).value());
   constexpr std::size_t kKeys = 1'000'000;
   std::vector<std::string> keys(kKeys);
@@ -146,7 +156,11 @@ void BM_UpdateStore(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch.size()));
 }
+void BM_UpdateStore(benchmark::State& state) { update_store(state, StoreConfig{}.riblt_prefix_symbols); }
 BENCHMARK(BM_UpdateStore)->Name("digest/update/store");
+// The same without rateless IBLT symbols: what keeping them costs the merge path.
+void BM_UpdateStoreNoRiblt(benchmark::State& state) { update_store(state, 0); }
+BENCHMARK(BM_UpdateStoreNoRiblt)->Name("digest/update/store/no_riblt");
 
 constexpr std::size_t kBloomItems = 1 << 20;
 
@@ -187,6 +201,56 @@ void BM_BloomQuery(benchmark::State& state) {
   state.counters["fpr"] = absent ? static_cast<double>(false_pos) / static_cast<double>(absent) : 0;
 }
 BENCHMARK(BM_BloomQuery)->Name("digest/bloom/query");
+
+constexpr std::uint64_t kRibltBenchKey = 0x5eed'5eed'5eed'5eedull;
+
+void BM_RibltUpdate(benchmark::State& state) {
+  ShardModel m(kShardEntries);
+  digest::RibltPrefix p(1024, kRibltBenchKey);
+  auto elem = [&](std::size_t i, const Version& v) {
+    return digest::riblt_element(m.kh[i], v.hlc, digest::entry_hash(m.kh[i], v, false),
+                                 kRibltBenchKey);
+  };
+  for (std::size_t i = 0; i < kShardEntries; ++i) p.add(elem(i, m.v[i]));
+  p.fold();
+  std::uint64_t x = 88172645463325252ull;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const std::size_t i = x % kShardEntries;
+    const Version nv{m.v[i].hlc + (1u << 24), 4};
+    p.replace(elem(i, m.v[i]), elem(i, nv));
+    m.v[i] = nv;
+  }
+  benchmark::DoNotOptimize(p.symbols()[0]);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_RibltUpdate)->Name("digest/riblt/update");
+
+void BM_RibltDecode(benchmark::State& state) {
+  const auto d = static_cast<std::size_t>(state.range(0));
+  std::mt19937_64 rng(5);
+  // The difference symbols of d elements, half on each side: more than any decoding needs.
+  std::vector<digest::RibltSymbol> diff(3 * d + 64);
+  for (std::size_t i = 0; i < d; ++i) {
+    const std::uint64_t kh = rng() | 1;
+    const Version v{rng() >> 8, rng()};
+    digest::riblt_accumulate(
+        digest::riblt_element(kh, v.hlc, digest::entry_hash(kh, v, false), kRibltBenchKey),
+        (i & 1) ? 1 : -1, kRibltBenchKey, 0, diff);
+  }
+  double symbols = 0;
+  for (auto _ : state) {
+    digest::RibltDecoder dec(kRibltBenchKey, {});
+    for (std::size_t i = 0; i < diff.size() && !dec.decoded(); ++i) (void)dec.add(diff[i]);
+    if (dec.elements().size() != d) state.SkipWithError("not decoded");
+    symbols += static_cast<double>(dec.received());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * d));
+  state.counters["symbols_per_diff"] =
+      symbols / static_cast<double>(state.iterations()) / static_cast<double>(d);
+}
+BENCHMARK(BM_RibltDecode)->Name("digest/riblt/decode")->Arg(100)->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
 
 // ---- reconcile/1000000/d ----
 
@@ -296,8 +360,9 @@ Fixture& fixture() {
   return *f;
 }
 
-void BM_Reconcile(benchmark::State& state) {
+void reconcile(benchmark::State& state, ReconcileConfig::Method method) {
   Fixture& f = fixture();
+  f.cfg.method = method;
   const auto d = static_cast<std::size_t>(state.range(1));
   std::uint64_t seed = 1;
   double bytes = 0, meta = 0, rounds = 0, sessions = 0;
@@ -318,6 +383,31 @@ void BM_Reconcile(benchmark::State& state) {
   state.counters["sessions"] = sessions / it;
   state.counters["full_state_bytes"] = static_cast<double>(f.full_state);
 }
+
+// The Merkle walk with bloom filters (after the sums, which settle d = 1).
+void BM_Reconcile(benchmark::State& state) { reconcile(state, ReconcileConfig::Method::kMerkle); }
+// Rateless IBLT symbols (after the sums, which settle d = 1), whatever the estimate.
+void BM_ReconcileRiblt(benchmark::State& state) {
+  reconcile(state, ReconcileConfig::Method::kRiblt);
+}
+// What a node does: the responder picks by its estimate of d.
+void BM_ReconcileAuto(benchmark::State& state) { reconcile(state, ReconcileConfig::Method::kAuto); }
+BENCHMARK(BM_ReconcileRiblt)
+    ->Name("reconcile/riblt")
+    ->Args({1'000'000, 1})
+    ->Args({1'000'000, 10})
+    ->Args({1'000'000, 100})
+    ->Args({1'000'000, 1000})
+    ->Args({1'000'000, 10000})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReconcileAuto)
+    ->Name("reconcile/auto")
+    ->Args({1'000'000, 1})
+    ->Args({1'000'000, 10})
+    ->Args({1'000'000, 100})
+    ->Args({1'000'000, 1000})
+    ->Args({1'000'000, 10000})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Reconcile)
     ->Name("reconcile")
     ->Args({1'000'000, 1})

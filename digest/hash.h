@@ -51,6 +51,13 @@ inline std::uint64_t name_metadata_hash(std::string_view name, std::string_view 
   return XXH3_64bits_withSeed(metadata.data(), metadata.size(), h);
 }
 
+// The key of a cluster's rateless IBLT hashes (digest/riblt.h), from its label: every node of a
+// cluster derives the same one, and a peer with another label cannot aim at its symbols.
+inline std::uint64_t riblt_cluster_key(std::string_view label) {
+  const std::uint64_t h = XXH3_64bits_withSeed(label.data(), label.size(), 0x52'69'62'6c'74ull);
+  return h == 0 ? 1 : h;
+}
+
 // Seeds that separate the two entry kinds, so a tombstone and a live entry with the same key
 // hash and version (which a correct writer never produces) still hash apart.
 inline constexpr std::uint64_t kEntrySeedLive = 0x5275'6d6f'7245'6e74ull;  // "RumorEnt"

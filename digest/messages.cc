@@ -347,8 +347,8 @@ class Parser {
     const std::uint8_t t = r_.u8();
     if (!r_.ok()) return failed("truncated record");
     rec->type = static_cast<Rec>(t);
-    const bool is_request_type = t >= 0x01 && t <= 0x07;
-    const bool is_response_type = t >= 0x11 && t <= 0x17;
+    const bool is_request_type = t >= 0x01 && t <= kRecRequestMax;
+    const bool is_response_type = t >= 0x11 && t <= kRecResponseMax;
     if (!is_request_type && !is_response_type) return failed("unknown record type");
     if (request != is_request_type) return failed("record type does not match message type");
     switch (rec->type) {
@@ -456,6 +456,15 @@ class Parser {
         if (!r_.ok()) return failed("truncated summarized");
         if (v > kVerdictMax) return failed("unknown verdict");
         rec->verdict = static_cast<Verdict>(v);
+        if (rec->verdict == Verdict::kRiblt) {
+          rec->count = r_.varint(3);
+          rec->tag = r_.u32();
+          if (!r_.ok()) return failed("truncated riblt verdict");
+          if (rec->count == 0 || rec->count > kRibltSymbolsPerRequestMax) {
+            return failed("riblt stream length out of bounds");
+          }
+          return true;
+        }
         if (rec->verdict == Verdict::kEntries) {
           if (!entries(&rec->entries)) return false;
           if (rec->entries.n == 0) return failed("verdict without entries");
@@ -476,6 +485,72 @@ class Parser {
         }
         return true;
       }
+      case Rec::kRibltStart: {
+        rec->sums.count = r_.u64();
+        rec->sums.hash = r_.u64();
+        rec->sums.keys = r_.u64();
+        rec->sums.cross = r_.u64();
+        rec->riblt_mode = r_.u8();
+        const std::uint8_t n = r_.u8();
+        rec->residues = r_.bytes(n);
+        if (!r_.ok()) return failed("truncated riblt start");
+        if (rec->riblt_mode > kRibltModeForced) return failed("unknown riblt mode");
+        if (n > kRibltResiduesMax) return failed("too many residues");
+        return true;
+      }
+      case Rec::kRibltMore:
+        rec->first = r_.varint(3);
+        rec->count = r_.varint(3);
+        if (!r_.ok()) return failed("truncated riblt request");
+        if (rec->count == 0 || rec->count > kRibltSymbolsPerRequestMax ||
+            rec->first + rec->count > kRibltSymbolIndexMax) {
+          return failed("riblt symbol range out of bounds");
+        }
+        return true;
+      case Rec::kRibltSymbols: {
+        rec->first = r_.varint(3);
+        rec->tag = r_.u32();
+        rec->count = r_.u16();
+        rec->symbols = r_.bytes(rec->count * kRibltSymbolBytes);
+        if (!r_.ok()) return failed("truncated riblt symbols");
+        if (rec->count == 0 || rec->first + rec->count > kRibltSymbolIndexMax) {
+          return failed("riblt symbol range out of bounds");
+        }
+        return true;  // data and checksum are fixed widths: every byte string is a symbol
+      }
+      case Rec::kRibltPull:
+        rec->part = r_.u16();
+        rec->count = r_.u16();
+        rec->ids = r_.bytes(rec->count * kRibltIdBytes);
+        if (!r_.ok()) return failed("truncated riblt pull");
+        if (rec->count == 0) return failed("empty riblt pull");
+        return true;
+      case Rec::kRibltPush: {
+        rec->part = r_.u16();
+        if (!entries(&rec->entries)) return false;
+        if (rec->entries.n == 0) return failed("empty riblt push");
+        // Pairs (entry index, element id): the peer's element the decoding took for another
+        // version of that entry's key.
+        rec->count = r_.u16();
+        rec->ids = r_.bytes(rec->count * (2 + kRibltIdBytes));
+        if (!r_.ok()) return failed("truncated riblt push pairs");
+        for (std::size_t i = 0; i < rec->count; ++i) {
+          const std::uint16_t idx = static_cast<std::uint16_t>(
+              rec->ids[i * (2 + kRibltIdBytes)] | (rec->ids[i * (2 + kRibltIdBytes) + 1] << 8));
+          if (idx >= rec->entries.n) return failed("riblt push pair names no entry");
+        }
+        return true;
+      }
+      case Rec::kRibltPulled:
+        rec->part = r_.u16();
+        rec->first = r_.u16();
+        rec->count = r_.u16();
+        if (!r_.ok()) return failed("truncated riblt pulled");
+        if (rec->count == 0) return failed("riblt pulled answers nothing");
+        return entries(&rec->entries);
+      case Rec::kRibltPushed:
+        rec->part = r_.u16();
+        return entries(&rec->entries);
     }
     return failed("unknown record type");
   }

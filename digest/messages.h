@@ -22,6 +22,7 @@
 
 #include "digest/bloom.h"
 #include "digest/codec.h"
+#include "digest/riblt.h"
 #include "digest/sums.h"
 #include "rumor/status.h"
 #include "rumor/version.h"
@@ -44,6 +45,10 @@ enum class Rec : std::uint8_t {
   kPull = 0x05,    // "send me your entries with these key fingerprints under this node"
   kPush = 0x06,    // entries the responder lacks or holds older
   kSummary = 0x07,  // the linear sums of all shards (digest/sums.h): finds a single difference
+  kRibltStart = 0x08,  // the sums, and count residues to size a rateless IBLT stream by
+  kRibltMore = 0x09,   // "send me your symbols [first, first + count)"
+  kRibltPull = 0x0a,   // "send me your entries of these elements"
+  kRibltPush = 0x0b,   // entries the responder lacks or holds older (decoded from symbols)
   // responses (responder -> initiator)
   kRootsDiff = 0x11,  // which shard roots differ, with the responder's expansion of each
   kExpand = 0x12,     // which children of a node differ, with the expansion of each
@@ -52,7 +57,12 @@ enum class Rec : std::uint8_t {
   kPulled = 0x15,     // answer to kPull
   kAck = 0x16,        // answer to kPush
   kSummarized = 0x17,  // answer to kSummary: equal, walk the roots, or the one difference
+  kRibltSymbols = 0x18,  // coded symbols [first, first + n) of the responder's set
+  kRibltPulled = 0x19,   // answer to kRibltPull: the entries of elements [first, first + count)
+  kRibltPushed = 0x1a,   // answer to kRibltPush: the responder's entries that beat pushed ones
 };
+inline constexpr std::uint8_t kRecRequestMax = 0x0b;
+inline constexpr std::uint8_t kRecResponseMax = 0x1a;
 
 // What a kSummarized record says.
 enum class Verdict : std::uint8_t {
@@ -61,10 +71,11 @@ enum class Verdict : std::uint8_t {
   kEntries = 2,  // the one difference is an entry the initiator lacks: here it is
   kWant = 3,     // the initiator holds an entry the responder lacks: key_hash names it, push it
   kVersion = 4,  // both hold key_hash with different versions; `version` is the responder's
+  kRiblt = 5,    // (answer to kRibltStart) several differences: `count` symbols follow
 };
 // kWant and kVersion carry the entry hash the sums imply for the initiator's entry: the initiator
 // acts only when its entry has exactly that hash (a 64-bit check of the decoding), else it walks.
-inline constexpr std::uint8_t kVerdictMax = 4;
+inline constexpr std::uint8_t kVerdictMax = 5;
 
 inline constexpr std::size_t kHeaderBytes = 10;
 inline constexpr std::size_t kItemBytes = 14;
@@ -202,6 +213,16 @@ inline constexpr std::uint8_t kFlagMore = 1;       // kListed/kBloomed/kPulled: 
 inline constexpr std::uint8_t kFlagHasBloom = 2;   // kBloomed: carries the responder's filter
 inline constexpr std::uint8_t kFlagWantBloom = 1;  // kBloom: answer with your filter too
 
+// kRibltStart modes.
+inline constexpr std::uint8_t kRibltModeAuto = 0;    // the responder may answer "walk"
+inline constexpr std::uint8_t kRibltModeForced = 1;  // always stream symbols
+inline constexpr std::uint32_t kRibltResiduesMax = 64;
+inline constexpr std::size_t kRibltIdBytes = 6;  // an element's data on the wire
+// Symbols one kRibltMore (or a stream opened by kRibltStart) may ask for, and the end of the
+// stream: bounds on what a request can draw.
+inline constexpr std::uint64_t kRibltSymbolsPerRequestMax = 1u << 15;
+inline constexpr std::uint64_t kRibltSymbolIndexMax = 1u << 20;
+
 struct Record {
   Rec type = Rec::kRoots;
   TreeNode node;                 // every record but kRoots/kRootsDiff
@@ -224,6 +245,19 @@ struct Record {
   std::uint64_t key_hash = 0;    // kSummarized kWant / kVersion
   std::uint64_t entry_hash = 0;  // kSummarized kWant / kVersion: the initiator's, as implied
   Version version;               // kSummarized kVersion: the responder's
+  // Rateless IBLT records.
+  std::uint8_t riblt_mode = 0;               // kRibltStart
+  std::span<const std::uint8_t> residues;    // kRibltStart: int8 counts, riblt_estimate_indices()
+  std::uint64_t first = 0;                   // kRibltMore, kRibltSymbols: first symbol; kRibltPulled: first element
+  // kRibltMore: symbols; kSummarized kRiblt: symbols following; kRibltPulled: elements
+  // answered; kRibltSymbols, kRibltPull: items; kRibltPush: pairs
+  std::uint64_t count = 0;
+  std::span<const std::uint8_t> symbols;     // kRibltSymbols: count x kRibltSymbolBytes
+  // kSummarized kRiblt, kRibltSymbols: the stream's tag (riblt_stream_tag of the responder's
+  // set when it computed them): symbols of two snapshots do not mix.
+  std::uint32_t tag = 0;
+  // kRibltPull: count x kRibltIdBytes; kRibltPush: count x (u16 entry index, kRibltIdBytes)
+  std::span<const std::uint8_t> ids;
 };
 
 struct DecodeLimits {

@@ -90,6 +90,14 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
           "Bytes sent by reconciliations.");
   counter("rumor_reconciliation_rate_limited_total", "", n.sync_rate_limited,
           "Reconciliation datagrams deferred by the rate limit.");
+  counter("rumor_reconciliation_method_total", "method=\"sums\"", n.syncs_by_sums,
+          "Reconciliations started here, by the method that settled them.");
+  counter("rumor_reconciliation_method_total", "method=\"riblt\"", n.syncs_by_riblt,
+          "Reconciliations started here, by the method that settled them.");
+  counter("rumor_reconciliation_method_total", "method=\"walk\"", n.syncs_by_walk,
+          "Reconciliations started here, by the method that settled them.");
+  counter("rumor_reconciliation_riblt_failed_total", "", n.sync_riblt_failed,
+          "Rateless IBLT streams that did not decode within bounds (walked instead).");
   // Membership.
   counter("rumor_probes_total", "", n.probes_sent, "SWIM probes sent.");
   counter("rumor_probes_failed_total", "", n.probes_failed, "SWIM probes without an answer.");

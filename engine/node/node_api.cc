@@ -24,6 +24,9 @@ Result<std::unique_ptr<Node>> Node::create(const NodeConfig& config_in,
   NodeConfig config = config_in;
   if (config.id == 0 && !config.name.empty()) config.id = digest::node_id_of_name(config.name);
   if (Status s = config.validate(); !s) return s;
+  if (config.store.riblt_key == 0) {
+    config.store.riblt_key = digest::riblt_cluster_key(config.cluster_label);
+  }
   NodeEnvironment env = env_in;
   if (env.entropy == nullptr) env.entropy = &system_entropy();
   if (env.threads == nullptr) env.threads = &system_threads();

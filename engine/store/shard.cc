@@ -17,7 +17,10 @@ using namespace store_detail;
 // Shard
 
 Shard::Shard(Store& store, std::uint32_t index)
-    : store_(store), index_(index), owner_(store.owner_of_shard(index)) {}
+    : store_(store),
+      index_(index),
+      owner_(store.owner_of_shard(index)),
+      riblt_key_(store.riblt_key()) {}
 
 Shard::~Shard() {
   // Destruction happens when no reader remains (the Store's owner guarantees it).
@@ -103,13 +106,23 @@ void Shard::make_grave(void* slot_ptr) {
   }
   ++graves_;
   const std::uint64_t h = ld(s.hash);
-  tree_->remove(h, digest::entry_hash(h, Version{ld(s.hlc), ld(s.node)},
-                                      (meta_flags(m) & kFlagTombstone) != 0));
+  const std::uint64_t hlc = ld(s.hlc);
+  const std::uint64_t eh =
+      digest::entry_hash(h, Version{hlc, ld(s.node)}, (meta_flags(m) & kFlagTombstone) != 0);
+  tree_->remove(h, eh);
+  if (riblt_) riblt_->remove(riblt_element(h, hlc, eh));
 }
 
 void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
-  if (!tree_) tree_ = std::make_unique<digest::MerkleTree>(0);
-  tree_->add(hash, digest::entry_hash(hash, v, tombstone));
+  if (!tree_) {
+    tree_ = std::make_unique<digest::MerkleTree>(0);
+    if (const std::uint32_t k = store_.config_.riblt_prefix_symbols; k > 0) {
+      riblt_ = std::make_unique<digest::RibltPrefix>(k, riblt_key_);
+    }
+  }
+  const std::uint64_t eh = digest::entry_hash(hash, v, tombstone);
+  tree_->add(hash, eh);
+  if (riblt_) riblt_->add(riblt_element(hash, v.hlc, eh));
 }
 
 MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool local) {
@@ -135,8 +148,13 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
       }
       const bool was_tomb = (meta_flags(m) & kFlagTombstone) != 0;
       write_slot(&s, hash, e, /*slot_was_live=*/true);
-      tree_->replace(hash, digest::entry_hash(hash, cur, was_tomb),
-                     digest::entry_hash(hash, e.version, e.tombstone));
+      const std::uint64_t old_eh = digest::entry_hash(hash, cur, was_tomb);
+      const std::uint64_t new_eh = digest::entry_hash(hash, e.version, e.tombstone);
+      tree_->replace(hash, old_eh, new_eh);
+      if (riblt_) {
+        riblt_->replace(riblt_element(hash, cur.hlc, old_eh),
+                        riblt_element(hash, e.version.hlc, new_eh));
+      }
       if (was_tomb != e.tombstone) {
         bump(c_.tombstones, e.tombstone ? 1 : -1);
         bump(c_.live_entries, e.tombstone ? -1 : 1);
@@ -228,6 +246,11 @@ void Shard::for_each_in_hash_range(
     if (h < lo || h > hi || (meta_flags(ld(s.meta)) & kFlagGrave)) continue;
     fn(h, owner_view(s, buf));
   }
+}
+
+digest::RibltPrefix* Shard::riblt() {
+  if (riblt_) riblt_->fold();
+  return riblt_.get();
 }
 
 const digest::MerkleTree* Shard::merkle() {

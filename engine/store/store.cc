@@ -32,6 +32,9 @@ Status StoreConfig::validate() const {
   if (value_bytes_max > (1u << 30)) {
     return bad("value_bytes_max must be at most 1 GiB, got " + std::to_string(value_bytes_max));
   }
+  if (riblt_prefix_symbols > (1u << 16)) {
+    return bad("riblt_prefix_symbols must be at most 65536");
+  }
   if (keys_per_shard_max < 8 || keys_per_shard_max > (std::uint64_t{1} << 40)) {
     return bad("keys_per_shard_max must be in [8, 2^40]");
   }

@@ -37,6 +37,7 @@
 #include "base/epoch.h"
 #include "base/mpsc_queue.h"
 #include "digest/merkle.h"
+#include "digest/riblt.h"
 #include "engine/store/hlc.h"
 #include "rumor/status.h"
 #include "rumor/store_config.h"
@@ -129,6 +130,10 @@ class Shard {
   // updates one leaf in O(1); this folds the dirty paths and, when the entry count has moved
   // several-fold, resizes the tree from a scan. nullptr while the shard never held an entry.
   const digest::MerkleTree* merkle();
+  // The shard's rateless IBLT prefix (digest/riblt.h), kept next to the Merkle tree by the same
+  // writes (logged, folded here). nullptr while the shard never held an entry or when
+  // riblt_prefix_symbols is 0.
+  digest::RibltPrefix* riblt();
   // Reads feed records from *cursor on (at most max), advancing it. A cursor that fell more
   // than change_feed_depth behind skips to the oldest kept record and the overrun is counted.
   std::size_t read_feed(std::uint64_t* cursor, std::size_t max,
@@ -168,6 +173,11 @@ class Shard {
   void rebuild(std::uint32_t log2_capacity);
   void feed_push(std::uint64_t hash, const Version& v, bool tombstone, bool local);
   void tree_add(std::uint64_t hash, const Version& v, bool tombstone);
+  // The element of an entry whose entry hash is known (digest::riblt_element).
+  digest::RibltElement riblt_element(std::uint64_t hash, std::uint64_t hlc,
+                                     std::uint64_t entry_hash) const {
+    return digest::riblt_element(hash, hlc, entry_hash, riblt_key_);
+  }
   void bump(std::atomic<std::uint64_t>& c, std::int64_t by = 1) {
     c.store(c.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(by),
             std::memory_order_relaxed);
@@ -186,6 +196,8 @@ class Shard {
   std::uint32_t safe_sync_epoch_ = 0;  // entries stamped <= this are held by a peer
   std::uint64_t last_sync_ms_ = 0;
   std::unique_ptr<digest::MerkleTree> tree_;  // allocated at the first entry (owner only)
+  std::unique_ptr<digest::RibltPrefix> riblt_;  // with tree_, when the config asks for one
+  const std::uint64_t riblt_key_;
 
   struct alignas(kCacheLineBytes) Counters {
     std::atomic<std::uint64_t> merges_applied{0}, merges_stale{0}, tombstones_purged{0},
@@ -205,6 +217,11 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   const StoreConfig& config() const { return config_; }
+  // The key of the rateless IBLT hashes: the configured one, or a fixed default (a node derives
+  // one from its cluster label; tests and benchmarks take the default).
+  std::uint64_t riblt_key() const {
+    return config_.riblt_key != 0 ? config_.riblt_key : 0x52'69'62'6c'74'4b'65'79ull;  // "RibltKey"
+  }
   NodeId self() const { return self_; }
   std::uint32_t shard_count() const { return config_.virtual_shards; }
   std::uint32_t owner_count() const { return config_.owners; }

@@ -373,8 +373,12 @@ inline std::uint64_t load_word(const char* p) {
     return true;
   }
   const std::uint64_t key_mix = digest::entry_key_mix(hash, false);
-  tree_->replace(hash, digest::entry_hash_keyed(key_mix, cur),
-                 digest::entry_hash_keyed(key_mix, e.version));
+  const std::uint64_t old_eh = digest::entry_hash_keyed(key_mix, cur);
+  const std::uint64_t new_eh = digest::entry_hash_keyed(key_mix, e.version);
+  tree_->replace(hash, old_eh, new_eh);
+  if (riblt_) {
+    riblt_->replace(riblt_element(hash, cur.hlc, old_eh), riblt_element(hash, e.version.hlc, new_eh));
+  }
   const char* v = e.value.data();
   const std::uint64_t seq = begin_write(s);
   st(s.hlc, e.version.hlc);

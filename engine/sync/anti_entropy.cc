@@ -82,6 +82,10 @@ void AntiEntropy::finish(bool complete) {
   const ReconcileStats& s = session_->stats();
   counters_.sync_entries_sent += s.entries_sent;
   counters_.sync_entries_received += s.entries_received;
+  counters_.syncs_by_sums += s.method_sums;
+  counters_.syncs_by_riblt += s.method_riblt;
+  counters_.syncs_by_walk += s.method_walk;
+  counters_.sync_riblt_failed += s.riblt_failed;
   if (complete) {
     const std::uint64_t t = time_.now_ms();
     for (std::uint32_t i = core_; i < store_.shard_count(); i += store_.owner_count()) {

@@ -41,8 +41,54 @@ Status ReconcileConfig::validate() const {
   }
   if (attempts_max < 1) return bad("attempts_max must be >= 1");
   if (responses_per_request_max < 1) return bad("responses_per_request_max must be >= 1");
+  if (riblt_symbols_max < 64 || riblt_symbols_max > digest::kRibltSymbolIndexMax) {
+    return bad("riblt_symbols_max must be in [64, 2^20]");
+  }
+  if (riblt_datagrams_per_request_max < 1) {
+    return bad("riblt_datagrams_per_request_max must be >= 1");
+  }
   return Status::ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+
+namespace reconcile_detail {
+
+void owner_symbols(Store& store, std::uint32_t owner, std::uint64_t first,
+                   std::span<digest::RibltSymbol> out) {
+  std::fill(out.begin(), out.end(), digest::RibltSymbol{});
+  const std::uint64_t k = store.config().riblt_prefix_symbols;
+  const std::uint64_t end = first + out.size();
+  for (std::uint32_t s = 0; s < store.shard_count(); ++s) {
+    if (store.owner_of_shard(s) != owner) continue;
+    digest::RibltPrefix* p = store.shard(s).riblt();
+    if (!p || first >= k) continue;
+    const auto sym = p->symbols();
+    for (std::uint64_t i = first; i < std::min(end, k); ++i) out[i - first] += sym[i];
+  }
+  if (end <= k) return;
+  // Past the prefix: every entry's element, in batches (the mapping runs four at a time).
+  const std::uint64_t from = std::max(first, k);
+  const auto tail = out.subspan(from - first);
+  const std::uint64_t key = store.riblt_key();
+  std::vector<digest::RibltElement> batch;
+  batch.reserve(1024);
+  for (std::uint32_t s = 0; s < store.shard_count(); ++s) {
+    if (store.owner_of_shard(s) != owner) continue;
+    store.shard(s).for_each_in_hash_range(0, ~std::uint64_t{0}, [&](std::uint64_t kh,
+                                                                     const EntryView& e) {
+      batch.push_back(digest::riblt_element(kh, e.version.hlc,
+                                            digest::entry_hash(kh, e.version, e.tombstone), key));
+      if (batch.size() == 1024) {
+        digest::riblt_accumulate_batch(batch, 1, key, from, tail);
+        batch.clear();
+      }
+    });
+  }
+  digest::riblt_accumulate_batch(batch, 1, key, from, tail);
+}
+
+}  // namespace reconcile_detail
 
 // ---------------------------------------------------------------------------------------------
 

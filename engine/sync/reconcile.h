@@ -53,6 +53,29 @@ struct ReconcileConfig {
   std::uint32_t attempts_max = 6;               // sends of one request before it is abandoned
   std::uint32_t responses_per_request_max = 64;  // datagrams one request datagram may draw
 
+  // How a session of a one-owner node starts (docs/reconciliation.md, "Choosing the method"):
+  // kAuto sends the sums with a few count residues of its rateless IBLT symbols; the responder
+  // answers one difference from the sums, streams symbols when it estimates that at most
+  // riblt_auto_symbols_max of them decode the difference, and says "walk" otherwise. kRiblt
+  // always streams symbols; kMerkle never does (the sums, then the walk).
+  enum class Method : std::uint8_t { kAuto, kRiblt, kMerkle };
+  Method method = Method::kAuto;
+  // Measured (docs/reconciliation.md "Choosing the method"): symbols past the shards' kept
+  // prefix are computed from every entry on both sides, ~250 ms a session at 1M entries against
+  // ~8 ms for the walk at d = 1,000, so by default kAuto streams only what the prefix holds
+  // (0: the store's riblt_prefix_symbols).
+  std::uint32_t riblt_auto_symbols_max = 0;
+  // In kAuto, one session in riblt_walk_every (by session id) walks the trees instead: a
+  // safety net for a difference symbols cannot see (two writes of one key in one 256 ms tick
+  // whose 14-bit writer hashes collide, 2^-14 per such pair). 0: never.
+  std::uint32_t riblt_walk_every = 16;
+  // Symbols one session decodes at most (16 bytes each of memory on each side) before it gives
+  // up on the stream and walks the trees instead.
+  std::uint32_t riblt_symbols_max = 1u << 16;
+  // Datagrams one symbol request may draw: a stream is sized to decode in one round trip, so it
+  // may be longer than responses_per_request_max. 10 bytes a symbol: 256 datagrams carry ~35,000.
+  std::uint32_t riblt_datagrams_per_request_max = 256;
+
   // Parameters matching a store (shards_log2 from virtual_shards).
   static ReconcileConfig for_store(const StoreConfig& store);
   Status validate() const;
@@ -81,12 +104,22 @@ struct ReconcileStats {
   std::uint64_t requests_abandoned = 0;   // attempts_max reached
   std::uint64_t requests_dropped = 0;     // requests_tracked_max reached
   std::uint64_t responses_truncated = 0;  // responses_per_request_max reached
+  // Which method settled the exchange (a session counts one of them; a responder counts its
+  // verdicts): the linear sums alone, a rateless IBLT stream, the Merkle walk.
+  std::uint64_t method_sums = 0;
+  std::uint64_t method_riblt = 0;
+  std::uint64_t method_walk = 0;
+  std::uint64_t riblt_symbols = 0;    // symbols sent (responder) or received (session)
+  std::uint64_t riblt_decoded = 0;    // differing elements the decoder named
+  std::uint64_t riblt_failed = 0;     // streams that did not decode within bounds: walked instead
+  std::uint64_t riblt_moved = 0;      // streams started over because a side's set changed meanwhile
 };
 
 namespace reconcile_detail {
 class ShardReader;
 struct Arena;
 struct PushStream;
+struct RibltState;
 }  // namespace reconcile_detail
 
 class ReconcileSession {
@@ -118,7 +151,19 @@ class ReconcileSession {
   const ReconcileStats& stats() const { return stats_; }
 
  private:
-  enum class Kind : std::uint8_t { kRoots = 1, kHashes, kList, kBloom, kPull, kPush, kSummary };
+  enum class Kind : std::uint8_t {
+    kRoots = 1,
+    kHashes,
+    kList,
+    kBloom,
+    kPull,
+    kPush,
+    kSummary,
+    kRibltStart,
+    kRibltMore,
+    kRibltPull,
+    kRibltPush,
+  };
   enum class State : std::uint8_t { kQueued, kInFlight, kDone };
   struct Key {
     std::uint64_t a = 0;
@@ -142,6 +187,11 @@ class ReconcileSession {
     std::uint64_t answered[4] = {0, 0, 0, 0};  // kRoots/kHashes: children answered
     std::vector<std::uint64_t> key_hashes;  // kList: listed, in order; kPush: to push
     std::vector<std::uint32_t> kfps;        // kPull: still wanted
+    std::uint64_t first = 0, count = 0;     // kRibltMore: the symbols asked for
+    std::vector<std::uint8_t> got;          // kRibltPull: elements answered (key_hashes: ids)
+    // kRibltPull: for each id, my key hash decoding paired it with (0: none), and the key
+    // hashes of the entries received: a pairing the answer does not confirm was two keys.
+    std::vector<std::uint64_t> paired, seen;
   };
 
   Key key_of(Kind kind, const digest::TreeNode& node, std::uint32_t part) const;
@@ -171,6 +221,30 @@ class ReconcileSession {
                   const std::vector<std::pair<std::uint64_t, std::size_t>>& key_hashes);
   bool refill_from_streams();
   bool owns(std::uint32_t shard) const;
+  // ---- rateless IBLT (reconcile_riblt.cc) ----
+  void riblt_begin(std::uint64_t symbols, std::uint32_t tag);
+  // Asks for symbols [riblt expected, end) and computes my own for them.
+  void riblt_extend(std::uint64_t end);
+  void riblt_symbols(const digest::Record& rec);
+  void riblt_feed();
+  // The difference decoded: pull what I lack or hold older, push what the peer does.
+  void riblt_finish();
+  // The stream failed (bounds, an inconsistent stream): walk the trees instead.
+  void riblt_abandon();
+  // A side's set changed under the stream: start it over (both sides' symbols [0, end) from
+  // their current sets), at most RibltState::kRestartsMax times, then walk.
+  void riblt_restart(std::uint32_t peer_tag, std::uint64_t end);
+  void riblt_pulled(const digest::Record& rec);
+  // `paired` (if given), per key hash: the peer's element id the decoding paired it with.
+  void queue_riblt_push(const std::vector<std::pair<std::uint64_t, std::size_t>>& key_hashes,
+                        const std::vector<std::uint64_t>* paired = nullptr);
+  // Entries I hold with key hashes in kid's range, across my shards.
+  void riblt_mine(std::uint64_t kid, reconcile_detail::Arena& out);
+  // Writes the entries of a push request (kPush or kRibltPush) after its fixed fields.
+  // `index` (if given) gets, per key hash of r, the record index of its first entry (or -1).
+  bool put_push_entries(Request& r, digest::ByteWriter& w, bool fit,
+                        std::vector<int>* index = nullptr);
+  void set_method(std::uint64_t ReconcileStats::*m);
   // Whether n more requests fit under requests_tracked_max.
   bool room(std::size_t n) const;
   // Remembers a differing node to ask about later, when the session is at its bound.
@@ -183,11 +257,13 @@ class ReconcileSession {
   const std::uint64_t seed_;
   std::unique_ptr<reconcile_detail::ShardReader> reader_;
   std::unique_ptr<reconcile_detail::Arena> arena_;
+  std::unique_ptr<reconcile_detail::RibltState> riblt_;
   std::unordered_map<Key, Request, KeyHash> requests_;
   std::deque<Key> queue_;
   std::deque<reconcile_detail::PushStream> streams_;
   std::vector<digest::TreeNode> deferred_;  // 8 bytes per differing node not yet asked about
   std::unordered_map<std::uint64_t, std::uint32_t> next_part_;  // per node, for push/pull parts
+  std::uint32_t riblt_part_ = 0;  // kRibltPull and kRibltPush parts
   std::size_t in_flight_ = 0;
   std::size_t queued_ = 0;
   ReconcileStats stats_;
@@ -220,6 +296,14 @@ class ReconcileResponder {
   void answer_pull(const digest::Record& rec, Writer& out);
   void answer_push(const digest::Record& rec, Writer& out);
   void answer_summary(const digest::Record& rec, Writer& out);
+  // The sums' verdict when it names at most one difference; false (nothing written) otherwise.
+  bool answer_one(const digest::SetSums& theirs, Writer& out);
+  void answer_riblt_start(const digest::Record& rec, Writer& out);
+  void answer_riblt_more(const digest::Record& rec, Writer& out);
+  void answer_riblt_pull(const digest::Record& rec, Writer& out);
+  void answer_riblt_push(const digest::Record& rec, Writer& out);
+  // kRibltSymbols records for my symbols [first, first + count), split over datagrams.
+  void stream_symbols(std::uint64_t first, std::uint64_t count, Writer& out);
   // The entries of `node` from `cursor` on that `wanted(arena, i)` selects, gathered window by
   // window into arena_ until the node is exhausted or a datagram's worth is found (`reserved`
   // bytes of the record are taken already). kListed and kBloomed answers share it.
@@ -256,6 +340,10 @@ class ReconcileResponder {
   std::unique_ptr<reconcile_detail::Arena> arena_;
   std::vector<std::uint8_t> scratch_;
   std::size_t scratch_size_ = 0;
+  std::vector<digest::RibltSymbol> symbols_;  // stream_symbols' window
+  // Key hashes whose entries kRibltPushed records of the current request datagram sent back: a
+  // pull later in the datagram does not send them again.
+  std::vector<std::uint64_t> sent_back_;
   std::uint64_t seed_ = 0;  // the request being answered
   ReconcileStats stats_;
   std::vector<EntryView> merge_in_;

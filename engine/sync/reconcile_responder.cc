@@ -39,7 +39,7 @@ class ReconcileResponder::Writer {
       return true;
     }
     flush();
-    if (emitted_ >= owner_.config_.responses_per_request_max) {
+    if (emitted_ >= limit_) {
       stopped_ = true;
       ++owner_.stats_.responses_truncated;
       return false;
@@ -49,6 +49,8 @@ class ReconcileResponder::Writer {
     return true;
   }
   std::size_t empty_room() const { return buf_.size() - digest::kHeaderBytes; }
+  // A symbol stream is sized to decode in one round trip: it may draw more datagrams.
+  void allow(std::uint32_t datagrams) { limit_ = std::max(limit_, datagrams); }
   void record_done() { ++records_; }
   void flush() {
     if (records_ == 0) return;
@@ -73,6 +75,7 @@ class ReconcileResponder::Writer {
   std::optional<ByteWriter> w_;
   std::size_t records_ = 0;
   std::uint32_t emitted_ = 0;
+  std::uint32_t limit_ = owner_.config_.responses_per_request_max;
   bool stopped_ = false;
 };
 
@@ -109,9 +112,12 @@ Status ReconcileResponder::respond(std::span<const std::uint8_t> request,
   }
   Writer out(*this, h, emit);
   seed_ = h.seed;
+  sent_back_.clear();
   const Status st = digest::parse_message(request, limits, &h, [&](const Record& rec) {
-    if (rec.type != Rec::kRoots && rec.type != Rec::kSummary &&
-        store_.owner_of_shard(rec.node.shard) != owner_) {
+    const bool by_node = rec.type != Rec::kRoots && rec.type != Rec::kSummary &&
+                         rec.type != Rec::kRibltStart && rec.type != Rec::kRibltMore &&
+                         rec.type != Rec::kRibltPull && rec.type != Rec::kRibltPush;
+    if (by_node && store_.owner_of_shard(rec.node.shard) != owner_) {
       ++stats_.foreign_records;
       return;
     }
@@ -138,6 +144,14 @@ void ReconcileResponder::answer(const Record& rec, Writer& out) {
       return answer_push(rec, out);
     case Rec::kSummary:
       return answer_summary(rec, out);
+    case Rec::kRibltStart:
+      return answer_riblt_start(rec, out);
+    case Rec::kRibltMore:
+      return answer_riblt_more(rec, out);
+    case Rec::kRibltPull:
+      return answer_riblt_pull(rec, out);
+    case Rec::kRibltPush:
+      return answer_riblt_push(rec, out);
     default:
       RUMOR_UNREACHABLE();  // the decoder admits only request records in a request
   }
@@ -509,15 +523,21 @@ void ReconcileResponder::write_verdict(Writer& out, digest::Verdict v, std::uint
 }
 
 void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
+  // The sums cover every shard: only a responder that owns them all can compare them.
+  if (store_.owner_count() != 1 || !answer_one(rec.sums, out)) {
+    ++stats_.method_walk;
+    write_verdict(out, digest::Verdict::kWalk);
+  }
+}
+
+bool ReconcileResponder::answer_one(const digest::SetSums& theirs, Writer& out) {
   using digest::OneDiff;
   using digest::Verdict;
-  // The sums cover every shard: only a responder that owns them all can compare them.
-  if (store_.owner_count() != 1) return write_verdict(out, Verdict::kWalk);
   digest::SetSums mine;
   for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
     if (const digest::MerkleTree* t = store_.shard(s).merkle()) mine += t->sums();
   }
-  const digest::SetSums delta = mine - rec.sums;
+  const digest::SetSums delta = mine - theirs;
   const OneDiff d = digest::decode_one(delta);
   // Each decoded difference is checked against the store before it is acted on; anything that
   // does not check out (more than one difference after all) falls back to the walk.
@@ -526,7 +546,9 @@ void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
   };
   switch (d.kind) {
     case OneDiff::Kind::kEqual:
-      return write_verdict(out, Verdict::kEqual);
+      ++stats_.method_sums;
+      write_verdict(out, Verdict::kEqual);
+      return true;
     case OneDiff::Kind::kMine: {
       arena_->clear();
       entries_at(d.lo, [&](const EntryView& e) {
@@ -536,7 +558,8 @@ void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
       const EntryRef ref = arena_->ref(arena_->e[0]);
       const std::size_t sz = digest::entry_bytes(ref);
       if (4 + sz > out.empty_room()) break;
-      if (!out.ensure(4 + sz)) return;
+      ++stats_.method_sums;
+      if (!out.ensure(4 + sz)) return true;
       ByteWriter& w = out.w();
       w.u8(static_cast<std::uint8_t>(Rec::kSummarized));
       w.u8(static_cast<std::uint8_t>(Verdict::kEntries));
@@ -545,13 +568,15 @@ void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
       out.record_done();
       ++stats_.entries_sent;
       stats_.entry_bytes_sent += sz;
-      return;
+      return true;
     }
     case OneDiff::Kind::kTheirs: {
       bool held = false;
       entries_at(d.lo, [&](const EntryView&) { held = true; });
       if (held) break;
-      return write_verdict(out, Verdict::kWant, d.lo, d.entry_hash);
+      ++stats_.method_sums;
+      write_verdict(out, Verdict::kWant, d.lo, d.entry_hash);
+      return true;
     }
     case OneDiff::Kind::kVersion: {
       std::uint32_t found = 0;
@@ -570,14 +595,258 @@ void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
       }
       if (found != 1) break;
       // The initiator's entry hash, as the sums imply it: mine minus the difference.
-      const std::uint64_t theirs =
+      const std::uint64_t theirs_eh =
           digest::entry_hash(key, mine_e.version, mine_e.tombstone) - delta.hash;
-      return write_verdict(out, Verdict::kVersion, key, theirs, mine_e.version);
+      ++stats_.method_sums;
+      write_verdict(out, Verdict::kVersion, key, theirs_eh, mine_e.version);
+      return true;
     }
     case OneDiff::Kind::kMany:
       break;
   }
-  write_verdict(out, Verdict::kWalk);
+  return false;
+}
+
+void ReconcileResponder::answer_riblt_start(const Record& rec, Writer& out) {
+  const std::uint32_t k = store_.config().riblt_prefix_symbols;
+  if (store_.owner_count() != 1 || k == 0) {
+    ++stats_.method_walk;
+    return write_verdict(out, digest::Verdict::kWalk);
+  }
+  if (answer_one(rec.sums, out)) return;
+  // Several differences: estimate how many elements differ from the initiator's count residues
+  // against mine, and stream the symbols that decode that many.
+  const auto idx = digest::riblt_estimate_indices();
+  const std::size_t n = std::min(rec.residues.size(), idx.size());
+  std::vector<std::int8_t> res(n);
+  if (n > 0) {
+    symbols_.resize(idx[n - 1] + 1u);
+    owner_symbols(store_, owner_, 0, symbols_);
+    for (std::size_t j = 0; j < n; ++j) {
+      res[j] = static_cast<std::int8_t>(
+          static_cast<std::uint8_t>(static_cast<std::uint8_t>(symbols_[idx[j]].count) - rec.residues[j]));
+    }
+  }
+  std::uint64_t count = 0;
+  for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
+    if (const digest::MerkleTree* t = store_.shard(s).merkle()) count += t->sums().count;
+  }
+  const double elements = digest::riblt_estimate(
+      res, static_cast<std::int64_t>(count - rec.sums.count), k);
+  const std::uint64_t symbols = std::min<std::uint64_t>(
+      {riblt_stream_symbols(elements), digest::kRibltSymbolsPerRequestMax,
+       config_.riblt_symbols_max});
+  const std::uint64_t auto_max =
+      config_.riblt_auto_symbols_max != 0 ? config_.riblt_auto_symbols_max : k;
+  if (rec.riblt_mode == digest::kRibltModeAuto && symbols > auto_max) {
+    ++stats_.method_walk;
+    return write_verdict(out, digest::Verdict::kWalk);
+  }
+  ++stats_.method_riblt;
+  if (!out.ensure(9)) return;
+  ByteWriter& w = out.w();
+  w.u8(static_cast<std::uint8_t>(Rec::kSummarized));
+  w.u8(static_cast<std::uint8_t>(digest::Verdict::kRiblt));
+  w.varint(symbols);
+  std::vector<digest::RibltSymbol> s0(1);
+  owner_symbols(store_, owner_, 0, s0);
+  w.u32(digest::riblt_stream_tag(s0[0]));
+  out.record_done();
+  stream_symbols(0, symbols, out);
+}
+
+void ReconcileResponder::answer_riblt_more(const Record& rec, Writer& out) {
+  if (store_.owner_count() != 1 || store_.config().riblt_prefix_symbols == 0) {
+    ++stats_.foreign_records;
+    return;
+  }
+  stream_symbols(rec.first, std::min<std::uint64_t>(rec.count, config_.riblt_symbols_max), out);
+}
+
+void ReconcileResponder::stream_symbols(std::uint64_t first, std::uint64_t count, Writer& out) {
+  out.allow(config_.riblt_datagrams_per_request_max);
+  symbols_.resize(count);
+  owner_symbols(store_, owner_, first, symbols_);
+  std::vector<digest::RibltSymbol> s0(1);
+  if (first == 0) {
+    s0[0] = symbols_[0];
+  } else {
+    owner_symbols(store_, owner_, 0, s0);
+  }
+  const std::uint32_t tag = digest::riblt_stream_tag(s0[0]);
+  constexpr std::size_t kHead = 1 + 3 + 4 + 2;  // type, varint first (< 2^21), tag, u16 n
+  std::uint64_t i = 0;
+  while (i < count) {
+    if (!out.ensure(kHead + digest::kRibltSymbolBytes)) return;
+    ByteWriter& w = out.w();
+    const std::uint64_t n = std::min<std::uint64_t>(
+        {(w.remaining() - kHead) / digest::kRibltSymbolBytes, count - i, 0xffff});
+    w.u8(static_cast<std::uint8_t>(Rec::kRibltSymbols));
+    w.varint(first + i);
+    w.u32(tag);
+    w.u16(static_cast<std::uint16_t>(n));
+    for (std::uint64_t j = 0; j < n; ++j) digest::put_riblt_symbol(w, symbols_[i + j]);
+    RUMOR_ASSERT(w.ok());
+    out.record_done();
+    i += n;
+    stats_.riblt_symbols += n;
+  }
+}
+
+void ReconcileResponder::answer_riblt_pull(const Record& rec, Writer& out) {
+  const std::uint64_t key = store_.riblt_key();
+  // The entries of element j: those whose element is exactly it. None when the entry changed
+  // since (the next session sends the new one), or when the initiator asks just in case: after
+  // a push of its own version of that key, which the records before this one applied.
+  auto gather = [&](std::uint64_t j) {
+    digest::ByteReader r(rec.ids.subspan(j * digest::kRibltIdBytes, digest::kRibltIdBytes));
+    const std::uint64_t id = r.uint_n(digest::kRibltIdBytes);
+    const std::uint64_t kid = digest::riblt_kid(id);
+    arena_->clear();
+    for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
+      if (store_.owner_of_shard(s) != owner_) continue;
+      store_.shard(s).for_each_in_hash_range(
+          digest::riblt_kid_lo(kid), digest::riblt_kid_hi(kid),
+          [&](std::uint64_t kh, const EntryView& e) { arena_->add(kh, e); });
+    }
+    std::vector<std::uint32_t> exact;
+    for (std::uint32_t i = 0; i < arena_->e.size(); ++i) {
+      const Held& h = arena_->e[i];
+      if (std::find(sent_back_.begin(), sent_back_.end(), h.kh) != sent_back_.end()) continue;
+      if (digest::riblt_element(h.kh, h.v.hlc, digest::entry_hash(h.kh, h.v, h.tomb), key).data ==
+          id) {
+        exact.push_back(i);
+      }
+    }
+    return exact;
+  };
+  constexpr std::size_t kHead = 1 + 2 + 2 + 2 + 2;  // type, part, first, count, entries n
+  std::uint64_t j = 0;
+  while (j < rec.count) {
+    std::vector<std::uint32_t> sel = gather(j);
+    std::size_t need = kHead;
+    for (std::uint32_t i : sel) need += digest::entry_bytes(arena_->ref(arena_->e[i]));
+    if (!out.ensure(std::min(need, out.empty_room()))) return;
+    ByteWriter& w = out.w();
+    w.u8(static_cast<std::uint8_t>(Rec::kRibltPulled));
+    w.u16(rec.part);
+    w.u16(static_cast<std::uint16_t>(j));
+    std::uint8_t* covered_at = w.reserve(2);
+    std::uint8_t* n_at = w.reserve(2);
+    std::uint16_t covered = 0, k = 0;
+    for (;;) {
+      std::size_t bytes = 0;
+      for (std::uint32_t i : sel) bytes += digest::entry_bytes(arena_->ref(arena_->e[i]));
+      if (covered > 0 && bytes > w.remaining()) break;  // the next record takes it
+      for (std::uint32_t i : sel) {
+        const EntryRef ref = arena_->ref(arena_->e[i]);
+        const std::size_t sz = digest::entry_bytes(ref);
+        if (sz > w.remaining()) {
+          ++stats_.entries_oversize;
+          continue;
+        }
+        digest::put_entry(w, ref);
+        ++k;
+        ++stats_.entries_sent;
+        stats_.entry_bytes_sent += sz;
+      }
+      ++covered;
+      ++j;
+      if (j >= rec.count || covered == 0xffff) break;
+      sel = gather(j);
+    }
+    std::memcpy(covered_at, &covered, 2);
+    std::memcpy(n_at, &k, 2);
+    out.record_done();
+  }
+}
+
+void ReconcileResponder::answer_riblt_push(const Record& rec, Writer& out) {
+  merge_in_.clear();
+  std::vector<std::string_view> keys;  // every pushed key, in record order
+  rec.entries.for_each([&](const EntryRef& e) {
+    ++stats_.entries_received;
+    keys.push_back(e.key);
+    if (store_.owner_of_shard(store_.shard_of(e.key)) != owner_) {
+      ++stats_.foreign_records;
+      return;
+    }
+    merge_in_.push_back(EntryView{e.key, e.value, e.version, e.tombstone});
+  });
+  merge_out_.resize(merge_in_.size());
+  if (!merge_in_.empty()) store_.merge_batch(owner_, merge_in_, merge_out_);
+  // What beats a pushed entry here goes back: the initiator pushed because the tick order said
+  // it was newer, or could not tell (the same 256 ms tick).
+  arena_->clear();
+  for (std::size_t i = 0; i < merge_out_.size(); ++i) {
+    const EntryView& in = merge_in_[i];
+    if (merge_out_[i] == MergeOutcome::kApplied) {
+      ++stats_.entries_applied;
+      stats_.entry_bytes_applied +=
+          digest::entry_bytes(EntryRef{in.key, in.value, in.version, in.tombstone});
+      continue;
+    }
+    if (merge_out_[i] != MergeOutcome::kStale) {
+      ++stats_.entries_refused;
+      continue;
+    }
+    ++stats_.entries_stale;
+    const std::uint64_t kh = digest::key_hash(in.key);
+    store_.shard(store_.shard_of_hash(kh)).find_hash(kh, [&](const EntryView& e) {
+      if (e.key == in.key && in.version < e.version) {
+        arena_->add(kh, e);
+        if (sent_back_.size() < 4096) sent_back_.push_back(kh);
+      }
+    });
+  }
+  // The elements the initiator paired with a pushed entry's key: if one is another key (two
+  // keys sharing a key id), it goes back too.
+  const std::uint64_t rkey = store_.riblt_key();
+  for (std::size_t p = 0; p < rec.count; ++p) {
+    digest::ByteReader r(rec.ids.subspan(p * (2 + digest::kRibltIdBytes), 2 + digest::kRibltIdBytes));
+    const std::uint16_t idx = r.u16();
+    const std::uint64_t id = r.uint_n(digest::kRibltIdBytes);
+    const std::uint64_t kid = digest::riblt_kid(id);
+    for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
+      if (store_.owner_of_shard(s) != owner_) continue;
+      store_.shard(s).for_each_in_hash_range(
+          digest::riblt_kid_lo(kid), digest::riblt_kid_hi(kid),
+          [&](std::uint64_t kh, const EntryView& e) {
+            if (e.key == keys[idx]) return;  // the same key: settled by the merge above
+            const auto el = digest::riblt_element(
+                kh, e.version.hlc, digest::entry_hash(kh, e.version, e.tombstone), rkey);
+            if (el.data == id) arena_->add(kh, e);
+          });
+    }
+  }
+  std::size_t i = 0;
+  do {
+    if (!out.ensure(1 + 2 + 2)) return;
+    ByteWriter& w = out.w();
+    w.u8(static_cast<std::uint8_t>(Rec::kRibltPushed));
+    w.u16(rec.part);
+    std::uint8_t* n_at = w.reserve(2);
+    std::uint16_t n = 0;
+    while (i < arena_->e.size()) {
+      const EntryRef ref = arena_->ref(arena_->e[i]);
+      const std::size_t sz = digest::entry_bytes(ref);
+      if (sz > w.remaining()) {
+        if (n == 0) {
+          ++stats_.entries_oversize;
+          ++i;
+          continue;
+        }
+        break;
+      }
+      digest::put_entry(w, ref);
+      ++n;
+      ++i;
+      ++stats_.entries_sent;
+      stats_.entry_bytes_sent += sz;
+    }
+    std::memcpy(n_at, &n, 2);
+    out.record_done();
+  } while (i < arena_->e.size());
 }
 
 }  // namespace rumor

@@ -35,8 +35,14 @@ ReconcileSession::ReconcileSession(Store& store, std::uint32_t owner,
   if (store.owner_count() == 1) {
     // First the sums of every shard (36 bytes): when the stores differ by one entry the
     // responder names it and the session ends after one push or pull, with no walk. Otherwise
-    // the answer says to walk, one round trip later than starting with the roots.
-    Request* r = enqueue(Kind::kSummary, TreeNode{}, 0);
+    // the answer streams rateless IBLT symbols (sized by the count residues sent with the sums)
+    // or says to walk, one round trip later than starting with the roots.
+    const bool walk_turn = config_.method == ReconcileConfig::Method::kAuto &&
+                           config_.riblt_walk_every > 0 &&
+                           session_id % config_.riblt_walk_every == 0;
+    const bool riblt = config_.method != ReconcileConfig::Method::kMerkle && !walk_turn &&
+                       store.config().riblt_prefix_symbols > 0;
+    Request* r = enqueue(riblt ? Kind::kRibltStart : Kind::kSummary, TreeNode{}, 0);
     RUMOR_ASSERT(r != nullptr);
   } else {
     start_roots();
@@ -45,7 +51,13 @@ ReconcileSession::ReconcileSession(Store& store, std::uint32_t owner,
 
 ReconcileSession::~ReconcileSession() = default;
 
+void ReconcileSession::set_method(std::uint64_t ReconcileStats::*m) {
+  stats_.method_sums = stats_.method_riblt = stats_.method_walk = 0;
+  stats_.*m = 1;
+}
+
 void ReconcileSession::start_roots() {
+  set_method(&ReconcileStats::method_walk);
   // One kRoots record per run of this owner's shards (all shards when there is one owner).
   const std::uint32_t per = roots_per_record(config_);
   std::uint32_t s = 0;
@@ -88,10 +100,16 @@ bool ReconcileSession::holds_exactly(std::uint64_t kh, std::uint64_t eh, Version
 
 void ReconcileSession::handle_summarized(const Record& rec) {
   auto it = requests_.find(key_of(Kind::kSummary, TreeNode{}, 0));
+  if (it == requests_.end()) it = requests_.find(key_of(Kind::kRibltStart, TreeNode{}, 0));
   if (it == requests_.end() || it->second.state == State::kDone) return;
   complete_request(it->second);
   const std::uint64_t kh = rec.key_hash;
+  if (rec.verdict != digest::Verdict::kWalk && rec.verdict != digest::Verdict::kRiblt) {
+    set_method(&ReconcileStats::method_sums);
+  }
   switch (rec.verdict) {
+    case digest::Verdict::kRiblt:
+      return riblt_begin(rec.count, rec.tag);
     case digest::Verdict::kEqual:
       return;
     case digest::Verdict::kWalk:
@@ -166,6 +184,9 @@ void ReconcileSession::complete_request(Request& r) {
   r.state = State::kDone;
   r.key_hashes = {};
   r.kfps = {};
+  r.got = {};
+  r.paired = {};
+  r.seen = {};
 }
 
 void ReconcileSession::requeue(Request& r, bool progress) {
@@ -364,52 +385,123 @@ bool ReconcileSession::encode_request(Request& r, ByteWriter& w, bool fit) {
       for (std::size_t i = 0; i < n; ++i) w.u32(r.kfps[i]);
       return n > 0;
     }
-    case Kind::kPush: {
+    case Kind::kPush:
       w.u8(static_cast<std::uint8_t>(Rec::kPush));
       digest::put_node(w, r.node, p);
       w.u16(r.part);
-      std::uint8_t* count_at = w.reserve(2);
-      std::uint16_t n = 0;
-      std::size_t sent = 0;
-      std::vector<std::uint64_t> rest;
-      for (std::uint64_t kh : r.key_hashes) {
-        if (!rest.empty()) {
-          rest.push_back(kh);
-          continue;
-        }
-        store_.shard(store_.shard_of_hash(kh)).find_hash(kh, [&](const EntryView& e) {
-          const EntryRef ref{e.key, e.value, e.version, e.tombstone};
-          const std::size_t sz = digest::entry_bytes(ref);
-          if (!rest.empty()) return;
-          if (sz > config_.datagram_bytes_max - digest::kHeaderBytes - kRecordSlackBytes) {
-            ++stats_.entries_oversize;
-            return;
-          }
-          if (fit && w.remaining() < sz) {
-            rest.push_back(kh);
-            return;
-          }
-          digest::put_entry(w, ref);
-          sent += sz;
-          ++n;
-        });
+      return put_push_entries(r, w, fit);
+    case Kind::kRibltStart: {
+      digest::SetSums sums;
+      for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
+        if (const digest::MerkleTree* t = store_.shard(s).merkle()) sums += t->sums();
       }
-      if (!w.ok()) return true;  // did not fit: the caller rolls back
-      std::memcpy(count_at, &n, 2);
-      if (!rest.empty()) {
-        // Entries grew since the part was cut: what did not fit goes in a new part.
-        std::vector<std::pair<std::uint64_t, std::size_t>> again;
-        for (std::uint64_t kh : rest) again.emplace_back(kh, config_.datagram_bytes_max);
-        queue_push(r.node, again);
-        r.key_hashes.resize(r.key_hashes.size() - rest.size());
-      }
-      if (n == 0) return false;
-      stats_.entries_sent += n;
-      stats_.entry_bytes_sent += sent;
+      w.u8(static_cast<std::uint8_t>(Rec::kRibltStart));
+      w.u64(sums.count);
+      w.u64(sums.hash);
+      w.u64(sums.keys);
+      w.u64(sums.cross);
+      w.u8(config_.method == ReconcileConfig::Method::kRiblt ? digest::kRibltModeForced
+                                                              : digest::kRibltModeAuto);
+      // The counts of my symbols at a few indices of the prefix, mod 256: with the peer's they
+      // estimate how many elements differ, so the stream that answers is sized to decode.
+      const std::uint32_t k = store_.config().riblt_prefix_symbols;
+      const auto idx = digest::riblt_estimate_indices();
+      std::size_t n = 0;
+      while (n < idx.size() && n < digest::kRibltResiduesMax && idx[n] < k) ++n;
+      std::vector<digest::RibltSymbol> pre(n ? idx[n - 1] + 1u : 0);
+      owner_symbols(store_, owner_, 0, pre);
+      w.u8(static_cast<std::uint8_t>(n));
+      for (std::size_t i = 0; i < n; ++i) w.u8(static_cast<std::uint8_t>(pre[idx[i]].count));
       return true;
+    }
+    case Kind::kRibltMore: {
+      if (!riblt_ || riblt_->finished) return false;
+      const std::uint64_t from = std::max(r.first, riblt_->dec.received());
+      const std::uint64_t end = r.first + r.count;
+      if (from >= end) return false;
+      w.u8(static_cast<std::uint8_t>(Rec::kRibltMore));
+      w.varint(from);
+      w.varint(end - from);
+      return true;
+    }
+    case Kind::kRibltPull: {
+      std::size_t n = r.key_hashes.size();
+      if (fit) n = std::min(n, (w.remaining() > 5 ? w.remaining() - 5 : 0) / digest::kRibltIdBytes);
+      w.u8(static_cast<std::uint8_t>(Rec::kRibltPull));
+      w.u16(r.part);
+      w.u16(static_cast<std::uint16_t>(n));
+      for (std::size_t i = 0; i < n; ++i) w.uint_n(r.key_hashes[i], digest::kRibltIdBytes);
+      return n > 0;
+    }
+    case Kind::kRibltPush: {
+      w.u8(static_cast<std::uint8_t>(Rec::kRibltPush));
+      w.u16(r.part);
+      std::vector<int> index;
+      const bool any = put_push_entries(r, w, fit, &index);
+      std::uint16_t m = 0;
+      for (std::size_t k = 0; k < r.paired.size() && k < index.size(); ++k) {
+        m += r.paired[k] != 0 && index[k] >= 0;
+      }
+      w.u16(m);
+      for (std::size_t k = 0; k < r.paired.size() && k < index.size(); ++k) {
+        if (r.paired[k] == 0 || index[k] < 0) continue;
+        w.u16(static_cast<std::uint16_t>(index[k]));
+        w.uint_n(r.paired[k], digest::kRibltIdBytes);
+      }
+      return any;
     }
   }
   RUMOR_UNREACHABLE();
+}
+
+bool ReconcileSession::put_push_entries(Request& r, ByteWriter& w, bool fit,
+                                        std::vector<int>* index) {
+  std::uint8_t* count_at = w.reserve(2);
+  std::uint16_t n = 0;
+  std::size_t sent = 0;
+  std::vector<std::uint64_t> rest;
+  if (index) index->assign(r.key_hashes.size(), -1);
+  for (std::size_t k = 0; k < r.key_hashes.size(); ++k) {
+    const std::uint64_t kh = r.key_hashes[k];
+    if (!rest.empty()) {
+      rest.push_back(kh);
+      continue;
+    }
+    if (index) (*index)[k] = n;
+    store_.shard(store_.shard_of_hash(kh)).find_hash(kh, [&](const EntryView& e) {
+      const EntryRef ref{e.key, e.value, e.version, e.tombstone};
+      const std::size_t sz = digest::entry_bytes(ref);
+      if (!rest.empty()) return;
+      if (sz > config_.datagram_bytes_max - digest::kHeaderBytes - kRecordSlackBytes) {
+        ++stats_.entries_oversize;
+        return;
+      }
+      if (fit && w.remaining() < sz) {
+        rest.push_back(kh);
+        return;
+      }
+      digest::put_entry(w, ref);
+      sent += sz;
+      ++n;
+    });
+  }
+  if (!w.ok()) return true;  // did not fit: the caller rolls back
+  std::memcpy(count_at, &n, 2);
+  if (!rest.empty()) {
+    // Entries grew since the part was cut: what did not fit goes in a new part.
+    std::vector<std::pair<std::uint64_t, std::size_t>> again;
+    for (std::uint64_t kh : rest) again.emplace_back(kh, config_.datagram_bytes_max);
+    if (r.kind == Kind::kRibltPush) {
+      queue_riblt_push(again);
+    } else {
+      queue_push(r.node, again);
+    }
+    r.key_hashes.resize(r.key_hashes.size() - rest.size());
+  }
+  if (n == 0) return false;
+  stats_.entries_sent += n;
+  stats_.entry_bytes_sent += sent;
+  return true;
 }
 
 std::size_t ReconcileSession::next_datagram(std::span<std::uint8_t> out) {
@@ -690,6 +782,16 @@ void ReconcileSession::handle_record(const Record& rec) {
     }
     case Rec::kSummarized:
       return handle_summarized(rec);
+    case Rec::kRibltSymbols:
+      return riblt_symbols(rec);
+    case Rec::kRibltPulled:
+      return riblt_pulled(rec);
+    case Rec::kRibltPushed: {
+      merge_entries(rec.entries, nullptr);
+      auto it = requests_.find(key_of(Kind::kRibltPush, TreeNode{}, rec.part));
+      if (it != requests_.end()) complete_request(it->second);
+      return;
+    }
     default:
       return;  // request records never reach here (the decoder checks the message type)
   }
@@ -709,7 +811,9 @@ Status ReconcileSession::on_datagram(std::span<const std::uint8_t> in) {
     }
     if (mismatch) return;
     const TreeNode& n = rec.node;
-    const bool keyed_by_node = rec.type != Rec::kRootsDiff && rec.type != Rec::kSummarized;
+    const bool keyed_by_node = rec.type != Rec::kRootsDiff && rec.type != Rec::kSummarized &&
+                               rec.type != Rec::kRibltSymbols && rec.type != Rec::kRibltPulled &&
+                               rec.type != Rec::kRibltPushed;
     if (keyed_by_node && !owns(n.shard)) {
       ++stats_.foreign_records;
       return;

@@ -83,6 +83,10 @@ struct NodeCounters {
   std::uint64_t broadcasts_queued = 0, broadcasts_sent = 0, broadcasts_dropped = 0;
   std::uint64_t syncs_started = 0, syncs_completed = 0, sync_entries_sent = 0,
                 sync_entries_received = 0, sync_bytes = 0, sync_rate_limited = 0;
+  // Which method settled each reconciliation this node started (docs/reconciliation.md): the
+  // linear sums alone, a rateless IBLT stream, the Merkle walk; and streams that did not decode
+  // (walked instead).
+  std::uint64_t syncs_by_sums = 0, syncs_by_riblt = 0, syncs_by_walk = 0, sync_riblt_failed = 0;
   std::uint64_t events_dropped = 0;
   // Owner cores (store.owners > 1): datagrams, entries and changes handed from one core to
   // another, and those dropped because the target core's queue was full.

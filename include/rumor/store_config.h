@@ -27,6 +27,15 @@ struct StoreConfig {
   // may be away and still rejoin with its data (see docs/store.md).
   std::uint64_t tombstone_grace_ms = 24ull * 3600 * 1000;
 
+  // Rateless IBLT symbols (digest/riblt.h) each shard keeps up to date for reconciliation: the
+  // first riblt_prefix_symbols symbols (16 bytes each per shard; 0 turns them off and with them
+  // the method). A prefix of K symbols decodes about K / 1.5 differing entries from memory;
+  // longer streams are computed from the entries when a session needs them.
+  std::uint32_t riblt_prefix_symbols = 1024;
+  // The key of the symbols' hashes: per cluster, so a peer outside it cannot aim entries at
+  // one symbol or forge a checksum. 0: derived from the cluster label by the node.
+  std::uint64_t riblt_key = 0;
+
   std::uint32_t write_queue_depth = 4096;   // per owner: writes from other threads
   std::uint32_t change_feed_depth = 4096;   // per shard: records kept for feed readers
 

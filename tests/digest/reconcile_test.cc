@@ -157,10 +157,14 @@ int converge(Pair& p, const ReconcileConfig& cfg, std::uint64_t seed, const Chan
   return -1;
 }
 
+// The sums, then the Merkle walk: the tests of the walk (the Riblt tests below pick the
+// rateless IBLT method, or let the responder choose).
 ReconcileConfig config_for(std::uint32_t shards) {
   StoreConfig sc;
   sc.virtual_shards = shards;
-  return ReconcileConfig::for_store(sc);
+  ReconcileConfig cfg = ReconcileConfig::for_store(sc);
+  cfg.method = ReconcileConfig::Method::kMerkle;
+  return cfg;
 }
 
 void expect_converged_to(const Pair& p, const Contents& want, std::uint64_t seed) {
@@ -395,6 +399,199 @@ RC_GTEST_PROP(Reconcile, ConvergesToTheLwwMergeForAnyParameters, ()) {
   RC_ASSERT(sessions > 0);
   RC_ASSERT(contents(*p.a) == want);
   RC_ASSERT(contents(*p.b) == want);
+}
+
+// ---- rateless IBLT (docs/reconciliation.md "Rateless IBLT") ----
+
+ReconcileConfig riblt_config(std::uint32_t shards) {
+  ReconcileConfig cfg = config_for(shards);
+  cfg.method = ReconcileConfig::Method::kRiblt;
+  return cfg;
+}
+
+TEST(Riblt, OracleOneSessionEveryKindOfDifference) {
+  struct Case {
+    std::uint32_t shards;
+    std::size_t n, d;
+  };
+  for (const Case c : {Case{1, 0, 10}, Case{4, 200, 50}, Case{16, 20000, 300}, Case{64, 50000, 2},
+                       Case{64, 50000, 2000}, Case{8, 3000, 3000}}) {
+    const std::uint64_t seed = c.n * 31 + c.d;
+    SCOPED_TRACE("seed " + std::to_string(seed) + " n " + std::to_string(c.n) + " d " +
+                 std::to_string(c.d));
+    Pair p(c.shards);
+    const std::size_t ties = fill(p, seed, c.n, c.d);
+    const Contents want = lww_merge(contents(*p.a), contents(*p.b));
+    const RunResult r = run_session(*p.a, *p.b, riblt_config(c.shards), seed);
+    EXPECT_TRUE(r.complete);
+    expect_converged_to(p, want, seed);
+    EXPECT_EQ(r.initiator.method_riblt, 1u);
+    EXPECT_EQ(r.initiator.riblt_failed, 0u);
+    // The stream is sized to decode at once: the symbols, then the pushes and pulls (a short
+    // stream costs one more round trip).
+    EXPECT_LE(r.rounds, 3);
+    // Only same-tick writes of one key by two writers send an entry that loses, and a few
+    // pairs of differing keys that share a 20-bit key id (~D^2 / 2^21 of them).
+    EXPECT_LE(r.initiator.entries_stale + r.responder.entries_stale, ties + 1 + c.d / 200);
+  }
+}
+
+TEST(Riblt, LossDuplicationAndReorderStillConverge) {
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Pair p(16);
+    fill(p, seed + 100, 10000, 500);
+    const Contents want = lww_merge(contents(*p.a), contents(*p.b));
+    ReconcileConfig cfg = riblt_config(16);
+    cfg.attempts_max = 40;
+    const Channel ch{0.2, 0.1, true};
+    const RunResult r = run_session(*p.a, *p.b, cfg, seed, ch);
+    EXPECT_TRUE(r.complete);
+    EXPECT_GT(r.initiator.retransmits, 0u);
+    expect_converged_to(p, want, seed);
+  }
+}
+
+TEST(Riblt, LosingAnyOneDatagramStillConverges) {
+  // Each run drops exactly the k-th datagram of the exchange (either direction).
+  for (int k = 0; k < 12; ++k) {
+    SCOPED_TRACE("dropped datagram " + std::to_string(k));
+    Pair p(8);
+    fill(p, 300 + k, 2000, 40);
+    const Contents want = lww_merge(contents(*p.a), contents(*p.b));
+    const ReconcileConfig cfg = riblt_config(8);
+    ReconcileSession s(*p.a, 0, cfg, 1234 + k);
+    ReconcileResponder r(*p.b, 0, cfg);
+    std::vector<std::uint8_t> buf(cfg.datagram_bytes_max);
+    int seen = 0, rounds = 0;
+    while (!s.done() && rounds++ < 50) {
+      std::vector<std::vector<std::uint8_t>> responses;
+      while (std::size_t n = s.next_datagram(buf)) {
+        if (seen++ == k) continue;
+        (void)r.respond(std::span(buf.data(), n), [&](std::span<const std::uint8_t> d) {
+          if (seen++ != k) responses.emplace_back(d.begin(), d.end());
+        });
+      }
+      for (auto& d : responses) EXPECT_TRUE(s.on_datagram(d).is_ok());
+      if (s.in_flight() > 0) s.on_timeout();
+    }
+    EXPECT_TRUE(s.complete());
+    expect_converged_to(p, want, 300 + k);
+  }
+}
+
+TEST(Riblt, SetsThatChangeUnderTheStreamStartItOver) {
+  // The first answer's later datagrams are lost and both sides write before the retransmission:
+  // the symbols asked for again come from other snapshots, so the stream starts over (tags
+  // tell), and the session still ends with both sides at the LWW merge.
+  Pair p(8);
+  fill(p, 77, 3000, 400);
+  const ReconcileConfig cfg = riblt_config(8);
+  ReconcileSession s(*p.a, 0, cfg, 4242);
+  ReconcileResponder r(*p.b, 0, cfg);
+  std::vector<std::uint8_t> buf(cfg.datagram_bytes_max);
+  int round = 0;
+  while (!s.done() && round < 60) {
+    ++round;
+    std::vector<std::vector<std::uint8_t>> responses;
+    while (std::size_t n = s.next_datagram(buf)) {
+      (void)r.respond(std::span(buf.data(), n), [&](std::span<const std::uint8_t> d) {
+        responses.emplace_back(d.begin(), d.end());
+      });
+    }
+    if (round == 1) responses.resize(1);  // only the verdict's datagram arrives
+    for (auto& d : responses) EXPECT_TRUE(s.on_datagram(d).is_ok());
+    if (round == 1) {
+      put(*p.a, "late-a", "x", kNowMs - 7, 4);
+      put(*p.b, "late-b", "y", kNowMs - 7, 5);
+    }
+    if (s.in_flight() > 0) s.on_timeout();
+  }
+  EXPECT_TRUE(s.complete());
+  EXPECT_GE(s.stats().riblt_moved, 1u);
+  EXPECT_EQ(s.stats().method_riblt, 1u);
+  EXPECT_EQ(contents(*p.a), contents(*p.b));
+}
+
+TEST(Riblt, VersionsFurtherApartThanTheTickWindowConverge) {
+  // Ticks order versions only within +-35 minutes; beyond, the wrong side may send first, and
+  // the protocol repairs it (a stale push is answered with the newer entry, a stale pull is
+  // followed by a push).
+  for (int variant = 0; variant < 4; ++variant) {
+    Pair p(4);
+    fill(p, 40 + variant, 500, 0);
+    const std::uint64_t far = (variant & 1) ? 50ull * 60 * 1000 : 3ull * 3600 * 1000;
+    for (int i = 0; i < 5; ++i) {
+      const std::string k = "key-" + std::to_string(i * 7);
+      Store& newer = (variant & 2) ? *p.a : *p.b;
+      put(newer, k, "newer", kNowMs - 1000 + static_cast<std::uint64_t>(i), 6);
+      Store& older = (variant & 2) ? *p.b : *p.a;
+      put(older, k, "older", kNowMs - 1000 - far, 6);
+    }
+    const Contents want = lww_merge(contents(*p.a), contents(*p.b));
+    EXPECT_GT(converge(p, riblt_config(4), 50 + variant), 0) << "variant " << variant;
+    expect_converged_to(p, want, 50 + variant);
+  }
+}
+
+TEST(Riblt, AutoPicksSumsRibltOrWalkByTheEstimate) {
+  for (const std::size_t d : {std::size_t{1}, std::size_t{40}, std::size_t{2000}}) {
+    SCOPED_TRACE("d " + std::to_string(d));
+    Pair p(16);
+    fill(p, 7, 20000, 0);
+    for (std::size_t j = 0; j < d; ++j) put(*p.a, "only-a-" + std::to_string(j), "v", kNowMs - 9, 4);
+    const Contents want = lww_merge(contents(*p.a), contents(*p.b));
+    ReconcileConfig cfg = config_for(16);
+    cfg.method = ReconcileConfig::Method::kAuto;
+    cfg.riblt_walk_every = 0;
+    const RunResult r = run_session(*p.a, *p.b, cfg, 1);
+    expect_converged_to(p, want, 7);
+    EXPECT_EQ(r.initiator.method_sums, d == 1 ? 1u : 0u);
+    EXPECT_EQ(r.initiator.method_riblt, d == 40 ? 1u : 0u);
+    EXPECT_EQ(r.initiator.method_walk, d == 2000 ? 1u : 0u);
+    EXPECT_EQ(r.responder.method_riblt, d == 40 ? 1u : 0u);
+  }
+}
+
+TEST(Riblt, StoresWithoutSymbolsUseTheWalk) {
+  StoreConfig sc;
+  sc.virtual_shards = 8;
+  sc.riblt_prefix_symbols = 0;
+  ManualTimeSource time{kNowMs};
+  auto a = std::move(Store::create(sc, 1, time).value());
+  auto b = std::move(Store::create(sc, 2, time).value());
+  for (int i = 0; i < 300; ++i) {
+    put(*a, "k" + std::to_string(i), "v", kNowMs - 100, 3);
+    if (i % 10) put(*b, "k" + std::to_string(i), "v", kNowMs - 100, 3);
+  }
+  const Contents want = lww_merge(contents(*a), contents(*b));
+  ReconcileConfig cfg = config_for(8);
+  cfg.method = ReconcileConfig::Method::kAuto;
+  const RunResult r = run_session(*a, *b, cfg, 3);
+  EXPECT_EQ(r.initiator.method_walk, 1u);
+  EXPECT_EQ(contents(*a), want);
+  EXPECT_EQ(contents(*b), want);
+}
+
+TEST(Riblt, ForeignKeysSymbolsDecodeNothing) {
+  // Two stores with different cluster keys: checksums never match, the stream does not decode
+  // within its bound, and the session walks instead.
+  StoreConfig sa, sb;
+  sa.virtual_shards = sb.virtual_shards = 4;
+  sa.riblt_key = 1;
+  sb.riblt_key = 2;
+  ManualTimeSource time{kNowMs};
+  auto a = std::move(Store::create(sa, 1, time).value());
+  auto b = std::move(Store::create(sb, 2, time).value());
+  for (int i = 0; i < 200; ++i) put(i % 2 ? *a : *b, "k" + std::to_string(i), "v", kNowMs - 100, 3);
+  const Contents want = lww_merge(contents(*a), contents(*b));
+  ReconcileConfig cfg = riblt_config(4);
+  cfg.riblt_symbols_max = 2048;
+  const RunResult r = run_session(*a, *b, cfg, 5);
+  EXPECT_EQ(r.initiator.riblt_failed, 1u);
+  EXPECT_EQ(r.initiator.method_walk, 1u);
+  EXPECT_EQ(contents(*a), want);
+  EXPECT_EQ(contents(*b), want);
 }
 
 }  // namespace
