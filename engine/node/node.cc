@@ -464,8 +464,11 @@ void NodeImpl::catchup_tick(std::uint64_t t, PacketSink& out) {
   const bool news = members_.size() != catchup_size_ || members_.take_diff_seen();
   catchup_size_ = members_.size();
   catchup_quiet_ = news ? 0 : catchup_quiet_ + 1;
-  constexpr std::uint32_t kQuietRounds = 4;
-  if (catchup_quiet_ >= kQuietRounds) {
+  // Late in a mass join most peers hold what this node holds, so a streak of equal tables
+  // says less the larger the cluster: the streak grows with log N (4 at 64 members, 7 at 10,000).
+  const auto quiet_rounds = static_cast<std::uint32_t>(std::max(
+      4.0, std::ceil(std::log2(static_cast<double>(members_.size()) + 1.0) / 2.0)));
+  if (catchup_quiet_ >= quiet_rounds) {
     next_catchup_ms_ = UINT64_MAX;
     members_.set_relay_alive(true);
     return;
