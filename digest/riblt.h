@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "digest/codec.h"
+#include "digest/hash.h"
 #include "rumor/status.h"
 #include "rumor/version.h"
 
@@ -61,18 +62,10 @@ struct RibltElement {
   friend bool operator==(const RibltElement&, const RibltElement&) = default;
 };
 
-constexpr std::uint64_t riblt_mix(std::uint64_t k) {  // MurmurHash3's finaliser
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdull;
-  k ^= k >> 33;
-  k *= 0xc4ceb9fe1a85ec53ull;
-  k ^= k >> 33;
-  return k;
-}
 
 // The keyed hash of data: its low 24 bits are the checksum, all 64 seed the mapping.
 constexpr std::uint64_t riblt_data_hash(std::uint64_t data, std::uint64_t key) {
-  return riblt_mix(data ^ key);
+  return fmix64(data ^ key);
 }
 
 // The element of an entry. `entry_hash` is digest::entry_hash(key_hash, version, tombstone),
@@ -81,7 +74,7 @@ constexpr RibltElement riblt_element(std::uint64_t key_hash, std::uint64_t hlc,
                                      std::uint64_t entry_hash, std::uint64_t key) {
   const std::uint64_t kid = key_hash >> (64 - kRibltKidBits);
   const std::uint64_t t = (hlc >> kRibltTimeShift) & ((1u << kRibltTimeBits) - 1);
-  const std::uint64_t w = riblt_mix(entry_hash ^ (key * 0x9e3779b97f4a7c15ull)) >> (64 - kRibltWriterBits);
+  const std::uint64_t w = fmix64(entry_hash ^ (key * 0x9e3779b97f4a7c15ull)) >> (64 - kRibltWriterBits);
   const std::uint64_t data = kid | (t << kRibltKidBits) | (w << (kRibltKidBits + kRibltTimeBits));
   return RibltElement{data, static_cast<std::uint32_t>(riblt_data_hash(data, key)) & kRibltChkMask};
 }
@@ -221,7 +214,7 @@ class RibltPrefix {
 // snapshots of a set that differ in any element have different tags (but for 2^-32).
 inline std::uint32_t riblt_stream_tag(const RibltSymbol& s0) {
   return static_cast<std::uint32_t>(
-      riblt_mix(s0.data ^ (std::uint64_t{s0.chk} << 40) ^
+      fmix64(s0.data ^ (std::uint64_t{s0.chk} << 40) ^
                 (static_cast<std::uint64_t>(static_cast<std::uint32_t>(s0.count)) * 0x9e3779b97f4a7c15ull)));
 }
 
