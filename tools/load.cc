@@ -434,7 +434,7 @@ void print_summary(const Run& r, bool ok) {
   }
   std::printf("  timers             preset %s: gossip round %llu ms\n", o.preset.c_str(),
               static_cast<unsigned long long>(r.round_ms));
-  std::printf("  membership         %s after %.1f s of cluster time (%.1f s wall)\n",
+  std::printf("  membership         %s after %.2f s of cluster time (%.1f s wall)\n",
               r.joined ? "complete"
                        : fmt::format("NOT complete ({} of {} views)", r.complete_at_end,
                                      r.c.size()).c_str(),

@@ -282,11 +282,24 @@ class Worker {
     w.transport.reset();
   }
 
+  std::string tag_;  // the sequence tag of the command being handled
+
   WorkerNode* local(std::size_t i) {
     return i >= lo_ && i < hi_ ? &nodes_[i - lo_] : nullptr;
   }
 
-  bool handle(const std::string& line) {
+  // A command may open with "@N", its sequence number: the reply repeats it, so a reply that
+  // arrives after its command timed out is recognised as stale instead of answering the next.
+  void reply(const std::string& msg) { ch_.send(tag_.empty() ? msg : tag_ + " " + msg); }
+
+  bool handle(const std::string& tagged) {
+    std::string line = tagged;
+    tag_.clear();
+    if (!line.empty() && line[0] == '@') {
+      const std::size_t sp = line.find(' ');
+      tag_ = line.substr(0, sp);
+      line = sp == std::string::npos ? std::string() : line.substr(sp + 1);
+    }
     const auto a = split(line);
     if (a.empty()) return true;
     const std::string& cmd = a[0];
@@ -296,26 +309,26 @@ class Worker {
       for (std::size_t i = 1; i < a.size(); ++i) seeds.push_back(*Address::parse(a[i]));
       set_seeds(std::move(seeds));
       Status s = open_all();
-      ch_.send(s ? "ready" + addresses() : "error " + s.to_string());
+      reply(s ? "ready" + addresses() : "error " + s.to_string());
       if (!s) return false;
     } else if (cmd == "start") {
       for (WorkerNode& w : nodes_) {
         w.loop->start(*w.driven);
         w.started = true;
       }
-      ch_.send("ok");
+      reply("ok");
     } else if (cmd == "addrs") {
       for (std::size_t i = 1; i < a.size(); ++i) {
         filter_.index_by_port[Address::parse(a[i])->port()] = i - 1;
       }
-      ch_.send("ok");
+      reply("ok");
     } else if (cmd == "members" && a.size() == 2) {
       const std::size_t up = std::stoull(a[1]);
       std::size_t n = 0;
       for (WorkerNode& w : nodes_) {
         if (w.node && NodeDriver::of(*w.node).live_members() + 1 >= up) ++n;
       }
-      ch_.send(std::to_string(n));
+      reply(std::to_string(n));
     } else if (cmd == "holding") {
       LoadCluster::KeyValues kv;
       for (std::size_t i = 1; i + 1 < a.size(); i += 2) kv.emplace_back(a[i], a[i + 1]);
@@ -323,16 +336,16 @@ class Worker {
       for (WorkerNode& w : nodes_) {
         if (w.node && holds_all(*w.node, kv)) ++n;
       }
-      ch_.send(std::to_string(n));
+      reply(std::to_string(n));
     } else if (cmd == "write" && a.size() == 4) {
       WorkerNode* w = local(std::stoull(a[1]));
       Status s = w && w->node ? w->node->set(a[2], a[3])
                               : Status::error(Code::kUnavailable, "node not running here");
-      ch_.send(s ? "ok" : "error " + s.to_string());
+      reply(s ? "ok" : "error " + s.to_string());
     } else if (cmd == "crash" && a.size() == 2) {
       if (WorkerNode* w = local(std::stoull(a[1]))) crash(*w);
       fp_.set_up(std::stoull(a[1]), false);
-      ch_.send("ok");
+      reply("ok");
     } else if (cmd == "restart" && a.size() == 3) {
       const std::size_t i = std::stoull(a[1]);
       fp_.set_up(i, true, std::stoull(a[2]));
@@ -345,15 +358,15 @@ class Worker {
           w->started = true;
         }
       }
-      ch_.send(s ? "ok" : "error " + s.to_string());
+      reply(s ? "ok" : "error " + s.to_string());
     } else if (cmd == "partition" && a.size() == 2) {
       filter_.partition_at = std::stoull(a[1]);
       fp_.set_partition(filter_.partition_at);
-      ch_.send("ok");
+      reply("ok");
     } else if (cmd == "heal") {
       filter_.partition_at = 0;
       fp_.set_partition(0);
-      ch_.send("ok");
+      reply("ok");
     } else if (cmd == "stats") {
       std::uint64_t packets = 0, bytes = 0, events = 0;
       for (WorkerNode& w : nodes_) {
@@ -370,9 +383,9 @@ class Worker {
                                   backend_);
       for (const auto& [id, inc] : fp_.false_suspicions()) s += fmt::format(" s:{}:{}", id, inc);
       for (const auto& [id, inc] : fp_.false_deaths()) s += fmt::format(" d:{}:{}", id, inc);
-      ch_.send(s);
+      reply(s);
     } else {
-      ch_.send("error unknown command: " + line);
+      reply("error unknown command: " + line);
     }
     return true;
   }
@@ -538,32 +551,53 @@ class UdpLoad final : public LoadCluster {
     }
     return workers_.back();
   }
+  // Every command carries a sequence tag and only the reply with that tag answers it: a late
+  // reply to a command that timed out is dropped here instead of being read as the next one's.
+  bool send_tagged(Proc& w, const std::string& cmd, std::uint64_t seq) {
+    return w.ch->send("@" + std::to_string(seq) + " " + cmd);
+  }
+  std::optional<std::string> receive_tagged(Proc& w, std::uint64_t seq, int timeout_ms) {
+    const std::string tag = "@" + std::to_string(seq) + " ";
+    const std::uint64_t end = monotonic_ns() + static_cast<std::uint64_t>(timeout_ms) * 1'000'000;
+    for (;;) {
+      const std::uint64_t now = monotonic_ns();
+      if (now >= end) return std::nullopt;
+      auto r = w.ch->receive(static_cast<int>((end - now) / 1'000'000) + 1);
+      if (!r) return std::nullopt;
+      if (r->rfind(tag, 0) == 0) return r->substr(tag.size());
+    }
+  }
   Result<std::string> ask(Proc& w, const std::string& cmd, int timeout_ms) {
-    if (!w.ch->send(cmd)) return Status::error(Code::kIo, "worker gone");
-    auto r = w.ch->receive(timeout_ms);
+    const std::uint64_t seq = ++seq_;
+    if (!send_tagged(w, cmd, seq)) return Status::error(Code::kIo, "worker gone");
+    auto r = receive_tagged(w, seq, timeout_ms);
     if (!r) return Status::error(Code::kIo, "worker did not answer: " + cmd.substr(0, 40));
     return *r;
   }
   Status all(const std::string& cmd) {
+    const std::uint64_t seq = ++seq_;
     for (auto& w : workers_) {
-      if (!w.ch->send(cmd)) return Status::error(Code::kIo, "worker gone");
+      if (!send_tagged(w, cmd, seq)) return Status::error(Code::kIo, "worker gone");
     }
-    for (auto& w : workers_) {
-      auto r = w.ch->receive(30'000);
-      if (!r) return Status::error(Code::kIo, "worker did not answer: " + cmd.substr(0, 40));
-      if (r->rfind("error", 0) == 0) return Status::error(Code::kIo, *r);
+    Status st = Status::ok();
+    for (auto& w : workers_) {  // every worker's reply is read, even after an error
+      auto r = receive_tagged(w, seq, 30'000);
+      if (!r && st) st = Status::error(Code::kIo, "worker did not answer: " + cmd.substr(0, 40));
+      if (r && r->rfind("error", 0) == 0 && st) st = Status::error(Code::kIo, *r);
     }
-    return Status::ok();
+    return st;
   }
   std::size_t sum(const std::string& cmd) {
-    for (auto& w : workers_) (void)w.ch->send(cmd);
+    const std::uint64_t seq = ++seq_;
+    for (auto& w : workers_) (void)send_tagged(w, cmd, seq);
     std::size_t n = 0;
     for (auto& w : workers_) {
-      auto r = w.ch->receive(30'000);
+      auto r = receive_tagged(w, seq, 30'000);
       if (r) n += std::strtoull(r->c_str(), nullptr, 10);
     }
     return n;
   }
+  std::uint64_t seq_ = 0;
 
   const LoadOptions& o_;
   std::vector<Proc> workers_;
