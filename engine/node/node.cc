@@ -322,8 +322,9 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   }
   if (malformed || !r.ok()) ++k.drop_malformed;
   // A datagram's records are applied together: their table lookups are issued at once instead
-  // of one cache miss after another (a table transfer carries ~25).
-  if (!member_in_.empty()) {
+  // of one cache miss after another (a table transfer carries ~25). The buffer is the home
+  // core's: other cores never read it.
+  if (is_home(c) && !member_in_.empty()) {
     members_.apply_batch(member_in_);
     member_in_.clear();
   }

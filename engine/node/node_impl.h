@@ -134,7 +134,7 @@ class NodeImpl {
   Gossip gossip_;
   Members members_;
   bool joined_ = false;
-  std::vector<Members::Record> member_in_;  // the records of the datagram being dispatched
+  std::vector<Members::Record> member_in_;  // home core only: the records of the datagram being dispatched
 
   // Per shard; element s is touched only by the owner core of shard s.
   std::vector<std::uint64_t> feed_cursor_;
