@@ -133,6 +133,7 @@ struct Run {
   std::vector<Sample> samples;
   std::string reference;  // what convergence is counted from
   std::uint64_t join_ms = 0;
+  LoadCluster::Stats formed;  // totals when membership was complete (or the wait gave up)
   double join_wall_s = 0;
   bool joined = false;
   std::size_t complete_at_end = 0;  // nodes with a complete view when forming ended
@@ -176,6 +177,7 @@ struct Run {
         });
     join_ms = c.elapsed_ms();
     join_wall_s = progress.wall_s();
+    formed = c.stats();
     progress.end_line();
     return joined;
   }
@@ -439,6 +441,22 @@ void print_summary(const Run& r, bool ok) {
                        : fmt::format("NOT complete ({} of {} views)", r.complete_at_end,
                                      r.c.size()).c_str(),
               static_cast<double>(r.join_ms) / 1000.0, r.join_wall_s);
+  {
+    // What forming cost, against the model's floor: every node must receive every member once
+    // (N^2 records; docs/protocol.md "Member tables").
+    const double n2 = static_cast<double>(r.c.size()) * static_cast<double>(r.c.size());
+    const std::uint64_t recs = r.formed.member_table_records + r.formed.member_news_records;
+    std::printf("  forming cost       %llu packets and %s cluster-wide%s\n",
+                static_cast<unsigned long long>(r.formed.packets_sent),
+                human_bytes(static_cast<double>(r.formed.bytes_sent)).c_str(),
+                recs == 0 ? ""
+                          : fmt::format("; member records received: {} in tables + {} as news "
+                                        "= {:.2f} x N^2",
+                                        r.formed.member_table_records,
+                                        r.formed.member_news_records,
+                                        static_cast<double>(recs) / n2)
+                                .c_str());
+  }
   std::printf("  convergence        counted from %s\n", r.reference.c_str());
   std::printf("    %-10s %10s %12s\n", "nodes", "rounds", "time");
   for (double f : {0.5, 0.99, 1.0}) {

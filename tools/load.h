@@ -83,6 +83,8 @@ class LoadCluster {
     std::uint64_t false_deaths = 0;        // distinct (member, incarnation) declared dead while up
     std::uint64_t peak_rss_bytes = 0;      // largest process (udp: largest worker)
     std::uint64_t total_rss_bytes = 0;     // sum over processes
+    // Member records received, in tables and as gossip (sim only; 0 where not counted).
+    std::uint64_t member_table_records = 0, member_news_records = 0;
   };
   virtual Stats stats() = 0;
   // "sim", "udp over 2 processes, io_uring", ...

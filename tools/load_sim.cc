@@ -3,6 +3,7 @@
 // rounds and counts (wall time and memory aside).
 #include <unordered_map>
 
+#include "engine/node/internal.h"
 #include "engine/sim/sim_cluster.h"
 #include "rumor/driver.h"
 #include "tools/load.h"
@@ -95,6 +96,9 @@ class SimLoad final : public LoadCluster {
       const NodeCounters k = c_->node(i).counters();
       s.packets_sent += k.packets_sent;
       s.bytes_sent += k.bytes_sent;
+      const Members& m = NodeInternals::members(c_->node(i));
+      s.member_table_records += m.table_records();
+      s.member_news_records += m.news_records();
     }
     s.packets_sent += retired_.packets_sent;
     s.bytes_sent += retired_.bytes_sent;

@@ -496,6 +496,7 @@ void Members::apply(const wire::MemberMsg& m_in, bool state_sync) {
     ++counters_.drop_malformed;
     return;
   }
+  ++(state_sync ? table_records_ : news_records_);
   wire::MemberMsg m = m_in;
   // In a table exchange, "dead" is somebody else's old belief: treat it as a suspicion, which
   // the member refutes if it is alive (memberlist does the same in its push-pull merge).

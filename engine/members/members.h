@@ -104,6 +104,10 @@ class Members {
   std::size_t live() const { return live_count_; }
   std::size_t size() const { return count_ + 1; }
   std::uint32_t local_health() const { return lhm_; }
+  // Member records received: in tables (joins, digest exchanges) and as news (gossip). What
+  // forming a cluster costs is measured against N^2 with these (docs/protocol.md).
+  std::uint64_t table_records() const { return table_records_; }
+  std::uint64_t news_records() const { return news_records_; }
 
   // ---- large simulations (`rumor load`) ----
   // Before start: keep ids, names and addresses in `dir`, shared with other nodes on this
@@ -249,6 +253,7 @@ class Members {
   std::vector<bool> pending_sent_;  // buckets already sent in that exchange
   bool learned_from_diff_ = false;
   bool relay_alive_ = true;
+  std::uint64_t table_records_ = 0, news_records_ = 0;
 
   Probe probe_;
   std::vector<Relay> relays_;
