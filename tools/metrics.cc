@@ -98,6 +98,10 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
           "Reconciliations started here, by the method that settled them.");
   counter("rumor_reconciliation_riblt_failed_total", "", n.sync_riblt_failed,
           "Rateless IBLT streams that did not decode within bounds (walked instead).");
+  counter("rumor_state_sums_differ_total", "", n.state_sums_differ,
+          "Pings whose store or member-table fingerprint differed from this node's.");
+  counter("rumor_reconciliations_skipped_total", "", n.syncs_skipped,
+          "Scheduled exchanges skipped because a probe had found the state equal to a peer's.");
   // Membership.
   counter("rumor_probes_total", "", n.probes_sent, "SWIM probes sent.");
   counter("rumor_probes_failed_total", "", n.probes_failed, "SWIM probes without an answer.");

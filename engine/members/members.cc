@@ -204,6 +204,14 @@ std::uint16_t Members::coarse_sum(unsigned bits, std::size_t bucket, std::uint32
   return static_cast<std::uint16_t>(v ^ v >> 16 ^ v >> 32 ^ v >> 48);
 }
 
+std::uint32_t Members::fingerprint() const {
+  std::uint32_t sum = 0;
+  for (std::uint32_t s : sums_) sum += s;  // 2,048 additions, once per probe
+  std::uint64_t x = sum ^ 0x7461'626c'6566'7072ull;  // "tablefpr"
+  const auto v = static_cast<std::uint32_t>(splitmix64(x));
+  return v ? v : 1;
+}
+
 void Members::rewrite(Slot s, std::uint64_t word) {
   sums_[fine_bucket(s)] -= contribution(s);
   word_[s] = word;
@@ -746,6 +754,7 @@ void Members::probe_tick(std::uint64_t t, const wire::Outbox& out) {
   wire::Packet p(out);
   if (!p.open()) return;
   wire::encode(p.w(), wire::Ping{probe_.seq, target});
+  wire::encode(p.w(), wire::StateSums{fingerprint(), store_fingerprint_ ? store_fingerprint_() : 0});
   p.send(*address_of(target), /*piggyback=*/true);
   ++counters_.probes_sent;
 }

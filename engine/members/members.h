@@ -82,6 +82,14 @@ class Members {
                  const std::function<bool(double)>& answer);
   bool on_diff(const Address& from, std::span<const std::byte> body, const wire::Outbox& out);
   static constexpr unsigned kDigestBitsMax = MemberDirectory::kBucketBits;
+  // A 32-bit fingerprint of the whole table (every member's id, incarnation and state; self
+  // included), never 0. Two views with equal tables have equal fingerprints.
+  std::uint32_t fingerprint() const;
+  // Every ping this node sends carries a kStateSums message: this table's fingerprint and
+  // `store()`'s (0 where the store offers none).
+  void set_store_fingerprint(std::function<std::uint32_t()> store) {
+    store_fingerprint_ = std::move(store);
+  }
   // While this node catches up after a join it pulls whole buckets by digest, so it does not
   // also relay other members' alive news: in a mass join every record would otherwise be
   // sent R more times (docs/protocol.md "Formation"). Its own news, suspicions and deaths are
@@ -254,6 +262,7 @@ class Members {
   bool learned_from_diff_ = false;
   bool relay_alive_ = true;
   std::uint64_t table_records_ = 0, news_records_ = 0;
+  std::function<std::uint32_t()> store_fingerprint_;
 
   Probe probe_;
   std::vector<Relay> relays_;

@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "base/assert.h"
+#include "digest/hash.h"
+#include "digest/merkle.h"
 #include "engine/node/node_impl.h"
 
 namespace rumor {
@@ -61,6 +63,7 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
   limits_.metadata_bytes_max = config_.metadata_bytes_max;
   limits_.key_bytes_max = config_.store.key_bytes_max;
   limits_.value_bytes_max = config_.store.value_bytes_max;
+  members_.set_store_fingerprint([this] { return store_fingerprint(); });
   for (const std::string& k : config_.keys) {
     Status st = crypto_.keyring().install(k);
     RUMOR_ASSERT(st.is_ok());  // validate() checked sizes; duplicates are no-ops
@@ -299,6 +302,15 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
         set_joined();
         state_sync = true;
         break;
+      case wire::MsgType::kStateSums: {
+        wire::StateSums m;
+        if (!wire::decode(msg.body, &m)) {
+          malformed = true;
+          break;
+        }
+        on_state_sums(c, from, h.sender, m, out);
+        break;
+      }
       case wire::MsgType::kMemberDigest:
         // An answer is charged by the datagrams it takes, like a join's.
         if (!members_.on_digest(from, msg.body, o,
@@ -530,18 +542,112 @@ void NodeImpl::gossip_tick(PacketSink& out) {
 
 void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
   if (home().sync.active() || t < next_sync_ms_) return;
+  const std::uint64_t interval = sync_interval();
+  next_sync_ms_ = t + interval / 2 + rng_.below(interval);
+  // A probe that found our store (or table) equal to a peer's since the last scheduled exchange
+  // did that exchange's work: state is compared on every probe, and any node that differs
+  // starts the repair when it is pinged (on_state_sums). Peers that send no fingerprints (older
+  // versions, multi-core stores) leave the flags unset, and the schedule runs as before.
+  const bool store_due = !std::exchange(store_matched_, false) || preferred_sync_peer_ != 0;
+  const bool members_due = !std::exchange(members_matched_, false);
+  if (!store_due && !members_due) {
+    ++home().counters.syncs_skipped;
+    return;
+  }
+  if (!store_due) {
+    ++home().counters.syncs_skipped;
+    auto pick = members_.random_alive(1, config_.id, config_.id);
+    if (!pick.empty()) {
+      members_.send_digest(*members_.address_of(pick[0]),
+                           static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));
+    }
+    return;
+  }
+  start_sync(out, 0, members_due);
+}
+
+std::uint64_t NodeImpl::sync_interval() const {
   // memberlist's push-pull scaling: past 32 members the interval grows with log2(N), so the
   // cluster-wide cost of table exchanges stays near O(N log N) per interval instead of O(N^2).
   std::uint64_t interval = config_.sync_interval_ms;
   const double n = static_cast<double>(members_.live() + 1);
   if (n > 32) interval *= static_cast<std::uint64_t>(std::ceil(std::log2(n) - 5.0)) + 1;
-  next_sync_ms_ = t + interval / 2 + rng_.below(interval);
-  start_sync(out);
+  return interval;
 }
 
-void NodeImpl::start_sync(PacketSink& out) {
-  NodeId peer = 0;
-  if (preferred_sync_peer_ && members_.is_alive(preferred_sync_peer_)) peer = preferred_sync_peer_;
+std::uint32_t NodeImpl::store_fingerprint() {
+  if (cores() > 1) return 0;  // other cores' shards are theirs to read
+  digest::SetSums sums;
+  for (std::uint32_t s = 0; s < store_->shard_count(); ++s) {
+    if (const digest::MerkleTree* t = store_->shard(s).merkle()) sums += t->sums();
+  }
+  const auto v = static_cast<std::uint32_t>(
+      digest::fmix64(sums.hash ^ digest::fmix64(sums.count ^ 0x73746f7265667072ull)));
+  return v ? v : 1;
+}
+
+void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
+                             const wire::StateSums& m, PacketSink& out) {
+  // Only a member pinging from its own address is believed: a forged fingerprint cannot make
+  // this node start exchanges with an address of the forger's choosing.
+  const Address* addr = members_.address_of(sender);
+  if (!addr || !(*addr == from) || !members_.is_alive(sender)) return;
+  const std::uint64_t t = now();
+  // A difference is acted on only when it outlives the news in flight: rumor mongering
+  // delivers a write or a join within a few gossip rounds, and an exchange started meanwhile
+  // would repeat its work. So the repair starts at the first differing ping at least two probe
+  // intervals after the first one, with no equal ping between; and probe-started exchanges
+  // are spaced (a reconciliation by a quarter of the sync interval, a member digest by a probe
+  // interval), so a steady stream of writes, never equal anywhere, costs at most four
+  // reconciliations per sync interval instead of one per probe.
+  const std::uint64_t grace = 2ull * config_.probe_interval_ms;
+  auto persists = [&](std::uint64_t& since) {
+    if (since == 0) since = t;
+    return t >= since + grace;
+  };
+  bool differs = false, reconcile = false, digest = false;
+  if (m.store != 0) {
+    const std::uint32_t mine = store_fingerprint();
+    if (mine != 0 && mine == m.store) {
+      store_matched_ = true;
+      store_differ_since_ = 0;
+    } else if (mine != 0) {
+      differs = true;
+      store_matched_ = false;  // a match before this says nothing about the state now
+      reconcile = persists(store_differ_since_) && !home().sync.active() &&
+                  t >= probe_sync_ms_ + sync_interval() / 4;
+    }
+  }
+  if (m.members != 0) {
+    if (m.members == members_.fingerprint()) {
+      members_matched_ = true;
+      members_differ_since_ = 0;
+    } else {
+      differs = true;
+      members_matched_ = false;
+      // While catching up after a join this node exchanges digests every other round anyway.
+      digest = persists(members_differ_since_) && next_catchup_ms_ == UINT64_MAX &&
+               t >= members_probe_digest_ms_ + config_.probe_interval_ms;
+    }
+  }
+  if (differs) ++c.counters.state_sums_differ;
+  if (digest) {
+    members_probe_digest_ms_ = t;
+    members_differ_since_ = 0;
+  }
+  if (reconcile) {
+    probe_sync_ms_ = t;
+    store_differ_since_ = 0;
+    start_sync(out, sender, digest);
+  } else if (digest) {
+    members_.send_digest(from, static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));
+  }
+}
+
+void NodeImpl::start_sync(PacketSink& out, NodeId peer, bool members) {
+  if (!peer && preferred_sync_peer_ && members_.is_alive(preferred_sync_peer_)) {
+    peer = preferred_sync_peer_;
+  }
   preferred_sync_peer_ = 0;
   if (!peer) {
     auto pick = members_.random_alive(1, config_.id, config_.id);
@@ -553,7 +659,7 @@ void NodeImpl::start_sync(PacketSink& out) {
   // Membership rides along (memberlist's periodic push-pull): tables are compared with the
   // same peer, which repairs any membership news that rumor mongering failed to deliver. Only
   // the buckets that differ cross.
-  members_.send_digest(addr, static_cast<std::uint32_t>(rng_.next()) | 1, o);
+  if (members) members_.send_digest(addr, static_cast<std::uint32_t>(rng_.next()) | 1, o);
   // A random session id: echoed by the peer, and it salts the truncated hashes, so a collision
   // that hides a difference in one session does not hide it in the next.
   home().sync.begin(peer, addr, static_cast<std::uint32_t>(rng_.next()), o);

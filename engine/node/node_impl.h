@@ -116,7 +116,18 @@ class NodeImpl {
   void sync_tick(std::uint64_t now, PacketSink& out);
   void catchup_tick(std::uint64_t now, PacketSink& out);
   void set_joined();
-  void start_sync(PacketSink& out);
+  // A reconciliation with `peer` (0: the preferred sync peer, else a random member), each core
+  // its own shards; `members` adds a member digest exchange with the same peer.
+  void start_sync(PacketSink& out, NodeId peer, bool members);
+  // The state fingerprints a ping carried: where one differs from ours, the exchange that
+  // repairs it starts now; where both match, the scheduled one can wait (sync_tick).
+  void on_state_sums(Core& c, const Address& from, NodeId sender, const wire::StateSums& m,
+                     PacketSink& out);
+  // The store's fingerprint (from its linear sums), never 0; 0 on a multi-core node, whose
+  // shards other cores own.
+  std::uint32_t store_fingerprint();
+  // The scheduled exchange's mean interval: sync_interval_ms, scaled up past 32 members.
+  std::uint64_t sync_interval() const;
 
   static std::vector<std::unique_ptr<Core>> make_cores(const NodeConfig& config, Store& store,
                                                        TimeSource& time,
@@ -143,6 +154,14 @@ class NodeImpl {
   std::uint64_t next_join_ms_ = 0;
   std::uint64_t next_reconnect_ms_ = 0;
   NodeId preferred_sync_peer_ = 0;  // the seed that answered our join: sync with it first
+  // Whether a probe found this node's store (table) equal to a peer's since the last scheduled
+  // exchange, and when a probe's member fingerprint last started a digest exchange (at most one
+  // per probe interval).
+  bool store_matched_ = false, members_matched_ = false;
+  // Since when pings have found the store (table) differing with no equal one between, and
+  // when a probe last started a reconciliation (member digest).
+  std::uint64_t store_differ_since_ = 0, members_differ_since_ = 0;
+  std::uint64_t probe_sync_ms_ = 0, members_probe_digest_ms_ = 0;
   // Catching up after a join: member digests with random peers every other gossip round while
   // they keep bringing news (a mass join), stopping after a few quiet ones.
   std::uint64_t next_catchup_ms_ = UINT64_MAX;

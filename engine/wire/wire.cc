@@ -162,6 +162,13 @@ void encode_ack(Writer& w, std::uint32_t seq) {
   w.end(at);
 }
 
+void encode(Writer& w, const StateSums& m) {
+  const std::size_t at = w.begin(MsgType::kStateSums);
+  w.u32(m.members);
+  w.u32(m.store);
+  w.end(at);
+}
+
 void encode_nack(Writer& w, std::uint32_t seq) {
   const std::size_t at = w.begin(MsgType::kNack);
   w.u32(seq);
@@ -202,6 +209,13 @@ bool decode(std::span<const std::byte> body, Ping* m) {
   Reader r(body);
   m->seq = r.u32();
   m->target = r.u64();
+  return r.ok() && r.empty();
+}
+
+bool decode(std::span<const std::byte> body, StateSums* m) {
+  Reader r(body);
+  m->members = r.u32();
+  m->store = r.u32();
   return r.ok() && r.empty();
 }
 

@@ -49,6 +49,10 @@ enum class MsgType : std::uint8_t {
   // those buckets as kJoin datagrams with flags 0.
   kMemberDigest = 9,  // bits:u8 salt:u32 members:u32 first:u16 count:u16 sums:u16[count]
   kMemberDiff = 10,   // bits:u8 salt:u32 first:u16 count:u16 bitmap[ceil(count/8)] (differing)
+  // Rides on a Ping: fingerprints of the sender's member table and store (0: not offered). The
+  // pinged node starts a member digest or a reconciliation only when one differs, so a settled
+  // cluster compares state on every probe and sends nothing more (docs/protocol.md).
+  kStateSums = 11,  // members:u32 store:u32
   // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
   kSyncResponse = 33,  // responder -> initiator
@@ -150,6 +154,10 @@ struct Ping {
   std::uint32_t seq = 0;
   NodeId target = 0;
 };
+struct StateSums {
+  std::uint32_t members = 0;  // 0: not offered
+  std::uint32_t store = 0;    // 0: not offered (a multi-core node's shards are on several cores)
+};
 struct PingReq {
   std::uint32_t seq = 0;
   NodeId target = 0;
@@ -177,6 +185,7 @@ struct EntryMsg {
 
 void encode(Writer& w, const Ping& m);
 void encode_ack(Writer& w, std::uint32_t seq);
+void encode(Writer& w, const StateSums& m);
 void encode_nack(Writer& w, std::uint32_t seq);
 void encode(Writer& w, const PingReq& m);
 void encode(Writer& w, const MemberMsg& m);
@@ -192,6 +201,7 @@ struct Limits {
 // Each returns false on a truncated, oversized or inconsistent body (trailing bytes included).
 bool decode(std::span<const std::byte> body, Ping* m);
 bool decode_seq(std::span<const std::byte> body, std::uint32_t* seq);
+bool decode(std::span<const std::byte> body, StateSums* m);
 bool decode(std::span<const std::byte> body, PingReq* m);
 bool decode(std::span<const std::byte> body, const Limits& lim, MemberMsg* m);
 bool decode(std::span<const std::byte> body, const Limits& lim, EntryMsg* m);

@@ -87,6 +87,10 @@ struct NodeCounters {
   // linear sums alone, a rateless IBLT stream, the Merkle walk; and streams that did not decode
   // (walked instead).
   std::uint64_t syncs_by_sums = 0, syncs_by_riblt = 0, syncs_by_walk = 0, sync_riblt_failed = 0;
+  // Pings carry fingerprints of the sender's store and member table (docs/protocol.md "State
+  // on every probe"): pings whose fingerprints differed from this node's, and scheduled
+  // exchanges skipped because a probe had found the state equal.
+  std::uint64_t state_sums_differ = 0, syncs_skipped = 0;
   std::uint64_t events_dropped = 0;
   // Owner cores (store.owners > 1): datagrams, entries and changes handed from one core to
   // another, and those dropped because the target core's queue was full.

@@ -27,6 +27,21 @@ std::size_t count_state(SimCluster& c, std::size_t observer, NodeId about, Membe
 
 using simtest::membership_complete;
 
+// The probe-comparison counters, summed over the cluster.
+struct ProbeSums {
+  std::uint64_t syncs_started = 0, syncs_skipped = 0, state_sums_differ = 0;
+};
+ProbeSums probe_sums(SimCluster& c) {
+  ProbeSums t;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    const NodeCounters k = c.node(i).counters();
+    t.syncs_started += k.syncs_started;
+    t.syncs_skipped += k.syncs_skipped;
+    t.state_sums_differ += k.state_sums_differ;
+  }
+  return t;
+}
+
 using simtest::opts;
 
 // The seed example (README): three servers hold service_version = v1.2.3; server 1 sets
@@ -277,6 +292,58 @@ TEST(ProtocolSim, FewMissedWritesAreRepairedByRatelessIblt) {
     std::uint64_t riblt = 0;
     for (std::size_t i = 0; i < 4; ++i) riblt += c.node(i).counters().syncs_by_riblt;
     EXPECT_GT(riblt, riblt_before);
+  }
+}
+
+// Every ping carries the sender's store and table fingerprints (docs/protocol.md "State on every
+// probe"). A settled cluster compares state on every probe and starts no reconciliation: the
+// scheduled ones are skipped.
+TEST(ProtocolSim, SettledClusterComparesStateOnProbesAndSkipsExchanges) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    SimCluster c(opts(16, seed));  // local preset: 200 ms probes, 2 s sync interval
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    WriteLog log;
+    ASSERT_TRUE(log.set(c, 0, "base", "v"));
+    c.run_for(5'000);
+    ASSERT_TRUE(log.all_hold_winners(c)) << log.all_hold_winners(c).message();
+    const ProbeSums before = probe_sums(c);
+    c.run_for(20'000);
+    const ProbeSums after = probe_sums(c);
+    EXPECT_EQ(after.syncs_started, before.syncs_started) << "an idle cluster reconciled";
+    // About 10 scheduled exchanges per node in 20 s.
+    EXPECT_GE(after.syncs_skipped - before.syncs_skipped, 16u * 5);
+    EXPECT_EQ(after.state_sums_differ, before.state_sums_differ);
+  }
+}
+
+// A node that missed a write while cut off gets it from a reconciliation that a probe starts
+// within a few probe intervals of healing, though every scheduled exchange is a minute away.
+TEST(ProtocolSim, MissedWriteIsRepairedByProbesLongBeforeTheScheduledExchange) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    SimCluster::Options o = opts(16, seed);
+    o.node.sync_interval_ms = 60'000;
+    SimCluster c(o);
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    WriteLog log;
+    ASSERT_TRUE(log.set(c, 0, "base", "v"));
+    c.run_for(2'000);
+    ASSERT_TRUE(log.all_hold_winners(c)) << log.all_hold_winners(c).message();
+    // Cut off while the write spreads and its news retires (local preset: ~150 ms).
+    const io::NodeId cut[] = {c.net_id(5)};
+    c.net().partition(cut);
+    ASSERT_TRUE(log.set(c, 0, "missed", "v"));
+    c.run_for(400);
+    c.net().heal();
+    ASSERT_FALSE(c.node(5).get("missed").has_value()) << "the write reached the cut-off node";
+    const std::uint64_t healed_at = c.now_ms();
+    ASSERT_TRUE(c.run_until([&] { return c.node(5).get("missed").has_value(); }, 10'000, 10));
+    EXPECT_LE(c.now_ms() - healed_at, 3'000)
+        << "repaired only after " << c.now_ms() - healed_at << " ms";
+    EXPECT_GT(probe_sums(c).state_sums_differ, 0u);
   }
 }
 
