@@ -17,18 +17,14 @@ Gossip::Gossip(const NodeConfig& config, NodeCounters& counters)
     : config_(config), counters_(counters), queue_(config.broadcast_queue_max) {}
 
 std::uint32_t Gossip::retransmit_limit() const {
-  // Membership news takes memberlist's scale too. A member that news misses is repaired within
-  // about two probe intervals: every ping carries the sender's table fingerprint, and a
-  // difference that outlives the news in flight starts a digest exchange (docs/protocol.md
-  // "State on every probe"). A suspect hears of its suspicion that way long before the
-  // suspicion times out, so a miss is not a false death.
-  return update_retransmit_limit();
+  const auto n = static_cast<double>(live_ + 1);
+  return config_.retransmit_mult * static_cast<std::uint32_t>(std::ceil(std::log2(n + 1)));
 }
 
 std::uint32_t Gossip::update_retransmit_limit() const {
   // memberlist's scale. A node an update misses is repaired by anti-entropy, so the update
   // needs only enough copies to reach nearly everyone (a node is missed with probability about
-  // e^-limit).
+  // e^-limit); membership keeps log2, since a refutation that misses is a false death.
   const auto n = static_cast<double>(live_ + 1);
   return config_.retransmit_mult * static_cast<std::uint32_t>(std::ceil(std::log10(n + 1)));
 }

@@ -1,6 +1,7 @@
 // Gossip: what a node tells the cluster and what it tells the application. It owns
 //   - the broadcast queue (rumor mongering): membership news and applied key-value changes,
-//     piggybacked on outgoing packets, each retransmitted retransmit_mult * ceil(log10(N + 1))
+//     piggybacked on outgoing packets; membership news is retransmitted
+//     retransmit_mult * ceil(log2(N + 1)) times, updates retransmit_mult * ceil(log10(N + 1))
 //     times (engine/gossip/broadcast.h);
 //   - subscriptions and membership callbacks, with the bounded queue of events they wait in until
 //     the driver calls dispatch_events() (never inside a packet).
