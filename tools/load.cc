@@ -134,6 +134,7 @@ struct Run {
   std::string reference;  // what convergence is counted from
   std::uint64_t join_ms = 0;
   LoadCluster::Stats formed;  // totals when membership was complete (or the wait gave up)
+  std::string incomplete;     // when it was not: which views lack whom (sim)
   double join_wall_s = 0;
   bool joined = false;
   std::size_t complete_at_end = 0;  // nodes with a complete view when forming ended
@@ -178,6 +179,7 @@ struct Run {
     join_ms = c.elapsed_ms();
     join_wall_s = progress.wall_s();
     formed = c.stats();
+    if (!joined) incomplete = c.why_incomplete(3);
     progress.end_line();
     return joined;
   }
@@ -441,6 +443,7 @@ void print_summary(const Run& r, bool ok) {
                        : fmt::format("NOT complete ({} of {} views)", r.complete_at_end,
                                      r.c.size()).c_str(),
               static_cast<double>(r.join_ms) / 1000.0, r.join_wall_s);
+  if (!r.incomplete.empty()) std::printf("%s\n", r.incomplete.c_str());
   {
     // What forming cost, against the model's floor: every node must receive every member once
     // (N^2 records; docs/protocol.md "Member tables").
@@ -532,7 +535,7 @@ int run_load(const LoadOptions& o) {
   // may reach every node anyway, and the summary says membership was not complete.
   if (!r.form()) {
     std::fprintf(stderr,
-                 "rumor load: membership not complete within --max-time-s %.0f; running the "
+                 "rumor load: membership not complete within --max-time-s %g; running the "
                  "workload anyway\n",
                  o.max_time_s);
   }

@@ -89,6 +89,10 @@ class LoadCluster {
   virtual Stats stats() = 0;
   // "sim", "udp over 2 processes, io_uring", ...
   virtual std::string describe() = 0;
+  // Why formation is not complete: for up to `nodes` running nodes whose views lack a running
+  // member, which members and in what state they are held there and elsewhere. Empty where the
+  // mode cannot see views (udp).
+  virtual std::string why_incomplete(std::size_t /*nodes*/) { return ""; }
 };
 
 Result<std::unique_ptr<LoadCluster>> make_sim_cluster(const LoadOptions& o);

@@ -3,6 +3,8 @@
 // rounds and counts (wall time and memory aside).
 #include <unordered_map>
 
+#include <fmt/format.h>
+
 #include "engine/node/internal.h"
 #include "engine/sim/sim_cluster.h"
 #include "rumor/driver.h"
@@ -57,6 +59,51 @@ class SimLoad final : public LoadCluster {
       if (!c_->crashed(i) && NodeDriver::of(c_->node(i)).live_members() + 1 >= up) ++n;
     }
     return n;
+  }
+  std::string why_incomplete(std::size_t nodes) override {
+    const std::size_t up = running();
+    // A complete view to compare with.
+    std::size_t ref = c_->size();
+    for (std::size_t i = 0; i < c_->size() && ref == c_->size(); ++i) {
+      if (!c_->crashed(i) && NodeDriver::of(c_->node(i)).live_members() + 1 >= up) ref = i;
+    }
+    std::unordered_map<NodeId, Member> theirs;
+    if (ref < c_->size()) {
+      for (Member& m : c_->node(ref).members()) theirs.emplace(m.id, std::move(m));
+    }
+    std::string out;
+    for (std::size_t i = 0; i < c_->size() && nodes > 0; ++i) {
+      if (c_->crashed(i) || NodeDriver::of(c_->node(i)).live_members() + 1 >= up) continue;
+      --nodes;
+      std::unordered_map<NodeId, const Member*> mine;
+      const std::vector<Member> view = c_->node(i).members();
+      for (const Member& m : view) mine.emplace(m.id, &m);
+      std::size_t missing = 0;
+      std::string detail;
+      for (std::size_t j = 0; j < c_->size(); ++j) {
+        if (j == i || c_->crashed(j)) continue;
+        const NodeId id = c_->node(j).id();
+        auto it = mine.find(id);
+        if (it != mine.end() && (it->second->state == MemberState::kAlive ||
+                                 it->second->state == MemberState::kSuspect)) {
+          continue;
+        }
+        if (++missing > 3) continue;
+        auto other = theirs.find(id);
+        detail += fmt::format(
+            "; node {}: {} here, {} at node {}", j,
+            it == mine.end() ? std::string("unknown")
+                             : fmt::format("{} inc {}", member_state_name(it->second->state),
+                                           it->second->incarnation),
+            other == theirs.end() ? std::string("unknown")
+                                  : fmt::format("{} inc {}", member_state_name(other->second.state),
+                                                other->second.incarnation),
+            ref);
+      }
+      out += fmt::format("{}    node {} lacks {} running member(s){}", out.empty() ? "" : "\n", i,
+                         missing, detail);
+    }
+    return out;
   }
   std::size_t holding(const KeyValues& kv) override {
     std::size_t n = 0;

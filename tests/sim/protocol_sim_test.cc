@@ -295,6 +295,15 @@ TEST(ProtocolSim, FewMissedWritesAreRepairedByRatelessIblt) {
   }
 }
 
+// Forms the cluster, writes one key and lets it spread for `ms`.
+void form_and_spread(SimCluster& c, WriteLog& log, std::uint64_t ms) {
+  c.start_all();
+  ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+  ASSERT_TRUE(log.set(c, 0, "base", "v"));
+  c.run_for(ms);
+  ASSERT_TRUE(log.all_hold_winners(c)) << log.all_hold_winners(c).message();
+}
+
 // Every ping carries the sender's store and table fingerprints (docs/protocol.md "State on every
 // probe"). A settled cluster compares state on every probe and starts no reconciliation: the
 // scheduled ones are skipped.
@@ -302,12 +311,8 @@ TEST(ProtocolSim, SettledClusterComparesStateOnProbesAndSkipsExchanges) {
   for (std::uint64_t seed : seeds(3)) {
     SEED_TRACE(seed);
     SimCluster c(opts(16, seed));  // local preset: 200 ms probes, 2 s sync interval
-    c.start_all();
-    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
     WriteLog log;
-    ASSERT_TRUE(log.set(c, 0, "base", "v"));
-    c.run_for(5'000);
-    ASSERT_TRUE(log.all_hold_winners(c)) << log.all_hold_winners(c).message();
+    ASSERT_NO_FATAL_FAILURE(form_and_spread(c, log, 5'000));
     const ProbeSums before = probe_sums(c);
     c.run_for(20'000);
     const ProbeSums after = probe_sums(c);
@@ -326,12 +331,8 @@ TEST(ProtocolSim, MissedWriteIsRepairedByProbesLongBeforeTheScheduledExchange) {
     SimCluster::Options o = opts(16, seed);
     o.node.sync_interval_ms = 60'000;
     SimCluster c(o);
-    c.start_all();
-    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
     WriteLog log;
-    ASSERT_TRUE(log.set(c, 0, "base", "v"));
-    c.run_for(2'000);
-    ASSERT_TRUE(log.all_hold_winners(c)) << log.all_hold_winners(c).message();
+    ASSERT_NO_FATAL_FAILURE(form_and_spread(c, log, 2'000));
     // Cut off while the write spreads and its news retires (local preset: ~150 ms).
     const io::NodeId cut[] = {c.net_id(5)};
     c.net().partition(cut);
