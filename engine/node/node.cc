@@ -344,7 +344,8 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {
     // Charged by the datagrams the answer takes (about 25 members each).
-    if (answer_allowed(c, from, 1.0 + static_cast<double>(members_.size()) / 25.0)) {
+    const std::size_t records = std::min(members_.size(), Members::kAnswerRecordsMax);
+    if (answer_allowed(c, from, 1.0 + static_cast<double>(records) / 25.0)) {
       members_.send_table(from, wire::MsgType::kJoinReply, false, o);
     } else {
       ++k.sync_rate_limited;
@@ -544,12 +545,14 @@ void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
   if (home().sync.active() || t < next_sync_ms_) return;
   const std::uint64_t interval = sync_interval();
   next_sync_ms_ = t + interval / 2 + rng_.below(interval);
-  // A probe that found our store (or table) equal to a peer's since the last scheduled exchange
-  // did that exchange's work: state is compared on every probe, and any node that differs
-  // starts the repair when it is pinged (on_state_sums). Peers that send no fingerprints (older
-  // versions, multi-core stores) leave the flags unset, and the schedule runs as before.
-  const bool store_due = !std::exchange(store_matched_, false) || preferred_sync_peer_ != 0;
-  const bool members_due = !std::exchange(members_matched_, false);
+  // A probe that found our store (or table) equal to a peer's within the last interval, with no
+  // differing one since, did that exchange's work: state is compared on every probe, and any
+  // node that differs starts the repair when it is pinged (on_state_sums). Peers that send no
+  // fingerprints (older versions, multi-core stores) leave the times unset, and the schedule
+  // runs as before.
+  auto matched = [&](std::uint64_t at) { return at != 0 && t < at + interval; };
+  const bool store_due = !matched(store_matched_ms_) || preferred_sync_peer_ != 0;
+  const bool members_due = !matched(members_matched_ms_);
   if (!store_due && !members_due) {
     ++home().counters.syncs_skipped;
     return;
@@ -609,22 +612,22 @@ void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
   if (m.store != 0) {
     const std::uint32_t mine = store_fingerprint();
     if (mine != 0 && mine == m.store) {
-      store_matched_ = true;
+      store_matched_ms_ = t;
       store_differ_since_ = 0;
     } else if (mine != 0) {
       differs = true;
-      store_matched_ = false;  // a match before this says nothing about the state now
+      store_matched_ms_ = 0;  // a match before this says nothing about the state now
       reconcile = persists(store_differ_since_) && !home().sync.active() &&
                   t >= probe_sync_ms_ + sync_interval() / 4;
     }
   }
   if (m.members != 0) {
     if (m.members == members_.fingerprint()) {
-      members_matched_ = true;
+      members_matched_ms_ = t;
       members_differ_since_ = 0;
     } else {
       differs = true;
-      members_matched_ = false;
+      members_matched_ms_ = 0;
       // While catching up after a join this node exchanges digests every other round anyway.
       digest = persists(members_differ_since_) && next_catchup_ms_ == UINT64_MAX &&
                t >= members_probe_digest_ms_ + config_.probe_interval_ms;

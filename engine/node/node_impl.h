@@ -154,10 +154,10 @@ class NodeImpl {
   std::uint64_t next_join_ms_ = 0;
   std::uint64_t next_reconnect_ms_ = 0;
   NodeId preferred_sync_peer_ = 0;  // the seed that answered our join: sync with it first
-  // Whether a probe found this node's store (table) equal to a peer's since the last scheduled
-  // exchange, and when a probe's member fingerprint last started a digest exchange (at most one
-  // per probe interval).
-  bool store_matched_ = false, members_matched_ = false;
+  // When a probe last found this node's store (table) equal to a peer's, 0 after a differing
+  // one; and when a probe's member fingerprint last started a digest exchange (at most one per
+  // probe interval).
+  std::uint64_t store_matched_ms_ = 0, members_matched_ms_ = 0;
   // Since when pings have found the store (table) differing with no equal one between, and
   // when a probe last started a reconciliation (member digest).
   std::uint64_t store_differ_since_ = 0, members_differ_since_ = 0;
