@@ -134,25 +134,18 @@ std::vector<Address> Members::leave(std::size_t tell) {
 
 void Members::send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                          const wire::Outbox& out) {
-  // Push-pull of the table (memberlist's state sync): joins and their answers. Self first, then
-  // the slots this view knows, from a random one on, up to the cap.
-  const std::size_t slots = text_.size();
-  const std::size_t start = slots ? rng_.below(slots) : 0;
-  std::size_t visited = 0, sent = 0;
+  // Push-pull of the whole table (memberlist's state sync): joins and their answers.
+  // Self first, then every slot this view knows.
+  std::size_t i = 0;
   bool self_sent = false;
   send_records(to, kind, reply_wanted, size(), [&]() -> Slot {
-    if (sent >= kAnswerRecordsMax) return kNone;
     if (!self_sent) {
       self_sent = true;
-      ++sent;
       return self_;
     }
-    while (visited < slots) {
-      const auto s = static_cast<Slot>((start + visited++) % slots);
-      if (s != self_ && text_[s] != kNone) {
-        ++sent;
-        return s;
-      }
+    while (i < text_.size()) {
+      const auto s = static_cast<Slot>(i++);
+      if (s != self_ && text_[s] != kNone) return s;
     }
     return kNone;
   }, out);
@@ -289,30 +282,15 @@ bool Members::on_digest(const Address& from, std::span<const std::byte> body,
   const std::span<const std::byte> theirs = r.take(2 * count);
   if (!r.ok() || !r.empty()) return false;
   std::vector<std::uint16_t> differ;
+  std::size_t records = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const auto theirs_i = static_cast<std::uint16_t>(static_cast<std::uint16_t>(theirs[2 * i]) |
                                                      static_cast<std::uint16_t>(theirs[2 * i + 1]) << 8);
-    if (coarse_sum(bits, first + i, salt) != theirs_i) {
-      differ.push_back(static_cast<std::uint16_t>(first + i));
-    }
+    if (coarse_sum(bits, first + i, salt) == theirs_i) continue;
+    differ.push_back(static_cast<std::uint16_t>(first + i));
+    records += bucket_records(bits, first + i);
   }
   if (differ.empty()) return true;  // equal: nothing to say
-  // A large difference (a node that knows few members) is answered in part: the buckets from a
-  // random one on, up to kAnswerRecordsMax records. The rest still differ at the next exchange.
-  std::size_t records = 0;
-  {
-    const std::size_t start = rng_.below(differ.size());
-    std::vector<std::uint16_t> take;
-    for (std::size_t k = 0; k < differ.size(); ++k) {
-      const std::uint16_t b = differ[(start + k) % differ.size()];
-      const std::size_t n = bucket_records(bits, b);
-      if (!take.empty() && records + n > kAnswerRecordsMax) break;
-      take.push_back(b);
-      records += n;
-    }
-    std::sort(take.begin(), take.end());
-    differ = std::move(take);
-  }
   // About 25 records fit a datagram; the diff itself is one more.
   if (!answer(2.0 + static_cast<double>(records) / 25.0)) return true;
   wire::Packet p(out);

@@ -68,15 +68,8 @@ class Members {
   // finds out), as many datagrams as it takes. Each opens with `kind` (kJoin or kJoinReply) so
   // the receiver treats its records as state, not as news; only the first kJoin asks for the
   // receiver's table back when reply_wanted.
-  // At most kAnswerRecordsMax records go: self, then the rest from a random point of the table,
-  // so a large table arrives as samples that the receiver completes by digest.
   void send_table(const Address& to, wire::MsgType kind, bool reply_wanted,
                   const wire::Outbox& out);
-  // The most member records one answer (a join answer, a digest's diff) carries: 128 datagrams,
-  // a quarter of what a peer may be answered per second. A whole 20,000-member table (800
-  // datagrams) would exceed that budget every time, and a node that knew few members could then
-  // never catch up; so larger differences cross in parts, one per exchange.
-  static constexpr std::size_t kAnswerRecordsMax = 25 * 128;
   // Push-pull by digest: only the records that differ cross (docs/protocol.md "Member tables").
   // The initiator sends its bucket sums; the responder answers with the buckets that differ
   // and its records in them, then the initiator sends its own records in those buckets. A

@@ -344,7 +344,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {
     // Charged by the datagrams the answer takes (about 25 members each).
-    const std::size_t records = std::min(members_.size(), Members::kAnswerRecordsMax);
+    const std::size_t records = members_.size();
     if (answer_allowed(c, from, 1.0 + static_cast<double>(records) / 25.0)) {
       members_.send_table(from, wire::MsgType::kJoinReply, false, o);
     } else {
