@@ -5,7 +5,6 @@
 
 #include "base/assert.h"
 #include "digest/hash.h"
-#include "digest/merkle.h"
 #include "engine/node/node_impl.h"
 
 namespace rumor {
@@ -344,8 +343,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {
     // Charged by the datagrams the answer takes (about 25 members each).
-    const std::size_t records = members_.size();
-    if (answer_allowed(c, from, 1.0 + static_cast<double>(records) / 25.0)) {
+    if (answer_allowed(c, from, 1.0 + static_cast<double>(members_.size()) / 25.0)) {
       members_.send_table(from, wire::MsgType::kJoinReply, false, o);
     } else {
       ++k.sync_rate_limited;
@@ -488,6 +486,10 @@ void NodeImpl::catchup_tick(std::uint64_t t, PacketSink& out) {
     return;
   }
   next_catchup_ms_ = t + 2ull * config_.gossip_interval_ms;
+  digest_with_random_member(out);
+}
+
+void NodeImpl::digest_with_random_member(PacketSink& out) {
   auto pick = members_.random_alive(1, config_.id, config_.id);
   if (pick.empty()) return;
   members_.send_digest(*members_.address_of(pick[0]), static_cast<std::uint32_t>(rng_.next()) | 1,
@@ -553,17 +555,9 @@ void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
   auto matched = [&](std::uint64_t at) { return at != 0 && t < at + interval; };
   const bool store_due = !matched(store_matched_ms_) || preferred_sync_peer_ != 0;
   const bool members_due = !matched(members_matched_ms_);
-  if (!store_due && !members_due) {
-    ++home().counters.syncs_skipped;
-    return;
-  }
   if (!store_due) {
     ++home().counters.syncs_skipped;
-    auto pick = members_.random_alive(1, config_.id, config_.id);
-    if (!pick.empty()) {
-      members_.send_digest(*members_.address_of(pick[0]),
-                           static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));
-    }
+    if (members_due) digest_with_random_member(out);
     return;
   }
   start_sync(out, 0, members_due);
@@ -580,10 +574,7 @@ std::uint64_t NodeImpl::sync_interval() const {
 
 std::uint32_t NodeImpl::store_fingerprint() {
   if (cores() > 1) return 0;  // other cores' shards are theirs to read
-  digest::SetSums sums;
-  for (std::uint32_t s = 0; s < store_->shard_count(); ++s) {
-    if (const digest::MerkleTree* t = store_->shard(s).merkle()) sums += t->sums();
-  }
+  const digest::SetSums sums = store_->sums();
   const auto v = static_cast<std::uint32_t>(
       digest::fmix64(sums.hash ^ digest::fmix64(sums.count ^ 0x73746f7265667072ull)));
   return v ? v : 1;

@@ -234,6 +234,16 @@ class Store {
   std::uint32_t owner_of_shard(std::uint32_t shard) const { return shard % config_.owners; }
   Shard& shard(std::uint32_t i) { return *shards_[i]; }
   const Shard& shard(std::uint32_t i) const { return *shards_[i]; }
+  // The linear sums (digest/sums.h) over every shard's entries: the sum of the shards' Merkle
+  // trees' sums, folding each tree's dirty paths. Reads every shard: call it where all of them
+  // are this thread's.
+  digest::SetSums sums() {
+    digest::SetSums total;
+    for (auto& s : shards_) {
+      if (const digest::MerkleTree* t = s->merkle()) total += t->sums();
+    }
+    return total;
+  }
 
   // Records the calling thread as `owner`'s writer; writes from any other thread then abort.
   // Unbound owners (the default) are for single-threaded use: tests and the simulator.

@@ -533,10 +533,7 @@ void ReconcileResponder::answer_summary(const Record& rec, Writer& out) {
 bool ReconcileResponder::answer_one(const digest::SetSums& theirs, Writer& out) {
   using digest::OneDiff;
   using digest::Verdict;
-  digest::SetSums mine;
-  for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
-    if (const digest::MerkleTree* t = store_.shard(s).merkle()) mine += t->sums();
-  }
+  const digest::SetSums mine = store_.sums();
   const digest::SetSums delta = mine - theirs;
   const OneDiff d = digest::decode_one(delta);
   // Each decoded difference is checked against the store before it is acted on; anything that

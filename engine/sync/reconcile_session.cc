@@ -322,10 +322,7 @@ bool ReconcileSession::encode_request(Request& r, ByteWriter& w, bool fit) {
       return true;
     }
     case Kind::kSummary: {
-      digest::SetSums sums;
-      for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
-        if (const digest::MerkleTree* t = store_.shard(s).merkle()) sums += t->sums();
-      }
+      const digest::SetSums sums = store_.sums();
       w.u8(static_cast<std::uint8_t>(Rec::kSummary));
       w.u64(sums.count);
       w.u64(sums.hash);
@@ -391,10 +388,7 @@ bool ReconcileSession::encode_request(Request& r, ByteWriter& w, bool fit) {
       w.u16(r.part);
       return put_push_entries(r, w, fit);
     case Kind::kRibltStart: {
-      digest::SetSums sums;
-      for (std::uint32_t s = 0; s < store_.shard_count(); ++s) {
-        if (const digest::MerkleTree* t = store_.shard(s).merkle()) sums += t->sums();
-      }
+      const digest::SetSums sums = store_.sums();
       w.u8(static_cast<std::uint8_t>(Rec::kRibltStart));
       w.u64(sums.count);
       w.u64(sums.hash);
