@@ -391,6 +391,13 @@ void AdminServer::handle(Conn& c, const Message& req) {
     f.push_back(hex_id(e.version.node));
     f.push_back(writer_name(e.version.node));
   };
+  if (log_enabled(LogLevel::kDebug)) {
+    log(LogLevel::kDebug, "admin request", "op={} key={}", op_name(op),
+        logfmt_value(op == Op::kGet || op == Op::kSet || op == Op::kDel || op == Op::kKeys ||
+                             op == Op::kWatch
+                         ? (req.fields.empty() ? std::string() : req.fields[0].substr(0, 256))
+                         : std::string()));
+  }
   switch (op) {
     case Op::kGet: {
       if (!need(1)) return;

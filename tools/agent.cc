@@ -1,6 +1,7 @@
 #include "tools/agent.h"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include "tools/admin_server.h"
@@ -149,6 +151,7 @@ void Agent::on_member(const MembershipEvent& e) {
 
 int Agent::start() {
   set_log_level(config_.log_level);
+  set_log_format(config_.log_format);
   // Gossip socket first: a taken port is the most common start-up failure.
   ReactorConfig rc = config_.reactor;
   rc.transport.bind = config_.bind;
@@ -159,6 +162,15 @@ int Agent::start() {
   rc.transport.datagram_bytes_max =
       std::max(rc.transport.datagram_bytes_max, config_.node.datagram_bytes_max);
   auto reactor = Reactor::open(rc);
+  // An io_uring socket is released by the kernel's ring teardown, after its process has exited:
+  // an agent restarted at once (a failed start, a supervisor's restart) can find the port still
+  // held for a few milliseconds. Wait a bounded while before calling it another agent's.
+  for (int i = 0; i < 20 && !reactor && reactor.status().message().find("in use") !=
+                                            std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    reactor = Reactor::open(rc);
+  }
   if (!reactor) {
     std::string msg = reactor.status().message();
     if (msg.find("in use") != std::string::npos) {
@@ -192,17 +204,10 @@ int Agent::start() {
   }
   if (nc.name.empty()) nc.name = nc.advertise.to_string();
   config_.node.name = nc.name;
+  // Seeds (names among them) are resolved and handed to the node after it starts, by
+  // join_attempt(), again at every retry: a DNS name may point elsewhere by then.
   nc.seeds.clear();
-  for (const std::string& s : config_.join) {
-    auto a = Address::parse(s);
-    if (!a) {
-      std::fprintf(stderr, "rumor agent: --join %s: %s\n", s.c_str(),
-                   a.status().message().c_str());
-      return 2;
-    }
-    if (*a == nc.advertise) continue;  // joining ourselves is a no-op
-    nc.seeds.push_back(*a);
-  }
+  advertise_ = nc.advertise;
   auto node = Node::create(nc, clock_);
   if (!node) {
     std::fprintf(stderr, "rumor agent: invalid node configuration: %s\n",
@@ -221,7 +226,8 @@ int Agent::start() {
   auto admin = AdminServer::open(*this);
   if (!admin) {
     std::fprintf(stderr, "rumor agent: %s\n", admin.status().message().c_str());
-    return 1;
+    // A non-loopback address is a usage error; a taken port an operating one.
+    return admin.status().code() == Code::kInvalidArgument ? 2 : 1;
   }
   admin_ = std::move(admin.value());
 
@@ -244,56 +250,214 @@ int Agent::start() {
       logfmt_value(reactor_->steering()), logfmt_value(reactor_->pin_note()));
   admin_->start();
 
-  if (!nc.seeds.empty()) {
-    std::string seeds;
-    for (const Address& a : nc.seeds) seeds += (seeds.empty() ? "" : ",") + a.to_string();
-    log(LogLevel::kInfo, "joining", "seeds={}", seeds);
+  seeds_ = config_.join;
+  seeds_.insert(seeds_.end(), config_.retry_join.begin(), config_.retry_join.end());
+  retry_wait_ms_ = config_.retry_interval_ms;
+  if (!config_.join.empty()) {
+    // --join: the agent serves only once it is in the cluster (or gives up after the timeout).
     const JoinResult joined = wait_for_join();
     if (joined == JoinResult::kInterrupted) return 0;  // run() sees the pending signal
     if (joined == JoinResult::kTimeout) {
       std::fprintf(stderr,
                    "rumor agent: could not join the cluster: no seed answered within %llu ms "
-                   "(%s). Is an agent running there, with the same --label?\n",
-                   static_cast<unsigned long long>(config_.join_timeout_ms), seeds.c_str());
+                   "(%s%s). Is an agent running there, with the same --label, and with one of "
+                   "its encryption keys if it encrypts (keys mode send or require)? "
+                   "--retry-join keeps trying in the background instead.\n",
+                   static_cast<unsigned long long>(config_.join_timeout_ms),
+                   join_list(seeds_).c_str(),
+                   last_resolve_errors_.empty() ? "" : ("; " + last_resolve_errors_).c_str());
       return 1;
     }
+  } else if (!seeds_.empty()) {
+    join_attempt();  // --retry-join: in the background, from run()
+    next_retry_ns_ = monotonic_ns() + retry_wait_ms_ * 1'000'000ull;
   }
   write_ready_file();
   return 0;
 }
 
-Agent::JoinResult Agent::wait_for_join() {
-  // Polls a count of other live members, computed on the reactor thread (members() is a
-  // driver-thread call), until one appears or the timeout passes. A signal ends the wait early.
-  const std::uint64_t deadline = monotonic_ns() + config_.join_timeout_ms * 1'000'000ull;
-  const NodeId self = node_->id();
-  for (;;) {
-    // Shared with the command, which may outlive a wait that gave up.
-    auto others = std::make_shared<std::atomic<int>>(-1);
-    Node* node = node_.get();
-    Status s = reactor_->post([node, self, others] {
-      int n = 0;
-      for (const Member& m : node->members()) {
-        n += m.id != self && m.state == MemberState::kAlive;
-      }
-      // Release: the count is complete when the waiter sees it.
-      others->store(n, std::memory_order_release);
-    });
-    // Wait for this answer (bounded: the reactor runs commands every turn).
-    const std::uint64_t answer_by = monotonic_ns() + 5'000'000'000ull;
-    while (s.is_ok() && others->load(std::memory_order_acquire) < 0 &&
-           monotonic_ns() < answer_by) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+std::vector<Address> resolve_seeds(const std::vector<std::string>& seeds,
+                                   std::vector<std::string>* errors) {
+  std::vector<Address> out;
+  auto add = [&](const Address& a) {
+    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  };
+  for (const std::string& seed : seeds) {
+    if (auto a = Address::parse(seed)) {  // numeric: no resolver involved
+      add(*a);
+      continue;
     }
-    if (others->load(std::memory_order_acquire) > 0) return JoinResult::kJoined;
-    if (config_.join_timeout_ms != 0 && monotonic_ns() >= deadline) return JoinResult::kTimeout;
+    auto hp = split_host_port(seed);
+    if (!hp) {
+      errors->push_back(fmt::format("{}: {}", seed, hp.status().message()));
+      continue;
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;  // IPv4 and IPv6: every address the name has
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    const std::string port = std::to_string(hp->second);
+    const int rc = ::getaddrinfo(hp->first.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) {
+      errors->push_back(fmt::format("{}: {}", seed, ::gai_strerror(rc)));
+      continue;
+    }
+    for (const addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+      add(Address::from_sockaddr(ai->ai_addr, ai->ai_addrlen));
+    }
+    ::freeaddrinfo(res);
+  }
+  return out;
+}
+
+std::string Agent::join_list(const std::vector<std::string>& seeds) {
+  std::string s;
+  for (const std::string& x : seeds) s += (s.empty() ? "" : ",") + x;
+  return s;
+}
+
+std::size_t Agent::join_attempt() {
+  ++join_attempts_;
+  std::vector<std::string> errors;
+  std::vector<Address> addrs = resolve_seeds(seeds_, &errors);
+  std::erase(addrs, advertise_);  // joining ourselves is a no-op
+  last_resolve_errors_.clear();
+  for (const std::string& e : errors) {
+    last_resolve_errors_ += (last_resolve_errors_.empty() ? "" : "; ") + e;
+  }
+  std::string list;
+  for (const Address& a : addrs) list += (list.empty() ? "" : ",") + a.to_string();
+  log(errors.empty() ? LogLevel::kInfo : LogLevel::kWarn, "join attempt",
+      "attempt={} seeds={} addresses={}{}", join_attempts_, logfmt_value(join_list(seeds_)),
+      logfmt_value(list),
+      errors.empty() ? "" : " resolve_errors=" + logfmt_value(last_resolve_errors_));
+  if (!addrs.empty()) {
+    Node* node = node_.get();
+    (void)reactor_->post([node, addrs = std::move(addrs)] { node->join(addrs); });
+  }
+  return addrs.size();
+}
+
+int Agent::others_alive() {
+  // Counted on the reactor thread (members() is a driver-thread call); -1 when the reactor did
+  // not answer within 5 s.
+  auto others = std::make_shared<std::atomic<int>>(-1);  // may outlive a wait that gave up
+  Node* node = node_.get();
+  const NodeId self = node_->id();
+  Status s = reactor_->post([node, self, others] {
+    int n = 0;
+    for (const Member& m : node->members()) n += m.id != self && m.state == MemberState::kAlive;
+    others->store(n, std::memory_order_release);  // the count is complete when seen
+  });
+  const std::uint64_t answer_by = monotonic_ns() + 5'000'000'000ull;
+  while (s.is_ok() && others->load(std::memory_order_acquire) < 0 &&
+         monotonic_ns() < answer_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return others->load(std::memory_order_acquire);
+}
+
+Agent::JoinResult Agent::wait_for_join() {
+  // Polls the count of other live members until one appears or the timeout passes, resolving
+  // the seeds again and asking them again with backoff. A signal ends the wait early.
+  const std::uint64_t start = monotonic_ns();
+  const std::uint64_t deadline = start + config_.join_timeout_ms * 1'000'000ull;
+  join_attempt();
+  std::uint64_t next_attempt = start + retry_wait_ms_ * 1'000'000ull;
+  for (;;) {
+    if (others_alive() > 0) {
+      log(LogLevel::kInfo, "joined", "attempts={}", join_attempts_);
+      return JoinResult::kJoined;
+    }
+    const std::uint64_t now = monotonic_ns();
+    if (config_.join_timeout_ms != 0 && now >= deadline) return JoinResult::kTimeout;
     sigset_t pending;
     sigpending(&pending);
     if (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM)) {
       return JoinResult::kInterrupted;
     }
+    if (now >= next_attempt) {
+      retry_wait_ms_ = std::min(retry_wait_ms_ * 2, config_.retry_interval_max_ms);
+      join_attempt();
+      next_attempt = now + retry_wait_ms_ * 1'000'000ull;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+}
+
+bool Agent::retry_tick() {
+  if (next_retry_ns_ == 0) return true;
+  if (others_alive() > 0) {
+    log(LogLevel::kInfo, "joined", "attempts={}", join_attempts_);
+    next_retry_ns_ = 0;
+    return true;
+  }
+  if (monotonic_ns() < next_retry_ns_) return true;
+  if (config_.retry_max != 0 && join_attempts_ >= config_.retry_max) {
+    log(LogLevel::kError, "could not join the cluster", "attempts={} seeds={}{}",
+        join_attempts_, logfmt_value(join_list(seeds_)),
+        last_resolve_errors_.empty() ? ""
+                                     : " resolve_errors=" + logfmt_value(last_resolve_errors_));
+    return false;
+  }
+  log(LogLevel::kWarn, "no seed answered", "attempt={} waited_ms={}", join_attempts_,
+      retry_wait_ms_);
+  retry_wait_ms_ = std::min(retry_wait_ms_ * 2, config_.retry_interval_max_ms);
+  join_attempt();
+  next_retry_ns_ = monotonic_ns() + retry_wait_ms_ * 1'000'000ull;
+  return true;
+}
+
+void Agent::debug_activity() {
+  // Reactor thread: what the node did since the last line, where it did anything.
+  const NodeCounters n = node_->counters();
+  const NodeCounters& p = debug_last_;
+  auto d = [](std::uint64_t now, std::uint64_t before) { return now - before; };
+  if (n.syncs_started != p.syncs_started || n.syncs_skipped != p.syncs_skipped) {
+    log(LogLevel::kDebug, "sync sessions",
+        "started={} completed={} by_sums={} by_riblt={} by_walk={} riblt_failed={} skipped={} "
+        "entries_sent={} entries_received={} bytes={} rate_limited={} state_differs={}",
+        d(n.syncs_started, p.syncs_started), d(n.syncs_completed, p.syncs_completed),
+        d(n.syncs_by_sums, p.syncs_by_sums), d(n.syncs_by_riblt, p.syncs_by_riblt),
+        d(n.syncs_by_walk, p.syncs_by_walk), d(n.sync_riblt_failed, p.sync_riblt_failed),
+        d(n.syncs_skipped, p.syncs_skipped), d(n.sync_entries_sent, p.sync_entries_sent),
+        d(n.sync_entries_received, p.sync_entries_received), d(n.sync_bytes, p.sync_bytes),
+        d(n.sync_rate_limited, p.sync_rate_limited),
+        d(n.state_sums_differ, p.state_sums_differ));
+  }
+  if (n.probes_failed != p.probes_failed || n.suspicions != p.suspicions ||
+      n.refutations != p.refutations || n.deaths_declared != p.deaths_declared) {
+    log(LogLevel::kDebug, "failure detector",
+        "probes={} failed={} indirect={} suspicions={} refutations={} deaths={} health={}",
+        d(n.probes_sent, p.probes_sent), d(n.probes_failed, p.probes_failed),
+        d(n.indirect_probes, p.indirect_probes), d(n.suspicions, p.suspicions),
+        d(n.refutations, p.refutations), d(n.deaths_declared, p.deaths_declared),
+        n.local_health);
+  }
+  std::string drops;
+  const std::pair<const char*, std::uint64_t> reasons[] = {
+      {"bad_magic", d(n.drop_bad_magic, p.drop_bad_magic)},
+      {"bad_version", d(n.drop_bad_version, p.drop_bad_version)},
+      {"wrong_label", d(n.drop_wrong_label, p.drop_wrong_label)},
+      {"truncated", d(n.drop_truncated, p.drop_truncated)},
+      {"malformed", d(n.drop_malformed, p.drop_malformed)},
+      {"unknown_type", d(n.drop_unknown_type, p.drop_unknown_type)},
+      {"rate_limited", d(n.drop_rate_limited, p.drop_rate_limited)},
+      {"sealed_refused", d(n.drop_sealed_refused, p.drop_sealed_refused)},
+      {"unknown_key", d(n.drop_unknown_key, p.drop_unknown_key)},
+      {"auth_failed", d(n.drop_auth_failed, p.drop_auth_failed)},
+      {"replayed", d(n.drop_replayed, p.drop_replayed)},
+      {"plaintext_refused", d(n.drop_plaintext_refused, p.drop_plaintext_refused)},
+      {"updates_refused", d(n.updates_refused, p.updates_refused)},
+      {"broadcasts_dropped", d(n.broadcasts_dropped, p.broadcasts_dropped)},
+      {"unsent_no_buffer", d(n.sink_full, p.sink_full)},
+  };
+  for (const auto& [name, count] : reasons) {
+    if (count != 0) drops += fmt::format("{}{}={}", drops.empty() ? "" : " ", name, count);
+  }
+  if (!drops.empty()) log(LogLevel::kDebug, "dropped", "{}", drops);
+  debug_last_ = n;
 }
 
 void Agent::write_ready_file() {
@@ -348,7 +512,24 @@ int Agent::run() {
   }
   int sig = 0;
   for (;;) {
-    if (sigwait(&set, &sig) != 0) continue;
+    // At debug level, every 5 s a summary of what the node did (on the reactor thread).
+    if (log_enabled(LogLevel::kDebug) && monotonic_ns() >= next_debug_ns_) {
+      next_debug_ns_ = monotonic_ns() + 5'000'000'000ull;
+      (void)reactor_->post([this] { debug_activity(); });
+    }
+    // A background join (--retry-join) checks in every 100 ms, debug lines every second;
+    // otherwise sleep until a signal.
+    if (next_retry_ns_ != 0 || log_enabled(LogLevel::kDebug)) {
+      if (!retry_tick()) {
+        shutdown();
+        return 1;
+      }
+      const timespec wait{next_retry_ns_ != 0 ? 0 : 1, next_retry_ns_ != 0 ? 100'000'000 : 0};
+      sig = sigtimedwait(&set, nullptr, &wait);
+      if (sig < 0) continue;
+    } else if (sigwait(&set, &sig) != 0) {
+      continue;
+    }
     if (sig == SIGHUP) {
       log(LogLevel::kInfo, "SIGHUP ignored", "hint={}",
           logfmt_value("restart the agent to change its configuration"));

@@ -78,6 +78,11 @@ struct WatchedChange {
 
 class AdminServer;
 
+// Resolves HOST:PORT seeds: numeric addresses as they are, names through getaddrinfo (every
+// IPv4 and IPv6 address a name has). What does not resolve is described in *errors.
+std::vector<Address> resolve_seeds(const std::vector<std::string>& seeds,
+                                   std::vector<std::string>* errors);
+
 class Agent {
  public:
   explicit Agent(AgentConfig config);
@@ -113,6 +118,15 @@ class Agent {
   void on_member(const MembershipEvent& e);  // reactor thread
   enum class JoinResult { kJoined, kTimeout, kInterrupted };
   JoinResult wait_for_join();
+  // Resolves the seeds and hands their addresses to the node; returns how many.
+  std::size_t join_attempt();
+  // Live members other than this one, or -1.
+  int others_alive();
+  // The background join's turn (run()); false when it gave up (retry_max).
+  bool retry_tick();
+  // Reactor thread: debug lines with what the node did since the last call.
+  void debug_activity();
+  static std::string join_list(const std::vector<std::string>& seeds);
   void write_ready_file();
 
   AgentConfig config_;
@@ -120,6 +134,16 @@ class Agent {
   std::unique_ptr<Reactor> reactor_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<AdminServer> admin_;
+
+  // Joining (main thread).
+  Address advertise_;
+  std::vector<std::string> seeds_;  // --join and --retry-join, as given
+  std::uint64_t retry_wait_ms_ = 0;
+  std::uint64_t next_retry_ns_ = 0;  // 0: no background join pending
+  std::uint32_t join_attempts_ = 0;
+  std::string last_resolve_errors_;
+  std::uint64_t next_debug_ns_ = 0;
+  NodeCounters debug_last_;  // reactor thread
 
   // Reactor-thread state.
   LagHistogram lag_;

@@ -26,7 +26,7 @@ AgentConfig::AgentConfig() {
 namespace {
 
 enum class Kind { kU32, kU64, kBool, kString, kAddress, kAddressOpt, kStringList, kInt,
-                  kBackend, kLogLevel, kEncryptionMode, kKeys, kKeyFile };
+                  kBackend, kLogLevel, kLogFormat, kEncryptionMode, kKeys, kKeyFile };
 
 struct Key {
   std::string_view section;  // "" for top-level
@@ -47,7 +47,16 @@ const std::vector<Key>& keys() {
       {"", "bind", Kind::kAddress, F(bind), "gossip address (UDP), HOST:PORT"},
       {"", "advertise", Kind::kAddress, F(advertise),
        "address peers send to (default: bind; required when bind is a wildcard)"},
-      {"", "join", Kind::kStringList, F(join), "seeds to join, HOST:PORT; any one is enough"},
+      {"", "join", Kind::kStringList, F(join),
+       "seeds to join at start, HOST:PORT (a name or an address); any one is enough"},
+      {"", "retry_join", Kind::kStringList, F(retry_join),
+       "seeds joined in the background, retried with backoff until one answers"},
+      {"", "retry_interval_ms", Kind::kU64, F(retry_interval_ms),
+       "first wait between join attempts (names are resolved again at each); doubles"},
+      {"", "retry_interval_max_ms", Kind::kU64, F(retry_interval_max_ms),
+       "longest wait between join attempts"},
+      {"", "retry_max", Kind::kU32, F(retry_max),
+       "failed background join attempts before the agent exits (0: retry forever)"},
       {"", "admin", Kind::kAddress, F(admin), "admin address (TCP, loopback only)"},
       {"", "metrics", Kind::kAddressOpt, F(metrics),
        "Prometheus endpoint HOST:PORT (HTTP GET /metrics); off when empty"},
@@ -56,6 +65,8 @@ const std::vector<Key>& keys() {
       {"", "metadata", Kind::kString, F(node.metadata), "free-form node metadata, gossiped"},
       {"", "cores", Kind::kU32, F(cores), "reactor threads, one per owner core (sets store.owners; see docs/agent.md)"},
       {"", "log_level", Kind::kLogLevel, F(log_level), "debug | info | warn | error"},
+      {"", "log_format", Kind::kLogFormat, F(log_format),
+       "text (logfmt) | json: one event per line on stderr"},
       {"", "join_timeout_ms", Kind::kU64, F(join_timeout_ms),
        "exit with an error when no seed answers within this time (0: wait forever)"},
       {"", "ready_file", Kind::kString, F(ready_file),
@@ -322,6 +333,12 @@ Status set_from_text(AgentConfig& c, const Key& k, std::string_view text) {
       *static_cast<LogLevel*>(f) = *l;
       return Status::ok();
     }
+    case Kind::kLogFormat: {
+      auto l = parse_log_format(text);
+      if (!l) return bad(k, fmt::format("'{}' is not text or json", text));
+      *static_cast<LogFormat*>(f) = *l;
+      return Status::ok();
+    }
   }
   return bad(k, "unknown kind");
 }
@@ -375,6 +392,8 @@ std::string current_text(AgentConfig& c, const Key& k) {
       }
       return "?";
     }
+    case Kind::kLogFormat:
+      return *static_cast<LogFormat*>(f) == LogFormat::kJson ? "\"json\"" : "\"text\"";
   }
   return "?";
 }
@@ -543,7 +562,55 @@ Status validate(const AgentConfig& c) {
     return Status::error(Code::kInvalidArgument, "admin_connections_max must be at least 1");
   }
   if (Status s = c.reactor.validate(); !s) return s;
+  for (const auto* list : {&c.join, &c.retry_join}) {
+    for (const std::string& seed : *list) {
+      auto hp = split_host_port(seed);
+      if (!hp) {
+        return Status::error(Code::kInvalidArgument,
+                             fmt::format("{} {}: {}", list == &c.join ? "join" : "retry_join",
+                                         seed, hp.status().message()));
+      }
+    }
+  }
+  if (c.retry_interval_ms == 0 || c.retry_interval_max_ms < c.retry_interval_ms) {
+    return Status::error(Code::kInvalidArgument,
+                         "retry_interval_ms must be positive and at most retry_interval_max_ms");
+  }
   return Status::ok();
+}
+
+Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text) {
+  std::string_view host, port;
+  if (!text.empty() && text.front() == '[') {  // [v6]:port
+    const std::size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return Status::error(Code::kInvalidArgument, "expected [IPV6]:PORT");
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return Status::error(Code::kInvalidArgument, "expected HOST:PORT (the port is required)");
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return Status::error(Code::kInvalidArgument, "an IPv6 address goes in brackets: [ADDR]:PORT");
+    }
+  }
+  if (host.empty()) return Status::error(Code::kInvalidArgument, "the host is empty");
+  unsigned long p = 0;
+  for (char ch : port) {
+    if (ch < '0' || ch > '9' || p > 65535) {
+      return Status::error(Code::kInvalidArgument, fmt::format("bad port '{}'", port));
+    }
+    p = p * 10 + static_cast<unsigned long>(ch - '0');
+  }
+  if (port.empty() || p == 0 || p > 65535) {
+    return Status::error(Code::kInvalidArgument, fmt::format("bad port '{}'", port));
+  }
+  return std::pair<std::string, std::uint16_t>(std::string(host), static_cast<std::uint16_t>(p));
 }
 
 std::string describe_keys(const AgentConfig& defaults) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "rumor/node.h"
@@ -24,11 +25,18 @@ struct AgentConfig {
   ReactorConfig reactor;
   Address bind;                   // gossip (UDP)
   Address advertise;              // what peers send to; default: bind
-  std::vector<std::string> join;  // seeds, HOST:PORT
+  std::vector<std::string> join;  // seeds, HOST:PORT (HOST a name or an address)
+  // Seeds joined in the background, retried with backoff (Consul's retry_join): the agent serves
+  // at once and joins whenever one answers.
+  std::vector<std::string> retry_join;
+  std::uint64_t retry_interval_ms = 1000;       // first wait between attempts; doubles...
+  std::uint64_t retry_interval_max_ms = 30'000;  // ...up to this
+  std::uint32_t retry_max = 0;                  // failed attempts before exiting (0: never)
   Address admin;                  // admin (TCP, loopback only)
   std::optional<Address> metrics;  // Prometheus (HTTP)
   std::uint32_t cores = 1;
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
   std::uint64_t join_timeout_ms = 10'000;  // give up when no seed answers for this long
   std::string ready_file;  // written (atomically) once the agent serves, for scripts and tests
   std::uint32_t watch_queue_depth = 4096;   // changes buffered for `rumor watch` streams
@@ -51,6 +59,9 @@ Result<std::optional<std::string>> toml_preset(const std::string& path);
 
 // Checks the whole configuration; messages name the key.
 Status validate(const AgentConfig& c);
+
+// "host:port", "1.2.3.4:port", "[::1]:port" -> (host, port); the host is not resolved here.
+Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text);
 
 // One line per key: "section.key = default  # doc", for --config-keys and the docs.
 std::string describe_keys(const AgentConfig& defaults);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <sodium.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "base/clock.h"
@@ -20,26 +22,66 @@
 
 namespace rumor::tools {
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out.push_back(ch);
-        }
+namespace {
+// Ordered: fields print in the order they are set, as the docs list them.
+using Json = nlohmann::ordered_json;
+void print_json(const Json& j);
+}  // namespace
+
+bool is_utf8(std::string_view s) {
+  // RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
     }
+    std::size_t n;
+    unsigned lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (static_cast<std::size_t>(end - p) <= n) return false;
+    if (p[1] < lo || p[1] > hi) return false;
+    for (std::size_t i = 2; i <= n; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+    }
+    p += n + 1;
   }
-  out.push_back('"');
+  return true;
+}
+
+std::string base64_encode(std::string_view s) {
+  std::string out(sodium_base64_encoded_len(s.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(s.data()),
+                    s.size(), sodium_base64_VARIANT_ORIGINAL);
+  out.resize(out.size() - 1);  // the terminating NUL
   return out;
+}
+
+// Sets obj[field] to the bytes: as text when they are UTF-8, else base64 with
+// obj[field + "_encoding"] = "base64" (always present when always_encoding).
+static void put_bytes(Json& obj, const std::string& field, std::string_view bytes,
+               bool always_encoding) {
+  const bool text = is_utf8(bytes);
+  obj[field] = text ? std::string(bytes) : base64_encode(bytes);
+  if (always_encoding || !text) obj[field + "_encoding"] = text ? "utf-8" : "base64";
+}
+
+std::string json_string(std::string_view s) {
+  return Json(is_utf8(s) ? std::string(s) : base64_encode(s)).dump();
 }
 
 std::string format_hlc(std::uint64_t hlc) {
@@ -72,34 +114,71 @@ std::string no_agent_hint(const std::string& admin) {
       admin);
 }
 
-int fail(const Status& s) {
-  std::fprintf(stderr, "rumor: %s\n", s.message().c_str());
-  return 1;
+// An error: a line for people on stderr, or with --json one object on stdout (where a script
+// reads the answer): {"ok":false,"error":{"code":"not_found","message":"..."}}. A request the
+// agent calls invalid (an empty key, a mode that does not exist) is a usage error: exit 2.
+int report_error(const ClientOptions& o, Code code, const std::string& message) {
+  if (o.json) {
+    Json err;
+    err["code"] = std::string(code_name(code));
+    put_bytes(err, "message", message, false);
+    Json j;
+    j["ok"] = false;
+    j["error"] = std::move(err);
+    print_json(j);
+  } else {
+    std::fprintf(stderr, "rumor: %s\n", message.c_str());
+  }
+  return code == Code::kInvalidArgument ? 2 : 1;
+}
+
+int fail(const ClientOptions& o, const Status& s) {
+  return report_error(o, s.code(), s.message());
 }
 
 // Turns an error response into a message a person can act on.
-int fail_response(const Message& m) {
+int fail_response(const ClientOptions& o, const Message& m) {
   const auto code = static_cast<Code>(m.kind);
   std::string msg = m.fields.empty() ? std::string(code_name(code)) : m.fields[0];
   if (code == Code::kTooLarge) msg += " (the limits are the agent's store.key_bytes_max and "
                                       "store.value_bytes_max)";
   if (code == Code::kBusy) msg += " (the agent is overloaded: retry)";
-  std::fprintf(stderr, "rumor: %s\n", msg.c_str());
-  return 1;
+  return report_error(o, code, msg);
 }
 
 std::string writer_text(const std::string& id, const std::string& name) {
   return name.empty() ? id : fmt::format("{} ({})", name, id);
 }
 
-std::string version_json(const std::string& hlc_text, const std::string& id,
-                         const std::string& name) {
+Json version_json(const std::string& hlc_text, const std::string& id,
+                  const std::string& name) {
   const std::uint64_t hlc = std::strtoull(hlc_text.c_str(), nullptr, 10);
-  return fmt::format(
-      "{{\"hlc\":{},\"physical_ms\":{},\"logical\":{},\"time\":{},\"writer\":{},"
-      "\"writer_name\":{}}}",
-      hlc, hlc_physical_ms(hlc), hlc_logical(hlc), json_string(format_hlc(hlc)),
-      json_string(id), json_string(name));
+  Json v;
+  v["hlc"] = hlc;
+  v["physical_ms"] = hlc_physical_ms(hlc);
+  v["logical"] = hlc_logical(hlc);
+  v["time"] = format_hlc(hlc);
+  v["writer"] = id;
+  put_bytes(v, "writer_name", name, false);
+  return v;
+}
+
+// An entry row [key, value, hlc, writer, writer_name]; `deleted` adds that field.
+Json entry_json(const Message& m, std::size_t i, const bool* deleted) {
+  Json j;
+  put_bytes(j, "key", m.at(i, 0), false);
+  put_bytes(j, "value", m.at(i, 1), true);
+  if (deleted != nullptr) j["deleted"] = *deleted;
+  j["version"] = version_json(m.at(i, 2), m.at(i, 3), m.at(i, 4));
+  return j;
+}
+
+// One JSON document per line. Every string was checked for UTF-8 (or base64-encoded) on its
+// way in, so dump() cannot throw; `replace` is the belt to those braces.
+void print_json(const Json& j) {
+  std::string out = j.dump(-1, ' ', false, Json::error_handler_t::replace);
+  out.push_back('\n');
+  std::fwrite(out.data(), 1, out.size(), stdout);
 }
 
 Result<Message> one_call(const ClientOptions& o, Message req) {
@@ -234,14 +313,12 @@ Result<Message> AdminClient::call(const Message& request) {
 
 int cmd_get(const ClientOptions& o, const std::string& key, bool verbose) {
   auto r = one_call(o, make_request(Op::kGet, {key}));
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
   const Message& m = *r;
-  if (m.rows() != 1) return fail(Status::error(Code::kMalformed, "unexpected answer"));
+  if (m.rows() != 1) return fail(o, Status::error(Code::kMalformed, "unexpected answer"));
   if (o.json) {
-    std::printf("{\"key\":%s,\"value\":%s,\"version\":%s}\n", json_string(m.at(0, 0)).c_str(),
-                json_string(m.at(0, 1)).c_str(),
-                version_json(m.at(0, 2), m.at(0, 3), m.at(0, 4)).c_str());
+    print_json(entry_json(m, 0, nullptr));
     return 0;
   }
   std::fwrite(m.at(0, 1).data(), 1, m.at(0, 1).size(), stdout);
@@ -256,14 +333,17 @@ int cmd_get(const ClientOptions& o, const std::string& key, bool verbose) {
 
 static int write_result(const ClientOptions& o, const Result<Message>& r, const char* verb,
                         const std::string& key, const std::string* value) {
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
   const Message& m = *r;
-  if (m.rows() != 1) return fail(Status::error(Code::kMalformed, "unexpected answer"));
+  if (m.rows() != 1) return fail(o, Status::error(Code::kMalformed, "unexpected answer"));
   if (o.json) {
-    std::printf("{\"ok\":true,\"op\":\"%s\",\"key\":%s,\"version\":%s}\n", verb,
-                json_string(key).c_str(),
-                version_json(m.at(0, 1), m.at(0, 2), m.at(0, 3)).c_str());
+    Json j;
+    j["ok"] = true;
+    j["op"] = verb;
+    put_bytes(j, "key", key, false);
+    j["version"] = version_json(m.at(0, 1), m.at(0, 2), m.at(0, 3));
+    print_json(j);
     return 0;
   }
   const std::uint64_t hlc = std::strtoull(m.at(0, 1).c_str(), nullptr, 10);
@@ -287,18 +367,13 @@ int cmd_del(const ClientOptions& o, const std::string& key) {
 
 int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limit) {
   auto r = one_call(o, make_request(Op::kKeys, {prefix, std::to_string(limit)}));
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
   const Message& m = *r;
   if (o.json) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < m.rows(); ++i) {
-      out += fmt::format("{}{{\"key\":{},\"value\":{},\"version\":{}}}", i ? "," : "",
-                         json_string(m.at(i, 0)), json_string(m.at(i, 1)),
-                         version_json(m.at(i, 2), m.at(i, 3), m.at(i, 4)));
-    }
-    out += "]\n";
-    std::fputs(out.c_str(), stdout);
+    Json out = Json::array();
+    for (std::size_t i = 0; i < m.rows(); ++i) out.push_back(entry_json(m, i, nullptr));
+    print_json(out);
     return 0;
   }
   for (std::size_t i = 0; i < m.rows(); ++i) {
@@ -312,8 +387,8 @@ int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limi
 
 int cmd_keyring(const ClientOptions& o, const std::string& action, const std::string& argument) {
   auto r = one_call(o, make_request(Op::kKeyring, {action, argument}));
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
   const Message& m = *r;
   std::string mode;
   std::vector<std::pair<std::string, bool>> keys;  // fingerprint, primary
@@ -322,14 +397,17 @@ int cmd_keyring(const ClientOptions& o, const std::string& action, const std::st
     if (m.at(i, 0) == "key") keys.emplace_back(m.at(i, 1), m.at(i, 2) == "primary");
   }
   if (o.json) {
-    std::string out = fmt::format("{{\"mode\":{},\"keys\":[", json_string(mode));
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      out += fmt::format("{}{{\"id\":{},\"fingerprint\":{},\"primary\":{}}}", i ? "," : "",
-                         std::stoul(keys[i].first.substr(0, 2), nullptr, 16),
-                         json_string(keys[i].first), keys[i].second ? "true" : "false");
+    Json j;
+    j["mode"] = mode;
+    j["keys"] = Json::array();
+    for (const auto& [fp, primary] : keys) {
+      Json k;
+      k["id"] = std::strtoul(fp.substr(0, 2).c_str(), nullptr, 16);
+      k["fingerprint"] = fp;
+      k["primary"] = primary;
+      j["keys"].push_back(std::move(k));
     }
-    out += "]}\n";
-    std::fputs(out.c_str(), stdout);
+    print_json(j);
     return 0;
   }
   std::printf("encryption: %s\n", mode.c_str());
@@ -347,27 +425,26 @@ int cmd_keyring(const ClientOptions& o, const std::string& action, const std::st
 
 int cmd_members(const ClientOptions& o) {
   auto r = one_call(o, make_request(Op::kMembers, {}));
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
   const Message& m = *r;
   std::vector<std::size_t> order(m.rows());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(),
             [&](std::size_t a, std::size_t b) { return m.at(a, 0) < m.at(b, 0); });
   if (o.json) {
-    std::string out = "[";
-    bool first = true;
+    Json out = Json::array();
     for (std::size_t i : order) {
-      out += fmt::format(
-          "{}{{\"name\":{},\"id\":{},\"address\":{},\"state\":{},\"incarnation\":{},"
-          "\"metadata\":{}}}",
-          first ? "" : ",", json_string(m.at(i, 0)), json_string(m.at(i, 1)),
-          json_string(m.at(i, 2)), json_string(m.at(i, 3)), m.at(i, 4),
-          json_string(m.at(i, 5)));
-      first = false;
+      Json r;
+      put_bytes(r, "name", m.at(i, 0), false);
+      r["id"] = m.at(i, 1);
+      r["address"] = m.at(i, 2);
+      r["state"] = m.at(i, 3);
+      r["incarnation"] = std::strtoull(m.at(i, 4).c_str(), nullptr, 10);
+      put_bytes(r, "metadata", m.at(i, 5), false);
+      out.push_back(std::move(r));
     }
-    out += "]\n";
-    std::fputs(out.c_str(), stdout);
+    print_json(out);
     return 0;
   }
   // Column widths from the content.
@@ -389,23 +466,75 @@ int cmd_members(const ClientOptions& o) {
   return 0;
 }
 
-static int print_pairs(const ClientOptions& o, const Message& m, const std::string& filter) {
+// A number when the text is one, else the text.
+static Json scalar_json(const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  const bool numeric = !v.empty() && end == v.c_str() + v.size() &&
+                       v.find_first_not_of("0123456789.e+-") == std::string::npos;
+  if (!numeric) return is_utf8(v) ? Json(v) : Json(base64_encode(v));
+  if (v.find_first_of(".e") == std::string::npos && v[0] != '-') {
+    return Json(std::strtoull(v.c_str(), nullptr, 10));
+  }
+  return Json(d);
+}
+
+std::optional<Series> parse_series(std::string_view s) {
+  Series out;
+  const std::size_t brace = s.find('{');
+  out.name = std::string(s.substr(0, brace));
+  if (out.name.empty()) return std::nullopt;
+  if (brace == std::string_view::npos) return out;
+  if (s.back() != '}') return std::nullopt;
+  std::size_t i = brace + 1;
+  const std::size_t end = s.size() - 1;
+  while (i < end) {
+    const std::size_t eq = s.find('=', i);
+    if (eq == std::string_view::npos || eq + 1 >= end || s[eq + 1] != '"') return std::nullopt;
+    std::string label(s.substr(i, eq - i)), value;
+    i = eq + 2;
+    for (;;) {
+      if (i >= end) return std::nullopt;
+      const char c = s[i++];
+      if (c == '"') break;
+      if (c == '\\') {
+        if (i >= end) return std::nullopt;
+        const char e = s[i++];
+        value.push_back(e == 'n' ? '\n' : e);
+      } else {
+        value.push_back(c);
+      }
+    }
+    out.labels.emplace_back(std::move(label), std::move(value));
+    if (i < end) {
+      if (s[i] != ',') return std::nullopt;
+      ++i;
+    }
+  }
+  return out;
+}
+
+static int print_pairs(const ClientOptions& o, const Message& m, const std::string& filter,
+                       bool metrics) {
   if (o.json) {
-    std::string out = "{";
-    bool first = true;
+    // Metrics as a list of {name, labels, value}; info as one object of its fields.
+    Json out = metrics ? Json::array() : Json::object();
     for (std::size_t i = 0; i < m.rows(); ++i) {
       if (m.at(i, 0).find(filter) == std::string::npos) continue;
-      const std::string& v = m.at(i, 1);
-      char* end = nullptr;
-      std::strtod(v.c_str(), &end);
-      const bool numeric = !v.empty() && end == v.c_str() + v.size() &&
-                           v.find_first_not_of("0123456789.e+-") == std::string::npos;
-      out += fmt::format("{}{}:{}", first ? "" : ",", json_string(m.at(i, 0)),
-                         numeric ? v : json_string(v));
-      first = false;
+      if (!metrics) {
+        out[is_utf8(m.at(i, 0)) ? m.at(i, 0) : base64_encode(m.at(i, 0))] = scalar_json(m.at(i, 1));
+        continue;
+      }
+      Json r;
+      auto series = parse_series(m.at(i, 0));
+      if (!series) series = Series{m.at(i, 0), {}};
+      put_bytes(r, "name", series->name, false);
+      r["labels"] = Json::object();
+      for (const auto& [k, v] : series->labels) r["labels"][k] = is_utf8(v) ? v : base64_encode(v);
+      r["value"] = scalar_json(m.at(i, 1));
+      out.push_back(std::move(r));
     }
-    out += "}\n";
-    std::fputs(out.c_str(), stdout);
+    print_json(out);
     return 0;
   }
   std::size_t w = 0;
@@ -419,24 +548,24 @@ static int print_pairs(const ClientOptions& o, const Message& m, const std::stri
 
 int cmd_stats(const ClientOptions& o, const std::string& filter) {
   auto r = one_call(o, make_request(Op::kStats, {}));
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
-  return print_pairs(o, *r, filter);
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
+  return print_pairs(o, *r, filter, /*metrics=*/true);
 }
 
 int cmd_info(const ClientOptions& o) {
   auto r = one_call(o, make_request(Op::kInfo, {}));
-  if (!r) return fail(r.status());
-  if (!r->ok()) return fail_response(*r);
-  return print_pairs(o, *r, "");
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
+  return print_pairs(o, *r, "", /*metrics=*/false);
 }
 
 int cmd_watch(const ClientOptions& o, const std::string& prefix, std::uint64_t count) {
   auto c = AdminClient::connect(o.admin, o.timeout_s);
-  if (!c) return fail(c.status());
+  if (!c) return fail(o, c.status());
   auto first = c->call(make_request(Op::kWatch, {prefix}));
-  if (!first) return fail(first.status());
-  if (!first->ok()) return fail_response(*first);
+  if (!first) return fail(o, first.status());
+  if (!first->ok()) return fail_response(o, *first);
   if (!o.json) {
     std::fprintf(stderr, "rumor: watching %s (Ctrl-C to stop)\n",
                  prefix.empty() ? "every key" : ("keys under '" + prefix + "'").c_str());
@@ -444,17 +573,16 @@ int cmd_watch(const ClientOptions& o, const std::string& prefix, std::uint64_t c
   std::uint64_t seen = 0;
   while (count == 0 || seen < count) {
     auto r = c->receive(-1);
-    if (!r) return fail(r.status());
-    if (!r->ok()) return fail_response(*r);
+    if (!r) return fail(o, r.status());
+    if (!r->ok()) return fail_response(o, *r);
     const Message& m = *r;
     for (std::size_t i = 0; i < m.rows() && (count == 0 || seen < count); ++i, ++seen) {
       const bool deleted = m.at(i, 5) == "1";
       const bool local = m.at(i, 6) == "1";
       if (o.json) {
-        std::printf("{\"key\":%s,\"value\":%s,\"deleted\":%s,\"local\":%s,\"version\":%s}\n",
-                    json_string(m.at(i, 0)).c_str(), json_string(m.at(i, 1)).c_str(),
-                    deleted ? "true" : "false", local ? "true" : "false",
-                    version_json(m.at(i, 2), m.at(i, 3), m.at(i, 4)).c_str());
+        Json j = entry_json(m, i, &deleted);
+        j["local"] = local;
+        print_json(j);
       } else {
         const std::uint64_t hlc = std::strtoull(m.at(i, 2).c_str(), nullptr, 10);
         const std::string who = writer_text(m.at(i, 3), m.at(i, 4));

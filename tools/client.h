@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "rumor/status.h"
 #include "tools/admin_protocol.h"
@@ -52,8 +55,17 @@ int cmd_info(const ClientOptions& o);
 // Streams changes under prefix; stops after `count` changes when count > 0.
 int cmd_watch(const ClientOptions& o, const std::string& prefix, std::uint64_t count);
 
-// JSON helpers (also used by the agent's ready file).
+// JSON helpers. Bytes that are not UTF-8 print as base64 (docs/agent.md "JSON output").
+bool is_utf8(std::string_view s);
+std::string base64_encode(std::string_view s);
+// A JSON string literal of s (base64 when s is not UTF-8).
 std::string json_string(std::string_view s);
+// A Prometheus series name as `rumor stats` lists it: name{label="value",...}.
+struct Series {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> labels;
+};
+std::optional<Series> parse_series(std::string_view s);
 // "2026-11-25T10:11:12.345Z+3" for an HLC timestamp.
 std::string format_hlc(std::uint64_t hlc);
 

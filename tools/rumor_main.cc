@@ -27,8 +27,10 @@ namespace {
 
 struct AgentFlags {
   std::string config_file, preset, bind, advertise, admin, metrics, name, label, metadata,
-      log_level, backend, ready_file;
-  std::vector<std::string> join, options;
+      log_level, log_format, backend, ready_file;
+  std::vector<std::string> join, retry_join, options;
+  std::uint64_t retry_interval_ms = 0;
+  std::uint32_t retry_max = 0;
   std::uint32_t cores = 1;
   int cpu = -1;
   std::uint64_t join_timeout_ms = 0;
@@ -68,16 +70,24 @@ int run_agent(const AgentFlags& f, CLI::App& cmd) {
     if (!s) return Status::error(s.code(), fmt::format("{} {}: {}", flag, value, s.message()));
     return s;
   };
-  std::string join;
-  for (const std::string& j : f.join) join += (join.empty() ? "" : ",") + j;
+  auto joined = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& x : v) s += (s.empty() ? "" : ",") + x;
+    return s;
+  };
   for (Status s : {set("--bind", "bind", f.bind), set("--advertise", "advertise", f.advertise),
                    set("--admin", "admin", f.admin), set("--metrics", "metrics", f.metrics),
                    set("--name", "name", f.name), set("--label", "label", f.label),
                    set("--metadata", "metadata", f.metadata),
                    set("--log-level", "log_level", f.log_level),
+                   set("--log-format", "log_format", f.log_format),
                    set("--backend", "transport.backend", f.backend),
                    set("--ready-file", "ready_file", f.ready_file),
-                   set("--join", "join", join),
+                   set("--join", "join", joined(f.join)),
+                   set("--retry-join", "retry_join", joined(f.retry_join)),
+                   set("--retry-interval-ms", "retry_interval_ms",
+                       std::to_string(f.retry_interval_ms)),
+                   set("--retry-max", "retry_max", std::to_string(f.retry_max)),
                    set("--cores", "cores", std::to_string(f.cores)),
                    set("--cpu", "reactor.cpu", std::to_string(f.cpu)),
                    set("--join-timeout-ms", "join_timeout_ms",
@@ -119,8 +129,18 @@ int main(int argc, char** argv) {
   agent->add_option("--bind", af.bind, "gossip address HOST:PORT (UDP) [127.0.0.1:7946]");
   agent->add_option("--advertise", af.advertise,
                     "address peers send to (default: --bind; needed for a wildcard bind)");
-  agent->add_option("--join", af.join, "seed(s) HOST:PORT[,HOST:PORT...]; any one is enough")
+  agent->add_option("--join", af.join,
+                    "seed(s) HOST:PORT[,HOST:PORT...] (names resolve to every address); any one "
+                    "is enough; start fails after --join-timeout-ms")
       ->delimiter(',');
+  agent->add_option("--retry-join", af.retry_join,
+                    "seed(s) joined in the background: serve at once, retry with backoff until "
+                    "one answers")
+      ->delimiter(',');
+  agent->add_option("--retry-interval-ms", af.retry_interval_ms,
+                    "first wait between join attempts, doubling to 30 s [1000]");
+  agent->add_option("--retry-max", af.retry_max,
+                    "background join attempts before exiting with an error (0: forever) [0]");
   agent->add_option("--admin", af.admin, "admin address HOST:PORT (TCP, loopback) [127.0.0.1:7373]");
   agent->add_option("--metrics", af.metrics, "serve Prometheus metrics on HOST:PORT (HTTP)");
   agent->add_option("--name", af.name, "this node's name (default: its gossip address)");
@@ -132,6 +152,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   agent->add_option("--preset", af.preset, "lan | wan | local timer defaults [lan]");
   agent->add_option("--log-level", af.log_level, "debug | info | warn | error [info]");
+  agent->add_option("--log-format", af.log_format,
+                    "text (strict logfmt) | json: one event per line on stderr [text]");
   agent->add_option("--backend", af.backend, "auto | uring | mmsg [auto]");
   agent->add_option("--cpu", af.cpu, "pin the reactor to this CPU (-1: first allowed)");
   agent->add_flag("--no-pin", af.no_pin, "do not pin the reactor thread (shared machines)");

@@ -90,7 +90,8 @@ void NodeImpl::start(std::uint32_t ci, PacketSink& out) {
     // Spread the first timers so a thousand nodes started at once do not gossip in lockstep.
     next_gossip_ms_ = t + rng_.below(config_.gossip_interval_ms) + 1;
     next_sync_ms_ = t + config_.sync_interval_ms / 2 + rng_.below(config_.sync_interval_ms);
-    joined_ = config_.seeds.empty();
+    seeds_ = config_.seeds;
+    joined_ = seeds_.empty();
     if (!joined_) send_join(out);
     next_reconnect_ms_ = t + config_.reconnect_interval_ms;
   }
@@ -448,7 +449,10 @@ void NodeImpl::home_tick(PacketSink& out) {
   const std::uint64_t t = now();
   // Members may have arrived in datagrams other cores handed over (drain_links).
   if (members_.live() > 0) set_joined();
-  if (!joined_ && t >= next_join_ms_) send_join(out);
+  if ((!joined_ && t >= next_join_ms_) || join_requested_) {
+    join_requested_ = false;
+    send_join(out);
+  }
   reconnect_tick(t, out);
   members_.tick(t, outbox(c, out));
   pump_feeds(c);
@@ -507,13 +511,26 @@ std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
   // While a session runs, the next one waits for it (sync_tick), whatever next_sync_ms_ says.
   if (!c.sync.active()) d = std::min(d, next_sync_ms_);
   if (!joined_) d = std::min(d, next_join_ms_);
+  if (join_requested_) d = 0;
   d = std::min(d, next_catchup_ms_);
   return d;
 }
 
+void NodeImpl::join(std::span<const Address> seeds) {
+  seeds_.clear();
+  for (const Address& a : seeds) {
+    if (a == config_.advertise) continue;
+    if (std::find(seeds_.begin(), seeds_.end(), a) == seeds_.end()) seeds_.push_back(a);
+  }
+  join_requested_ = !seeds_.empty();
+  // Alone (never joined, or every member gone): this is a first join, retried every two probe
+  // intervals and followed by catching up (set_joined). In a cluster: a merge, sent once.
+  if (join_requested_ && members_.live() == 0) joined_ = false;
+}
+
 void NodeImpl::send_join(PacketSink& out) {
   next_join_ms_ = now() + 2ull * config_.probe_interval_ms;
-  for (const Address& seed : config_.seeds) {
+  for (const Address& seed : seeds_) {
     if (seed == config_.advertise) continue;
     members_.send_table(seed, wire::MsgType::kJoin, /*reply_wanted=*/true, outbox(home(), out));
   }
@@ -523,7 +540,7 @@ void NodeImpl::reconnect_tick(std::uint64_t t, PacketSink& out) {
   if (t < next_reconnect_ms_) return;
   next_reconnect_ms_ = t + config_.reconnect_interval_ms;
   // A node with no live member left goes back to its seeds.
-  if (members_.live() == 0 && !config_.seeds.empty()) send_join(out);
+  if (members_.live() == 0 && !seeds_.empty()) send_join(out);
   // Serf's reconnect: offer our table to one random dead (not left) member. If it was only cut
   // off, it answers with its own, both sides learn what the other believes, and refutations
   // bring the two views back together.

@@ -69,6 +69,7 @@ std::vector<Node::Entry> Node::scan_prefix(std::string_view prefix, std::size_t 
 
 std::vector<Member> Node::members() const { return impl_->members().list(); }
 NodeCounters Node::counters() const { return impl_->counters(); }
+void Node::join(std::span<const Address> seeds) { impl_->join(seeds); }
 
 Status Node::install_key(std::string_view raw_key) {
   return impl_->crypto().keyring().install(raw_key);

@@ -66,6 +66,9 @@ class NodeImpl {
   Status del(std::string_view key) { return write(key, {}, true); }
   const NodeCounters& counters() const;
 
+  // Node::join (home core's driver thread).
+  void join(std::span<const Address> seeds);
+
  private:
   Core& home() { return *cores_[kHomeCore]; }
   bool is_home(const Core& c) const { return c.index == kHomeCore; }
@@ -148,6 +151,10 @@ class NodeImpl {
   Gossip gossip_;
   Members members_;
   bool joined_ = false;
+  // The seeds (config_.seeds until join() replaces them: config() is read on any thread) and
+  // a join() waiting for the next turn.
+  std::vector<Address> seeds_;
+  bool join_requested_ = false;
   std::vector<Members::Record> member_in_;  // home core only: the records of the datagram being dispatched
 
   // Per shard; element s is touched only by the owner core of shard s.

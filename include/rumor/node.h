@@ -192,6 +192,10 @@ class Node {
   // Every member this node knows, itself first (dead and left ones until reclaimed).
   std::vector<Member> members() const;
   NodeCounters counters() const;
+  // Joins through these addresses (memberlist's Join): each is sent a join at the next turn and
+  // answers with its member table. They replace the seeds that a node with no live member goes
+  // back to. A node already in a cluster learns the other's members too, so two clusters merge.
+  void join(std::span<const Address> seeds);
 
   // Rotation without downtime: install the new key on every node, then use it on every node,
   // then remove the old one from every node. Keys are raw 32 bytes (decode_key() reads base64);

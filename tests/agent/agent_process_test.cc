@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "tests/agent/process_harness.h"
 
@@ -231,7 +232,9 @@ TEST(AgentProcess, ClientOutputHumanAndJson) {
   r = a.rumor({"stats"});
   EXPECT_NE(r.out.find("rumor_packets_sent_total"), std::string::npos);
   r = a.rumor({"stats", "--json"});
-  EXPECT_NE(r.out.find("\"rumor_packets_sent_total\":"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("{\"name\":\"rumor_packets_sent_total\",\"labels\":{},\"value\":"),
+            std::string::npos)
+      << r.out;
   r = a.rumor({"info", "--json"});
   EXPECT_NE(r.out.find("\"name\":\"n1\""), std::string::npos) << r.out;
 
@@ -258,6 +261,209 @@ TEST(AgentProcess, ClientOutputHumanAndJson) {
   EXPECT_NE(watched.out.find("\"key\":\"svc/version\""), std::string::npos) << watched.out;
   EXPECT_EQ(watched.out.find("not watched"), std::string::npos);
   for (auto& ag : agents) ag->terminate();
+}
+
+// Every --json output parses (nlohmann's parser refuses invalid UTF-8, as python's json does),
+// whatever bytes a user stored: values that are not UTF-8 come out base64 with an encoding
+// field, and errors are JSON objects too.
+TEST(AgentProcess, EveryJsonOutputParsesWhateverTheBytes) {
+  TempDir dir;
+  AgentProcess a(dir.path(), "j\xc3\xa9");
+  ASSERT_TRUE(a.start({}, {"--metadata", "role=\xff\xfe"})) << a.error;
+  struct Case {
+    std::string key, value;
+    bool text;
+  };
+  const std::vector<Case> cases = {
+      {"bin", std::string("\x01\x02\xff", 3), false},
+      {"utf8", "h\xc3\xa9llo \"quoted\" \\ tab\t newline\n bell\x07 \xe2\x82\xac", true},
+      {"empty", "", true},
+      {"latin1", "caf\xe9", false},
+      {"overlong", "\xc0\xaf", false},
+      {std::string("k\xff", 2), "key not utf-8", true},
+  };
+  auto parse = [](const RunResult& r) {
+    try {
+      return nlohmann::json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not JSON (" << e.what() << "): " << r.out;
+      return nlohmann::json();
+    }
+  };
+  for (const Case& c : cases) {
+    RunResult r = a.rumor({"set", c.key, c.value, "--json"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(parse(r)["ok"], true);
+    r = a.rumor({"get", c.key, "--json"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const nlohmann::json j = parse(r);
+    EXPECT_EQ(j["value_encoding"], c.text ? "utf-8" : "base64") << c.key;
+    if (c.text) {
+      EXPECT_EQ(j["value"], c.value) << c.key;
+    }
+  }
+  const nlohmann::json bin = parse(a.rumor({"get", "bin", "--json"}));
+  EXPECT_EQ(bin["value"], "AQL/");  // base64 of 01 02 ff
+  EXPECT_EQ(bin["key"], "bin");
+  const nlohmann::json keys = parse(a.rumor({"keys", "--json"}));
+  ASSERT_TRUE(keys.is_array());
+  EXPECT_EQ(keys.size(), cases.size());
+  bool base64_key = false;
+  for (const auto& k : keys) base64_key |= k.value("key_encoding", "") == "base64";
+  EXPECT_TRUE(base64_key) << keys.dump();
+
+  const nlohmann::json members = parse(a.rumor({"members", "--json"}));
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_EQ(members[0]["name"], "j\xc3\xa9");
+  EXPECT_EQ(members[0]["metadata_encoding"], "base64");
+  EXPECT_TRUE(members[0]["incarnation"].is_number());
+
+  const nlohmann::json stats = parse(a.rumor({"stats", "--json"}));
+  ASSERT_TRUE(stats.is_array());
+  bool labelled = false;
+  for (const auto& m : stats) {
+    EXPECT_TRUE(m["name"].is_string());
+    EXPECT_TRUE(m["labels"].is_object());
+    EXPECT_TRUE(m["value"].is_number()) << m.dump();
+    labelled |= m["name"] == "rumor_packet_drops_total" && m["labels"].contains("reason");
+  }
+  EXPECT_TRUE(labelled);
+  EXPECT_EQ(parse(a.rumor({"info", "--json"}))["name"], "j\xc3\xa9");
+  EXPECT_EQ(parse(a.rumor({"keys", "list", "--json"}))["mode"], "off");
+
+  // Errors: one JSON object on stdout, the exit status as without --json.
+  RunResult r = a.rumor({"get", "missing", "--json"});
+  EXPECT_EQ(r.status, 1);
+  nlohmann::json e = parse(r);
+  EXPECT_EQ(e["ok"], false);
+  EXPECT_EQ(e["error"]["code"], "not_found");
+  r = a.rumor({"keys", "mode", "bogus", "--json"});
+  EXPECT_EQ(r.status, 2) << "an invalid request is a usage error";
+  EXPECT_EQ(parse(r)["error"]["code"], "invalid_argument");
+  r = a.rumor({"set", "", "x", "--json"});
+  EXPECT_EQ(r.status, 2) << "an empty key is a usage error";
+  EXPECT_EQ(parse(r)["error"]["code"], "invalid_argument");
+  r = run_rumor({"get", "k", "--json", "--admin", "127.0.0.1:1"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(parse(r)["error"]["code"], "unavailable");
+
+  // watch --json: one document per line, a non-UTF-8 value included.
+  RunResult watched;
+  std::atomic<bool> finished{false};
+  std::thread watcher([&] {
+    watched = a.rumor({"watch", "w/", "--count", "1", "--json"}, 30);
+    finished.store(true);
+  });
+  eventually(
+      [&] {
+        a.rumor({"set", "w/1", "\xfe\x01"});
+        return finished.load();
+      },
+      30);
+  watcher.join();
+  ASSERT_EQ(watched.status, 0) << watched.err;
+  const nlohmann::json w = parse(watched);
+  EXPECT_EQ(w["key"], "w/1");
+  EXPECT_EQ(w["value"], "/gE=");  // base64 of fe 01
+  EXPECT_EQ(w["deleted"], false);
+  EXPECT_EQ(a.terminate(), 0);
+}
+
+// A UDP port on 127.0.0.1 that nobody holds right now.
+std::string free_udp_port() {
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof(sin));
+  socklen_t len = sizeof(sin);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  close(fd);
+  return std::to_string(ntohs(sin.sin_port));
+}
+
+// Seeds by name (`localhost`, from /etc/hosts: no DNS traffic leaves the machine), and an agent
+// started before its seed: --retry-join serves at once and joins once the seed is up.
+TEST(AgentProcess, SeedsByNameAndAJoinRetriedInTheBackground) {
+  TempDir dir;
+  const std::string port = free_udp_port();
+  AgentProcess early(dir.path(), "early");
+  ASSERT_TRUE(early.start({}, {"--retry-join", "localhost:" + port, "--retry-interval-ms", "200"}))
+      << early.error;
+  EXPECT_EQ(members_in_state(early, "alive"), 1) << "serving alone before the seed exists";
+
+  AgentProcess seed(dir.path(), "seed");
+  seed.set_bind("127.0.0.1:" + port);
+  ASSERT_TRUE(seed.start({})) << seed.error;
+  EXPECT_TRUE(eventually([&] { return members_in_state(early, "alive") == 2; }, 15))
+      << early.log();
+  // A third joins through the name at start (--join blocks until it is in).
+  AgentProcess third(dir.path(), "third");
+  ASSERT_TRUE(third.start({"localhost:" + port})) << third.error;
+  for (AgentProcess* a : {&early, &seed, &third}) {
+    EXPECT_TRUE(eventually([&] { return members_in_state(*a, "alive") == 3; }, 15))
+        << a->name() << "\n"
+        << a->log();
+  }
+  EXPECT_NE(early.log().find("join attempt"), std::string::npos) << early.log();
+  EXPECT_TRUE(eventually([&] { return early.log().find("msg=joined") != std::string::npos; }, 5))
+      << early.log();
+
+  // A seed that never answers: --retry-max bounds the background attempts, then exit 1.
+  RunResult r = run_rumor({"agent", "--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-pin",
+                           "--preset", "local", "--retry-join", "127.0.0.1:" + free_udp_port(),
+                           "--retry-interval-ms", "100", "--retry-max", "3"},
+                          30);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("could not join the cluster"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("attempts=3"), std::string::npos) << r.err;
+  // A seed without a port is a usage error.
+  r = run_rumor({"agent", "--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--join",
+                 "localhost"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("port is required"), std::string::npos) << r.err;
+  for (AgentProcess* a : {&early, &seed, &third}) EXPECT_EQ(a->terminate(), 0);
+}
+
+// --log-format json: every line the agent writes is one JSON object with time, level and msg;
+// --log-level debug adds admin requests and, every few seconds, what sync and the failure
+// detector did.
+TEST(AgentProcess, JsonLogsAndDebugLinesThatSayWhatHappened) {
+  TempDir dir;
+  AgentProcess a(dir.path(), "l1"), b(dir.path(), "l2");
+  ASSERT_TRUE(a.start({}, {"--log-format", "json"})) << a.error;
+  ASSERT_TRUE(b.start({a.gossip}, {"--log-format", "json"})) << b.error;
+  ASSERT_EQ(a.rumor({"set", "k", "v"}).status, 0);
+  EXPECT_TRUE(eventually([&] { return b.log().find("\"msg\":\"sync sessions\"") != std::string::npos; }, 30))
+      << b.log();
+  EXPECT_EQ(a.terminate(), 0);
+  EXPECT_EQ(b.terminate(), 0);
+  bool admin_seen = false, joined_seen = false;
+  for (const AgentProcess* p : {&a, &b}) {
+    const std::string log = p->log();
+    std::size_t start = 0, lines = 0;
+    while (start < log.size()) {
+      const std::size_t end = log.find('\n', start);
+      ASSERT_NE(end, std::string::npos) << "a line without its newline";
+      const std::string line = log.substr(start, end - start);
+      start = end + 1;
+      ++lines;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "not JSON: " << line;
+        continue;
+      }
+      EXPECT_TRUE(j["time"].is_string() && j["level"].is_string() && j["msg"].is_string())
+          << line;
+      admin_seen |= j["msg"] == "admin request" && j["op"] == "set" && j["key"] == "k";
+      joined_seen |= j["msg"] == "joined";
+    }
+    EXPECT_GT(lines, 3u);
+  }
+  EXPECT_TRUE(admin_seen);
+  EXPECT_TRUE(joined_seen);
 }
 
 TEST(AgentProcess, MetricsEndpointServesPrometheusText) {
@@ -341,7 +547,7 @@ TEST(AgentProcess, ErrorsAPersonCanActOn) {
   EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
   // A non-loopback admin address is refused.
   r = run_rumor({"agent", "--bind", "127.0.0.1:0", "--admin", "0.0.0.0:0", "--no-pin"});
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.status, 2) << "a usage error";
   EXPECT_NE(r.err.find("loopback"), std::string::npos) << r.err;
 
   // Unreachable seed: the admin port of a dead agent is as good as any silent UDP port.
