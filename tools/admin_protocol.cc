@@ -16,6 +16,10 @@ std::string_view op_name(Op op) {
     case Op::kWatch: return "watch";
     case Op::kInfo: return "info";
     case Op::kKeyring: return "keyring";
+    case Op::kTags: return "tags";
+    case Op::kJoin: return "join";
+    case Op::kLeave: return "leave";
+    case Op::kReload: return "reload";
   }
   return "unknown";
 }

@@ -44,6 +44,17 @@ enum class Op : std::uint8_t {
   // ("key", fingerprint, "primary" | "accepted") per key. Actions: list, install (argument: a
   // base64 key), use and remove (a fingerprint or a base64 key), mode (off|accept|send|require).
   kKeyring = 9,
+  // [action, args...] -> rows of [key, value]: this agent's tags after the action. Actions:
+  // list; set (args: KEY=VALUE...); del (args: KEY...).
+  kTags = 10,
+  // [address...] (numeric HOST:PORT, resolved by the client) -> rows of [address]: a join
+  // sent to each (Node::join).
+  kJoin = 11,
+  // [] -> []: the agent leaves the cluster gracefully and exits (as on SIGTERM).
+  kLeave = 12,
+  // [] -> rows of [what, detail]: the agent reads its configuration again (as on SIGHUP) and
+  // applies what can change at run time; ("applied", key) and ("restart_needed", key) rows.
+  kReload = 13,
 };
 std::string_view op_name(Op op);
 

@@ -350,6 +350,10 @@ void AdminServer::post_to_reactor(Conn& c, Op op, bool metrics, std::string key,
     done->key = key;
     if (op == Op::kKeyring) {
       done->status = agent->keyring_command(key, value, &done->rows);
+    } else if (op == Op::kTags) {
+      done->status = agent->tags_command(key, value, &done->rows);
+    } else if (op == Op::kJoin) {
+      done->status = agent->join_command(value, &done->rows);
     } else if (op == Op::kSet || op == Op::kDel) {
       done->status = op == Op::kSet ? agent->node().set(key, value) : agent->node().del(key);
       if (done->status.is_ok()) {
@@ -438,6 +442,39 @@ void AdminServer::handle(Conn& c, const Message& req) {
       if (!need(2)) return;
       post_to_reactor(c, op, false, req.fields[0], req.fields[1]);
       return;
+    case Op::kTags: {
+      if (req.fields.empty()) {
+        respond(c, make_error(Status::error(Code::kInvalidArgument, "tags takes an action")));
+        return;
+      }
+      std::string args;  // newline-separated: no tag holds one
+      for (std::size_t i = 1; i < req.fields.size(); ++i) {
+        args += (i > 1 ? "\n" : "") + req.fields[i];
+      }
+      post_to_reactor(c, op, false, req.fields[0], std::move(args));
+      return;
+    }
+    case Op::kJoin: {
+      std::string args;
+      for (std::size_t i = 0; i < req.fields.size(); ++i) {
+        args += (i > 0 ? "\n" : "") + req.fields[i];
+      }
+      post_to_reactor(c, op, false, {}, std::move(args));
+      return;
+    }
+    case Op::kLeave:
+      if (!need(0)) return;
+      log(LogLevel::kInfo, "leave requested", "by=admin");
+      respond(c, make_response(0, {}));
+      agent_.request_stop();
+      return;
+    case Op::kReload: {
+      if (!need(0)) return;
+      std::vector<std::string> rows;
+      Status s = agent_.reload(&rows);
+      respond(c, s.is_ok() ? make_response(2, std::move(rows)) : make_error(s));
+      return;
+    }
     case Op::kMembers:
     case Op::kStats:
     case Op::kInfo:
@@ -539,6 +576,14 @@ void AdminServer::on_completion(std::unique_ptr<Completion> done) {
         respond(c, make_error(done->status));
       } else {
         respond(c, make_response(3, std::move(done->rows)));
+      }
+      break;
+    case Op::kTags:
+    case Op::kJoin:
+      if (!done->status.is_ok()) {
+        respond(c, make_error(done->status));
+      } else {
+        respond(c, make_response(done->op == Op::kTags ? 2 : 1, std::move(done->rows)));
       }
       break;
     default:

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +31,7 @@ void LagHistogram::observe(double seconds) {
 
 Agent::Agent(AgentConfig config)
     : config_(std::move(config)),
+      loaded_(config_),
       completions_(1024),
       changes_(config_.watch_queue_depth) {}
 
@@ -208,6 +210,10 @@ int Agent::start() {
   // join_attempt(), again at every retry: a DNS name may point elsewhere by then.
   nc.seeds.clear();
   advertise_ = nc.advertise;
+  for (const std::string& t : config_.tags) {  // validate() checked them
+    if (auto kv = parse_tag(t)) tags_[kv->first] = kv->second;
+  }
+  if (!tags_.empty()) nc.metadata = encode_tags(tags_);
   auto node = Node::create(nc, clock_);
   if (!node) {
     std::fprintf(stderr, "rumor agent: invalid node configuration: %s\n",
@@ -409,6 +415,142 @@ bool Agent::retry_tick() {
   return true;
 }
 
+Status Agent::tags_command(const std::string& action, const std::string& args,
+                           std::vector<std::string>* rows) {
+  std::vector<std::string> items;
+  for (std::size_t at = 0; !args.empty() && at <= args.size();) {
+    const std::size_t nl = args.find('\n', at);
+    items.push_back(args.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+  Tags next = tags_;
+  if (action == "set" || action == "del") {
+    if (items.empty()) {
+      return Status::error(Code::kInvalidArgument,
+                           action == "set" ? "tags set takes KEY=VALUE..." : "tags del takes KEY...");
+    }
+    if (tags_.empty() && !node_->config().metadata.empty()) {
+      return Status::error(Code::kInvalidArgument,
+                           "this agent gossips free-form --metadata; tags would replace it");
+    }
+    for (const std::string& item : items) {
+      if (action == "set") {
+        auto kv = parse_tag(item);
+        if (!kv) return Status::error(Code::kInvalidArgument, "tag " + item + ": " + kv.status().message());
+        next[kv->first] = kv->second;
+      } else {
+        next.erase(item);
+      }
+    }
+    if (Status s = node_->set_metadata(encode_tags(next)); !s) return s;
+    tags_ = std::move(next);
+    log(LogLevel::kInfo, "tags changed", "tags={}", logfmt_value(encode_tags(tags_)));
+  } else if (action != "list") {
+    return Status::error(Code::kInvalidArgument,
+                         "tags action '" + action + "' is not list, set or del");
+  }
+  for (const auto& [k, v] : tags_) rows->insert(rows->end(), {k, v});
+  return Status::ok();
+}
+
+Status Agent::join_command(const std::string& args, std::vector<std::string>* rows) {
+  std::vector<Address> addrs;
+  for (std::size_t at = 0; at < args.size();) {
+    std::size_t nl = args.find('\n', at);
+    if (nl == std::string::npos) nl = args.size();
+    const std::string text = args.substr(at, nl - at);
+    at = nl + 1;
+    auto a = Address::parse(text);
+    if (!a) return Status::error(Code::kInvalidArgument, text + ": " + a.status().message());
+    addrs.push_back(*a);
+    rows->push_back(a->to_string());
+  }
+  if (addrs.empty()) return Status::error(Code::kInvalidArgument, "join takes HOST:PORT...");
+  node_->join(addrs);
+  log(LogLevel::kInfo, "join requested", "by=admin addresses={}",
+      logfmt_value(join_list(*rows)));
+  return Status::ok();
+}
+
+void Agent::request_stop() { ::kill(::getpid(), SIGTERM); }
+
+Status Agent::reload(std::vector<std::string>* rows) {
+  if (!config_source_) return Status::error(Code::kUnavailable, "no configuration to reload");
+  if (reloading_.exchange(true, std::memory_order_acq_rel)) {
+    return Status::error(Code::kBusy, "a reload is already running");
+  }
+  struct Done {
+    std::atomic<bool>& flag;
+    ~Done() { flag.store(false, std::memory_order_release); }
+  } done{reloading_};
+  auto next = config_source_();
+  if (!next) {
+    log(LogLevel::kWarn, "reload refused", "error={}", logfmt_value(next.status().message()));
+    return Status::error(Code::kInvalidArgument, "reload: " + next.status().message());
+  }
+  // Which keys differ: compare the two configurations' key listings line by line.
+  auto listing = [](const AgentConfig& c) {
+    std::map<std::string, std::string> out;
+    std::string section;
+    const std::string text = describe_keys(c);
+    for (std::size_t at = 0; at < text.size();) {
+      std::size_t nl = text.find('\n', at);
+      if (nl == std::string::npos) nl = text.size();
+      const std::string line = text.substr(at, nl - at);
+      at = nl + 1;
+      if (line.empty() || line[0] == '#') continue;
+      if (line[0] == '[') {
+        section = line.substr(1, line.size() - 2) + ".";
+        continue;
+      }
+      const std::size_t eq = line.find(" = ");
+      if (eq != std::string::npos) out[section + line.substr(0, eq)] = line.substr(eq);
+    }
+    return out;
+  };
+  const auto before = listing(loaded_), after = listing(*next);
+  bool tags_changed = false;
+  for (const auto& [key, value] : after) {
+    auto it = before.find(key);
+    if (it != before.end() && it->second == value) continue;
+    const bool live = key == "log_level" || key == "log_format" || key == "tags" ||
+                      key == "metadata";
+    rows->insert(rows->end(), {live ? "applied" : "restart_needed", key});
+    // Said before it applies: a new level may hide the line.
+    log(live ? LogLevel::kInfo : LogLevel::kWarn, live ? "reload applied" : "reload: restart needed",
+        "key={}", key);
+    if (key == "log_level") {
+      config_.log_level = loaded_.log_level = next->log_level;
+      set_log_level(next->log_level);
+    } else if (key == "log_format") {
+      config_.log_format = loaded_.log_format = next->log_format;
+      set_log_format(next->log_format);
+    } else if (key == "tags" || key == "metadata") {
+      tags_changed = true;
+      loaded_.tags = next->tags;
+      loaded_.node.metadata = next->node.metadata;
+    }
+  }
+  if (tags_changed) {
+    Tags tags;
+    for (const std::string& t : next->tags) {
+      if (auto kv = parse_tag(t)) tags[kv->first] = kv->second;
+    }
+    const std::string metadata = tags.empty() ? next->node.metadata : encode_tags(tags);
+    Node* node = node_.get();
+    (void)reactor_->post([this, node, tags = std::move(tags), metadata] {
+      if (Status s = node->set_metadata(metadata); !s) {
+        log(LogLevel::kWarn, "reload: metadata refused", "error={}", logfmt_value(s.message()));
+        return;
+      }
+      tags_ = tags;
+    });
+  }
+  if (rows->empty()) rows->insert(rows->end(), {"unchanged", ""});
+  return Status::ok();
+}
+
 void Agent::debug_activity() {
   // Reactor thread: what the node did since the last line, where it did anything.
   const NodeCounters n = node_->counters();
@@ -531,8 +673,9 @@ int Agent::run() {
       continue;
     }
     if (sig == SIGHUP) {
-      log(LogLevel::kInfo, "SIGHUP ignored", "hint={}",
-          logfmt_value("restart the agent to change its configuration"));
+      log(LogLevel::kInfo, "SIGHUP: reloading the configuration", "");
+      std::vector<std::string> rows;
+      (void)reload(&rows);  // logs what it applied and what needs a restart
       continue;
     }
     break;

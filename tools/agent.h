@@ -19,6 +19,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -106,6 +107,20 @@ class Agent {
   // Reactor thread: runs a keyring action (admin Op::kKeyring) and lists the keyring after it.
   Status keyring_command(const std::string& action, const std::string& argument,
                          std::vector<std::string>* rows);
+  // Reactor thread: `rumor tags list|set|del` (args newline-separated); rows of [key, value].
+  Status tags_command(const std::string& action, const std::string& args,
+                      std::vector<std::string>* rows);
+  // Reactor thread: `rumor join`: numeric addresses, newline-separated; rows of [address].
+  Status join_command(const std::string& args, std::vector<std::string>* rows);
+  // Any thread: a graceful leave and exit, as on SIGTERM.
+  void request_stop();
+  // Main or admin thread (`rumor reload`, SIGHUP): reads the configuration again and applies
+  // what can change at run time; rows of [applied|restart_needed|unchanged, key].
+  Status reload(std::vector<std::string>* rows);
+  // Where the configuration comes from, to read it again on reload (rumor_main.cc).
+  void set_config_source(std::function<Result<AgentConfig>()> source) {
+    config_source_ = std::move(source);
+  }
   // Reactor thread: queues a completion for the admin thread and rings it.
   void complete(std::unique_ptr<Completion> c);
   std::string backend_line() const;
@@ -134,6 +149,11 @@ class Agent {
   std::unique_ptr<Reactor> reactor_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<AdminServer> admin_;
+
+  std::function<Result<AgentConfig>()> config_source_;
+  AgentConfig loaded_;  // as configured (config_ gains what start-up derives, like the name)
+  std::atomic<bool> reloading_{false};  // one reload at a time (SIGHUP and `rumor reload`)
+  Tags tags_;  // reactor thread after start
 
   // Joining (main thread).
   Address advertise_;

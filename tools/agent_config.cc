@@ -63,6 +63,8 @@ const std::vector<Key>& keys() {
       {"", "label", Kind::kString, F(node.cluster_label),
        "cluster label: nodes with different labels never exchange state"},
       {"", "metadata", Kind::kString, F(node.metadata), "free-form node metadata, gossiped"},
+      {"", "tags", Kind::kStringList, F(tags),
+       "KEY=VALUE tags, gossiped as the metadata (not with metadata); rumor tags set|del"},
       {"", "cores", Kind::kU32, F(cores), "reactor threads, one per owner core (sets store.owners; see docs/agent.md)"},
       {"", "log_level", Kind::kLogLevel, F(log_level), "debug | info | warn | error"},
       {"", "log_format", Kind::kLogFormat, F(log_format),
@@ -572,11 +574,74 @@ Status validate(const AgentConfig& c) {
       }
     }
   }
+  if (!c.tags.empty()) {
+    if (!c.node.metadata.empty()) {
+      return Status::error(Code::kInvalidArgument,
+                           "tags and metadata exclude each other (tags travel as the metadata)");
+    }
+    Tags tags;
+    for (const std::string& t : c.tags) {
+      auto kv = parse_tag(t);
+      if (!kv) return Status::error(Code::kInvalidArgument, fmt::format("tag {}: {}", t, kv.status().message()));
+      tags[kv->first] = kv->second;
+    }
+    const std::string encoded = encode_tags(tags);
+    if (encoded.size() > c.node.metadata_bytes_max) {
+      return Status::error(Code::kInvalidArgument,
+                           fmt::format("tags take {} bytes, node.metadata_bytes_max is {}",
+                                       encoded.size(), c.node.metadata_bytes_max));
+    }
+  }
   if (c.retry_interval_ms == 0 || c.retry_interval_max_ms < c.retry_interval_ms) {
     return Status::error(Code::kInvalidArgument,
                          "retry_interval_ms must be positive and at most retry_interval_max_ms");
   }
   return Status::ok();
+}
+
+Result<std::pair<std::string, std::string>> parse_tag(std::string_view text) {
+  const std::size_t eq = text.find('=');
+  if (eq == std::string_view::npos) {
+    return Status::error(Code::kInvalidArgument, "expected KEY=VALUE");
+  }
+  const std::string_view key = text.substr(0, eq), value = text.substr(eq + 1);
+  if (key.empty() || key.size() > 128) {
+    return Status::error(Code::kInvalidArgument, "a tag key has 1 to 128 characters");
+  }
+  for (char ch : key) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-' || ch == '/';
+    if (!ok) {
+      return Status::error(Code::kInvalidArgument,
+                           fmt::format("tag key '{}': letters, digits and _ . - / only", key));
+    }
+  }
+  if (value.find('\n') != std::string_view::npos) {
+    return Status::error(Code::kInvalidArgument, "a tag value has no newline");
+  }
+  return std::pair<std::string, std::string>(std::string(key), std::string(value));
+}
+
+std::string encode_tags(const Tags& tags) {
+  std::string out;
+  for (const auto& [k, v] : tags) {
+    if (!out.empty()) out.push_back(' ');
+    out += k;
+    out.push_back('=');
+    out += v.empty() ? std::string("\"\"") : logfmt_value(v);
+  }
+  return out;
+}
+
+std::optional<Tags> decode_tags(std::string_view metadata) {
+  auto pairs = parse_logfmt(metadata);
+  if (!pairs) return std::nullopt;
+  Tags out;
+  for (auto& [k, v] : *pairs) {
+    if (!parse_tag(k + "=x")) return std::nullopt;
+    out[k] = std::move(v);
+  }
+  return out;
 }
 
 Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,9 @@ struct AgentConfig {
   std::uint64_t retry_interval_ms = 1000;       // first wait between attempts; doubles...
   std::uint64_t retry_interval_max_ms = 30'000;  // ...up to this
   std::uint32_t retry_max = 0;                  // failed attempts before exiting (0: never)
+  // Tags, KEY=VALUE: gossiped as this node's metadata (encoded by encode_tags), changed at run
+  // time with `rumor tags set|del`. Exclusive with free-form metadata.
+  std::vector<std::string> tags;
   Address admin;                  // admin (TCP, loopback only)
   std::optional<Address> metrics;  // Prometheus (HTTP)
   std::uint32_t cores = 1;
@@ -59,6 +63,14 @@ Result<std::optional<std::string>> toml_preset(const std::string& path);
 
 // Checks the whole configuration; messages name the key.
 Status validate(const AgentConfig& c);
+
+// Tags travel as the node's metadata in logfmt, sorted by key: `role=web zone="us east"`.
+using Tags = std::map<std::string, std::string>;
+// "k=v" -> (k, v): a key of letters, digits and `_ . - /`, a value of any bytes but newlines.
+Result<std::pair<std::string, std::string>> parse_tag(std::string_view text);
+std::string encode_tags(const Tags& tags);
+// The tags in a member's metadata; nullopt when the metadata is not tags (free-form).
+std::optional<Tags> decode_tags(std::string_view metadata);
 
 // "host:port", "1.2.3.4:port", "[::1]:port" -> (host, port); the host is not resolved here.
 Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view text);

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "tools/agent.h"
+#include "tools/agent_config.h"
 #include "rumor/transport.h"
 #include "rumor/version.h"
 
@@ -423,45 +425,184 @@ int cmd_keyring(const ClientOptions& o, const std::string& action, const std::st
   return 0;
 }
 
-int cmd_members(const ClientOptions& o) {
+int cmd_members(const ClientOptions& o, const MembersFilter& filter) {
+  Tags want;
+  for (const std::string& t : filter.tags) {
+    auto kv = parse_tag(t);
+    if (!kv) return report_error(o, Code::kInvalidArgument, "--tag " + t + ": " + kv.status().message());
+    want[kv->first] = kv->second;
+  }
   auto r = one_call(o, make_request(Op::kMembers, {}));
   if (!r) return fail(o, r.status());
   if (!r->ok()) return fail_response(o, *r);
   const Message& m = *r;
-  std::vector<std::size_t> order(m.rows());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  // Rows: [name, id, address, state, incarnation, metadata]; tags decoded from the metadata.
+  std::vector<std::size_t> order;
+  std::vector<Tags> tags(m.rows());
+  for (std::size_t i = 0; i < m.rows(); ++i) {
+    tags[i] = decode_tags(m.at(i, 5)).value_or(Tags{});
+    if (!filter.status.empty() && m.at(i, 3) != filter.status) continue;
+    bool match = true;
+    for (const auto& [k, v] : want) {
+      auto it = tags[i].find(k);
+      match = match && it != tags[i].end() && it->second == v;
+    }
+    if (match) order.push_back(i);
+  }
   std::sort(order.begin(), order.end(),
             [&](std::size_t a, std::size_t b) { return m.at(a, 0) < m.at(b, 0); });
   if (o.json) {
     Json out = Json::array();
     for (std::size_t i : order) {
-      Json r;
-      put_bytes(r, "name", m.at(i, 0), false);
-      r["id"] = m.at(i, 1);
-      r["address"] = m.at(i, 2);
-      r["state"] = m.at(i, 3);
-      r["incarnation"] = std::strtoull(m.at(i, 4).c_str(), nullptr, 10);
-      put_bytes(r, "metadata", m.at(i, 5), false);
-      out.push_back(std::move(r));
+      Json row;
+      put_bytes(row, "name", m.at(i, 0), false);
+      row["id"] = m.at(i, 1);
+      row["address"] = m.at(i, 2);
+      row["state"] = m.at(i, 3);
+      row["incarnation"] = std::strtoull(m.at(i, 4).c_str(), nullptr, 10);
+      Json t = Json::object();
+      for (const auto& [k, v] : tags[i]) t[k] = is_utf8(v) ? v : base64_encode(v);
+      row["tags"] = std::move(t);
+      put_bytes(row, "metadata", m.at(i, 5), false);
+      out.push_back(std::move(row));
     }
     print_json(out);
     return 0;
   }
-  // Column widths from the content.
-  std::size_t w[6] = {4, 2, 7, 5, 11, 8};  // NAME ID ADDRESS STATE INCARNATION METADATA
+  // NAME ADDRESS STATE [INCARNATION ID] TAGS: the tags as the agent gossips them (its metadata).
+  std::vector<std::vector<std::string>> table;
+  table.push_back(filter.detailed
+                      ? std::vector<std::string>{"NAME", "ADDRESS", "STATE", "INCARNATION", "ID", "TAGS"}
+                      : std::vector<std::string>{"NAME", "ADDRESS", "STATE", "TAGS"});
   for (std::size_t i : order) {
-    for (std::size_t col = 0; col < 6; ++col) w[col] = std::max(w[col], m.at(i, col).size());
+    if (filter.detailed) {
+      table.push_back({m.at(i, 0), m.at(i, 2), m.at(i, 3), m.at(i, 4), m.at(i, 1), m.at(i, 5)});
+    } else {
+      table.push_back({m.at(i, 0), m.at(i, 2), m.at(i, 3), m.at(i, 5)});
+    }
   }
-  auto row = [&](const std::string& name, const std::string& addr, const std::string& state,
-                 const std::string& inc, const std::string& id, const std::string& meta) {
-    std::printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", static_cast<int>(w[0]), name.c_str(),
-                static_cast<int>(w[2]), addr.c_str(), static_cast<int>(w[3]), state.c_str(),
-                static_cast<int>(w[4]), inc.c_str(), static_cast<int>(w[1]), id.c_str(),
-                meta.c_str());
+  std::vector<std::size_t> w(table[0].size(), 0);
+  for (const auto& row : table) {
+    for (std::size_t c = 0; c < row.size(); ++c) w[c] = std::max(w[c], row[c].size());
+  }
+  for (const auto& row : table) {
+    std::string line;
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size()) line += std::string(w[c] - row[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  return 0;
+}
+
+int cmd_tags(const ClientOptions& o, const std::string& action,
+             const std::vector<std::string>& args) {
+  std::vector<std::string> fields = {action};
+  fields.insert(fields.end(), args.begin(), args.end());
+  auto r = one_call(o, make_request(Op::kTags, std::move(fields)));
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
+  const Message& m = *r;
+  if (o.json) {
+    Json out = Json::object();
+    for (std::size_t i = 0; i < m.rows(); ++i) {
+      out[m.at(i, 0)] = is_utf8(m.at(i, 1)) ? m.at(i, 1) : base64_encode(m.at(i, 1));
+    }
+    print_json(out);
+    return 0;
+  }
+  if (m.rows() == 0) std::printf("no tags\n");
+  for (std::size_t i = 0; i < m.rows(); ++i) {
+    std::printf("%s=%s\n", m.at(i, 0).c_str(), m.at(i, 1).c_str());
+  }
+  return 0;
+}
+
+int cmd_join(const ClientOptions& o, const std::vector<std::string>& addresses) {
+  std::vector<std::string> errors;
+  const std::vector<Address> addrs = resolve_seeds(addresses, &errors);
+  if (addrs.empty()) {
+    std::string msg = "no address to join";
+    for (const std::string& e : errors) msg += "; " + e;
+    return report_error(o, Code::kInvalidArgument, msg);
+  }
+  auto c = AdminClient::connect(o.admin, o.timeout_s);
+  if (!c) return fail(o, c.status());
+  auto count_alive = [&]() -> long {
+    auto r = c->call(make_request(Op::kMembers, {}));
+    if (!r || !r->ok()) return -1;
+    long n = 0;
+    for (std::size_t i = 0; i < r->rows(); ++i) n += r->at(i, 3) == "alive";
+    return n;
   };
-  row("NAME", "ADDRESS", "STATE", "INCARNATION", "ID", "METADATA");
-  for (std::size_t i : order) {
-    row(m.at(i, 0), m.at(i, 2), m.at(i, 3), m.at(i, 4), m.at(i, 1), m.at(i, 5));
+  const long before = count_alive();
+  std::vector<std::string> fields;
+  for (const Address& a : addrs) fields.push_back(a.to_string());
+  auto r = c->call(make_request(Op::kJoin, fields));
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
+  // The join is asynchronous: wait (bounded by --timeout) for members to arrive.
+  long after = before;
+  const std::uint64_t deadline = deadline_after(std::min(o.timeout_s, 5.0));
+  while (monotonic_ns() < deadline) {
+    after = count_alive();
+    if (after > before) break;
+    ::usleep(100'000);
+  }
+  if (o.json) {
+    Json j;
+    j["ok"] = true;
+    j["addresses"] = fields;
+    j["unresolved"] = errors;
+    j["alive_before"] = before;
+    j["alive_after"] = after;
+    print_json(j);
+  } else {
+    for (const std::string& e : errors) std::fprintf(stderr, "rumor: not resolved: %s\n", e.c_str());
+    std::printf("asked %zu address(es) to join; alive members: %ld before, %ld now%s\n",
+                fields.size(), before, after,
+                after > before ? "" : " (no answer yet: see `rumor members` and the agent's log)");
+  }
+  return 0;
+}
+
+int cmd_leave(const ClientOptions& o) {
+  auto r = one_call(o, make_request(Op::kLeave, {}));
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
+  if (o.json) {
+    print_json(Json{{"ok", true}, {"op", "leave"}});
+  } else {
+    std::printf("the agent at %s is leaving the cluster and will exit\n", o.admin.c_str());
+  }
+  return 0;
+}
+
+int cmd_reload(const ClientOptions& o) {
+  auto r = one_call(o, make_request(Op::kReload, {}));
+  if (!r) return fail(o, r.status());
+  if (!r->ok()) return fail_response(o, *r);
+  const Message& m = *r;
+  if (o.json) {
+    Json j;
+    j["ok"] = true;
+    j["applied"] = Json::array();
+    j["restart_needed"] = Json::array();
+    for (std::size_t i = 0; i < m.rows(); ++i) {
+      if (m.at(i, 0) == "applied" || m.at(i, 0) == "restart_needed") j[m.at(i, 0)].push_back(m.at(i, 1));
+    }
+    print_json(j);
+    return 0;
+  }
+  for (std::size_t i = 0; i < m.rows(); ++i) {
+    if (m.at(i, 0) == "unchanged") {
+      std::printf("configuration unchanged\n");
+    } else if (m.at(i, 0) == "applied") {
+      std::printf("applied  %s\n", m.at(i, 1).c_str());
+    } else {
+      std::printf("restart needed  %s (the running agent keeps its old value)\n", m.at(i, 1).c_str());
+    }
   }
   return 0;
 }

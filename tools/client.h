@@ -47,7 +47,19 @@ int cmd_get(const ClientOptions& o, const std::string& key, bool verbose);
 int cmd_set(const ClientOptions& o, const std::string& key, const std::string& value);
 int cmd_del(const ClientOptions& o, const std::string& key);
 int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limit);
-int cmd_members(const ClientOptions& o);
+struct MembersFilter {
+  std::vector<std::string> tags;  // KEY=VALUE, all must hold
+  std::string status;             // empty: any
+  bool detailed = false;
+};
+int cmd_members(const ClientOptions& o, const MembersFilter& filter);
+int cmd_tags(const ClientOptions& o, const std::string& action,
+             const std::vector<std::string>& args);
+// Resolves names here (the agent is on this machine: admin is loopback-only) and asks the agent
+// to join through every address; waits up to --timeout for new members to appear.
+int cmd_join(const ClientOptions& o, const std::vector<std::string>& addresses);
+int cmd_leave(const ClientOptions& o);
+int cmd_reload(const ClientOptions& o);
 // `rumor keys install|use|remove|list|mode`: the agent's keyring (docs/security.md).
 int cmd_keyring(const ClientOptions& o, const std::string& action, const std::string& argument);
 int cmd_stats(const ClientOptions& o, const std::string& filter);

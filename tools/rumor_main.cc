@@ -28,7 +28,7 @@ namespace {
 struct AgentFlags {
   std::string config_file, preset, bind, advertise, admin, metrics, name, label, metadata,
       log_level, log_format, backend, ready_file;
-  std::vector<std::string> join, retry_join, options;
+  std::vector<std::string> join, retry_join, options, tags;
   std::uint64_t retry_interval_ms = 0;
   std::uint32_t retry_max = 0;
   std::uint32_t cores = 1;
@@ -42,27 +42,25 @@ int fail_usage(const std::string& msg) {
   return 2;
 }
 
-int run_agent(const AgentFlags& f, CLI::App& cmd) {
+// The configuration from the preset, the file, -o and the flags (again on every reload).
+Result<AgentConfig> build_config(const AgentFlags& f, CLI::App& cmd) {
   AgentConfig c;
   auto given = [&](const char* name) { return cmd.get_option(name)->count() > 0; };
-  if (f.config_keys) {
-    std::fputs(describe_keys(c).c_str(), stdout);
-    return 0;
-  }
+  auto usage = [](const std::string& m) { return Status::error(Code::kInvalidArgument, m); };
   // Precedence: preset (flag, else the file's, else lan), then the file, then -o, then flags.
   std::string preset = "lan";
   if (!f.config_file.empty()) {
     auto p = toml_preset(f.config_file);
-    if (!p) return fail_usage(p.status().message());
+    if (!p) return usage(p.status().message());
     if (*p) preset = **p;
   }
   if (given("--preset")) preset = f.preset;
-  if (Status s = apply_preset(c, preset); !s) return fail_usage(s.message());
+  if (Status s = apply_preset(c, preset); !s) return usage(s.message());
   if (!f.config_file.empty()) {
-    if (Status s = apply_toml_file(c, f.config_file); !s) return fail_usage(s.message());
+    if (Status s = apply_toml_file(c, f.config_file); !s) return usage(s.message());
   }
   for (const std::string& o : f.options) {
-    if (Status s = apply_override(c, o); !s) return fail_usage(s.message());
+    if (Status s = apply_override(c, o); !s) return usage(s.message());
   }
   auto set = [&](const char* flag, std::string_view key, const std::string& value) -> Status {
     if (!given(flag)) return Status::ok();
@@ -92,11 +90,23 @@ int run_agent(const AgentFlags& f, CLI::App& cmd) {
                    set("--cpu", "reactor.cpu", std::to_string(f.cpu)),
                    set("--join-timeout-ms", "join_timeout_ms",
                        std::to_string(f.join_timeout_ms))}) {
-    if (!s) return fail_usage(s.message());
+    if (!s) return usage(s.message());
   }
   if (f.no_pin) c.reactor.pin = false;
-  if (Status s = validate(c); !s) return fail_usage(s.message());
-  Agent agent(std::move(c));
+  if (given("--tag")) c.tags = f.tags;  // not through a comma list: a value may hold commas
+  if (Status s = validate(c); !s) return usage(s.message());
+  return c;
+}
+
+int run_agent(const AgentFlags& f, CLI::App& cmd) {
+  if (f.config_keys) {
+    std::fputs(describe_keys(AgentConfig()).c_str(), stdout);
+    return 0;
+  }
+  auto c = build_config(f, cmd);
+  if (!c) return fail_usage(c.status().message());
+  Agent agent(std::move(c.value()));
+  agent.set_config_source([&f, &cmd] { return build_config(f, cmd); });
   return agent.run();
 }
 
@@ -148,6 +158,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   agent->add_option("--label", af.label, "cluster label; nodes with other labels are ignored");
   agent->add_option("--metadata", af.metadata, "node metadata, gossiped with membership");
+  agent->add_option("--tag", af.tags,
+                    "KEY=VALUE tag, gossiped (repeatable); change with `rumor tags set|del`");
   agent->add_option("--config", af.config_file, "TOML configuration file; flags override it")
       ->check(CLI::ExistingFile);
   agent->add_option("--preset", af.preset, "lan | wan | local timer defaults [lan]");
@@ -216,7 +228,31 @@ int main(int argc, char** argv) {
     if (std::string_view(k.name) != "generate") add_client_options(k.cmd, client);
   }
   CLI::App* members = app.add_subcommand("members", "list the members this agent knows");
+  MembersFilter mf;
+  members->add_option("--tag", mf.tags, "only members with this tag KEY=VALUE (repeatable: all)");
+  members->add_option("--status", mf.status, "only members in this state: alive | suspect | dead | left")
+      ->check(CLI::IsMember({"alive", "suspect", "dead", "left"}));
+  members->add_flag("--detailed", mf.detailed, "also show id, incarnation and raw metadata");
   add_client_options(members, client);
+  std::vector<std::string> args;
+  CLI::App* tags = app.add_subcommand("tags", "show or change this agent's tags (gossiped)");
+  tags->require_subcommand(0, 1);
+  add_client_options(tags, client);
+  CLI::App* tags_set = tags->add_subcommand("set", "set tags: KEY=VALUE...");
+  tags_set->add_option("TAG", args, "KEY=VALUE")->required();
+  add_client_options(tags_set, client);
+  CLI::App* tags_del = tags->add_subcommand("del", "remove tags: KEY...");
+  tags_del->add_option("KEY", args, "tag key")->required();
+  add_client_options(tags_del, client);
+  CLI::App* joinc = app.add_subcommand("join", "make the agent join (or merge with) a cluster");
+  joinc->add_option("ADDRESS", args, "HOST:PORT of any member; names resolve to every address")
+      ->required();
+  add_client_options(joinc, client);
+  CLI::App* leave = app.add_subcommand("leave", "the agent leaves the cluster gracefully and exits");
+  add_client_options(leave, client);
+  CLI::App* reload = app.add_subcommand(
+      "reload", "the agent reads its configuration again (as on SIGHUP) and applies what it can");
+  add_client_options(reload, client);
   CLI::App* stats = app.add_subcommand("stats", "print the agent's counters");
   stats->add_option("FILTER", filter, "only names containing this");
   add_client_options(stats, client);
@@ -297,7 +333,13 @@ int main(int argc, char** argv) {
     return cmd_keyring(client, k.name, key_arg);
   }
   if (keys->parsed()) return cmd_keys(client, prefix, limit);
-  if (members->parsed()) return cmd_members(client);
+  if (members->parsed()) return cmd_members(client, mf);
+  if (tags_set->parsed()) return cmd_tags(client, "set", args);
+  if (tags_del->parsed()) return cmd_tags(client, "del", args);
+  if (tags->parsed()) return cmd_tags(client, "list", {});
+  if (joinc->parsed()) return cmd_join(client, args);
+  if (leave->parsed()) return cmd_leave(client);
+  if (reload->parsed()) return cmd_reload(client);
   if (stats->parsed()) return cmd_stats(client, filter);
   if (info->parsed()) return cmd_info(client);
   if (watch->parsed()) return cmd_watch(client, prefix, count);

@@ -473,6 +473,21 @@ void Members::set_state(Slot s, MemberState next, std::uint64_t inc, NodeId from
   emit(s, previous, !is_live(previous) && is_live(next));
 }
 
+void Members::set_metadata(std::string_view metadata) {
+  const MemberDirectory::Text old = text_[self_];
+  if (dir_->metadata(old) == metadata) return;
+  // Copies: interning may grow the directory's storage, which the views point into.
+  const std::string name(dir_->name(old));
+  const Address address = dir_->address(old);
+  text_[self_] = dir_->intern(name, metadata, address, self_);
+  dir_->release(old);
+  if (!started_ || leaving_) return;  // start() announces it
+  const std::uint64_t inc = incarnation(self_) + 1;
+  RUMOR_ASSERT(inc <= kIncarnationMax);
+  rewrite(self_, pack(inc, state(self_)));
+  announce(self_, config_.id);
+}
+
 void Members::refute(std::uint64_t claimed_incarnation) {
   if (leaving_) return;
   const std::uint64_t inc = std::max(incarnation(self_), claimed_incarnation) + 1;

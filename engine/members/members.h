@@ -41,6 +41,9 @@ class Members {
   void start(std::uint64_t now);
   // Left, announced; refutations stop. Returns members to tell directly.
   std::vector<Address> leave(std::size_t tell);
+  // New metadata for this node: a higher incarnation carries it (memberlist's UpdateNode);
+  // receivers replace what they hold, digests see the incarnation move.
+  void set_metadata(std::string_view metadata);
 
   // ---- what packets say ----
   // A member record: news (gossip) or, with state_sync, one record of a pushed table.

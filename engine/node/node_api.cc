@@ -70,6 +70,16 @@ std::vector<Node::Entry> Node::scan_prefix(std::string_view prefix, std::size_t 
 std::vector<Member> Node::members() const { return impl_->members().list(); }
 NodeCounters Node::counters() const { return impl_->counters(); }
 void Node::join(std::span<const Address> seeds) { impl_->join(seeds); }
+Status Node::set_metadata(std::string_view metadata) {
+  if (metadata.size() > impl_->config().metadata_bytes_max) {
+    return Status::error(Code::kTooLarge,
+                         "metadata is " + std::to_string(metadata.size()) +
+                             " bytes, metadata_bytes_max is " +
+                             std::to_string(impl_->config().metadata_bytes_max));
+  }
+  impl_->members().set_metadata(metadata);
+  return Status::ok();
+}
 
 Status Node::install_key(std::string_view raw_key) {
   return impl_->crypto().keyring().install(raw_key);

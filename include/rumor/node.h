@@ -196,6 +196,10 @@ class Node {
   // answers with its member table. They replace the seeds that a node with no live member goes
   // back to. A node already in a cluster learns the other's members too, so two clusters merge.
   void join(std::span<const Address> seeds);
+  // Replaces this node's metadata (at most NodeConfig::metadata_bytes_max bytes) and spreads it
+  // under a new incarnation, as memberlist's UpdateNode does; config().metadata keeps the value
+  // the node started with.
+  Status set_metadata(std::string_view metadata);
 
   // Rotation without downtime: install the new key on every node, then use it on every node,
   // then remove the old one from every node. Keys are raw 32 bytes (decode_key() reads base64);

@@ -466,6 +466,85 @@ TEST(AgentProcess, JsonLogsAndDebugLinesThatSayWhatHappened) {
   EXPECT_TRUE(joined_seen);
 }
 
+// Run-time operations: tags (from the config file or --tag, changed with `rumor tags`, filtered
+// by `rumor members --tag/--status`), `rumor join` of a running agent, `rumor reload` and SIGHUP
+// (what changes at run time is applied, the rest reported), and `rumor leave`.
+TEST(AgentProcess, TagsJoinReloadAndLeaveAtRunTime) {
+  TempDir dir;
+  const std::string conf = dir.path() + "/a.toml";
+  auto write_conf = [&](const std::string& text) {
+    FILE* f = std::fopen(conf.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+  };
+  write_conf("tags = [\"role=web\", \"zone=us east\"]\n");
+  AgentProcess a(dir.path(), "ta"), b(dir.path(), "tb");
+  ASSERT_TRUE(a.start({}, {"--config", conf})) << a.error;
+  ASSERT_TRUE(b.start({}, {"--tag", "role=db"})) << b.error;
+  EXPECT_EQ(members_in_state(b, "alive"), 1);
+
+  // Join at run time, by name.
+  RunResult r = b.rumor({"join", "localhost:" + a.gossip.substr(a.gossip.rfind(':') + 1)});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(eventually([&] { return members_in_state(b, "alive") == 2; }, 15)) << r.out;
+
+  auto tags_of = [](const AgentProcess& on, const std::string& name) {
+    const RunResult m = on.rumor({"members", "--json"});
+    for (const auto& row : nlohmann::json::parse(m.out)) {
+      if (row["name"] == name) return row["tags"].dump();
+    }
+    return std::string("<absent>");
+  };
+  EXPECT_EQ(tags_of(b, "ta"), R"({"role":"web","zone":"us east"})");
+  r = b.rumor({"members", "--tag", "role=web", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 1u) << r.out;
+  r = b.rumor({"members", "--tag", "role=web", "--tag", "zone=eu"});
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "only the header:\n" << r.out;
+  r = b.rumor({"members", "--status", "alive", "--detailed"});
+  EXPECT_NE(r.out.find("INCARNATION"), std::string::npos) << r.out;
+
+  // Tags changed at run time spread by gossip.
+  r = b.rumor({"tags", "set", "zone=eu", "note=a,b"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "note=a,b\nrole=db\nzone=eu\n");
+  EXPECT_TRUE(eventually(
+      [&] { return tags_of(a, "tb") == R"({"note":"a,b","role":"db","zone":"eu"})"; }, 15))
+      << tags_of(a, "tb");
+  r = b.rumor({"tags", "del", "note"});
+  ASSERT_EQ(r.status, 0);
+  EXPECT_TRUE(eventually([&] { return tags_of(a, "tb") == R"({"role":"db","zone":"eu"})"; }, 15));
+  r = b.rumor({"tags", "set", "bad key=x"});
+  EXPECT_EQ(r.status, 2) << r.err;
+
+  // Reload: tags apply, cores needs a restart; then SIGHUP does the same.
+  write_conf("tags = [\"role=api\"]\ncores = 2\n");
+  r = a.rumor({"reload", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto rel = nlohmann::json::parse(r.out);
+  EXPECT_EQ(rel["applied"], nlohmann::json::array({"tags"})) << r.out;
+  EXPECT_EQ(rel["restart_needed"], nlohmann::json::array({"cores"})) << r.out;
+  EXPECT_TRUE(eventually([&] { return tags_of(b, "ta") == R"({"role":"api"})"; }, 15));
+  write_conf("tags = [\"role=api2\"]\ncores = 2\nlog_format = \"json\"\n");
+  kill(a.pid(), SIGHUP);
+  EXPECT_TRUE(eventually([&] { return tags_of(b, "ta") == R"({"role":"api2"})"; }, 15));
+  EXPECT_NE(a.log().find("msg=\"reload applied\" key=log_format"), std::string::npos) << a.log();
+  EXPECT_TRUE(eventually([&] { return a.log().find("{\"time\":") != std::string::npos; }, 5))
+      << "lines after the reload are JSON:\n" << a.log();
+  write_conf("tags = [\"broken\"]\n");
+  r = a.rumor({"reload"});
+  EXPECT_EQ(r.status, 2) << "an invalid file is refused, the agent keeps running";
+  EXPECT_NE(r.err.find("KEY=VALUE"), std::string::npos) << r.err;
+
+  // Leave: b says goodbye and exits by itself; a sees it left.
+  r = b.rumor({"leave"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(eventually([&] { return b.exited(); }, 10));
+  EXPECT_TRUE(eventually([&] { return state_of(a, "tb") == "left"; }, 15)) << state_of(a, "tb");
+  EXPECT_EQ(a.terminate(), 0);
+}
+
 TEST(AgentProcess, MetricsEndpointServesPrometheusText) {
   TempDir dir;
   AgentProcess a(dir.path(), "m1");
@@ -558,7 +637,7 @@ TEST(AgentProcess, ErrorsAPersonCanActOn) {
 
   // --help everywhere.
   for (const char* cmd : {"agent", "get", "set", "del", "keys", "members", "stats", "watch",
-                          "info"}) {
+                          "info", "tags", "join", "leave", "reload"}) {
     r = run_rumor({cmd, "--help"});
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;

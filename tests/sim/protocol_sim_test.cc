@@ -409,5 +409,36 @@ TEST(ProtocolSim, ReplaysExactlyFromItsSeed) {
   EXPECT_NE(run(77), run(78));
 }
 
+// Node::set_metadata at run time (the agent's tags): a new incarnation carries it, and every
+// node replaces what it held, under loss too.
+TEST(ProtocolSim, MetadataChangedAtRunTimeReachesEveryNode) {
+  for (std::uint64_t seed : seeds(3)) {
+    SEED_TRACE(seed);
+    SimCluster::Options o = opts(24, seed);
+    o.net.link.loss = 0.05;
+    SimCluster c(o);
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 10'000));
+    const NodeId changed = c.node(5).id();
+    const std::string name = c.node(5).config().name;
+    auto everyone_sees = [&](const std::string& want) {
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        bool seen = false;
+        for (const Member& m : c.node(i).members()) {
+          if (m.id == changed) seen = m.metadata == want && m.name == name;
+        }
+        if (!seen) return false;
+      }
+      return true;
+    };
+    ASSERT_TRUE(c.node(5).set_metadata("role=db zone=a").is_ok());
+    EXPECT_TRUE(c.run_until([&] { return everyone_sees("role=db zone=a"); }, 10'000));
+    ASSERT_TRUE(c.node(5).set_metadata("role=db zone=b").is_ok());
+    EXPECT_TRUE(c.run_until([&] { return everyone_sees("role=db zone=b"); }, 10'000));
+    EXPECT_EQ(c.node(5).set_metadata(std::string(4096, 'x')).code(), Code::kTooLarge);
+    EXPECT_TRUE(everyone_sees("role=db zone=b")) << "a refused change changes nothing";
+  }
+}
+
 }  // namespace
 }  // namespace rumor
