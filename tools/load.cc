@@ -434,7 +434,9 @@ void print_summary(const Run& r, bool ok) {
                 "reorder %.1f%%\n",
                 o.loss * 100, o.latency_ms, o.jitter_ms, o.duplicate * 100, o.reorder * 100);
   } else {
-    std::printf("  network            loopback UDP, injected receive loss %.1f%%\n", o.loss * 100);
+    std::printf("  network            %s, injected receive loss %.1f%%\n",
+                o.workers_listen.empty() ? "loopback UDP" : "UDP between the workers' hosts",
+                o.loss * 100);
   }
   std::printf("  timers             preset %s: gossip round %llu ms\n", o.preset.c_str(),
               static_cast<unsigned long long>(r.round_ms));

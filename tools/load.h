@@ -45,6 +45,10 @@ struct LoadOptions {
   std::size_t procs = 2;             // worker processes
   std::string backend = "auto";      // auto | uring | mmsg
   std::string host = "127.0.0.1";
+  // Multi-host: instead of forking --procs workers, listen here (TCP) for --procs
+  // `rumor load-worker --coordinator ADDR` processes, on this machine or others.
+  std::string workers_listen;
+  double worker_wait_s = 120;        // how long to wait for them to connect
   // Output.
   std::string out_dir;
   std::string progress = "auto";     // auto | tty | plain | none
@@ -104,5 +108,15 @@ std::uint64_t peak_rss_bytes();
 // Runs a load test; returns the process exit status (0: converged; 1: it did not, or an
 // operating error; 2: usage).
 int run_load(const LoadOptions& o);
+
+// `rumor load-worker`: connects to a coordinator (`rumor load --mode udp --workers-listen`),
+// receives its share of the nodes and runs them, binding and advertising `host` (default: this
+// end of the connection to the coordinator), until the coordinator says quit or goes away.
+struct LoadWorkerOptions {
+  std::string coordinator;
+  std::string host;
+  double connect_timeout_s = 120;  // the coordinator may start after its workers
+};
+int run_load_worker(const LoadWorkerOptions& o);
 
 }  // namespace rumor::tools

@@ -1,10 +1,13 @@
-// `rumor load --mode udp`: N nodes on real loopback UDP, spread over --procs worker processes.
+// `rumor load --mode udp`: N nodes on real UDP, spread over --procs worker processes: forked
+// here on loopback, or (--workers-listen) `rumor load-worker` processes that connect over TCP
+// from other hosts, namespaces or pods and run their nodes on their own addresses.
 // Each worker drives all of its nodes on one thread, every node with its own socket (its own
 // Transport) and its own ReactorLoop — the loop the agent's reactor runs — turned without
 // waiting, node after node; when a whole pass finds nothing to do, the worker sleeps a
 // millisecond (or until the coordinator speaks).
 //
-// The coordinator (this process) forks the workers and talks to them over socketpairs, one
+// The coordinator (this process) forks the workers and talks to them over socketpairs (remote
+// workers: their TCP connection, which first carries `config k=v...` with their share), one
 // text line per command and one per answer:
 //   start | members R | holding K V [K V...] | write I K V | crash I | restart I | down I |
 //   up I T | partition AT | heal | addrs A... | stats | quit
@@ -28,6 +31,8 @@
 #include "engine/node/internal.h"
 #include "engine/runtime/reactor.h"
 #include "rumor/driver.h"
+#include "tools/agent.h"
+#include "tools/agent_config.h"
 #include "tools/load.h"
 #include "tools/load_common.h"
 
@@ -108,7 +113,7 @@ std::vector<std::string> split(const std::string& s) {
 struct Filter {
   double loss = 0;
   std::size_t partition_at = 0;  // 0: none
-  std::unordered_map<std::uint16_t, std::size_t> index_by_port;
+  std::unordered_map<Address, std::size_t> index_by_address;
   Rng rng{1};
   std::uint64_t dropped = 0;
 
@@ -118,8 +123,8 @@ struct Filter {
       return false;
     }
     if (partition_at == 0) return true;
-    auto it = index_by_port.find(from.port());
-    if (it == index_by_port.end()) return true;
+    auto it = index_by_address.find(from);
+    if (it == index_by_address.end()) return true;
     if ((it->second < partition_at) != (receiver < partition_at)) {
       ++dropped;
       return false;
@@ -319,7 +324,7 @@ class Worker {
       reply("ok");
     } else if (cmd == "addrs") {
       for (std::size_t i = 1; i < a.size(); ++i) {
-        filter_.index_by_port[Address::parse(a[i])->port()] = i - 1;
+        filter_.index_by_address[*Address::parse(a[i])] = i - 1;
       }
       reply("ok");
     } else if (cmd == "members" && a.size() == 2) {
@@ -411,6 +416,7 @@ class UdpLoad final : public LoadCluster {
   ~UdpLoad() override {
     for (auto& w : workers_) w.ch->send("quit");
     for (auto& w : workers_) {
+      if (w.pid <= 0) continue;  // a remote worker leaves on "quit" or when the socket closes
       // Bounded: a worker that does not leave within two seconds is killed.
       for (int i = 0; i < 200; ++i) {
         if (::waitpid(w.pid, nullptr, WNOHANG) == w.pid) {
@@ -427,6 +433,7 @@ class UdpLoad final : public LoadCluster {
   }
 
   Status spawn() {
+    if (!o_.workers_listen.empty()) return accept_workers();
     const std::size_t p = o_.procs;
     std::vector<std::string> seeds;
     for (std::size_t k = 0; k < p; ++k) {
@@ -450,27 +457,99 @@ class UdpLoad final : public LoadCluster {
       }
       ::close(sv[1]);
       workers_.push_back(Proc{pid, lo, hi, std::make_unique<LineChannel>(sv[0])});
-      // Worker 0 holds the seeds: its addresses are known before the others open theirs.
-      std::string cmd = "seeds";
-      for (const std::string& s : seeds) cmd += " " + s;
-      auto r = ask(workers_.back(), cmd, 30'000);
-      if (!r) return r.status();
-      auto words = split(*r);
-      if (words.empty() || words[0] != "ready") {
-        return Status::error(Code::kIo, "worker " + std::to_string(k) + ": " + *r);
-      }
-      for (std::size_t i = 1; i < words.size(); ++i) addrs_.push_back(words[i]);
-      if (k == 0) {
-        for (std::size_t i = 0; i < o_.seeds && i + 1 < words.size(); ++i) {
-          seeds.push_back(words[i + 1]);
-        }
+      if (Status s = open_worker(k, seeds); !s) return s;
+    }
+    return finish_spawn();
+  }
+
+  // Worker k opens its nodes' sockets; worker 0 holds the seeds, so their addresses are known
+  // before the others open theirs.
+  Status open_worker(std::size_t k, std::vector<std::string>& seeds) {
+    std::string cmd = "seeds";
+    for (const std::string& s : seeds) cmd += " " + s;
+    auto r = ask(workers_.back(), cmd, 60'000);
+    if (!r) return r.status();
+    auto words = split(*r);
+    if (words.empty() || words[0] != "ready") {
+      return Status::error(Code::kIo, "worker " + std::to_string(k) + ": " + *r);
+    }
+    for (std::size_t i = 1; i < words.size(); ++i) addrs_.push_back(words[i]);
+    if (k == 0) {
+      for (std::size_t i = 0; i < o_.seeds && i + 1 < words.size(); ++i) {
+        seeds.push_back(words[i + 1]);
       }
     }
+    return Status::ok();
+  }
+
+  Status finish_spawn() {
     std::string cmd = "addrs";
     for (const std::string& a : addrs_) cmd += " " + a;
     if (Status s = all(cmd); !s) return s;
     start_ns_ = monotonic_ns();
     return Status::ok();
+  }
+
+  // --workers-listen: K workers connect over TCP from anywhere (their own hosts, namespaces,
+  // pods); each is told its share and the options its nodes need, then driven as a forked one.
+  Status accept_workers() {
+    auto addr = Address::parse(o_.workers_listen);
+    if (!addr) return Status::error(Code::kInvalidArgument, "--workers-listen: " + addr.status().message());
+    const int fd = ::socket(addr->family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || ::bind(fd, addr->sockaddr_ptr(), addr->sockaddr_len()) != 0 ||
+        ::listen(fd, 64) != 0) {
+      const int err = errno;
+      if (fd >= 0) ::close(fd);
+      return Status::error(Code::kIo, fmt::format("--workers-listen {}: {}", o_.workers_listen,
+                                                  std::strerror(err)));
+    }
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    const Address bound = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    std::fprintf(stderr, "rumor load: waiting for %zu worker(s): rumor load-worker --coordinator %s\n",
+                 o_.procs, bound.to_string().c_str());
+    std::fflush(stderr);
+    const std::size_t p = o_.procs;
+    std::vector<std::string> seeds;
+    const std::uint64_t deadline =
+        monotonic_ns() + static_cast<std::uint64_t>(o_.worker_wait_s * 1e9);
+    Status st = Status::ok();
+    for (std::size_t k = 0; k < p && st; ++k) {
+      pollfd pf{fd, POLLIN, 0};
+      const std::uint64_t now = monotonic_ns();
+      if (now >= deadline || ::poll(&pf, 1, static_cast<int>((deadline - now) / 1'000'000) + 1) <= 0) {
+        st = Status::error(Code::kUnavailable,
+                           fmt::format("only {} of {} workers connected within {} s", k, p,
+                                       o_.worker_wait_s));
+        break;
+      }
+      const int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        --k;
+        continue;
+      }
+      const std::size_t lo = o_.nodes * k / p, hi = o_.nodes * (k + 1) / p;
+      workers_.push_back(Proc{0, lo, hi, std::make_unique<LineChannel>(c)});
+      // The options a worker's nodes need; everything else stays here.
+      const std::string config = fmt::format(
+          "config nodes={} seeds={} preset={} seed={} loss={} backend={} lo={} hi={}", o_.nodes,
+          o_.seeds, o_.preset, o_.seed, o_.loss, o_.backend, lo, hi);
+      if (!workers_.back().ch->send(config)) {
+        st = Status::error(Code::kIo, "worker " + std::to_string(k) + " went away");
+        break;
+      }
+      st = open_worker(k, seeds);
+      if (st) {
+        std::fprintf(stderr, "rumor load: worker %zu of %zu connected: nodes %zu..%zu\n", k + 1,
+                     p, lo, hi - 1);
+      }
+    }
+    ::close(fd);
+    if (!st) return st;
+    return finish_spawn();
   }
 
   std::size_t size() const override { return o_.nodes; }
@@ -533,8 +612,10 @@ class UdpLoad final : public LoadCluster {
     return s;
   }
   std::string describe() override {
-    return fmt::format("udp on loopback, {} worker process(es), {} backend, one socket and one "
+    return fmt::format("udp {}, {} worker process(es), {} backend, one socket and one "
                        "reactor loop per node",
+                       o_.workers_listen.empty() ? "on loopback"
+                                                 : "with workers connected to " + o_.workers_listen,
                        workers_.size(), backend_.empty() ? "?" : backend_);
   }
 
@@ -608,6 +689,79 @@ class UdpLoad final : public LoadCluster {
 };
 
 }  // namespace
+
+int run_load_worker(const LoadWorkerOptions& wo) {
+  if (auto hp = split_host_port(wo.coordinator); !hp) {
+    std::fprintf(stderr, "rumor load-worker: --coordinator %s: %s\n", wo.coordinator.c_str(),
+                 hp.status().message().c_str());
+    return 2;
+  }
+  // The coordinator may not be listening yet, nor its name resolvable (a Kubernetes Service
+  // whose pod is starting): resolve and connect again until the bound.
+  const std::uint64_t deadline =
+      monotonic_ns() + static_cast<std::uint64_t>(wo.connect_timeout_s * 1e9);
+  int fd = -1;
+  for (;;) {
+    std::vector<std::string> errors;
+    const std::vector<Address> addrs = resolve_seeds({wo.coordinator}, &errors);
+    std::string why = errors.empty() ? "no address" : errors[0];
+    for (const Address& a : addrs) {
+      fd = ::socket(a.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd >= 0 && ::connect(fd, a.sockaddr_ptr(), a.sockaddr_len()) == 0) break;
+      why = a.to_string() + ": " + std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+    if (fd >= 0) break;
+    if (monotonic_ns() >= deadline) {
+      std::fprintf(stderr, "rumor load-worker: no coordinator at %s within %g s (%s)\n",
+                   wo.coordinator.c_str(), wo.connect_timeout_s, why.c_str());
+      return 1;
+    }
+    ::usleep(200'000);
+  }
+  std::string host = wo.host;
+  if (host.empty()) {  // the address the coordinator reaches us by is the one peers can too
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    host = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len).to_string();
+    host = host.substr(0, host.rfind(':'));
+  }
+  LineChannel ch(fd);
+  auto line = ch.receive(static_cast<int>(wo.connect_timeout_s * 1000));
+  const auto words = line ? split(*line) : std::vector<std::string>{};
+  if (words.empty() || words[0] != "config") {
+    std::fprintf(stderr, "rumor load-worker: the coordinator at %s sent no configuration\n",
+                 wo.coordinator.c_str());
+    return 1;
+  }
+  LoadOptions o;
+  o.mode = "udp";
+  o.host = host;
+  std::size_t lo = 0, hi = 0;
+  for (std::size_t i = 1; i < words.size(); ++i) {
+    const std::size_t eq = words[i].find('=');
+    if (eq == std::string::npos) continue;
+    const std::string k = words[i].substr(0, eq), v = words[i].substr(eq + 1);
+    if (k == "nodes") o.nodes = std::stoull(v);
+    if (k == "seeds") o.seeds = std::stoull(v);
+    if (k == "preset") o.preset = v;
+    if (k == "seed") o.seed = std::stoull(v);
+    if (k == "loss") o.loss = std::stod(v);
+    if (k == "backend") o.backend = v;
+    if (k == "lo") lo = std::stoull(v);
+    if (k == "hi") hi = std::stoull(v);
+  }
+  if (o.nodes == 0 || hi <= lo || hi > o.nodes) {
+    std::fprintf(stderr, "rumor load-worker: bad configuration: %s\n", line->c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "rumor load-worker: nodes %zu..%zu of %zu on %s\n", lo, hi - 1, o.nodes,
+               host.c_str());
+  Worker worker(o, lo, hi, ch);
+  return worker.run();
+}
 
 Result<std::unique_ptr<LoadCluster>> make_udp_cluster(const LoadOptions& o) {
   auto c = std::make_unique<UdpLoad>(o);

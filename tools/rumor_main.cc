@@ -299,6 +299,23 @@ int main(int argc, char** argv) {
                    "measured over them (default: five gossip rounds)")
       ->check(CLI::Range(0.0, 3600.0));
   load->add_option("--procs", lo.procs, "udp: worker processes")->capture_default_str();
+  load->add_option("--workers-listen", lo.workers_listen,
+                   "udp: do not fork; wait on this TCP HOST:PORT for --procs `rumor load-worker` "
+                   "processes (other hosts, namespaces, pods)");
+  load->add_option("--worker-wait-s", lo.worker_wait_s,
+                   "udp: how long to wait for the workers to connect")
+      ->capture_default_str();
+  LoadWorkerOptions lw;
+  CLI::App* load_worker = app.add_subcommand(
+      "load-worker", "run a share of a `rumor load --workers-listen` test's nodes (docs/load.md)");
+  load_worker->add_option("--coordinator", lw.coordinator, "the coordinator's HOST:PORT")
+      ->required();
+  load_worker->add_option("--host", lw.host,
+                          "IP the nodes bind and advertise (default: this end of the connection "
+                          "to the coordinator)");
+  load_worker->add_option("--connect-timeout-s", lw.connect_timeout_s,
+                          "how long to retry connecting to the coordinator")
+      ->capture_default_str();
   load->add_option("--backend", lo.backend, "udp: auto | uring | mmsg")->capture_default_str();
   load->add_option("--out", lo.out_dir, "write convergence.csv and convergence.png here");
   load->add_option("--progress", lo.progress, "auto | tty | plain | none")->capture_default_str();
@@ -314,6 +331,7 @@ int main(int argc, char** argv) {
 
   if (agent->parsed()) return run_agent(af, *agent);
   if (load->parsed()) return run_load(lo);
+  if (load_worker->parsed()) return run_load_worker(lw);
   if (get->parsed()) return cmd_get(client, key, verbose);
   if (setc->parsed()) return cmd_set(client, key, value);
   if (del->parsed()) return cmd_del(client, key);
