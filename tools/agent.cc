@@ -13,6 +13,7 @@
 
 #include "tools/admin_server.h"
 #include "tools/log.h"
+#include "tools/service_notify.h"
 
 namespace rumor::tools {
 
@@ -243,6 +244,9 @@ int Agent::start() {
   log(LogLevel::kInfo, "reactor", "threads={} steering={} pin={}", reactor_->cores(),
       logfmt_value(reactor_->steering()), logfmt_value(reactor_->pin_note()));
   admin_->start();
+  // Listening: the gossip socket is bound and the admin server accepts connections.
+  notify_ready(fmt::format("listening: gossip {} admin {}", reactor_->local_address().to_string(),
+                           admin_->admin_address().to_string()));
 
   if (!nc.seeds.empty()) {
     std::string seeds;
@@ -258,6 +262,7 @@ int Agent::start() {
       return 1;
     }
   }
+  notify_status(nc.seeds.empty() ? "serving (no seeds)" : "serving: joined the cluster");
   write_ready_file();
   return 0;
 }
@@ -357,6 +362,7 @@ int Agent::run() {
     break;
   }
   log(LogLevel::kInfo, "signal received", "signal={}", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  notify_stopping("leaving the cluster");
   shutdown();
   return 0;
 }
