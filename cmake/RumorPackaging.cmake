@@ -1,5 +1,5 @@
 # What `cmake --install` does beside copying (README "Installing"): the `rumor` binary and
-# librumor.so stripped, their debug information apart (component `debug`).
+# librumor.so stripped, their debug information apart (component `debug`); the man pages.
 
 option(RUMOR_INSTALL_SPLIT_DEBUG
        "Install stripped binaries with their debug information in lib/debug (component debug). \
@@ -36,3 +36,7 @@ rumor_strip_installed(\"$<TARGET_FILE:${_t}>\"
 rumor_install_debug(\"$<TARGET_FILE:${_t}>\" \"\${CMAKE_INSTALL_PREFIX}\")" COMPONENT debug)
   endforeach()
 endif()
+
+# ---- Man pages (docs/man/*.1, written by hand: see docs/man/README.md) ----
+file(GLOB RUMOR_MAN_PAGES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/docs/man/*.1)
+install(FILES ${RUMOR_MAN_PAGES} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)

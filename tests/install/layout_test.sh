@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `cmake --install` put where (README "Installing"): the library in Debian's multiarch
 # directory, headers, CMake package, a .pc that forces no flags, the stripped `rumor` and
-# librumor.so with their debug information apart (gdb finds it by build id).
+# librumor.so with their debug information apart (gdb finds it by build id), the man pages.
 # usage: layout_test.sh BUILD_DIR SOURCE_DIR PREFIX LIBDIR MULTIARCH_LIBDIR
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -11,7 +11,8 @@ if [[ -n $multiarch && $libdir != "$multiarch" ]]; then
   fail "libraries go to $libdir, not Debian's multiarch $multiarch"
 fi
 for f in include/rumor/node.h include/rumor/reactor.h "$libdir/cmake/rumor/rumorConfig.cmake" \
-         "$libdir/pkgconfig/rumor.pc" bin/rumor; do
+         "$libdir/pkgconfig/rumor.pc" bin/rumor share/man/man1/rumor.1 \
+         share/man/man1/rumor-agent.1; do
   [[ -f $prefix/$f ]] || fail "missing: $prefix/$f"
 done
 lib=$(readlink -f "$prefix/$libdir/librumor.so")
