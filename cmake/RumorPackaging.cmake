@@ -1,9 +1,13 @@
-# What `cmake --install` does beside copying (README "Installing"): the `rumor` binary and
-# librumor.so stripped, their debug information apart (component `debug`); the man pages.
+# What `cmake --install` puts beside the library (README "Installing"): the `rumor` binary and
+# librumor.so stripped, their debug information (component `debug`), the man pages and the bash
+# completion.
 
 option(RUMOR_INSTALL_SPLIT_DEBUG
        "Install stripped binaries with their debug information in lib/debug (component debug). \
 Off for Debian packaging, where dh_strip does the same." ON)
+set(RUMOR_BASH_COMPLETIONDIR "${CMAKE_INSTALL_DATADIR}/bash-completion/completions" CACHE STRING
+    "Where the bash completion goes, relative to the prefix (bash-completion looks in \
+\$XDG_DATA_DIRS/bash-completion/completions)")
 
 # ---- Stripped binaries, debug information apart ----
 if(RUMOR_INSTALL_SPLIT_DEBUG)
@@ -40,3 +44,7 @@ endif()
 # ---- Man pages (docs/man/*.1, written by hand: see docs/man/README.md) ----
 file(GLOB RUMOR_MAN_PAGES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/docs/man/*.1)
 install(FILES ${RUMOR_MAN_PAGES} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
+
+# ---- bash completion ----
+install(FILES ${PROJECT_SOURCE_DIR}/dist/bash-completion/rumor
+        DESTINATION ${RUMOR_BASH_COMPLETIONDIR})

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `cmake --install` put where (README "Installing"): the library in Debian's multiarch
 # directory, headers, CMake package, a .pc that forces no flags, the stripped `rumor` and
-# librumor.so with their debug information apart (gdb finds it by build id), the man pages.
+# librumor.so with their debug information apart (gdb finds it by build id), the man pages, the
+# bash completion.
 # usage: layout_test.sh BUILD_DIR SOURCE_DIR PREFIX LIBDIR MULTIARCH_LIBDIR
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -12,7 +13,7 @@ if [[ -n $multiarch && $libdir != "$multiarch" ]]; then
 fi
 for f in include/rumor/node.h include/rumor/reactor.h "$libdir/cmake/rumor/rumorConfig.cmake" \
          "$libdir/pkgconfig/rumor.pc" bin/rumor share/man/man1/rumor.1 \
-         share/man/man1/rumor-agent.1; do
+         share/man/man1/rumor-agent.1 share/bash-completion/completions/rumor; do
   [[ -f $prefix/$f ]] || fail "missing: $prefix/$f"
 done
 lib=$(readlink -f "$prefix/$libdir/librumor.so")
