@@ -1,10 +1,13 @@
 # What `cmake --install` puts beside the library (README "Installing"): the `rumor` binary and
-# librumor.so stripped, their debug information (component `debug`), the man pages and the bash
-# completion.
+# librumor.so stripped, their debug information (component `debug`), the man pages, the bash
+# completion, the systemd unit and a default agent configuration.
 
 option(RUMOR_INSTALL_SPLIT_DEBUG
        "Install stripped binaries with their debug information in lib/debug (component debug). \
 Off for Debian packaging, where dh_strip does the same." ON)
+set(RUMOR_SYSTEMD_UNITDIR "lib/systemd/system" CACHE STRING
+    "Where the systemd unit goes, relative to the prefix (systemd reads /usr/lib/systemd/system \
+and /usr/local/lib/systemd/system)")
 set(RUMOR_BASH_COMPLETIONDIR "${CMAKE_INSTALL_DATADIR}/bash-completion/completions" CACHE STRING
     "Where the bash completion goes, relative to the prefix (bash-completion looks in \
 \$XDG_DATA_DIRS/bash-completion/completions)")
@@ -48,3 +51,28 @@ install(FILES ${RUMOR_MAN_PAGES} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 # ---- bash completion ----
 install(FILES ${PROJECT_SOURCE_DIR}/dist/bash-completion/rumor
         DESTINATION ${RUMOR_BASH_COMPLETIONDIR})
+
+# ---- systemd unit and the configuration it starts the agent with ----
+# Written at install time, so the paths in it follow `cmake --install --prefix` (and DESTDIR
+# stays out of them). The configuration file is installed only where none exists: it is the
+# operator's to edit, and a reinstall must not overwrite it.
+install(CODE "
+set(_prefix \"\${CMAKE_INSTALL_PREFIX}\")
+if(IS_ABSOLUTE \"${CMAKE_INSTALL_SYSCONFDIR}\")
+  set(RUMOR_SYSCONFDIR \"${CMAKE_INSTALL_SYSCONFDIR}\")
+elseif(_prefix STREQUAL \"/usr\")
+  set(RUMOR_SYSCONFDIR /etc)  # as GNUInstallDirs: /usr's configuration lives in /etc
+else()
+  set(RUMOR_SYSCONFDIR \"\${_prefix}/${CMAKE_INSTALL_SYSCONFDIR}\")
+endif()
+set(RUMOR_BINDIR \"\${_prefix}/${CMAKE_INSTALL_BINDIR}\")
+configure_file(\"${PROJECT_SOURCE_DIR}/dist/systemd/rumor.service.in\"
+               \"${PROJECT_BINARY_DIR}/dist/rumor.service\" @ONLY)
+file(INSTALL \"${PROJECT_BINARY_DIR}/dist/rumor.service\"
+     DESTINATION \"\${_prefix}/${RUMOR_SYSTEMD_UNITDIR}\")
+if(EXISTS \"\$ENV{DESTDIR}\${RUMOR_SYSCONFDIR}/rumor/rumor.toml\")
+  message(STATUS \"Kept: \$ENV{DESTDIR}\${RUMOR_SYSCONFDIR}/rumor/rumor.toml (already there)\")
+else()
+  file(INSTALL \"${PROJECT_SOURCE_DIR}/dist/rumor.toml\" DESTINATION \"\${RUMOR_SYSCONFDIR}/rumor\")
+endif()
+")

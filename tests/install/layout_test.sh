@@ -2,7 +2,7 @@
 # What `cmake --install` put where (README "Installing"): the library in Debian's multiarch
 # directory, headers, CMake package, a .pc that forces no flags, the stripped `rumor` and
 # librumor.so with their debug information apart (gdb finds it by build id), the man pages, the
-# bash completion.
+# bash completion, the systemd unit and the default configuration.
 # usage: layout_test.sh BUILD_DIR SOURCE_DIR PREFIX LIBDIR MULTIARCH_LIBDIR
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -13,7 +13,8 @@ if [[ -n $multiarch && $libdir != "$multiarch" ]]; then
 fi
 for f in include/rumor/node.h include/rumor/reactor.h "$libdir/cmake/rumor/rumorConfig.cmake" \
          "$libdir/pkgconfig/rumor.pc" bin/rumor share/man/man1/rumor.1 \
-         share/man/man1/rumor-agent.1 share/bash-completion/completions/rumor; do
+         share/man/man1/rumor-agent.1 share/bash-completion/completions/rumor \
+         lib/systemd/system/rumor.service etc/rumor/rumor.toml; do
   [[ -f $prefix/$f ]] || fail "missing: $prefix/$f"
 done
 lib=$(readlink -f "$prefix/$libdir/librumor.so")
