@@ -1,7 +1,7 @@
 # Shared by the install tests (sourced). They take: BUILD_DIR SOURCE_DIR PREFIX LIBDIR [...].
 
 fail() {
-  echo "FAIL: $*" >&2
+  printf "FAIL: %b\n" "$*" >&2  # %b: messages carry \n
   exit 1
 }
 
