@@ -41,6 +41,13 @@ function(rumor_strip_installed src installed kind)
     set(strip --strip-all)
   endif()
   set(path "$ENV{DESTDIR}${installed}")
+  # Idempotent: a file CMake found up to date is the one stripped last time.
+  execute_process(COMMAND "${RUMOR_READELF}" -S --wide "${path}" OUTPUT_VARIABLE sections
+                  ERROR_QUIET)
+  if(sections MATCHES "\\.gnu_debuglink")
+    message(STATUS "Already stripped: ${path}")
+    return()
+  endif()
   execute_process(COMMAND "${RUMOR_OBJCOPY}" ${strip} --remove-section=.comment
                           "--add-gnu-debuglink=${dbg}" "${path}" RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
