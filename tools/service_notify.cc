@@ -23,16 +23,15 @@ void send(std::string_view what, const std::string& state) {
   // unset_environment = 0: later notifications (STATUS, STOPPING) need $NOTIFY_SOCKET too.
   const int rc = sd_notify(0, state.c_str());
   if (rc < 0) {
+    // The main thread is the only caller (header): strerror's buffer is not shared.
     log(LogLevel::kWarn, "cannot notify the service manager", "what={} error={}", what,
-        logfmt_value(std::strerror(-rc)));
+        logfmt_value(std::strerror(-rc)));  // NOLINT(concurrency-mt-unsafe)
   }
 }
 
 }  // namespace
 
-void notify_ready(std::string_view status) {
-  send("READY", "READY=1\nSTATUS=" + one_line(status));
-}
+void notify_ready(std::string_view status) { send("READY", "READY=1\nSTATUS=" + one_line(status)); }
 
 void notify_status(std::string_view status) { send("STATUS", "STATUS=" + one_line(status)); }
 

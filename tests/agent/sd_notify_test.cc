@@ -69,8 +69,7 @@ class NotifySocket {
   }
 
   // Reads notifications until one contains `needle`; every one read is appended to `seen`.
-  std::optional<Notification> until(const std::string& needle, double seconds,
-                                    std::string* seen) {
+  std::optional<Notification> until(const std::string& needle, double seconds, std::string* seen) {
     const std::uint64_t deadline = monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
     while (monotonic_ns() < deadline) {
       auto n = next(static_cast<double>(deadline - monotonic_ns()) / 1e9);
@@ -104,11 +103,13 @@ TEST(SdNotify, ReadyWhenListeningThenStoppingOnSigterm) {
   TempDir dir;
   NotifySocket manager(dir.path() + "/notify");
   ASSERT_TRUE(manager.ok()) << "cannot bind a unix datagram socket in " << dir.path();
-  // posix_spawn hands the agent this process's environment.
-  ASSERT_EQ(setenv("NOTIFY_SOCKET", (dir.path() + "/notify").c_str(), 1), 0);
+  // posix_spawn hands the agent this process's environment (one thread: no race on it).
+  const std::string notify_path = dir.path() + "/notify";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
+  ASSERT_EQ(setenv("NOTIFY_SOCKET", notify_path.c_str(), 1), 0);
   AgentProcess agent(dir.path(), "n1");
   const bool started = agent.start({});
-  unsetenv("NOTIFY_SOCKET");
+  unsetenv("NOTIFY_SOCKET");  // NOLINT(concurrency-mt-unsafe)
   ASSERT_TRUE(started) << agent.error;
 
   std::string seen;
@@ -128,8 +129,7 @@ TEST(SdNotify, ReadyWhenListeningThenStoppingOnSigterm) {
   const pid_t pid = agent.pid();
   kill(pid, SIGTERM);
   const auto stopping = manager.until("STOPPING=1", 10, &seen);
-  ASSERT_TRUE(stopping) << "no STOPPING=1 after SIGTERM; received: " << seen << "\n"
-                        << agent.log();
+  ASSERT_TRUE(stopping) << "no STOPPING=1 after SIGTERM; received: " << seen << "\n" << agent.log();
   EXPECT_EQ(stopping->pid, pid);
   EXPECT_EQ(agent.terminate(), 0) << agent.log();
 }
