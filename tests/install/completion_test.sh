@@ -3,7 +3,8 @@
 # the prefix (XDG_DATA_DIRS, as README "Installing" says for a prefix outside its search path),
 # and then completes: the commands `rumor --help` lists and no others, every flag of every
 # `rumor COMMAND --help` and no others, keyring subcommands, fixed values, and key names asked of
-# a running agent.
+# a running agent. The completion reads --help itself, so this guards its reading of CLI11's help
+# and its walk over the words typed so far (a flag's value is never taken for a command).
 # usage: completion_test.sh BUILD_DIR SOURCE_DIR PREFIX LIBDIR
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -72,6 +73,9 @@ same "rumor keys mode" "$(complete_words rumor keys mode "")" \
   "$(printf 'accept\noff\nrequire\nsend')"
 # A flag's value is not taken for an argument: after `--admin ADDR`, the flags again.
 same "rumor get --admin ADDR --js" "$(complete_words rumor get --admin 127.0.0.1:9 --js)" "--json"
+same "rumor keys --prefix mode" "$(complete_words rumor keys --prefix mode "")" \
+  "$(cli_subcommands "$rumor" keys | sort)"
+same "rumor agent -o k=v --pre" "$(complete_words rumor agent -o node.x=1 --pre)" "--preset"
 touch "$tmp/rumor-test.toml"
 same "rumor agent --config FILE" "$(cd "$tmp" && complete_words rumor agent --config rumor-)" \
   "rumor-test.toml"
