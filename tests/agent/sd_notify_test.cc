@@ -2,7 +2,8 @@
 // test plays the service manager. It binds the $NOTIFY_SOCKET datagram socket itself (as
 // systemd does, with SO_PASSCRED), starts the agent, and checks the contract: READY=1 from the
 // agent's main PID (what NotifyAccess=main accepts) naming an admin address that answers, a
-// STATUS= line, and STOPPING=1 on SIGTERM before a clean exit. Runs without systemd as PID 1.
+// STATUS= line (serving, joined when there is a seed), and STOPPING=1 on SIGTERM before a clean
+// exit. Runs without systemd as PID 1.
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -132,6 +133,27 @@ TEST(SdNotify, ReadyWhenListeningThenStoppingOnSigterm) {
   ASSERT_TRUE(stopping) << "no STOPPING=1 after SIGTERM; received: " << seen << "\n" << agent.log();
   EXPECT_EQ(stopping->pid, pid);
   EXPECT_EQ(agent.terminate(), 0) << agent.log();
+}
+
+TEST(SdNotify, ServingAfterJoiningASeed) {
+  TempDir dir;
+  AgentProcess seed(dir.path(), "seed");
+  ASSERT_TRUE(seed.start({})) << seed.error;
+  NotifySocket manager(dir.path() + "/notify");
+  ASSERT_TRUE(manager.ok());
+  const std::string notify_path = dir.path() + "/notify";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
+  ASSERT_EQ(setenv("NOTIFY_SOCKET", notify_path.c_str(), 1), 0);
+  AgentProcess agent(dir.path(), "n1");
+  const bool started = agent.start({seed.gossip});
+  unsetenv("NOTIFY_SOCKET");  // NOLINT(concurrency-mt-unsafe)
+  ASSERT_TRUE(started) << agent.error;
+  std::string seen;
+  // READY=1 comes first (listening), then the join is reported.
+  ASSERT_TRUE(manager.until("READY=1", 10, &seen)) << seen;
+  EXPECT_TRUE(manager.until("STATUS=serving: joined the cluster", 10, &seen)) << seen;
+  EXPECT_EQ(agent.terminate(), 0) << agent.log();
+  EXPECT_EQ(seed.terminate(), 0) << seed.log();
 }
 
 }  // namespace
