@@ -16,6 +16,7 @@
 
 #include "tools/admin_server.h"
 #include "tools/log.h"
+#include "tools/service_notify.h"
 
 namespace rumor::tools {
 
@@ -255,6 +256,9 @@ int Agent::start() {
   log(LogLevel::kInfo, "reactor", "threads={} steering={} pin={}", reactor_->cores(),
       logfmt_value(reactor_->steering()), logfmt_value(reactor_->pin_note()));
   admin_->start();
+  // Listening: the gossip socket is bound and the admin server accepts connections.
+  notify_ready(fmt::format("listening: gossip {} admin {}", reactor_->local_address().to_string(),
+                           admin_->admin_address().to_string()));
 
   seeds_ = config_.join;
   seeds_.insert(seeds_.end(), config_.retry_join.begin(), config_.retry_join.end());
@@ -278,6 +282,9 @@ int Agent::start() {
     join_attempt();  // --retry-join: in the background, from run()
     next_retry_ns_ = monotonic_ns() + retry_wait_ms_ * 1'000'000ull;
   }
+  notify_status(!config_.join.empty() ? "serving: joined the cluster"
+                : seeds_.empty()       ? "serving (no seeds)"
+                                       : "serving: joining in the background");
   write_ready_file();
   return 0;
 }
@@ -396,6 +403,7 @@ bool Agent::retry_tick() {
   if (next_retry_ns_ == 0) return true;
   if (others_alive() > 0) {
     log(LogLevel::kInfo, "joined", "attempts={}", join_attempts_);
+    notify_status("serving: joined the cluster");
     next_retry_ns_ = 0;
     return true;
   }
@@ -681,6 +689,7 @@ int Agent::run() {
     break;
   }
   log(LogLevel::kInfo, "signal received", "signal={}", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  notify_stopping("leaving the cluster");
   shutdown();
   return 0;
 }

@@ -6,6 +6,11 @@
 // Thread-safety: Status and Result are values; distinct objects may be used from any thread.
 #pragma once
 
+// The public headers use C++20 (std::span, operator<=>): say so before anything else fails.
+#if !defined(__cplusplus) || __cplusplus < 202002L
+#error "rumor needs C++20 or later: compile with -std=c++20 (CMake: rumor::rumor sets cxx_std_20)"
+#endif
+
 #include <cstdint>
 #include <string>
 #include <string_view>
