@@ -39,13 +39,6 @@
 namespace rumor::testing {
 namespace {
 
-std::string ip_bin() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (access(p, X_OK) == 0) return p;
-  }
-  return {};
-}
-
 // A counter from `rumor stats` output ("name{labels}   value" lines); -1 when absent.
 long long stat(const std::string& out, const std::string& name) {
   std::size_t at = 0;
@@ -58,16 +51,6 @@ long long stat(const std::string& out, const std::string& name) {
     at += name.size();
   }
   return -1;
-}
-
-// Runs `ip args...`; returns the error text, empty on success.
-std::string ip(std::vector<std::string> args) {
-  args.insert(args.begin(), ip_bin());
-  RunResult r = run_command(args, 10);
-  if (r.status == 0) return {};
-  std::string cmd;
-  for (const auto& a : args) cmd += a + " ";
-  return cmd + ": " + r.err + r.out;
 }
 
 // A learning Ethernet switch over AF_PACKET sockets in the switch namespace, with netem-like

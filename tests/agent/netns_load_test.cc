@@ -15,27 +15,12 @@
 namespace rumor::testing {
 namespace {
 
-std::string ip_bin() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (access(p, X_OK) == 0) return p;
-  }
-  return {};
-}
-
 class Namespaces {
  public:
   ~Namespaces() {
     for (const std::string& ns : made_) ip({"netns", "del", ns});
   }
-  // Runs `ip args...`; returns the error text, empty on success.
-  std::string ip(std::vector<std::string> args) {
-    args.insert(args.begin(), ip_bin());
-    RunResult r = run_command(args, 10);
-    if (r.status == 0) return {};
-    std::string cmd;
-    for (const auto& a : args) cmd += a + " ";
-    return cmd + ": " + r.err + r.out;
-  }
+  std::string ip(std::vector<std::string> args) { return testing::ip(std::move(args)); }
   std::string add(const std::string& ns) {
     std::string e = ip({"netns", "add", ns});
     if (e.empty()) made_.push_back(ns);

@@ -124,6 +124,24 @@ inline RunResult run_rumor(const std::vector<std::string>& args, double seconds 
   return run_command(command, seconds);
 }
 
+// iproute2's `ip`, or empty when it is not installed.
+inline std::string ip_bin() {
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (access(p, X_OK) == 0) return p;
+  }
+  return {};
+}
+
+// Runs `ip args...`; returns the error text, empty on success.
+inline std::string ip(std::vector<std::string> args) {
+  args.insert(args.begin(), ip_bin());
+  RunResult r = run_command(args, 10);
+  if (r.status == 0) return {};
+  std::string cmd;
+  for (const auto& a : args) cmd += a + " ";
+  return cmd + ": " + r.err + r.out;
+}
+
 // One `rumor agent` process.
 class AgentProcess {
  public:
