@@ -19,6 +19,7 @@
 #include "tools/agent_config.h"
 #include "tools/client.h"
 #include "tools/load.h"
+#include "tools/sim_explore.h"
 
 using namespace rumor;
 using namespace rumor::tools;
@@ -305,6 +306,21 @@ int main(int argc, char** argv) {
   load->add_option("--worker-wait-s", lo.worker_wait_s,
                    "udp: how long to wait for the workers to connect")
       ->capture_default_str();
+  ExploreOptions eo;
+  std::string explore_seeds = "1..100";
+  CLI::App* sim = app.add_subcommand("sim", "simulator tools");
+  sim->require_subcommand(1);
+  CLI::App* explore = sim->add_subcommand(
+      "explore", "a fault explorer: random clusters, workloads and fault schedules, one per seed, "
+                 "checked against the invariants (docs/protocol.md)");
+  explore->add_option("--seeds", explore_seeds, "A..B (inclusive) or one seed")
+      ->capture_default_str();
+  explore->add_option("--max-nodes", eo.max_nodes, "largest cluster a seed may draw (at least 3)")
+      ->capture_default_str();
+  explore->add_option("--max-wall-s", eo.max_wall_s,
+                      "start no new seed after this many seconds (0: no bound)")
+      ->capture_default_str();
+  explore->add_flag("--verbose", eo.verbose, "print every seed's schedule, not only failures'");
   LoadWorkerOptions lw;
   CLI::App* load_worker = app.add_subcommand(
       "load-worker", "run a share of a `rumor load --workers-listen` test's nodes (docs/load.md)");
@@ -332,6 +348,14 @@ int main(int argc, char** argv) {
   if (agent->parsed()) return run_agent(af, *agent);
   if (load->parsed()) return run_load(lo);
   if (load_worker->parsed()) return run_load_worker(lw);
+  if (explore->parsed()) {
+    if (!parse_seed_range(explore_seeds, &eo.first_seed, &eo.last_seed)) {
+      std::fprintf(stderr, "rumor sim explore: --seeds %s: expected A..B with A <= B, or one seed\n",
+                   explore_seeds.c_str());
+      return 2;
+    }
+    return run_explore(eo);
+  }
   if (get->parsed()) return cmd_get(client, key, verbose);
   if (setc->parsed()) return cmd_set(client, key, value);
   if (del->parsed()) return cmd_del(client, key);

@@ -71,6 +71,8 @@ class SimCluster {
   void restart(std::size_t i, bool new_address = false);
   Address address(std::size_t i) const { return nodes_[i]->config.advertise; }
   void pause(std::size_t i) { net_->pause(net_id(i)); }
+  // A clock jump: node i's clock runs `skew_ms` from virtual time from now on.
+  void set_skew(std::size_t i, std::int64_t skew_ms) { nodes_[i]->clock.skew_ms = skew_ms; }
   void resume(std::size_t i) { net_->resume(net_id(i)); }
 
   // Runs the cluster for `ms` of virtual time.

@@ -44,7 +44,7 @@ same() {
 
 got=$(complete_words rumor "")
 same "commands" "$got" "$(cli_subcommands "$rumor" | sort)"
-same "commands starting with s" "$(complete_words rumor s)" "$(printf 'set\nstats')"
+same "commands starting with s" "$(complete_words rumor s)" "$(printf 'set\nsim\nstats')"
 
 checked=0
 check_flags() {  # check_flags COMMAND...: `rumor COMMAND... -<TAB>` against its --help

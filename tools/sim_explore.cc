@@ -1,0 +1,415 @@
+#include "tools/sim_explore.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/rng.h"
+#include "engine/sim/sim_cluster.h"
+
+namespace rumor::tools {
+namespace {
+
+struct Accepted {
+  std::string key;
+  Version version;
+  std::size_t writer = 0;
+  bool deleted = false;
+  bool safe = true;  // false: its writer crashed before any other running node held it
+};
+
+double uniform(Rng& r) { return static_cast<double>(r.next() >> 11) * 0x1.0p-53; }
+
+class Run {
+ public:
+  Run(std::uint64_t seed, const ExploreOptions& o) : seed_(seed), r_(seed * 0x9e3779b97f4a7c15ull + 1) {
+    n_ = 3 + static_cast<std::size_t>(r_.below(std::max<std::size_t>(o.max_nodes, 3) - 2));
+    SimCluster::Options opt;
+    opt.nodes = n_;
+    opt.seed = seed;
+    opt.node = NodeConfig::local();
+    // At least two seeds, so a seed that restarts has another to join through; seeds keep their
+    // addresses (they are what every node is configured with: stable names or addresses).
+    opt.seeds = 2 + static_cast<std::size_t>(r_.below(2));
+    seeds_ = opt.seeds;
+    base_.latency_ns = 500'000 + r_.below(2'000'000);
+    base_.jitter_ns = r_.below(2'000'000);
+    base_.duplicate = r_.below(3) == 0 ? 0.02 : 0.0;
+    base_.reorder = r_.below(3) == 0 ? 0.05 : 0.0;
+    base_.reorder_delay_ns = 3'000'000;
+    base_.loss = r_.below(2) == 0 ? 0.0 : 0.02 * uniform(r_);
+    opt.net.link = base_;
+    for (std::size_t i = 0; i < n_; ++i) {
+      skew_.push_back(static_cast<std::int64_t>(r_.below(4001)) - 2000);
+    }
+    opt.skew_ms = skew_;
+    keys_ = 4 + static_cast<std::size_t>(r_.below(60));
+    cluster_ = std::make_unique<SimCluster>(opt);
+    say(fmt::format("{} nodes, {} seed(s), {} keys, link latency {:.1f} ms + jitter {:.1f} ms, "
+                    "loss {:.1f}%, duplicate {:.0f}%, reorder {:.0f}%",
+                    n_, opt.seeds, keys_, base_.latency_ns / 1e6, base_.jitter_ns / 1e6,
+                    base_.loss * 100, base_.duplicate * 100, base_.reorder * 100));
+  }
+
+  // The whole run; returns the failure, empty when every invariant held.
+  std::string execute() {
+    SimCluster& c = *cluster_;
+    c.start_all();
+    if (!c.run_until([&] { return membership_ok(nullptr); }, 30'000, 50)) {
+      std::string why;
+      membership_ok(&why);
+      return "the cluster did not form on the starting network: " + why;
+    }
+    const std::uint64_t phase_ms = 10'000 + r_.below(20'000);
+    say(fmt::format("formed at {} ms; faults for {} ms", elapsed_ms(), phase_ms));
+    const std::uint64_t end = elapsed_ms() + phase_ms;
+    while (elapsed_ms() < end) {
+      end_due_faults();
+      const std::uint64_t roll = r_.below(100);
+      if (roll < 55) {
+        for (std::uint64_t k = 1 + r_.below(4); k > 0; --k) write();
+      } else if (roll < 63) {
+        start_fault();
+      }
+      c.run_for(20 + r_.below(180));
+    }
+    heal();
+    const std::uint64_t healed = elapsed_ms();
+    if (!c.run_until([&] { return converged(nullptr); }, 120'000, 100)) {
+      std::string why;
+      converged(&why);
+      return fmt::format("not converged {} ms after healing: {}", elapsed_ms() - healed, why);
+    }
+    say(fmt::format("converged {} ms after healing; {} writes accepted ({} unsafe: writer "
+                    "crashed first)",
+                    elapsed_ms() - healed, accepted_.size(),
+                    std::count_if(accepted_.begin(), accepted_.end(),
+                                  [](const Accepted& a) { return !a.safe; })));
+    return {};
+  }
+
+  const std::string& log() const { return log_; }
+  std::uint64_t events() const { return cluster_->events(); }
+
+ private:
+  std::uint64_t elapsed_ms() { return cluster_->now_ms() - SimCluster::kEpochMs; }
+  void say(const std::string& line) { log_ += fmt::format("  [{:>6} ms] {}\n", cluster_ ? elapsed_ms() : 0, line); }
+
+  bool live(std::size_t i) const { return !cluster_->crashed(i); }
+  std::size_t live_count() const {
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < n_; ++i) k += live(i);
+    return k;
+  }
+  std::size_t random_live() {
+    for (;;) {
+      const std::size_t i = r_.below(n_);
+      if (live(i)) return i;
+    }
+  }
+
+  void write() {
+    const std::size_t i = random_live();
+    const std::string key = fmt::format("k{}", r_.below(keys_));
+    const bool del = r_.below(8) == 0;
+    SimCluster& c = *cluster_;
+    const Status s = del ? c.node(i).del(key)
+                         : c.node(i).set(key, fmt::format("v{}-{}", i, ++writes_));
+    if (!s) return;  // refused (a bounded queue, say): not accepted, nothing to check
+    auto e = c.node(i).get_entry(key);
+    if (!e) return;
+    accepted_.push_back(Accepted{key, e->version, i, e->deleted, true});
+  }
+
+  // ---- faults ----
+  enum class Kind { kLoss, kPartition, kOneWay, kPause, kClock, kCrash };
+  struct Fault {
+    Kind kind;
+    std::uint64_t until_ms;
+    std::size_t node = 0;
+    bool restart = false, new_address = false;
+  };
+
+  void start_fault() {
+    SimCluster& c = *cluster_;
+    const std::uint64_t now = elapsed_ms();
+    const std::uint64_t len = 300 + r_.below(4700);
+    switch (r_.below(6)) {
+      case 0: {  // a loss burst
+        if (net_fault_) return;
+        io::LinkConfig l = base_;
+        l.loss = 0.2 + 0.7 * uniform(r_);
+        c.net().set_default_link(l);
+        faults_.push_back({Kind::kLoss, now + len});
+        net_fault_ = true;
+        say(fmt::format("loss {:.0f}% for {} ms", l.loss * 100, len));
+        break;
+      }
+      case 1:
+      case 2: {  // a partition, symmetric or one-way
+        if (net_fault_) return;
+        std::vector<io::NodeId> side;
+        std::string names;
+        for (std::size_t i = 0; i < n_; ++i) {
+          if (r_.below(2) == 0) {
+            side.push_back(c.net_id(i));
+            names += fmt::format(" {}", i);
+          }
+        }
+        if (side.empty() || side.size() == n_) return;
+        const bool one_way = r_.below(2) == 0;
+        if (one_way) {
+          for (io::NodeId id : side) c.net().set_group(id, 1);
+          c.net().cut_groups(1, 0);
+        } else {
+          c.net().partition(side);
+        }
+        faults_.push_back({one_way ? Kind::kOneWay : Kind::kPartition, now + len});
+        net_fault_ = true;
+        say(fmt::format("{} partition of{} for {} ms", one_way ? "one-way (they cannot send)" : "symmetric",
+                        names, len));
+        break;
+      }
+      case 3: {  // a paused node (a long GC, SIGSTOP)
+        const std::size_t i = random_live();
+        if (paused_.count(i)) return;
+        c.pause(i);
+        paused_.insert(i);
+        faults_.push_back({Kind::kPause, now + len, i});
+        say(fmt::format("node {} paused for {} ms", i, len));
+        break;
+      }
+      case 4: {  // a clock jump within the allowed skew
+        const std::size_t i = random_live();
+        skew_[i] += static_cast<std::int64_t>(r_.below(6001)) - 3000;
+        skew_[i] = std::clamp<std::int64_t>(skew_[i], -10'000, 10'000);
+        c.set_skew(i, skew_[i]);
+        say(fmt::format("node {}'s clock jumps to skew {} ms", i, skew_[i]));
+        break;
+      }
+      case 5: {  // a crash, with or without a restart
+        if (live_count() <= 2) return;
+        const std::size_t i = random_live();
+        if (paused_.count(i)) return;
+        mark_unsafe_writes_of(i);
+        c.crash(i);
+        // Seeds come back (a node whose every seed is gone cannot rejoin, in rumor as in
+        // memberlist; an operator replaces a seed rather than losing all of them).
+        const bool restart = i < seeds_ || r_.below(3) != 0;
+        const bool moved = restart && i >= seeds_ && r_.below(4) == 0;
+        if (restart) faults_.push_back({Kind::kCrash, now + len, i, true, moved});
+        say(fmt::format("node {} crashes{}", i,
+                        restart ? fmt::format(", restarts after {} ms{}", len,
+                                              moved ? " on a new address" : "")
+                                : " for good"));
+        break;
+      }
+    }
+  }
+
+  // Node i is about to crash: every write that no other running node holds (in that version or
+  // a newer one) dies with it, whoever wrote it. An in-memory node owes nothing it had not
+  // passed on.
+  void mark_unsafe_writes_of(std::size_t i) {
+    SimCluster& c = *cluster_;
+    for (Accepted& a : accepted_) {
+      if (!a.safe) continue;
+      bool held = false;
+      for (std::size_t j = 0; j < n_ && !held; ++j) {
+        if (j == i || !live(j)) continue;
+        auto e = c.node(j).get_entry(a.key);
+        held = e && e->version >= a.version;
+      }
+      a.safe = held;
+    }
+  }
+
+  void end_fault(const Fault& f) {
+    SimCluster& c = *cluster_;
+    switch (f.kind) {
+      case Kind::kLoss:
+        c.net().set_default_link(base_);
+        net_fault_ = false;
+        say("loss burst ends");
+        break;
+      case Kind::kPartition:
+      case Kind::kOneWay:
+        c.net().heal();
+        net_fault_ = false;
+        say("partition heals");
+        break;
+      case Kind::kPause:
+        c.resume(f.node);
+        paused_.erase(f.node);
+        say(fmt::format("node {} resumes", f.node));
+        break;
+      case Kind::kCrash:
+        c.restart(f.node, f.new_address);
+        say(fmt::format("node {} restarts{}", f.node, f.new_address ? " on a new address" : ""));
+        break;
+      case Kind::kClock: break;
+    }
+  }
+
+  void end_due_faults() {
+    const std::uint64_t now = elapsed_ms();
+    for (std::size_t k = 0; k < faults_.size();) {
+      if (faults_[k].until_ms <= now) {
+        const Fault f = faults_[k];
+        faults_.erase(faults_.begin() + static_cast<std::ptrdiff_t>(k));
+        end_fault(f);
+      } else {
+        ++k;
+      }
+    }
+  }
+
+  void heal() {
+    for (const Fault& f : faults_) end_fault(f);
+    faults_.clear();
+    cluster_->net().heal();
+    cluster_->net().set_default_link(base_);
+    say("everything heals");
+  }
+
+  // ---- invariants ----
+  bool membership_ok(std::string* why) {
+    SimCluster& c = *cluster_;
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (!live(i)) continue;
+      std::map<NodeId, MemberState> seen;
+      for (const Member& m : c.node(i).members()) seen[m.id] = m.state;
+      for (std::size_t j = 0; j < n_; ++j) {
+        if (j == i) continue;
+        auto it = seen.find(c.node(j).id());
+        const bool alive = it != seen.end() && it->second == MemberState::kAlive;
+        if (live(j) != alive) {
+          if (why) {
+            *why = fmt::format("node {} sees node {} as {} but it is {}", i, j,
+                               it == seen.end() ? "absent" : std::string(member_state_name(it->second)),
+                               live(j) ? "running" : "crashed");
+          }
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  bool converged(std::string* why) {
+    if (!membership_ok(why)) return false;
+    SimCluster& c = *cluster_;
+    // Per key: the newest safe write, and every accepted version.
+    std::map<std::string, Version> floor;
+    std::map<std::string, std::set<Version>> known;
+    for (const Accepted& a : accepted_) {
+      known[a.key].insert(a.version);
+      if (a.safe) floor[a.key] = std::max(floor[a.key], a.version);
+    }
+    for (const auto& [key, versions] : known) {
+      std::optional<Version> agreed;
+      std::size_t first = 0;
+      for (std::size_t i = 0; i < n_; ++i) {
+        if (!live(i)) continue;
+        auto e = c.node(i).get_entry(key);
+        const Version v = e ? e->version : Version{};
+        if (!agreed) {
+          agreed = v;
+          first = i;
+        } else if (*agreed != v) {
+          if (why) {
+            *why = fmt::format("agreement: {} is at version {}/{:x} on node {} and {}/{:x} on "
+                               "node {}",
+                               key, agreed->hlc, agreed->node, first, v.hlc, v.node, i);
+          }
+          return false;
+        }
+      }
+      if (!agreed) continue;
+      auto f = floor.find(key);
+      if (f != floor.end() && *agreed < f->second) {
+        if (why) {
+          *why = fmt::format("no loss: {} is at {}/{:x} below the safe write {}/{:x}", key,
+                             agreed->hlc, agreed->node, f->second.hlc, f->second.node);
+        }
+        return false;
+      }
+      if (!agreed->is_zero() && !versions.count(*agreed)) {
+        if (why) *why = fmt::format("no invention: {} holds a version nobody wrote", key);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  std::uint64_t seed_;
+  Rng r_;
+  std::size_t n_ = 0, keys_ = 0, seeds_ = 0;
+  std::uint64_t writes_ = 0;
+  io::LinkConfig base_;
+  std::vector<std::int64_t> skew_;
+  std::unique_ptr<SimCluster> cluster_;
+  std::vector<Accepted> accepted_;
+  std::vector<Fault> faults_;
+  std::set<std::size_t> paused_;
+  bool net_fault_ = false;
+  std::string log_;
+};
+
+}  // namespace
+
+bool parse_seed_range(const std::string& text, std::uint64_t* first, std::uint64_t* last) {
+  const std::size_t dots = text.find("..");
+  char* end = nullptr;
+  const std::string a = dots == std::string::npos ? text : text.substr(0, dots);
+  const std::string b = dots == std::string::npos ? text : text.substr(dots + 2);
+  if (a.empty() || b.empty()) return false;
+  *first = std::strtoull(a.c_str(), &end, 10);
+  if (*end != '\0') return false;
+  *last = std::strtoull(b.c_str(), &end, 10);
+  return *end == '\0' && *first <= *last;
+}
+
+int run_explore(const ExploreOptions& o) {
+  if (o.max_nodes < 3) {
+    std::fprintf(stderr, "rumor sim explore: --max-nodes must be at least 3\n");
+    return 2;
+  }
+  const std::uint64_t t0 = monotonic_ns();
+  std::uint64_t ran = 0, failed = 0, events = 0;
+  for (std::uint64_t seed = o.first_seed; seed <= o.last_seed; ++seed) {
+    if (o.max_wall_s > 0 && static_cast<double>(monotonic_ns() - t0) / 1e9 > o.max_wall_s) {
+      std::printf("stopped at --max-wall-s %g before seed %llu\n", o.max_wall_s,
+                  static_cast<unsigned long long>(seed));
+      break;
+    }
+    Run run(seed, o);
+    const std::string failure = run.execute();
+    ++ran;
+    events += run.events();
+    if (!failure.empty()) {
+      ++failed;
+      std::printf("seed %llu FAILED: %s\n  replay: rumor sim explore --seeds %llu --max-nodes %zu "
+                  "--verbose\n%s",
+                  static_cast<unsigned long long>(seed), failure.c_str(),
+                  static_cast<unsigned long long>(seed), o.max_nodes, run.log().c_str());
+    } else if (o.verbose) {
+      std::printf("seed %llu ok\n%s", static_cast<unsigned long long>(seed), run.log().c_str());
+    }
+    std::fflush(stdout);
+    if (seed == UINT64_MAX) break;
+  }
+  const double wall = static_cast<double>(monotonic_ns() - t0) / 1e9;
+  std::printf("explored %llu seed(s) in %.1f s (%llu events): %llu failed\n",
+              static_cast<unsigned long long>(ran), wall, static_cast<unsigned long long>(events),
+              static_cast<unsigned long long>(failed));
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace rumor::tools
