@@ -49,12 +49,33 @@ class Run {
       skew_.push_back(static_cast<std::int64_t>(r_.below(4001)) - 2000);
     }
     opt.skew_ms = skew_;
+    // A third of the seeds run sealed (encryption `require`, one shared key), a third with some
+    // nodes on two owner cores (encryption needs one core per node for now), the rest plain.
+    const std::uint64_t flavour = r_.below(3);
+    std::string flavour_text = "plaintext";
+    if (flavour == 0) {
+      std::string key(32, '\0');
+      for (char& ch : key) ch = static_cast<char>(r_.next());
+      opt.configure = [key](std::size_t, NodeConfig& nc) {
+        nc.keys = {key};
+        nc.encryption = EncryptionMode::kRequire;
+      };
+      flavour_text = "sealed (require)";
+    } else if (flavour == 1) {
+      std::size_t multi = 0;
+      for (std::size_t i = 0; i < n_; ++i) {
+        opt.cores.push_back(r_.below(2) == 0 ? 2 : 1);
+        multi += opt.cores.back() == 2;
+      }
+      flavour_text = fmt::format("{} node(s) on 2 cores", multi);
+    }
     keys_ = 4 + static_cast<std::size_t>(r_.below(60));
     cluster_ = std::make_unique<SimCluster>(opt);
-    say(fmt::format("{} nodes, {} seed(s), {} keys, link latency {:.1f} ms + jitter {:.1f} ms, "
-                    "loss {:.1f}%, duplicate {:.0f}%, reorder {:.0f}%",
-                    n_, opt.seeds, keys_, base_.latency_ns / 1e6, base_.jitter_ns / 1e6,
-                    base_.loss * 100, base_.duplicate * 100, base_.reorder * 100));
+    say(fmt::format("{} nodes, {} seed(s), {}, {} keys, link latency {:.1f} ms + jitter {:.1f} "
+                    "ms, loss {:.1f}%, duplicate {:.0f}%, reorder {:.0f}%",
+                    n_, opt.seeds, flavour_text, keys_, base_.latency_ns / 1e6,
+                    base_.jitter_ns / 1e6, base_.loss * 100, base_.duplicate * 100,
+                    base_.reorder * 100));
   }
 
   // The whole run; returns the failure, empty when every invariant held.
