@@ -105,8 +105,10 @@ class Run {
     if (!c.run_until([&] { return converged(nullptr); }, 120'000, 100)) {
       std::string why;
       converged(&why);
-      return fmt::format("not converged {} ms after healing: {}", elapsed_ms() - healed, why);
+      return fmt::format("not converged {} ms after healing: {}\n{}", elapsed_ms() - healed, why,
+                         views());
     }
+    heal_ms_ = elapsed_ms() - healed;
     say(fmt::format("converged {} ms after healing; {} writes accepted ({} unsafe: writer "
                     "crashed first)",
                     elapsed_ms() - healed, accepted_.size(),
@@ -116,6 +118,7 @@ class Run {
   }
 
   const std::string& log() const { return log_; }
+  std::uint64_t heal_ms() const { return heal_ms_; }
   std::uint64_t events() const { return cluster_->events(); }
 
  private:
@@ -299,6 +302,25 @@ class Run {
     say("everything heals");
   }
 
+  // Every running node's view: node index (or ?) and state, for a failure's report.
+  std::string views() {
+    SimCluster& c = *cluster_;
+    std::map<NodeId, std::size_t> index;
+    for (std::size_t i = 0; i < n_; ++i) index[c.node(i).id()] = i;
+    std::string out;
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (!live(i)) continue;
+      out += fmt::format("  view of node {}:", i);
+      for (const Member& m : c.node(i).members()) {
+        auto it = index.find(m.id);
+        out += fmt::format(" {}={}/{}", it == index.end() ? std::string("?") : std::to_string(it->second),
+                           member_state_name(m.state), m.incarnation % 100000);
+      }
+      out += "\n";
+    }
+    return out;
+  }
+
   // ---- invariants ----
   bool membership_ok(std::string* why) {
     SimCluster& c = *cluster_;
@@ -372,7 +394,7 @@ class Run {
   std::uint64_t seed_;
   Rng r_;
   std::size_t n_ = 0, keys_ = 0, seeds_ = 0;
-  std::uint64_t writes_ = 0;
+  std::uint64_t writes_ = 0, heal_ms_ = 0;
   io::LinkConfig base_;
   std::vector<std::int64_t> skew_;
   std::unique_ptr<SimCluster> cluster_;
@@ -404,6 +426,7 @@ int run_explore(const ExploreOptions& o) {
   }
   const std::uint64_t t0 = monotonic_ns();
   std::uint64_t ran = 0, failed = 0, events = 0;
+  std::vector<std::uint64_t> heal_ms;
   for (std::uint64_t seed = o.first_seed; seed <= o.last_seed; ++seed) {
     if (o.max_wall_s > 0 && static_cast<double>(monotonic_ns() - t0) / 1e9 > o.max_wall_s) {
       std::printf("stopped at --max-wall-s %g before seed %llu\n", o.max_wall_s,
@@ -414,6 +437,7 @@ int run_explore(const ExploreOptions& o) {
     const std::string failure = run.execute();
     ++ran;
     events += run.events();
+    if (failure.empty()) heal_ms.push_back(run.heal_ms());
     if (!failure.empty()) {
       ++failed;
       std::printf("seed %llu FAILED: %s\n  replay: rumor sim explore --seeds %llu --max-nodes %zu "
@@ -427,9 +451,16 @@ int run_explore(const ExploreOptions& o) {
     if (seed == UINT64_MAX) break;
   }
   const double wall = static_cast<double>(monotonic_ns() - t0) / 1e9;
-  std::printf("explored %llu seed(s) in %.1f s (%llu events): %llu failed\n",
+  std::sort(heal_ms.begin(), heal_ms.end());
+  auto pct = [&](double p) {
+    return heal_ms.empty() ? 0ull
+                           : static_cast<unsigned long long>(
+                                 heal_ms[static_cast<std::size_t>(p * static_cast<double>(heal_ms.size() - 1))]);
+  };
+  std::printf("explored %llu seed(s) in %.1f s (%llu events): %llu failed; converged after "
+              "healing in %llu ms median, %llu ms p99, %llu ms at most (bound 120000)\n",
               static_cast<unsigned long long>(ran), wall, static_cast<unsigned long long>(events),
-              static_cast<unsigned long long>(failed));
+              static_cast<unsigned long long>(failed), pct(0.5), pct(0.99), pct(1.0));
   return failed == 0 ? 0 : 1;
 }
 

@@ -79,6 +79,8 @@ class Members {
   // responder whose sums all match sends nothing. `salt` keys the 16-bit sums, so a collision
   // that hides a difference in one exchange does not hide it in the next.
   void send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out);
+  // 2^bits buckets in a digest of a table of `members` (docs/protocol.md "Member tables").
+  static unsigned digest_bits(std::size_t members);
   // False when the body is malformed. `answer(datagrams)` says whether the rate limit allows
   // an answer of that many datagrams (at most one call per digest datagram).
   bool on_digest(const Address& from, std::span<const std::byte> body, const wire::Outbox& out,
@@ -211,7 +213,6 @@ class Members {
   template <class Next>
   void send_records(const Address& to, wire::MsgType kind, bool reply_wanted, std::size_t total,
                     const Next& next, const wire::Outbox& out);
-  static unsigned digest_bits(std::size_t members);
   // A coarse bucket's sum of contributions, salted and folded to 16 bits.
   std::uint16_t coarse_sum(unsigned bits, std::size_t bucket, std::uint32_t salt) const;
   // fn(slot) for every member this view knows (self included) in a coarse bucket.

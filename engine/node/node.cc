@@ -601,9 +601,27 @@ void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
                              const wire::StateSums& m, PacketSink& out) {
   // Only a member pinging from its own address is believed: a forged fingerprint cannot make
   // this node start exchanges with an address of the forger's choosing.
-  const Address* addr = members_.address_of(sender);
-  if (!addr || !(*addr == from) || !members_.is_alive(sender)) return;
   const std::uint64_t t = now();
+  const Address* addr = members_.address_of(sender);
+  if (!addr || !(*addr == from) || !members_.is_alive(sender)) {
+    // But a ping from a member this node does not hold alive at that address proves the two
+    // tables differ, whatever the fingerprints say: the pinger holds us, we do not hold it.
+    // Neither side's schedule repairs that when each matches the rest of its own side (the
+    // fault explorer found two seeds restarted together forming a cluster of their own, that
+    // the others probed for ever). Offer our digest back to the address that pinged, at most
+    // once a probe interval, only after catching up, and charged to that address's answer
+    // budget like a join's answer, so a forged ping cannot aim much traffic anywhere.
+    const double datagrams =
+        1.0 + static_cast<double>(std::size_t{2} << Members::digest_bits(members_.size())) / 1200.0;
+    if (m.members != 0 && next_catchup_ms_ == UINT64_MAX &&
+        t >= members_probe_digest_ms_ + config_.probe_interval_ms &&
+        answer_allowed(c, from, datagrams)) {
+      members_probe_digest_ms_ = t;
+      ++c.counters.state_sums_differ;
+      members_.send_digest(from, static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));
+    }
+    return;
+  }
   // A difference is acted on only when it outlives the news in flight: rumor mongering
   // delivers a write or a join within a few gossip rounds, and an exchange started meanwhile
   // would repeat its work. So the repair starts at the first differing ping at least two probe
