@@ -20,6 +20,7 @@
 
 #include "base/rng.h"
 #include "base/spsc_queue.h"
+#include "engine/gossip/bulk.h"
 #include "engine/gossip/gossip.h"
 #include "engine/members/members.h"
 #include "engine/node/core.h"
@@ -96,6 +97,9 @@ class NodeImpl {
                        std::span<const std::byte> body, PacketSink& out, bool answer_only);
   // What a small request may make core c send (sync and join answers), `cost` in datagrams.
   bool answer_allowed(Core& c, const Address& from, double cost = 1.0);
+  // Whether the home core may serve `chunks` chunks of a large value to `from` (a live member
+  // asking from its own address, within the per-address and total chunk budgets).
+  bool bulk_serve_allowed(Core& c, const Address& from, NodeId sender, int chunks);
 
   // Cross-core work (engine/node/cores.cc).
   bool hand(Core& from, std::uint32_t to, CoreMsg&& msg, bool wake = true);
@@ -147,6 +151,7 @@ class NodeImpl {
   CoreLinks links_;
   Gossip gossip_;
   Members members_;
+  Bulk bulk_;  // large values: announcements pulled in chunks (home core)
   bool joined_ = false;
   std::vector<Members::Record> member_in_;  // home core only: the records of the datagram being dispatched
 

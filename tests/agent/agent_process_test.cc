@@ -296,7 +296,8 @@ TEST(AgentProcess, MetricsEndpointServesPrometheusText) {
 TEST(AgentProcess, ErrorsAPersonCanActOn) {
   TempDir dir;
   AgentProcess a(dir.path(), "e1");
-  ASSERT_TRUE(a.start({})) << a.error;
+  // A small value limit, so that an oversized value still fits a command line.
+  ASSERT_TRUE(a.start({}, {"-o", "store.value_bytes_max=4096"})) << a.error;
 
   // No agent at the admin address: a port nobody listens on.
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
