@@ -153,6 +153,7 @@ void Bulk::request(Transfer& t, bool again, std::uint64_t now, const wire::Outbo
     t.window_missing = missing;
   }
   RUMOR_ASSERT(t.window_missing != 0);
+  t.window_last = t.window_first + 63 - static_cast<std::uint32_t>(std::countl_zero(t.window_missing));
   ++t.attempts;
   t.deadline_ms = now + config_.bulk_timeout_ms;
   wire::Packet p(out);
@@ -191,7 +192,14 @@ void Bulk::on_chunk(const Address& from, const wire::ChunkMsg& m, std::uint64_t 
     t.window_missing &= ~(std::uint64_t{1} << (c - t.window_first));
   }
   if (t.received < t.chunks) {
-    if (t.window_missing == 0) request(t, /*again=*/false, now, out);
+    if (t.window_missing == 0) {
+      request(t, /*again=*/false, now, out);
+    } else if (c == t.window_last) {
+      // The server sends a window in order (one GSO batch): the chunks still missing when its
+      // last arrives were lost, so ask for them now rather than at the deadline. Reordering
+      // costs a duplicate at worst, and every such request follows a new chunk.
+      request(t, /*again=*/true, now, out);
+    }
     return;
   }
   // Whole: verify, then one merge of the whole entry.

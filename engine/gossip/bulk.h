@@ -7,7 +7,9 @@
 //   - a kChunkRequest names a window of up to bulk_window_chunks (<= 64) missing chunks by a
 //     bitmap; the server answers each with one kChunk datagram, all of equal size and to one
 //     address, so the transport sends the window as one GSO super-datagram;
-//   - a window not complete within bulk_timeout_ms is asked for again (only what is missing);
+//   - chunks of a window arrive in order, so when the last one asked for arrives and some are
+//     missing they were lost: those are asked for again at once; a window not complete within
+//     bulk_timeout_ms (its last chunk lost too) is asked for again then;
 //     bulk_attempts_max requests in a row without a new chunk give the transfer up (or move it
 //     to a second peer that announced the same version);
 //   - the assembled value must match the announced hash; then the whole entry is handed to the
@@ -101,6 +103,7 @@ class Bulk {
     std::uint32_t received = 0;
     std::uint32_t window_first = 0;
     std::uint64_t window_missing = 0;  // bit i: chunk window_first + i asked for, not yet here
+    std::uint32_t window_last = 0;     // the highest chunk the last request asked for
     std::uint32_t attempts = 0;        // requests since the last new chunk
     std::uint64_t deadline_ms = 0;
   };
