@@ -337,6 +337,12 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           malformed = true;
           break;
         }
+        // Pulled only from a live member at its own address: a forged announcement cannot
+        // make this node send requests to an address of the forger's choosing.
+        if (!is_member_at(h.sender, from)) {
+          ++k.bulk_refused;
+          break;
+        }
         bulk_.on_announce(from, m, now(), o);
         break;
       }
@@ -464,11 +470,15 @@ void NodeImpl::on_sync_request(Core& c, const Address& from, std::uint16_t shard
   c.sync.answer(from, shard, body, outbox(c, out));
 }
 
+bool NodeImpl::is_member_at(NodeId id, const Address& from) const {
+  const Address* addr = members_.address_of(id);
+  return addr && *addr == from && members_.is_alive(id);
+}
+
 bool NodeImpl::bulk_serve_allowed(Core& c, const Address& from, NodeId sender, int chunks) {
   // Only a member asking from its own address is served: a request with a forged source
   // cannot aim a window of chunks at an address of the forger's choosing.
-  const Address* addr = members_.address_of(sender);
-  if (!addr || !(*addr == from) || !members_.is_alive(sender)) return false;
+  if (!is_member_at(sender, from)) return false;
   const std::uint64_t t = now();
   return c.bulk_peer.allow(from, chunks, t) && c.bulk_all.take(chunks, t);
 }

@@ -100,6 +100,8 @@ class NodeImpl {
   // Whether the home core may serve `chunks` chunks of a large value to `from` (a live member
   // asking from its own address, within the per-address and total chunk budgets).
   bool bulk_serve_allowed(Core& c, const Address& from, NodeId sender, int chunks);
+  // Whether `id` is a live member whose address is `from`.
+  bool is_member_at(NodeId id, const Address& from) const;
 
   // Cross-core work (engine/node/cores.cc).
   bool hand(Core& from, std::uint32_t to, CoreMsg&& msg, bool wake = true);
