@@ -9,6 +9,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <memory>
 
 #include "tests/agent/process_harness.h"
@@ -148,6 +151,22 @@ TEST(AgentProcess, LargeValueIsReadWholeOnEveryAgent) {
     EXPECT_TRUE(eventually([&] { return value_at(*a, "blob") == old_v; }, 20)) << a->name();
   }
 
+  // Chunk datagrams the agents sent as GSO segments (a window of equal chunks to one peer is
+  // one UDP_SEGMENT send): summed before and after the transfer.
+  auto gso_segments = [&] {
+    std::uint64_t n = 0;
+    for (auto& a : agents) {
+      const RunResult st = a->rumor({"stats", "rumor_transport_gso_segments_total"});
+      const std::size_t at = st.out.find("rumor_transport_gso_segments_total ");
+      if (at != std::string::npos) {
+        n += std::strtoull(st.out.c_str() + at + std::strlen("rumor_transport_gso_segments_total "),
+                           nullptr, 10);
+      }
+    }
+    return n;
+  };
+  const std::uint64_t gso_before = gso_segments();
+
   // The new one from a file, and readers on the other two agents until both hold it.
   const std::uint64_t t0 = monotonic_ns();
   r = agents[0]->rumor({"set", "blob", "@" + new_file});
@@ -180,6 +199,11 @@ TEST(AgentProcess, LargeValueIsReadWholeOnEveryAgent) {
   std::printf("512 KiB value whole on both other agents %.0f ms after the set returned "
               "(%zu reads, %zu of the old value)\n",
               static_cast<double>(whole_ns) / 1e6, reads, old_reads);
+  // Two agents pulled 512 KiB in ~400 chunks each: most went out in GSO batches.
+  const std::uint64_t gso = gso_segments() - gso_before;
+  std::printf("GSO segments sent during the transfer: %llu\n",
+              static_cast<unsigned long long>(gso));
+  EXPECT_GE(gso, 395u);
   // It travelled as a large value: pulled in chunks (the agents' counters say so).
   r = agents[1]->rumor({"stats", "large_value_pulls"});
   EXPECT_NE(r.out.find("result=\"completed\""), std::string::npos) << r.out;
