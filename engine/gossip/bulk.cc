@@ -91,6 +91,12 @@ std::uint64_t Bulk::peer_bytes(const Address& a) const {
 void Bulk::on_announce(const Address& from, const wire::EntryRefMsg& m, std::uint64_t now,
                        const wire::Outbox& out) {
   RUMOR_ASSERT(m.size > 0 && m.size <= limits_.value_bytes_max);  // decode checked
+  // The store would refuse a version this far ahead once the value is here (docs/store.md):
+  // not worth a pull, and every later announcement would pull it again.
+  if (m.version.physical_ms() > now + config_.store.max_clock_skew_ms) {
+    ++counters_.bulk_refused;
+    return;
+  }
   // Do we lack this version? A version-only read: the value is not copied.
   const std::uint64_t h = Store::hash_key(m.key);
   Version held;

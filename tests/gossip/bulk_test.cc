@@ -393,14 +393,20 @@ TEST_F(BulkTest, AnnouncementsOverTheBoundsAreRefusedAndCounted) {
   auto ref = [&](const std::string& key, std::uint32_t size) {
     return wire::EntryRefMsg{Version{time.now_ms() << 16, 9}, size, 1, 1000, key};
   };
+  // A version further ahead than the store would accept is not pulled at all.
+  wire::EntryRefMsg ahead = ref("w", 1000);
+  ahead.version.hlc = (time.now_ms() + config.store.max_clock_skew_ms + 1) << 16;
+  b->bulk->on_announce(c, ahead, time.now_ms(), b->out());
+  EXPECT_EQ(b->bulk->transfers(), 0u);
+  EXPECT_TRUE(b->sink.sent.empty());
   b->bulk->on_announce(c, ref("x", 600'000), time.now_ms(), b->out());
   b->bulk->on_announce(c, ref("y", 600'000), time.now_ms(), b->out());  // c's share is full
-  EXPECT_EQ(b->counters.bulk_refused, 1u);
+  EXPECT_EQ(b->counters.bulk_refused, 2u);
   b->bulk->on_announce(d, ref("y", 600'000), time.now_ms(), b->out());  // from another peer
   EXPECT_EQ(b->bulk->transfers(), 2u);
   b->bulk->on_announce(Address::ipv4(0x7f000001, 5000), ref("z", 1000), time.now_ms(),
                        b->out());  // transfers_max
-  EXPECT_EQ(b->counters.bulk_refused, 2u);
+  EXPECT_EQ(b->counters.bulk_refused, 3u);
   EXPECT_EQ(b->bulk->bytes_in_flight(), 1'200'000u);
   EXPECT_EQ(b->counters.bulk_pulls, 2u);
 }
