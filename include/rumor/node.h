@@ -96,8 +96,8 @@ struct NodeCounters {
   // another, and those dropped because the target core's queue was full.
   std::uint64_t core_handoffs = 0, core_handoff_drops = 0;
   // Large values (docs/protocol.md "Large values"): announcements sent outside gossip (by
-  // reconciliation); transfers started, completed, given up, refused (a memory bound, or the
-  // announcer is not a live member at its own address), replaced
+  // reconciliation); transfers started, completed, given up, refused (a memory bound, a version
+  // too far ahead, or the announcer is not a live member at its own address), replaced
   // by a newer version, and whose value did not match its hash; chunk requests sent, chunks
   // received, and chunks that named no transfer of ours or had the wrong size; chunks served,
   // requests not served (value not held, not a member, or over the serving rate).
