@@ -207,6 +207,9 @@ class Node {
   NodeId id() const;
 
   // ---- any thread ----
+  // A value may be up to store.value_bytes_max bytes (1 MiB by default): one too large for a
+  // datagram spreads as an announcement that other nodes pull in chunks and apply whole
+  // (docs/protocol.md "Large values").
   Status set(std::string_view key, std::string_view value);
   Status del(std::string_view key);
   std::optional<std::string> get(std::string_view key) const;
