@@ -151,6 +151,57 @@ TEST(LargeValueSim, NodeCutOffWhileItSpreadGetsItFromAntiEntropy) {
   }
 }
 
+// Many large values at once against small pull bounds: announcements over the bounds are
+// refused (counted), and the ones refused are pulled later (gossip retransmissions, then
+// anti-entropy's announcements), so every node ends with every value.
+TEST(LargeValueSim, AnnouncementsOverTheBoundsArePulledLater) {
+  for (std::uint64_t seed : seeds(2)) {
+    SEED_TRACE(seed);
+    SimCluster::Options o = opts(5, seed);
+    o.node.store.value_bytes_max = 128 * 1024;
+    o.node.bulk_transfers_max = 2;
+    o.node.bulk_peer_bytes_max = 128 * 1024;  // one value per source at a time
+    o.node.bulk_bytes_max = 256 * 1024;
+    o.net.link.loss = 0.02;
+    SimCluster c(o);
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return simtest::membership_complete(c); }, 30'000, 50));
+    constexpr int kValues = 24;
+    std::vector<std::string> values;
+    for (int i = 0; i < kValues; ++i) {
+      values.push_back(big_value(100 * 1024, seed * 100 + static_cast<std::uint64_t>(i)));
+      ASSERT_TRUE(c.node(static_cast<std::size_t>(i) % 2).set("v" + std::to_string(i),
+                                                              values.back()));
+    }
+    const std::uint64_t t0 = c.now_ms();
+    ASSERT_TRUE(c.run_until(
+        [&] {
+          for (std::size_t n = 0; n < c.size(); ++n) {
+            for (int i = 0; i < kValues; ++i) {
+              if (c.node(n).get("v" + std::to_string(i)) != values[static_cast<std::size_t>(i)]) {
+                return false;
+              }
+            }
+          }
+          return true;
+        },
+        60'000, 50));
+    std::uint64_t refused = 0, pulled = 0;
+    for (std::size_t n = 0; n < c.size(); ++n) {
+      refused += c.node(n).counters().bulk_refused;
+      pulled += c.node(n).counters().bulk_pulled;
+    }
+    std::printf("seed %llu: %d values of 100 KiB on 5 nodes after %llu ms; %llu pulls, %llu "
+                "announcements refused at the bounds\n",
+                static_cast<unsigned long long>(seed), kValues,
+                static_cast<unsigned long long>(c.now_ms() - t0),
+                static_cast<unsigned long long>(pulled),
+                static_cast<unsigned long long>(refused));
+    EXPECT_GT(refused, 0u) << "the bounds were never reached: the test tests nothing";
+    EXPECT_GE(pulled, static_cast<std::uint64_t>(kValues) * 3);
+  }
+}
+
 TEST(LargeValueSim, MultiCoreNodesAssembleAndMergeOnTheOwnerCore) {
   for (std::uint64_t seed : seeds(2)) {
     SEED_TRACE(seed);
