@@ -4,6 +4,8 @@
 // must do (copy the bytes once and hash them once).
 //
 //   bulk/pull/S     announce, pull (windows of 64 chunks of 1,328 bytes), verify, merge S bytes
+//   bulk/pull2/S    two peers pulling two different values of S bytes from one holder at once,
+//                   window by window in turn (the holder's value cache alternates)
 //   bulk/floor/S    memcpy of S bytes plus XXH3-64 of them
 #include <benchmark/benchmark.h>
 
@@ -106,6 +108,42 @@ void BM_Pull(benchmark::State& state) {
 }
 BENCHMARK(BM_Pull)->Name("bulk/pull")->Arg(64 << 10)->Arg(512 << 10)->Arg(1 << 20)
     ->Unit(benchmark::kMicrosecond);
+
+void BM_PullTwo(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  NodeConfig config = NodeConfig::local();
+  config.store.value_bytes_max = 1u << 20;
+  ManualTimeSource time(1'764'000'000'000);
+  std::string v1(size, '\0'), v2(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) {
+    v1[i] = static_cast<char>(i * 131 + i / 977);
+    v2[i] = static_cast<char>(i * 137 + i / 983);
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    Side a(config, 1, time, Address::ipv4(0x7f000001, 1000));
+    Side b(config, 2, time, Address::ipv4(0x7f000001, 2000));
+    Side c(config, 3, time, Address::ipv4(0x7f000001, 3000));
+    time.advance(1);
+    const Version x = *a.store->set("one", v1);
+    const Version y = *a.store->set("two", v2);
+    state.ResumeTiming();
+    b.bulk->on_announce(a.addr, announcement(config, EntryView{"one", v1, x, false}),
+                        time.now_ms(), b.out());
+    c.bulk->on_announce(a.addr, announcement(config, EntryView{"two", v2, y, false}),
+                        time.now_ms(), c.out());
+    bool done_b = false, done_c = false;
+    for (int rounds = 0; rounds < 100'000 && !(done_b && done_c); ++rounds) {
+      deliver(b, a, time);
+      done_b |= deliver(a, b, time);
+      deliver(c, a, time);
+      done_c |= deliver(a, c, time);
+    }
+    if (!done_b || !done_c) state.SkipWithError("transfers did not complete");
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * size * 2));
+}
+BENCHMARK(BM_PullTwo)->Name("bulk/pull2")->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
 
 void BM_Floor(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));

@@ -64,6 +64,7 @@ Bulk::Bulk(const NodeConfig& config, const wire::Limits& limits, Store& store,
       peer_bytes_max_(bulk_peer_bytes_limit(config)) {
   RUMOR_ASSERT(chunk_bytes_ >= wire::kChunkBytesMin);  // NodeConfig::validate
   transfers_.reserve(config.bulk_transfers_max);
+  cache_.reserve(kCacheValues);
 }
 
 // ---- announcing -----------------------------------------------------------------------------
@@ -219,13 +220,7 @@ void Bulk::on_chunk(const Address& from, const wire::ChunkMsg& m, std::uint64_t 
 }
 
 void Bulk::tick(std::uint64_t now, const wire::Outbox& out) {
-  if (cache_used_ms_ != 0 && now >= cache_used_ms_ + kCacheIdleMs) {
-    cache_key_.clear();
-    cache_key_.shrink_to_fit();
-    cache_value_.clear();
-    cache_value_.shrink_to_fit();
-    cache_used_ms_ = 0;
-  }
+  std::erase_if(cache_, [&](const Cached& e) { return now >= e.used_ms + kCacheIdleMs; });
   for (std::size_t i = 0; i < transfers_.size();) {
     Transfer& t = transfers_[i];
     if (now < t.deadline_ms) {
@@ -251,7 +246,7 @@ void Bulk::tick(std::uint64_t now, const wire::Outbox& out) {
 std::uint64_t Bulk::deadline_ms() const {
   std::uint64_t d = UINT64_MAX;
   for (const Transfer& t : transfers_) d = std::min(d, t.deadline_ms);
-  if (cache_used_ms_ != 0) d = std::min(d, cache_used_ms_ + kCacheIdleMs);
+  for (const Cached& e : cache_) d = std::min(d, e.used_ms + kCacheIdleMs);
   return d;
 }
 
@@ -266,7 +261,11 @@ void Bulk::drop(std::size_t i) {
 
 const std::string* Bulk::held(std::string_view key, const Version& v, std::uint32_t size,
                               std::uint64_t now) {
-  if (cache_version_ != v || cache_key_ != key) {
+  Cached* hit = nullptr;
+  for (Cached& e : cache_) {
+    if (e.version == v && e.key == key) hit = &e;
+  }
+  if (!hit) {
     const std::uint64_t h = Store::hash_key(key);
     std::string value;
     Version version;
@@ -275,12 +274,19 @@ const std::string* Bulk::held(std::string_view key, const Version& v, std::uint3
         tomb || version != v) {
       return nullptr;
     }
-    cache_key_.assign(key);
-    cache_version_ = version;
-    cache_value_ = std::move(value);
+    if (cache_.size() < kCacheValues) {
+      hit = &cache_.emplace_back();
+    } else {
+      hit = &*std::min_element(cache_.begin(), cache_.end(),
+                               [](const Cached& x, const Cached& y) { return x.used < y.used; });
+    }
+    hit->key.assign(key);
+    hit->version = version;
+    hit->value = std::move(value);
   }
-  cache_used_ms_ = now;
-  return cache_value_.size() == size ? &cache_value_ : nullptr;
+  hit->used = ++cache_uses_;
+  hit->used_ms = now;
+  return hit->value.size() == size ? &hit->value : nullptr;
 }
 
 void Bulk::serve(const Address& from, const wire::ChunkRequestMsg& m, std::uint64_t now,

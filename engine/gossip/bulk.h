@@ -18,7 +18,7 @@
 // once at its announced size (<= value_bytes_max), their bytes bounded in total and per source
 // peer; an announcement over a bound is refused and counted, and the next announcement (gossip
 // retransmissions, or anti-entropy, which finds the versions still differ) tries again.
-// The serving side keeps one value (the last served) so that a transfer's windows read the
+// The serving side keeps the last few values served so that a transfer's windows read the
 // store once; the node rate-limits what it serves per peer and in total before calling serve().
 //
 // Sans-I/O: time and transfer ids come from the caller. Not thread-safe: owned by the node's
@@ -127,12 +127,20 @@ class Bulk {
   const std::uint64_t bytes_max_, peer_bytes_max_;
   std::vector<Transfer> transfers_;  // at most bulk_transfers_max
   std::uint64_t bytes_ = 0;          // the sizes of all transfers
-  // The last value served, so the windows of one transfer (and other peers pulling the same
-  // version) read the store once. Dropped after a while without requests.
-  std::string cache_key_;
-  Version cache_version_;
-  std::string cache_value_;
-  std::uint64_t cache_used_ms_ = 0;
+  // The last values served, so the windows of a transfer (and other peers pulling the same
+  // version) read the store once, also while a few transfers of different values interleave.
+  // At most kCacheValues values (so kCacheValues x value_bytes_max bytes); the least recently
+  // used is replaced, and one not asked for within a few seconds is dropped.
+  struct Cached {
+    std::string key;
+    Version version;
+    std::string value;
+    std::uint64_t used = 0;  // a use count: the least recently used has the smallest
+    std::uint64_t used_ms = 0;
+  };
+  static constexpr std::size_t kCacheValues = 4;
+  std::vector<Cached> cache_;
+  std::uint64_t cache_uses_ = 0;
 };
 
 }  // namespace rumor
