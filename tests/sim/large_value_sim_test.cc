@@ -202,6 +202,31 @@ TEST(LargeValueSim, AnnouncementsOverTheBoundsArePulledLater) {
   }
 }
 
+// Encrypted clusters (docs/security.md): every announcement, request and chunk is sealed; the
+// chunks still fit their datagrams (the seal's room is kept in every one) and arrive whole.
+TEST(LargeValueSim, EncryptedClusterPullsSealedChunks) {
+  for (std::uint64_t seed : seeds(2)) {
+    SEED_TRACE(seed);
+    SimCluster::Options o = opts(4, seed);
+    o.node.keys = {std::string(32, 'k')};
+    o.node.encryption = EncryptionMode::kRequire;
+    o.net.link.loss = 0.05;
+    SimCluster c(o);
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return simtest::membership_complete(c); }, 30'000, 50));
+    const std::string v = big_value(256 * 1024, seed);
+    ASSERT_TRUE(c.node(1).set("sealed", v));
+    ::testing::AssertionResult r = spread_whole(c, "sealed", "", v, 20'000);
+    ASSERT_TRUE(r) << r.message();
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      const NodeCounters k = c.node(i).counters();
+      EXPECT_GT(k.packets_sealed, 0u);
+      EXPECT_EQ(k.drop_plaintext_refused + k.drop_auth_failed + k.drop_malformed, 0u) << i;
+    }
+    EXPECT_GE(sum_counters(c).bulk_pulled, c.size() - 1);
+  }
+}
+
 TEST(LargeValueSim, MultiCoreNodesAssembleAndMergeOnTheOwnerCore) {
   for (std::uint64_t seed : seeds(2)) {
     SEED_TRACE(seed);
