@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cstdio>
 #include <deque>
 #include <memory>
 #include <string>
@@ -369,6 +370,67 @@ TEST_F(BulkTest, PullsWholeUnderLossInWindowsOfEqualChunksAndAppliesOnce) {
                        time.now_ms(), b->out());
   EXPECT_TRUE(b->sink.sent.empty());
   EXPECT_EQ(b->bulk->transfers(), 0u);
+}
+
+// Against a plain oracle (the value itself): over many seeds, values of random sizes pulled
+// through a link that drops, duplicates and reorders datagrams both ways arrive whole and are
+// applied exactly once, within a bounded number of rounds; a transfer the link starves is given
+// up, never applied in part.
+TEST_F(BulkTest, RandomLossDuplicationAndReorderNeverApplyAPartOrATwice) {
+  std::size_t applied = 0;
+  std::uint64_t abandoned = 0;
+  for (std::uint64_t seed = 1; seed <= 60; ++seed) {
+    SCOPED_TRACE(::testing::Message() << "seed " << seed);
+    make();
+    Rng rng(seed);
+    const std::size_t size = 1 + static_cast<std::size_t>(rng.below(300'000));
+    const double loss = static_cast<double>(rng.below(40)) / 100.0;  // 0..39%
+    const std::string value = value_of(size, static_cast<char>(seed));
+    const std::string key = "k" + std::to_string(seed);
+    const wire::EntryRefMsg m = hold(*a, key, value);
+    if (travels_whole(config, EntryView{key, value, m.version, false})) continue;
+    b->bulk->on_announce(a->addr, m, time.now_ms(), b->out());
+    // The link: each datagram is lost with `loss`, duplicated with 5%, and the batch shuffled.
+    auto mangle = [&](Side& from) {
+      std::vector<Datagram> out;
+      for (Datagram& d : from.sink.sent) {
+        if (static_cast<double>(rng.below(1000)) / 1000.0 < loss) continue;
+        if (rng.below(20) == 0) out.push_back(d);
+        out.push_back(std::move(d));
+      }
+      for (std::size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[rng.below(i)]);
+      from.sink.sent = std::move(out);
+    };
+    std::size_t rounds = 0;
+    while (b->bulk->transfers() > 0 && rounds++ < 2000) {
+      mangle(*b);
+      deliver(*b, *a);
+      mangle(*a);
+      deliver(*a, *b);
+      if (b->sink.sent.empty()) {
+        time.advance(config.bulk_timeout_ms);
+        b->bulk->tick(time.now_ms(), b->out());
+      }
+      if (b->applied.empty()) {
+        ASSERT_FALSE(b->store->get(key, nullptr)) << "applied in part";
+      }
+    }
+    ASSERT_EQ(b->bulk->transfers(), 0u) << "a transfer outlived 2,000 rounds";
+    ASSERT_LE(b->applied.size(), 1u);
+    if (b->applied.size() == 1) {
+      EXPECT_EQ(b->applied[0].value, value);
+      EXPECT_EQ(b->counters.bulk_pulled, 1u);
+    } else {
+      EXPECT_EQ(b->counters.bulk_abandoned, 1u) << "neither applied nor given up";
+    }
+    EXPECT_EQ(b->counters.bulk_bad_hash, 0u);
+    EXPECT_EQ(b->bulk->bytes_in_flight(), 0u);
+    applied += b->applied.size();
+    abandoned += b->counters.bulk_abandoned;
+  }
+  std::printf("60 seeds: %zu values applied whole, %llu transfers given up\n", applied,
+              static_cast<unsigned long long>(abandoned));
+  EXPECT_GT(applied, 40u);
 }
 
 TEST_F(BulkTest, AValueThatDoesNotMatchItsHashIsNotApplied) {
