@@ -21,8 +21,9 @@
 // The serving side keeps the last few values served so that a transfer's windows read the
 // store once; the node rate-limits what it serves per peer and in total before calling serve().
 //
-// Sans-I/O: time and transfer ids come from the caller. Not thread-safe: owned by the node's
-// home core and run on its driver thread; it reads the store through its any-thread reads.
+// Sans-I/O: time and randomness (transfer ids) come from the caller. Not thread-safe: owned by
+// the node's home core and run on its driver thread; it reads the store through its any-thread
+// reads.
 #pragma once
 
 #include <cstdint>
