@@ -140,33 +140,34 @@ void Bulk::on_announce(const Address& from, const wire::EntryRefMsg& m, std::uin
   bytes_ += t.size;
   transfers_.push_back(std::move(t));
   ++counters_.bulk_pulls;
-  request(transfers_.back(), /*again=*/false, now, out);
+  Transfer& n = transfers_.back();
+  n.attempts = 1;
+  n.deadline_ms = now + config_.bulk_timeout_ms;
+  for (Transfer::Window& w : n.windows) {
+    open_window(n, w);
+    request(n, w, out);
+  }
 }
 
-void Bulk::request(Transfer& t, bool again, std::uint64_t now, const wire::Outbox& out) {
-  if (!again) {
-    // The first chunk not yet received, then the window of missing chunks from it.
-    std::uint32_t first = t.window_first;
-    while (first < t.chunks && (t.got[first / 64] >> (first % 64) & 1)) ++first;
-    RUMOR_ASSERT(first < t.chunks);  // a complete transfer is not asked for
-    const std::uint32_t span =
-        std::min({t.chunks - first, config_.bulk_window_chunks, wire::kChunkWindowMax});
-    std::uint64_t missing = 0;
-    for (std::uint32_t i = 0; i < span; ++i) {
-      const std::uint32_t c = first + i;
-      if (!(t.got[c / 64] >> (c % 64) & 1)) missing |= std::uint64_t{1} << i;
-    }
-    t.window_first = first;
-    t.window_missing = missing;
-  }
-  RUMOR_ASSERT(t.window_missing != 0);
-  t.window_last = t.window_first + 63 - static_cast<std::uint32_t>(std::countl_zero(t.window_missing));
-  ++t.attempts;
-  t.deadline_ms = now + config_.bulk_timeout_ms;
+void Bulk::open_window(Transfer& t, Transfer::Window& w) {
+  w.missing = 0;
+  if (t.next_unasked >= t.chunks) return;
+  const std::uint32_t first = t.next_unasked;
+  const std::uint32_t span =
+      std::min({t.chunks - first, config_.bulk_window_chunks, wire::kChunkWindowMax});
+  // Chunks past next_unasked were never asked for, so none is here yet.
+  w.first = first;
+  w.missing = span == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << span) - 1;
+  t.next_unasked = first + span;
+}
+
+void Bulk::request(Transfer& t, Transfer::Window& w, const wire::Outbox& out) {
+  if (w.missing == 0) return;
+  w.last = w.first + 63 - static_cast<std::uint32_t>(std::countl_zero(w.missing));
   wire::Packet p(out);
   if (!p.open()) return;  // the sink is full: the deadline asks again
-  wire::encode(p.w(), wire::ChunkRequestMsg{t.xfer, t.version, t.size, t.chunk_bytes,
-                                            t.window_first, t.window_missing, t.key});
+  wire::encode(p.w(), wire::ChunkRequestMsg{t.xfer, t.version, t.size, t.chunk_bytes, w.first,
+                                            w.missing, t.key});
   RUMOR_ASSERT(p.w().ok());  // NodeConfig::validate: the largest key's request fits
   p.send(t.source, /*piggyback=*/false);
   ++counters_.bulk_requests;
@@ -194,18 +195,25 @@ void Bulk::on_chunk(const Address& from, const wire::ChunkMsg& m, std::uint64_t 
   t.got[c / 64] |= std::uint64_t{1} << (c % 64);
   ++t.received;
   ++counters_.bulk_chunks_received;
-  t.attempts = 0;
-  if (c >= t.window_first && c - t.window_first < 64) {
-    t.window_missing &= ~(std::uint64_t{1} << (c - t.window_first));
-  }
+  t.attempts = 1;  // the requests in flight count as this round's
+  t.deadline_ms = now + config_.bulk_timeout_ms;
   if (t.received < t.chunks) {
-    if (t.window_missing == 0) {
-      request(t, /*again=*/false, now, out);
-    } else if (c == t.window_last) {
-      // The server sends a window in order (one GSO batch): the chunks still missing when its
-      // last arrives were lost, so ask for them now rather than at the deadline. Reordering
-      // costs a duplicate at worst, and every such request follows a new chunk.
-      request(t, /*again=*/true, now, out);
+    for (Transfer::Window& w : t.windows) {
+      if (w.missing == 0 || c < w.first || c - w.first >= 64 ||
+          !(w.missing >> (c - w.first) & 1)) {
+        continue;
+      }
+      w.missing &= ~(std::uint64_t{1} << (c - w.first));
+      if (w.missing == 0) {
+        // Complete: the next chunks never asked for.
+        open_window(t, w);
+        request(t, w, out);
+      } else if (c == w.last) {
+        // The server sends a window in order (one GSO batch): the chunks still missing when
+        // its last arrives were lost, so ask for them now rather than at the deadline.
+        // Reordering costs a duplicate at worst, and every such request follows a new chunk.
+        request(t, w, out);
+      }
     }
     return;
   }
@@ -238,7 +246,10 @@ void Bulk::tick(std::uint64_t now, const wire::Outbox& out) {
       t.alternate = Address{};
       t.attempts = 0;
     }
-    request(t, /*again=*/true, now, out);
+    // No new chunk for a while: ask again for what every window lacks.
+    ++t.attempts;
+    t.deadline_ms = now + config_.bulk_timeout_ms;
+    for (Transfer::Window& w : t.windows) request(t, w, out);
     ++i;
   }
 }

@@ -6,12 +6,13 @@
 // announcer in chunks:
 //   - a kChunkRequest names a window of up to bulk_window_chunks (<= 64) missing chunks by a
 //     bitmap; the server answers each with one kChunk datagram, all of equal size and to one
-//     address, so the transport sends the window as one GSO super-datagram;
+//     address, so the transport sends the window as one GSO super-datagram. Two windows are in
+//     flight: when one is complete, the next one is asked for;
 //   - chunks of a window arrive in order, so when the last one asked for arrives and some are
-//     missing they were lost: those are asked for again at once; a window not complete within
-//     bulk_timeout_ms (its last chunk lost too) is asked for again then;
-//     bulk_attempts_max requests in a row without a new chunk give the transfer up (or move it
-//     to a second peer that announced the same version);
+//     missing they were lost: those are asked for again at once; when no new chunk arrives
+//     within bulk_timeout_ms, what the windows lack is asked for again;
+//     bulk_attempts_max such rounds in a row without a new chunk give the transfer up (or move
+//     it to a second peer that announced the same version);
 //   - the assembled value must match the announced hash; then the whole entry is handed to the
 //     node's merge path in one step, so a reader sees the old value or the new one, never part.
 // Memory is bounded on the pulling side: bulk_transfers_max transfers at once, each allocated
@@ -26,6 +27,7 @@
 // reads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -102,15 +104,22 @@ class Bulk {
     std::string data;   // `size` bytes, allocated when the transfer starts
     std::vector<std::uint64_t> got;  // bit per chunk
     std::uint32_t received = 0;
-    std::uint32_t window_first = 0;
-    std::uint64_t window_missing = 0;  // bit i: chunk window_first + i asked for, not yet here
-    std::uint32_t window_last = 0;     // the highest chunk the last request asked for
-    std::uint32_t attempts = 0;        // requests since the last new chunk
-    std::uint64_t deadline_ms = 0;
+    // Windows in flight: chunks asked for and not yet here. Two, so that the next window is on
+    // its way while one arrives (a transfer moves two windows per round trip).
+    struct Window {
+      std::uint32_t first = 0;
+      std::uint64_t missing = 0;  // bit i: chunk first + i asked for, not yet here; 0: idle
+      std::uint32_t last = 0;     // the highest chunk the window's last request asked for
+    };
+    std::array<Window, 2> windows;
+    std::uint32_t next_unasked = 0;  // chunks below it are in a window or received
+    std::uint32_t attempts = 0;      // request rounds since the last new chunk
+    std::uint64_t deadline_ms = 0;   // no new chunk by then: ask again
   };
-  // Asks for the next window (the first chunks not yet received) or, with `again`, for what
-  // the current window still lacks.
-  void request(Transfer& t, bool again, std::uint64_t now, const wire::Outbox& out);
+  // Opens window w on the next chunks never asked for (idle when there are none).
+  void open_window(Transfer& t, Transfer::Window& w);
+  // Asks for what window w lacks (nothing when it is idle).
+  void request(Transfer& t, Transfer::Window& w, const wire::Outbox& out);
   // Drops transfer i (its buffer is freed).
   void drop(std::size_t i);
   std::uint64_t peer_bytes(const Address& a) const;

@@ -327,12 +327,12 @@ TEST_F(BulkTest, PullsWholeUnderLossInWindowsOfEqualChunksAndAppliesOnce) {
   std::size_t rounds = 0, lost = 0, windows = 0;
   std::uint32_t chunk_size = 0;
   while (b->applied.empty() && rounds++ < 200) {
-    ASSERT_LE(b->sink.sent.size(), 1u) << "one request in flight at a time";
+    ASSERT_LE(b->sink.sent.size(), 2u) << "two windows in flight at most";
     windows += b->sink.sent.size();
     deliver(*b, *a);  // requests
-    // a answers a window: at most 64 chunks, all to b, all but the last chunk of the value
-    // the same size (so the transport sends them as one GSO batch).
-    ASSERT_LE(a->sink.sent.size(), 64u);
+    // a answers the windows: at most 64 chunks each, all to b, all but the last chunk of the
+    // value the same size (so the transport sends each window as one GSO batch).
+    ASSERT_LE(a->sink.sent.size(), 128u);
     for (const Datagram& d : a->sink.sent) {
       EXPECT_EQ(d.to, b->addr);
       if (chunk_size == 0) chunk_size = static_cast<std::uint32_t>(d.bytes.size());
