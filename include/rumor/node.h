@@ -158,9 +158,9 @@ struct NodeConfig {
   // Large values (docs/protocol.md "Large values"): an entry whose update does not fit one
   // datagram is announced, and pulled in chunks by the nodes that lack it. The pulling side's
   // bounds: transfers at once; bytes being assembled in all of them and in those from one peer
-  // (0: 8 and 2 times store.value_bytes_max; each at least value_bytes_max); chunks asked for
-  // at once (<= 64: one GSO batch); how long a window may take before what it lacks is asked
-  // for again; requests in a row without a new chunk before a transfer is given up. The
+  // (0: 8 and 2 times store.value_bytes_max; each at least value_bytes_max); chunks one request
+  // asks for (<= 64: one GSO batch; two such windows are in flight); how long without a new
+  // chunk before what the windows lack is asked for again; request rounds in a row without a new chunk before a transfer is given up. The
   // serving side: chunk datagrams served per second to all peers (a burst of one second's
   // worth), a quarter of them to any one address.
   std::uint32_t bulk_transfers_max = 16;
