@@ -209,6 +209,15 @@ TEST(AgentProcess, LargeValueIsReadWholeOnEveryAgent) {
   EXPECT_NE(r.out.find("result=\"completed\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("result=\"completed\"} 0\n"), std::string::npos) << r.out;
 
+  // Exactly the default limit, 1 MiB: carried by the CLI and the admin protocol (a frame larger
+  // than the 1 MiB it allowed before), and read whole elsewhere.
+  const std::string max_v = make(1u << 20, 'A');
+  const std::string max_file = dir.path() + "/max.bin";
+  std::ofstream(max_file, std::ios::binary) << max_v;
+  r = agents[1]->rumor({"set", "blob", "@" + max_file});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(eventually([&] { return value_at(*agents[2], "blob") == max_v; }, 20));
+
   // Over the limit: refused with the limit's name; a missing file is a clear error.
   const std::string huge_file = dir.path() + "/huge.bin";
   std::ofstream(huge_file, std::ios::binary) << std::string((1u << 20) + 1, 'x');
@@ -218,7 +227,7 @@ TEST(AgentProcess, LargeValueIsReadWholeOnEveryAgent) {
   r = agents[0]->rumor({"set", "blob", "@" + dir.path() + "/no-such-file"});
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("cannot read the value from"), std::string::npos) << r.err;
-  EXPECT_EQ(value_at(*agents[2], "blob"), new_v);
+  EXPECT_EQ(value_at(*agents[2], "blob"), max_v);
   for (auto& a : agents) EXPECT_EQ(a->terminate(), 0) << a->log();
 }
 
