@@ -149,6 +149,14 @@ void Bulk::on_announce(const Address& from, const wire::EntryRefMsg& m, std::uin
   }
 }
 
+bool Bulk::holds_newer(const Transfer& t) const {
+  const std::uint64_t h = Store::hash_key(t.key);
+  Version held;
+  bool tomb = false;
+  return store_.shard(store_.shard_of_hash(h)).read(h, t.key, nullptr, &held, &tomb) &&
+         held >= t.version;
+}
+
 void Bulk::open_window(Transfer& t, Transfer::Window& w) {
   w.missing = 0;
   if (t.next_unasked >= t.chunks) return;
@@ -205,7 +213,14 @@ void Bulk::on_chunk(const Address& from, const wire::ChunkMsg& m, std::uint64_t 
       }
       w.missing &= ~(std::uint64_t{1} << (c - w.first));
       if (w.missing == 0) {
-        // Complete: the next chunks never asked for.
+        // Complete. A newer version may have landed meanwhile (a local write, another pull
+        // that finished, anti-entropy): then the rest is not worth pulling.
+        if (holds_newer(t)) {
+          ++counters_.bulk_superseded;
+          drop(i);
+          return;
+        }
+        // The next chunks never asked for.
         open_window(t, w);
         request(t, w, out);
       } else if (c == w.last) {

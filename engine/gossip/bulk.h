@@ -116,6 +116,8 @@ class Bulk {
     std::uint32_t attempts = 0;      // request rounds since the last new chunk
     std::uint64_t deadline_ms = 0;   // no new chunk by then: ask again
   };
+  // Whether the store holds t's version of its key or a newer one (a version-only read).
+  bool holds_newer(const Transfer& t) const;
   // Opens window w on the next chunks never asked for (idle when there are none).
   void open_window(Transfer& t, Transfer::Window& w);
   // Asks for what window w lacks (nothing when it is idle).

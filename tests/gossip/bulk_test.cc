@@ -531,6 +531,27 @@ TEST_F(BulkTest, ANewerVersionReplacesTheTransferAndOlderOnesAreIgnored) {
   EXPECT_EQ(a->counters.bulk_serve_refused, 1u);
 }
 
+// A newer version that lands while a transfer runs (here a local write) stops the transfer
+// at its next complete window: the rest is not pulled, and the newer value stays.
+TEST_F(BulkTest, ATransferStopsWhenANewerVersionLandsMeanwhile) {
+  make();
+  const wire::EntryRefMsg m = hold(*a, "big", value_of(400'000, 6));  // 302 chunks, 5 windows
+  b->bulk->on_announce(a->addr, m, time.now_ms(), b->out());
+  time.advance(1);
+  ASSERT_TRUE(b->store->set("big", "newer, local").is_ok());
+  for (int i = 0; i < 3 && b->bulk->transfers() > 0; ++i) {
+    deliver(*b, *a);
+    deliver(*a, *b);
+  }
+  EXPECT_EQ(b->bulk->transfers(), 0u);
+  EXPECT_EQ(b->counters.bulk_superseded, 1u);
+  EXPECT_TRUE(b->applied.empty());
+  EXPECT_LE(a->counters.bulk_chunks_sent, 128u) << "no window past the first two";
+  std::string v;
+  ASSERT_TRUE(b->store->get("big", &v));
+  EXPECT_EQ(v, "newer, local");
+}
+
 TEST_F(BulkTest, ChunksThatNameNothingOfOursAreCountedAndIgnored) {
   make();
   const wire::EntryRefMsg m = hold(*a, "big", value_of(10'000, 4));
