@@ -137,6 +137,9 @@ void encode_response(const Message& m, std::string& out) { encode(m, true, out);
 Result<std::size_t> decode_request(std::string_view in, Message& m) {
   return decode(in, false, kRequestBytesMax, m);
 }
+Result<std::size_t> decode_request_within(std::string_view in, Message& m, std::uint32_t max) {
+  return decode(in, false, std::min(max, kRequestBytesMax), m);
+}
 Result<std::size_t> decode_response(std::string_view in, Message& m) {
   return decode(in, true, kResponseBytesMax, m);
 }

@@ -12,6 +12,7 @@
 // turns its connection into a stream: one empty OK response, then one response per change.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -19,17 +20,28 @@
 #include <string_view>
 #include <vector>
 
+#include "rumor/node.h"
 #include "rumor/status.h"
 
 namespace rumor::tools {
 
 inline constexpr std::uint8_t kAdminProtocolVersion = 1;
-// Limits: a request carries at most one key and one value (bounded far lower by the store's
-// limits); a response may list many keys or members.
-inline constexpr std::uint32_t kRequestBytesMax = 1u << 20;
+// Limits: a request carries at most one key and one value, so an agent accepts requests up to
+// request_bytes_limit() of its store's limits (a 1 MiB value by default); kRequestBytesMax is
+// what any agent may accept (the largest value a node allows, and a key); a response may list
+// many keys or members.
+inline constexpr std::uint32_t kRequestBytesMax = kValueBytesLimit + (1u << 20);
 inline constexpr std::uint32_t kResponseBytesMax = 64u << 20;
 inline constexpr std::uint32_t kFieldsMax = 1u << 22;
 inline constexpr std::uint32_t kFrameHeaderBytes = 4;
+// The largest request an agent with these store limits accepts: a set of the longest key and
+// value with room for the framing, and never below 1 MiB (the limit before large values).
+inline std::uint32_t request_bytes_limit(std::uint32_t key_bytes_max,
+                                         std::uint32_t value_bytes_max) {
+  const std::uint64_t n = std::uint64_t{key_bytes_max} + value_bytes_max + (64u << 10);
+  return static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(kRequestBytesMax, std::max<std::uint64_t>(n, 1u << 20)));
+}
 
 enum class Op : std::uint8_t {
   kGet = 1,      // [key] -> [key, value, hlc, writer, writer_name]
@@ -83,6 +95,8 @@ void encode_response(const Message& m, std::string& out);
 // fills `m`; 0 when more bytes are needed; an error when the frame can never be valid (too long,
 // malformed, another protocol version).
 Result<std::size_t> decode_request(std::string_view in, Message& m);
+// The same, refusing frames longer than `max` (an agent's request_bytes_limit()).
+Result<std::size_t> decode_request_within(std::string_view in, Message& m, std::uint32_t max);
 Result<std::size_t> decode_response(std::string_view in, Message& m);
 
 }  // namespace rumor::tools

@@ -72,7 +72,10 @@ std::string hex_id(NodeId id) { return fmt::format("{:016x}", id); }
 
 }  // namespace
 
-AdminServer::AdminServer(Agent& agent) : agent_(agent) {}
+AdminServer::AdminServer(Agent& agent)
+    : agent_(agent),
+      request_bytes_max_(request_bytes_limit(agent.config().node.store.key_bytes_max,
+                                             agent.config().node.store.value_bytes_max)) {}
 
 Result<std::unique_ptr<AdminServer>> AdminServer::open(Agent& agent) {
   const AgentConfig& cfg = agent.config();
@@ -230,7 +233,7 @@ void AdminServer::on_readable(Conn& c) {
     if (n > 0) {
       c.in.append(buf, static_cast<std::size_t>(n));
       const std::size_t cap =
-          c.http ? kHttpRequestBytesMax : 2 * (kRequestBytesMax + kFrameHeaderBytes);
+          c.http ? kHttpRequestBytesMax : 2 * (std::size_t{request_bytes_max_} + kFrameHeaderBytes);
       if (c.in.size() > cap) break;  // processing below refuses it
       continue;
     }
@@ -291,7 +294,7 @@ void AdminServer::respond_http(Conn& c, int status, std::string_view reason,
 void AdminServer::process_admin(Conn& c) {
   while (!c.pending && !c.watching && !c.close_after_write) {
     Message req;
-    auto used = decode_request(c.in, req);
+    auto used = decode_request_within(c.in, req, request_bytes_max_);
     if (!used) {
       respond(c, make_error(used.status()));
       c.close_after_write = true;

@@ -78,6 +78,8 @@ class AdminServer {
   void refresh_names(const Snapshot& s);
 
   Agent& agent_;
+  // Requests longer than a set of the longest key and value are refused unread.
+  const std::uint32_t request_bytes_max_;
   int admin_fd_ = -1;
   int metrics_fd_ = -1;
   int stop_fd_ = -1;

@@ -359,8 +359,47 @@ static int write_result(const ClientOptions& o, const Result<Message>& r, const 
   return 0;
 }
 
-int cmd_set(const ClientOptions& o, const std::string& key, const std::string& value) {
-  return write_result(o, one_call(o, make_request(Op::kSet, {key, value})), "set", key, &value);
+Result<std::string> read_value_arg(const std::string& arg) {
+  if (arg != "-" && (arg.empty() || arg[0] != '@')) return arg;
+  const bool stdin_value = arg == "-";
+  const std::string path = stdin_value ? "standard input" : arg.substr(1);
+  std::FILE* f = stdin_value ? stdin : std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {  // an operating error (exit 1), as cat(1) says of a missing file
+    return Status::error(Code::kIo,
+                         fmt::format("cannot read the value from {}: {}", path,
+                                     std::strerror(errno)));
+  }
+  // Bounded: at most one byte past the largest value any agent accepts.
+  std::string value;
+  char buf[65536];
+  bool failed = false;
+  while (value.size() <= kValueBytesLimit) {
+    const std::size_t n = std::fread(buf, 1, sizeof(buf), f);
+    value.append(buf, n);
+    if (n < sizeof(buf)) {
+      failed = std::ferror(f) != 0;
+      break;
+    }
+  }
+  if (!stdin_value) std::fclose(f);
+  if (failed) {
+    return Status::error(Code::kIo, fmt::format("cannot read the value from {}", path));
+  }
+  if (value.size() > kValueBytesLimit) {
+    return Status::error(Code::kTooLarge, fmt::format("the value from {} is more than {} bytes",
+                                                      path, kValueBytesLimit));
+  }
+  return value;
+}
+
+int cmd_set(const ClientOptions& o, const std::string& key, const std::string& value_arg) {
+  Result<std::string> value = read_value_arg(value_arg);
+  if (!value) return fail(o, value.status());
+  // A value read from a file or stdin is not echoed back whole.
+  const std::string shown =
+      value->size() > 256 ? fmt::format("({} bytes)", value->size()) : *value;
+  return write_result(o, one_call(o, make_request(Op::kSet, {key, std::move(*value)})), "set",
+                      key, &shown);
 }
 
 int cmd_del(const ClientOptions& o, const std::string& key) {

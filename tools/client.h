@@ -44,7 +44,10 @@ class AdminClient {
 };
 
 int cmd_get(const ClientOptions& o, const std::string& key, bool verbose);
-int cmd_set(const ClientOptions& o, const std::string& key, const std::string& value);
+// VALUE as given, or read from standard input (`-`) or a file (`@FILE`), at most
+// kValueBytesLimit bytes.
+Result<std::string> read_value_arg(const std::string& arg);
+int cmd_set(const ClientOptions& o, const std::string& key, const std::string& value_arg);
 int cmd_del(const ClientOptions& o, const std::string& key);
 int cmd_keys(const ClientOptions& o, const std::string& prefix, std::size_t limit);
 struct MembersFilter {

@@ -102,6 +102,27 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
           "Pings whose store or member-table fingerprint differed from this node's.");
   counter("rumor_reconciliations_skipped_total", "", n.syncs_skipped,
           "Scheduled exchanges skipped because a probe had found the state equal to a peer's.");
+  // Large values (docs/protocol.md "Large values").
+  {
+    const char* h = "Large-value pulls (values too big for a datagram), by result.";
+    counter("rumor_large_value_pulls_total", "result=\"started\"", n.bulk_pulls, h);
+    counter("rumor_large_value_pulls_total", "result=\"completed\"", n.bulk_pulled, h);
+    counter("rumor_large_value_pulls_total", "result=\"abandoned\"", n.bulk_abandoned, h);
+    counter("rumor_large_value_pulls_total", "result=\"refused\"", n.bulk_refused, h);
+    counter("rumor_large_value_pulls_total", "result=\"superseded\"", n.bulk_superseded, h);
+    counter("rumor_large_value_pulls_total", "result=\"bad_hash\"", n.bulk_bad_hash, h);
+    const char* c = "Large-value chunks, by event.";
+    counter("rumor_large_value_chunks_total", "event=\"requested\"", n.bulk_requests, c);
+    counter("rumor_large_value_chunks_total", "event=\"received\"", n.bulk_chunks_received, c);
+    counter("rumor_large_value_chunks_total", "event=\"unexpected\"", n.bulk_chunks_unexpected,
+            c);
+    counter("rumor_large_value_chunks_total", "event=\"bad\"", n.bulk_chunks_bad, c);
+    counter("rumor_large_value_chunks_total", "event=\"served\"", n.bulk_chunks_sent, c);
+    counter("rumor_large_value_serve_refused_total", "", n.bulk_serve_refused,
+            "Chunk requests not served: value not held, not a member, or over the rate.");
+    counter("rumor_large_value_announced_total", "", n.bulk_announced,
+            "Large values announced by reconciliation (gossip's ride as broadcasts).");
+  }
   // Membership.
   counter("rumor_probes_total", "", n.probes_sent, "SWIM probes sent.");
   counter("rumor_probes_failed_total", "", n.probes_failed, "SWIM probes without an answer.");

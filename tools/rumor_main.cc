@@ -189,7 +189,9 @@ int main(int argc, char** argv) {
   add_client_options(get, client);
   CLI::App* setc = app.add_subcommand("set", "write a key; it spreads to every node");
   setc->add_option("KEY", key, "the key")->required();
-  setc->add_option("VALUE", value, "the value")->required();
+  setc->add_option("VALUE", value,
+                   "the value; - reads it from standard input, @FILE from a file")
+      ->required();
   add_client_options(setc, client);
   CLI::App* del = app.add_subcommand("del", "delete a key (a tombstone that spreads)");
   del->add_option("KEY", key, "the key")->required();

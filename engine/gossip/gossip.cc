@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "base/assert.h"
+#include "engine/gossip/bulk.h"
 
 namespace rumor {
 
@@ -40,10 +41,17 @@ void Gossip::broadcast_member(const wire::MemberMsg& m) {
 }
 
 void Gossip::offer_change(const EntryView& e, bool local) {
-  std::string msg(wire::kMessageHeaderBytes + 1 + 16 + 4 + e.key.size() + e.value.size(), '\0');
-  wire::Writer w(std::as_writable_bytes(std::span<char>(msg.data(), msg.size())));
-  wire::encode(w, wire::EntryMsg{e.tombstone, e.version, e.key, e.value});
-  RUMOR_ASSERT(w.ok());
+  std::string msg;
+  if (travels_whole(config_, e)) {
+    msg.assign(entry_message_bytes(e.key.size(), e.value.size()), '\0');
+    wire::Writer w(std::as_writable_bytes(std::span<char>(msg.data(), msg.size())));
+    wire::encode(w, wire::EntryMsg{e.tombstone, e.version, e.key, e.value});
+    RUMOR_ASSERT(w.ok());
+  } else {
+    // Too large for a datagram: its announcement spreads instead, and nodes that lack this
+    // version pull the value from whoever announced it (engine/gossip/bulk.h).
+    msg = encode_announcement(config_, e);
+  }
   const auto prio = msg.size() <= BroadcastQueue::kSmallUpdateBytes ? BroadcastQueue::kSmallUpdate
                                                                     : BroadcastQueue::kLargeUpdate;
   queue_.push(kSubjectKey, Store::hash_key(e.key), prio, std::move(msg));

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <string>
 
+#include "engine/gossip/bulk.h"
 #include "engine/wire/crypto.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
@@ -37,6 +38,7 @@ NodeConfig NodeConfig::wan() {
   c.sync_timeout_ms = 20'000;
   c.dead_reclaim_ms = 6ull * 3'600'000;
   c.reconnect_interval_ms = 30'000;
+  c.bulk_timeout_ms = 1000;
   return c;
 }
 
@@ -50,6 +52,7 @@ NodeConfig NodeConfig::local() {
   c.sync_timeout_ms = 1000;
   c.dead_reclaim_ms = 600'000;
   c.reconnect_interval_ms = 1000;
+  c.bulk_timeout_ms = 50;
   return c;
 }
 
@@ -73,19 +76,43 @@ Status NodeConfig::validate() const {
     return bad("encryption needs a single-core node for now (store.owners = 1, rumor agent "
                "--cores 1)");
   }
-  // One update must fit one datagram: header, message frame, flags, version, two lengths.
-  // Every datagram leaves room for the seal (crypto::kSealOverheadBytes), sealed or not.
-  const std::size_t entry_max = crypto::kSealOverheadBytes + wire::kHeaderBytes +
-                                wire::kMessageHeaderBytes + 1 + 16 + 4 + store.key_bytes_max +
-                                store.value_bytes_max;
   if (datagram_bytes_max < 576 || datagram_bytes_max > kDatagramBytesLimit) {
     return bad("datagram_bytes_max must be in [576, 65507], got " +
                std::to_string(datagram_bytes_max));
   }
-  if (entry_max > datagram_bytes_max) {
-    return bad("key_bytes_max + value_bytes_max (" +
-               std::to_string(store.key_bytes_max + store.value_bytes_max) +
-               ") leave no room in datagram_bytes_max " + std::to_string(datagram_bytes_max));
+  // An update that fits one datagram travels whole; a larger one is announced and pulled in
+  // chunks (docs/protocol.md "Large values"). So what must fit a datagram is the largest key's
+  // announcement and chunk request (the request is the larger), and a chunk of at least
+  // wire::kChunkBytesMin bytes. Every datagram leaves room for the seal.
+  const std::size_t room = datagram_bytes_max - crypto::kSealOverheadBytes - wire::kHeaderBytes;
+  static_assert(wire::kChunkRequestFixedBytes >= wire::kEntryRefFixedBytes);
+  if (wire::kMessageHeaderBytes + wire::kChunkRequestFixedBytes + store.key_bytes_max > room) {
+    return bad("key_bytes_max (" + std::to_string(store.key_bytes_max) +
+               ") leaves no room for a large value's chunk request in datagram_bytes_max " +
+               std::to_string(datagram_bytes_max));
+  }
+  static_assert(576 - crypto::kSealOverheadBytes - wire::kHeaderBytes - wire::kMessageHeaderBytes -
+                    wire::kChunkFixedBytes >=
+                wire::kChunkBytesMin);
+  if (store.value_bytes_max > kValueBytesLimit || store.key_bytes_max > 65535) {
+    return bad("value_bytes_max must be at most " + std::to_string(kValueBytesLimit) +
+               " and key_bytes_max at most 65535, got " + std::to_string(store.value_bytes_max) +
+               " and " + std::to_string(store.key_bytes_max));
+  }
+  if (bulk_transfers_max == 0 || bulk_timeout_ms == 0 || bulk_attempts_max == 0 ||
+      bulk_window_chunks == 0 || bulk_window_chunks > wire::kChunkWindowMax) {
+    return bad("bulk_transfers_max, bulk_timeout_ms and bulk_attempts_max must be positive, "
+               "bulk_window_chunks in [1, 64]");
+  }
+  if (bulk_peer_bytes_limit(*this) < store.value_bytes_max ||
+      bulk_bytes_limit(*this) < bulk_peer_bytes_limit(*this)) {
+    return bad("bulk_peer_bytes_max must be at least value_bytes_max (" +
+               std::to_string(store.value_bytes_max) +
+               ") and bulk_bytes_max at least bulk_peer_bytes_max, or 0 for the defaults");
+  }
+  if (bulk_datagrams_per_s_max < 4 * wire::kChunkWindowMax) {
+    return bad("bulk_datagrams_per_s_max must be at least 256 (a quarter of it, one peer's "
+               "share, takes a whole window)");
   }
   // One member record of the largest name and metadata must fit a datagram after a table
   // message, or table exchanges could not carry it.
@@ -97,9 +124,6 @@ Status NodeConfig::validate() const {
                std::to_string(name_bytes_max + metadata_bytes_max) +
                ") leave no room for a member record in datagram_bytes_max " +
                std::to_string(datagram_bytes_max));
-  }
-  if (store.value_bytes_max > 65535 || store.key_bytes_max > 65535) {
-    return bad("key_bytes_max and value_bytes_max must be at most 65535");
   }
   if (probe_interval_ms == 0 || probe_timeout_ms == 0 || probe_timeout_ms >= probe_interval_ms) {
     return bad("probe_timeout_ms must be positive and below probe_interval_ms");

@@ -70,6 +70,8 @@ struct alignas(kCacheLineBytes) Core {
   PeerLimiter peer_bytes;             // bytes accepted per source address
   PeerLimiter peer_answers;           // answer datagrams per source address
   TokenBucket answers;                // answer datagrams, all addresses together
+  PeerLimiter bulk_peer;              // large-value chunks served per source address
+  TokenBucket bulk_all;               // large-value chunks served, all addresses together
   AntiEntropy sync;
   std::vector<EntryView> merge_in;  // entries of the batch being received, views into it
   std::vector<MergeOutcome> merge_out;

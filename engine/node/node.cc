@@ -1,6 +1,7 @@
 // NodeImpl: receiving, one dispatch of message types for every core, the home core's duties,
 // and local writes. Cross-core work is in engine/node/cores.cc; the facades in node_api.cc.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "base/assert.h"
@@ -29,6 +30,11 @@ Core::Core(std::uint32_t i, const NodeConfig& config, Store& store, TimeSource& 
       peer_answers(config.rate_limit_peers_max, 8.0 * config.sync_datagrams_per_tick_max,
                    8.0 * config.sync_datagrams_per_tick_max, limiter_key(config, 2 + 2 * i)),
       answers(config.answer_datagrams_per_s_max, config.answer_datagrams_per_s_max),
+      // Chunks are answers to small requests too, but a value's worth at a time: their own
+      // budget, so a large transfer neither starves nor is starved by anti-entropy answers.
+      bulk_peer(config.rate_limit_peers_max, config.bulk_datagrams_per_s_max / 4.0,
+                config.bulk_datagrams_per_s_max / 4.0, limiter_key(config, 1001 + 2 * i)),
+      bulk_all(config.bulk_datagrams_per_s_max, config.bulk_datagrams_per_s_max),
       sync(store, i, config, time, counters) {}
 
 std::vector<std::unique_ptr<Core>> NodeImpl::make_cores(const NodeConfig& config, Store& store,
@@ -57,11 +63,16 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
       links_(store_->owner_count(), config.store.write_queue_depth),
       gossip_(config_, cores_[kHomeCore]->counters),
       members_(config_, env.time, rng_, cores_[kHomeCore]->counters, gossip_),
+      bulk_(config_, limits_, *store_, cores_[kHomeCore]->counters, rng_),
       feed_cursor_(config.store.virtual_shards, 0) {
   limits_.name_bytes_max = config_.name_bytes_max;
   limits_.metadata_bytes_max = config_.metadata_bytes_max;
   limits_.key_bytes_max = config_.store.key_bytes_max;
   limits_.value_bytes_max = config_.store.value_bytes_max;
+  // Entries too large for a reconciliation record are announced, and pulled like gossip's.
+  for (auto& c : cores_) {
+    c->sync.set_announce([this](const EntryView& e) { return encode_announcement(config_, e); });
+  }
   members_.set_store_fingerprint([this] { return store_fingerprint(); });
   for (const std::string& k : config_.keys) {
     Status st = crypto_.keyring().install(k);
@@ -321,6 +332,48 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
       case wire::MsgType::kMemberDiff:
         if (!members_.on_diff(from, msg.body, o)) malformed = true;
         break;
+      case wire::MsgType::kEntryRef: {
+        wire::EntryRefMsg m;
+        if (!wire::decode(msg.body, limits_, &m)) {
+          malformed = true;
+          break;
+        }
+        // Pulled only from a live member at its own address: a forged announcement cannot
+        // make this node send requests to an address of the forger's choosing.
+        if (!is_member_at(h.sender, from)) {
+          ++k.bulk_refused;
+          break;
+        }
+        bulk_.on_announce(from, m, now(), o);
+        break;
+      }
+      case wire::MsgType::kChunkRequest: {
+        wire::ChunkRequestMsg m;
+        if (!wire::decode(msg.body, limits_, &m)) {
+          malformed = true;
+          break;
+        }
+        if (!bulk_serve_allowed(c, from, h.sender, std::popcount(m.mask))) {
+          ++k.bulk_serve_refused;
+          break;
+        }
+        bulk_.serve(from, m, now(), o);
+        break;
+      }
+      case wire::MsgType::kChunk: {
+        wire::ChunkMsg m;
+        if (!wire::decode(msg.body, &m)) {
+          malformed = true;
+          break;
+        }
+        // A whole, verified value merges at once (the rest of the batch merges after it:
+        // LWW does not care about the order).
+        bulk_.on_chunk(from, m, now(), o, [&](const EntryView& e) {
+          c.merge_in.push_back(e);
+          merge(c);
+        });
+        break;
+      }
       case wire::MsgType::kSyncRequest:
         on_sync_request(c, from, h.shard, msg.body, out, /*answer_only=*/false);
         break;
@@ -418,6 +471,19 @@ void NodeImpl::on_sync_request(Core& c, const Address& from, std::uint16_t shard
   c.sync.answer(from, shard, body, outbox(c, out));
 }
 
+bool NodeImpl::is_member_at(NodeId id, const Address& from) const {
+  const Address* addr = members_.address_of(id);
+  return addr && *addr == from && members_.is_alive(id);
+}
+
+bool NodeImpl::bulk_serve_allowed(Core& c, const Address& from, NodeId sender, int chunks) {
+  // Only a member asking from its own address is served: a request with a forged source
+  // cannot aim a window of chunks at an address of the forger's choosing.
+  if (!is_member_at(sender, from)) return false;
+  const std::uint64_t t = now();
+  return c.bulk_peer.allow(from, chunks, t) && c.bulk_all.take(chunks, t);
+}
+
 bool NodeImpl::answer_allowed(Core& c, const Address& from, double cost) {
   // The address's own share first, so one address cannot drain the core's budget.
   const std::uint64_t t = now();
@@ -434,7 +500,10 @@ void NodeImpl::tick(std::uint32_t ci, PacketSink& out) {
   if (cores() > 1) drain_links(c, out);
   const std::uint64_t t = now();
   c.sync.tick(t, outbox(c, out));
-  if (is_home(c)) home_tick(out);
+  if (is_home(c)) {
+    bulk_.tick(t, outbox(c, out));
+    home_tick(out);
+  }
   pump_feeds(c);
   if (t >= c.next_maintenance_ms) {
     maintenance(c, t);
@@ -507,7 +576,8 @@ std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
   if (cores() > 1 && links_.pending_for(ci)) return 0;  // another core handed work over
   std::uint64_t d = std::min(c.sync.deadline_ms(), c.next_maintenance_ms);
   if (!is_home(c)) return d;
-  d = std::min({d, members_.next_deadline_ms(), next_gossip_ms_, next_reconnect_ms_});
+  d = std::min({d, members_.next_deadline_ms(), next_gossip_ms_, next_reconnect_ms_,
+                bulk_.deadline_ms()});
   // While a session runs, the next one waits for it (sync_tick), whatever next_sync_ms_ says.
   if (!c.sync.active()) d = std::min(d, next_sync_ms_);
   if (!joined_) d = std::min(d, next_join_ms_);

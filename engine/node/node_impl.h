@@ -20,6 +20,7 @@
 
 #include "base/rng.h"
 #include "base/spsc_queue.h"
+#include "engine/gossip/bulk.h"
 #include "engine/gossip/gossip.h"
 #include "engine/members/members.h"
 #include "engine/node/core.h"
@@ -99,6 +100,11 @@ class NodeImpl {
                        std::span<const std::byte> body, PacketSink& out, bool answer_only);
   // What a small request may make core c send (sync and join answers), `cost` in datagrams.
   bool answer_allowed(Core& c, const Address& from, double cost = 1.0);
+  // Whether the home core may serve `chunks` chunks of a large value to `from` (a live member
+  // asking from its own address, within the per-address and total chunk budgets).
+  bool bulk_serve_allowed(Core& c, const Address& from, NodeId sender, int chunks);
+  // Whether `id` is a live member whose address is `from`.
+  bool is_member_at(NodeId id, const Address& from) const;
 
   // Cross-core work (engine/node/cores.cc).
   bool hand(Core& from, std::uint32_t to, CoreMsg&& msg, bool wake = true);
@@ -150,6 +156,7 @@ class NodeImpl {
   CoreLinks links_;
   Gossip gossip_;
   Members members_;
+  Bulk bulk_;  // large values: announcements pulled in chunks (home core)
   bool joined_ = false;
   // The seeds (config_.seeds until join() replaces them: config() is read on any thread) and
   // a join() waiting for the next turn.

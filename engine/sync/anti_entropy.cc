@@ -20,6 +20,25 @@ AntiEntropy::AntiEntropy(Store& store, std::uint32_t core, const NodeConfig& con
                                  wire::kHeaderBytes - wire::kMessageHeaderBytes);
   RUMOR_ASSERT(rc_.validate().is_ok());
   responder_ = std::make_unique<ReconcileResponder>(store_, core_, rc_);
+  responder_->set_oversize_sink([this](const EntryView& e) { on_oversize(e); });
+}
+
+void AntiEntropy::on_oversize(const EntryView& e) {
+  if (!announce_ || announcements_.size() >= kAnnouncementsMax) return;
+  std::string m = announce_(e);
+  if (!m.empty()) announcements_.push_back(std::move(m));
+}
+
+void AntiEntropy::send_announcements(const Address& to, const wire::Outbox& out) {
+  for (const std::string& m : announcements_) {
+    wire::Packet p(out);
+    if (!p.open()) break;
+    p.w().bytes(m.data(), m.size());
+    if (!p.w().ok()) continue;  // cannot happen: NodeConfig::validate sizes announcements
+    p.send(to, /*piggyback=*/false);
+    ++counters_.bulk_announced;
+  }
+  announcements_.clear();
 }
 
 AntiEntropy::~AntiEntropy() = default;
@@ -41,6 +60,7 @@ void AntiEntropy::begin(NodeId peer, const Address& addr, std::uint32_t session,
     tokens_[s] = store_.shard(s).begin_sync();
   }
   session_ = std::make_unique<ReconcileSession>(store_, core_, rc_, session);
+  session_->set_oversize_sink([this](const EntryView& e) { on_oversize(e); });
   started_ms_ = t;
   retransmit_at_ms_ = t + std::max<std::uint64_t>(config_.sync_timeout_ms / 8, 10);
   ++counters_.syncs_started;
@@ -61,6 +81,11 @@ void AntiEntropy::tick(std::uint64_t t, const wire::Outbox& out) {
 }
 
 void AntiEntropy::pump(const wire::Outbox& out) {
+  pump_datagrams(out);
+  send_announcements(peer_addr_, out);
+}
+
+void AntiEntropy::pump_datagrams(const wire::Outbox& out) {
   for (std::uint32_t n = 0; session_ && n < config_.sync_datagrams_per_tick_max; ++n) {
     wire::Packet p(out);
     // Shard core_ is this core's: the peer echoes it, so its answers come back to this core.
@@ -117,6 +142,7 @@ void AntiEntropy::answer(const Address& from, std::uint16_t shard, std::span<con
     counters_.sync_bytes += p.w().size();
     p.send(from, /*piggyback=*/false);
   });
+  send_announcements(from, out);
 }
 
 void AntiEntropy::on_response(NodeId sender, std::span<const std::byte> body,

@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <span>
 #include <vector>
 
@@ -46,9 +48,15 @@ class AntiEntropy {
   void answer(const Address& from, std::uint16_t shard, std::span<const std::byte> body,
               const wire::Outbox& out);
   void on_response(NodeId sender, std::span<const std::byte> body, const wire::Outbox& out);
+  // Entries too large for a reconciliation record are announced to the peer instead, each in a
+  // datagram of its own sent after the call that met it; `encode` writes the announcement
+  // message (the node's, engine/gossip/bulk.h). Set before start.
+  using EncodeAnnouncement = std::function<std::string(const EntryView& e)>;
+  void set_announce(EncodeAnnouncement encode) { announce_ = std::move(encode); }
 
  private:
   void pump(const wire::Outbox& out);
+  void pump_datagrams(const wire::Outbox& out);
 
   Store& store_;
   const std::uint32_t core_;
@@ -63,6 +71,14 @@ class AntiEntropy {
   std::uint64_t started_ms_ = 0;
   std::uint64_t retransmit_at_ms_ = 0;
   std::vector<std::uint32_t> tokens_;  // per shard, from begin_sync()
+  EncodeAnnouncement announce_;
+  // Announcements of the oversize entries met inside one pump() or answer(), sent when it
+  // ends (a datagram may be open meanwhile). At most kAnnouncementsMax a call: the rest are
+  // met again by the next session, which still finds the versions differ.
+  static constexpr std::size_t kAnnouncementsMax = 64;
+  std::vector<std::string> announcements_;
+  void on_oversize(const EntryView& e);
+  void send_announcements(const Address& to, const wire::Outbox& out);
 };
 
 }  // namespace rumor

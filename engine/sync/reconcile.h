@@ -97,7 +97,7 @@ struct ReconcileStats {
   std::uint64_t entry_bytes_applied = 0;  // encoded size of the entries applied here
   std::uint64_t entries_stale = 0;        // received but not newer: wasted payload
   std::uint64_t entries_refused = 0;      // refused by the store (size, skew, invalid)
-  std::uint64_t entries_oversize = 0;     // larger than a datagram: not sent
+  std::uint64_t entries_oversize = 0;     // too large for a record: announced, not sent
   std::uint64_t malformed = 0;            // datagrams dropped by the decoder
   std::uint64_t mismatched = 0;           // datagrams for another session or other parameters
   std::uint64_t foreign_records = 0;      // records for shards of another owner: skipped
@@ -149,6 +149,11 @@ class ReconcileSession {
   bool complete() const;
   std::size_t in_flight() const { return in_flight_; }
   const ReconcileStats& stats() const { return stats_; }
+  // Entries too large for a record do not travel in the session; the sink (if set) gets each
+  // one instead, on the owner thread, during the call that skipped it, so the caller can
+  // announce it (a large value is pulled in chunks: engine/gossip/bulk.h).
+  using OversizeSink = std::function<void(const EntryView&)>;
+  void set_oversize_sink(OversizeSink sink) { oversize_ = std::move(sink); }
 
  private:
   enum class Kind : std::uint8_t {
@@ -270,6 +275,7 @@ class ReconcileSession {
   std::vector<EntryView> merge_in_;
   std::vector<MergeOutcome> merge_out_;
   std::vector<std::size_t> merge_bytes_;
+  OversizeSink oversize_;
 };
 
 class ReconcileResponder {
@@ -285,9 +291,15 @@ class ReconcileResponder {
   Status respond(std::span<const std::uint8_t> request,
                  const std::function<void(std::span<const std::uint8_t>)>& emit);
   const ReconcileStats& stats() const { return stats_; }
+  // Entries too large for a record do not travel in the session; the sink (if set) gets each
+  // one instead, on the owner thread, during the call that skipped it, so the caller can
+  // announce it (a large value is pulled in chunks: engine/gossip/bulk.h).
+  using OversizeSink = std::function<void(const EntryView&)>;
+  void set_oversize_sink(OversizeSink sink) { oversize_ = std::move(sink); }
 
  private:
   class Writer;
+  void oversize(const digest::EntryRef& ref);  // counts it and hands it to the sink
   void answer(const digest::Record& rec, Writer& out);
   void answer_roots(const digest::Record& rec, Writer& out);
   void answer_hashes(const digest::Record& rec, Writer& out);
@@ -348,6 +360,7 @@ class ReconcileResponder {
   ReconcileStats stats_;
   std::vector<EntryView> merge_in_;
   std::vector<MergeOutcome> merge_out_;
+  OversizeSink oversize_;
 };
 
 // The owners (bit o for owner o) whose shards the records of a request datagram name, so a

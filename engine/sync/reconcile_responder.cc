@@ -94,6 +94,11 @@ ReconcileResponder::ReconcileResponder(Store& store, std::uint32_t owner,
 
 ReconcileResponder::~ReconcileResponder() = default;
 
+void ReconcileResponder::oversize(const EntryRef& ref) {
+  ++stats_.entries_oversize;
+  if (oversize_) oversize_(EntryView{ref.key, ref.value, ref.version, ref.tombstone});
+}
+
 Status ReconcileResponder::respond(std::span<const std::uint8_t> request,
                                    const std::function<void(std::span<const std::uint8_t>)>& emit) {
   ++stats_.datagrams_received;
@@ -302,8 +307,9 @@ std::size_t ReconcileResponder::write_entries_record(
   }
   if (n == 0 && more && !send.empty()) {
     // Nothing fits next to this record's fixed fields (a peer with a larger datagram listed
-    // more items than ours can carry wants for): skip the entry so the cursor still moves.
-    ++stats_.entries_oversize;
+    // more items than ours can carry wants for): skip the entry so the cursor still moves; the
+    // oversize sink announces it instead.
+    oversize(arena_->ref(arena_->e[send[0]]));
     n = 0;
     const std::uint64_t next = send.size() > 1 ? arena_->e[send[1]].kh : resume;
     head(w, more, next);
@@ -339,7 +345,7 @@ ReconcileResponder::Gathered ReconcileResponder::gather_windows(
       const EntryRef ref = arena_->ref(arena_->e[i]);
       const std::size_t sz = digest::entry_bytes(ref);
       if (sz > out.empty_room() - kRecordSlackBytes - reserved) {
-        ++stats_.entries_oversize;
+        oversize(ref);
         continue;
       }
       all.add(arena_->e[i].kh, EntryView{ref.key, ref.value, ref.version, ref.tombstone});
@@ -449,7 +455,7 @@ void ReconcileResponder::answer_pull(const Record& rec, Writer& out) {
     for (const Held& h : one.e) {
       const EntryRef ref = one.ref(h);
       if (digest::entry_bytes(ref) > out.empty_room() - kRecordSlackBytes) {
-        ++stats_.entries_oversize;
+        oversize(ref);
         continue;
       }
       all.add(h.kh, EntryView{ref.key, ref.value, ref.version, ref.tombstone});
@@ -739,7 +745,7 @@ void ReconcileResponder::answer_riblt_pull(const Record& rec, Writer& out) {
         const EntryRef ref = arena_->ref(arena_->e[i]);
         const std::size_t sz = digest::entry_bytes(ref);
         if (sz > w.remaining()) {
-          ++stats_.entries_oversize;
+          oversize(ref);
           continue;
         }
         digest::put_entry(w, ref);
@@ -829,7 +835,7 @@ void ReconcileResponder::answer_riblt_push(const Record& rec, Writer& out) {
       const std::size_t sz = digest::entry_bytes(ref);
       if (sz > w.remaining()) {
         if (n == 0) {
-          ++stats_.entries_oversize;
+          oversize(ref);
           ++i;
           continue;
         }

@@ -215,7 +215,11 @@ void ReconcileSession::defer(const TreeNode& node) {
 }
 
 bool ReconcileSession::complete() const {
-  return done() && stats_.requests_abandoned == 0 && stats_.requests_dropped == 0;
+  // An entry only announced (too large for a record) may not have reached the peer yet: the
+  // session cannot vouch that the peer holds everything this side held (docs/store.md, sync
+  // epochs), so it is not complete.
+  return done() && stats_.requests_abandoned == 0 && stats_.requests_dropped == 0 &&
+         stats_.entries_oversize == 0;
 }
 
 void ReconcileSession::on_timeout() {
@@ -468,6 +472,7 @@ bool ReconcileSession::put_push_entries(Request& r, ByteWriter& w, bool fit,
       if (!rest.empty()) return;
       if (sz > config_.datagram_bytes_max - digest::kHeaderBytes - kRecordSlackBytes) {
         ++stats_.entries_oversize;
+        if (oversize_) oversize_(e);
         return;
       }
       if (fit && w.remaining() < sz) {

@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <array>
 
+#include "base/assert.h"
 #include "digest/hash.h"
 
 namespace rumor::wire {
@@ -259,6 +261,101 @@ bool decode(std::span<const std::byte> body, const Limits& lim, EntryMsg* m) {
   if (!r.ok() || !r.empty() || m->key.empty() || m->version.is_zero()) return false;
   if (m->tombstone && !m->value.empty()) return false;
   return true;
+}
+
+std::uint64_t value_hash(std::string_view value) {
+  return XXH3_64bits(value.data(), value.size());
+}
+
+void encode(Writer& w, const EntryRefMsg& m) {
+  RUMOR_ASSERT(m.size > 0);
+  RUMOR_ASSERT(m.chunk_bytes >= kChunkBytesMin);
+  RUMOR_ASSERT(!m.key.empty());
+  const std::size_t at = w.begin(MsgType::kEntryRef);
+  w.u8(0);
+  w.u64(m.version.hlc);
+  w.u64(m.version.node);
+  w.u32(m.size);
+  w.u64(m.hash);
+  w.u16(m.chunk_bytes);
+  w.str16(m.key);
+  w.end(at);
+}
+
+void encode(Writer& w, const ChunkRequestMsg& m) {
+  RUMOR_ASSERT(m.mask != 0);
+  RUMOR_ASSERT(m.chunk_bytes >= kChunkBytesMin);
+  RUMOR_ASSERT(m.first < chunk_count(m.size, m.chunk_bytes));
+  const std::size_t at = w.begin(MsgType::kChunkRequest);
+  w.u32(m.xfer);
+  w.u64(m.version.hlc);
+  w.u64(m.version.node);
+  w.u32(m.size);
+  w.u16(m.chunk_bytes);
+  w.u32(m.first);
+  w.u64(m.mask);
+  w.str16(m.key);
+  w.end(at);
+}
+
+void encode(Writer& w, const ChunkMsg& m) {
+  RUMOR_ASSERT(!m.data.empty());
+  const std::size_t at = w.begin(MsgType::kChunk);
+  w.u32(m.xfer);
+  w.u32(m.index);
+  w.bytes(m.data.data(), m.data.size());
+  w.end(at);
+}
+
+namespace {
+// The fields EntryRef and ChunkRequest share, checked the same way.
+bool valid_ref(const Limits& lim, const Version& v, std::uint32_t size,
+               std::uint16_t chunk_bytes, std::string_view key) {
+  return !v.is_zero() && size > 0 && size <= lim.value_bytes_max &&
+         chunk_bytes >= kChunkBytesMin && !key.empty();
+}
+}  // namespace
+
+bool decode(std::span<const std::byte> body, const Limits& lim, EntryRefMsg* m) {
+  Reader r(body);
+  const std::uint8_t flags = r.u8();
+  m->version.hlc = r.u64();
+  m->version.node = r.u64();
+  m->size = r.u32();
+  m->hash = r.u64();
+  m->chunk_bytes = r.u16();
+  m->key = r.str16(lim.key_bytes_max);
+  if (!r.ok() || !r.empty() || flags != 0) return false;
+  return valid_ref(lim, m->version, m->size, m->chunk_bytes, m->key);
+}
+
+bool decode(std::span<const std::byte> body, const Limits& lim, ChunkRequestMsg* m) {
+  Reader r(body);
+  m->xfer = r.u32();
+  m->version.hlc = r.u64();
+  m->version.node = r.u64();
+  m->size = r.u32();
+  m->chunk_bytes = r.u16();
+  m->first = r.u32();
+  m->mask = r.u64();
+  m->key = r.str16(lim.key_bytes_max);
+  if (!r.ok() || !r.empty()) return false;
+  if (!valid_ref(lim, m->version, m->size, m->chunk_bytes, m->key)) return false;
+  const std::uint32_t chunks = chunk_count(m->size, m->chunk_bytes);
+  if (m->first >= chunks || m->mask == 0) return false;
+  // Bits past the last chunk are malformed.
+  const std::uint32_t span = std::min<std::uint32_t>(chunks - m->first, kChunkWindowMax);
+  if (span < 64 && (m->mask >> span) != 0) return false;
+  return true;
+}
+
+bool decode(std::span<const std::byte> body, ChunkMsg* m) {
+  Reader r(body);
+  m->xfer = r.u32();
+  m->index = r.u32();
+  if (!r.ok()) return false;
+  m->data = r.take(r.remaining());
+  return r.ok() && !m->data.empty();
 }
 
 }  // namespace rumor::wire

@@ -53,6 +53,15 @@ enum class MsgType : std::uint8_t {
   // pinged node starts a member digest or a reconciliation only when one differs, so a settled
   // cluster compares state on every probe and sends nothing more (docs/protocol.md).
   kStateSums = 11,  // members:u32 store:u32
+  // Large values (docs/protocol.md "Large values"): an entry too big for one datagram never
+  // rides gossip or a reconciliation record whole. Its holder announces it (kEntryRef); a node
+  // that lacks that version pulls it in chunks from the announcer (kChunkRequest, a window of
+  // up to 64 chunks named by a bitmap; kChunk, one datagram each), verifies the hash and merges
+  // the whole entry at once.
+  kEntryRef = 12,      // flags:u8 hlc:u64 node:u64 size:u32 hash:u64 chunk_bytes:u16 key:str16
+  kChunkRequest = 13,  // xfer:u32 hlc:u64 node:u64 size:u32 chunk_bytes:u16 first:u32 mask:u64
+                       // key:str16
+  kChunk = 14,         // xfer:u32 index:u32 data (the rest of the body)
   // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
   kSyncResponse = 33,  // responder -> initiator
@@ -183,6 +192,49 @@ struct EntryMsg {
   std::string_view value;
 };
 
+// A large entry's announcement: what a node needs to decide whether it lacks this version and
+// to pull it. `hash` is value_hash() of the value; `chunk_bytes` the most value bytes the
+// announcer puts in one chunk datagram.
+struct EntryRefMsg {
+  Version version;
+  std::uint32_t size = 0;
+  std::uint64_t hash = 0;
+  std::uint16_t chunk_bytes = 0;
+  std::string_view key;
+};
+// Asks for chunks first + i, for each bit i of mask, of (key, version), cut every chunk_bytes
+// bytes. `xfer` is the requester's transfer id, echoed in every chunk.
+struct ChunkRequestMsg {
+  std::uint32_t xfer = 0;
+  Version version;
+  std::uint32_t size = 0;
+  std::uint16_t chunk_bytes = 0;
+  std::uint32_t first = 0;
+  std::uint64_t mask = 0;
+  std::string_view key;
+};
+struct ChunkMsg {
+  std::uint32_t xfer = 0;
+  std::uint32_t index = 0;
+  std::span<const std::byte> data;
+};
+// Chunk sizes below this are refused: a request could otherwise draw many tiny datagrams.
+inline constexpr std::uint16_t kChunkBytesMin = 256;
+// Chunks one request names at most: one GSO super-datagram (transport.h kGsoSegmentsMax).
+inline constexpr std::uint32_t kChunkWindowMax = 64;
+static_assert(kChunkWindowMax <= kGsoSegmentsMax && kChunkWindowMax <= 64,
+              "a window is one u64 mask and one GSO batch");
+// Fixed parts of the three bodies (before the key / the data).
+inline constexpr std::size_t kEntryRefFixedBytes = 1 + 16 + 4 + 8 + 2 + 2;
+inline constexpr std::size_t kChunkRequestFixedBytes = 4 + 16 + 4 + 2 + 4 + 8 + 2;
+inline constexpr std::size_t kChunkFixedBytes = 4 + 4;
+// Chunks a value of `size` bytes takes at `chunk_bytes` each.
+inline std::uint32_t chunk_count(std::uint32_t size, std::uint32_t chunk_bytes) {
+  return (size + chunk_bytes - 1) / chunk_bytes;
+}
+// The content hash a large entry is announced and verified with (XXH3-64).
+std::uint64_t value_hash(std::string_view value);
+
 void encode(Writer& w, const Ping& m);
 void encode_ack(Writer& w, std::uint32_t seq);
 void encode(Writer& w, const StateSums& m);
@@ -190,6 +242,10 @@ void encode_nack(Writer& w, std::uint32_t seq);
 void encode(Writer& w, const PingReq& m);
 void encode(Writer& w, const MemberMsg& m);
 void encode(Writer& w, const EntryMsg& m);
+void encode(Writer& w, const EntryRefMsg& m);
+void encode(Writer& w, const ChunkRequestMsg& m);
+// A chunk: the message header and fixed fields, then data.
+void encode(Writer& w, const ChunkMsg& m);
 
 struct Limits {
   std::size_t name_bytes_max = 128;
@@ -205,5 +261,11 @@ bool decode(std::span<const std::byte> body, StateSums* m);
 bool decode(std::span<const std::byte> body, PingReq* m);
 bool decode(std::span<const std::byte> body, const Limits& lim, MemberMsg* m);
 bool decode(std::span<const std::byte> body, const Limits& lim, EntryMsg* m);
+// size in [1, value_bytes_max], chunk_bytes >= kChunkBytesMin, version non-zero, key non-empty.
+bool decode(std::span<const std::byte> body, const Limits& lim, EntryRefMsg* m);
+// As EntryRef, and: first < chunks, mask != 0, no bit past the last chunk or past 64.
+bool decode(std::span<const std::byte> body, const Limits& lim, ChunkRequestMsg* m);
+// data non-empty and at most 65535 - kChunkFixedBytes (the frame bounds it).
+bool decode(std::span<const std::byte> body, ChunkMsg* m);
 
 }  // namespace rumor::wire

@@ -95,7 +95,22 @@ struct NodeCounters {
   // Owner cores (store.owners > 1): datagrams, entries and changes handed from one core to
   // another, and those dropped because the target core's queue was full.
   std::uint64_t core_handoffs = 0, core_handoff_drops = 0;
+  // Large values (docs/protocol.md "Large values"): announcements sent outside gossip (by
+  // reconciliation); transfers started, completed, given up, refused (a memory bound, a version
+  // too far ahead, or the announcer is not a live member at its own address), replaced
+  // by a newer version, and whose value did not match its hash; chunk requests sent, chunks
+  // received, and chunks that named no transfer of ours or had the wrong size; chunks served,
+  // requests not served (value not held, not a member, or over the serving rate).
+  std::uint64_t bulk_announced = 0, bulk_pulls = 0, bulk_pulled = 0, bulk_abandoned = 0,
+                bulk_refused = 0, bulk_superseded = 0, bulk_bad_hash = 0;
+  std::uint64_t bulk_requests = 0, bulk_chunks_received = 0, bulk_chunks_unexpected = 0,
+                bulk_chunks_bad = 0;
+  std::uint64_t bulk_chunks_sent = 0, bulk_serve_refused = 0;
 };
+
+// The largest store.value_bytes_max a node accepts: a large value is pulled whole into memory
+// on every node (docs/protocol.md "Large values").
+inline constexpr std::uint32_t kValueBytesLimit = 64u << 20;
 
 struct NodeConfig {
   // Identity: a stable name; the id is XXH3 of it unless set. A node keeps its identity when its
@@ -140,6 +155,22 @@ struct NodeConfig {
 
   std::uint32_t events_max = 65536;  // queued callbacks; more are dropped and counted
 
+  // Large values (docs/protocol.md "Large values"): an entry whose update does not fit one
+  // datagram is announced, and pulled in chunks by the nodes that lack it. The pulling side's
+  // bounds: transfers at once; bytes being assembled in all of them and in those from one peer
+  // (0: 8 and 2 times store.value_bytes_max; each at least value_bytes_max); chunks one request
+  // asks for (<= 64: one GSO batch; two such windows are in flight); how long without a new
+  // chunk before what the windows lack is asked for again; request rounds in a row without a new chunk before a transfer is given up. The
+  // serving side: chunk datagrams served per second to all peers (a burst of one second's
+  // worth), a quarter of them to any one address.
+  std::uint32_t bulk_transfers_max = 16;
+  std::uint64_t bulk_bytes_max = 0;
+  std::uint64_t bulk_peer_bytes_max = 0;
+  std::uint32_t bulk_window_chunks = 64;
+  std::uint32_t bulk_timeout_ms = 200;
+  std::uint32_t bulk_attempts_max = 5;
+  std::uint32_t bulk_datagrams_per_s_max = 16384;
+
   // Hostile input (docs/security.md): bytes accepted from one source address per second (a
   // burst of one second's worth; more is dropped unread), datagrams per second that all answers
   // to small requests (join tables, anti-entropy responses) may take together, and the slots of
@@ -176,6 +207,9 @@ class Node {
   NodeId id() const;
 
   // ---- any thread ----
+  // A value may be up to store.value_bytes_max bytes (1 MiB by default): one too large for a
+  // datagram spreads as an announcement that other nodes pull in chunks and apply whole
+  // (docs/protocol.md "Large values").
   Status set(std::string_view key, std::string_view value);
   Status del(std::string_view key);
   std::optional<std::string> get(std::string_view key) const;

@@ -18,7 +18,9 @@ struct StoreConfig {
   std::uint32_t owners = 1;
 
   std::uint32_t key_bytes_max = 256;     // keys are 1..key_bytes_max bytes
-  std::uint32_t value_bytes_max = 1024;  // so that an update fits one 1,400-byte datagram
+  // Values of up to value_bytes_max bytes: one whose update does not fit a datagram is pulled
+  // in chunks (docs/protocol.md "Large values"); NodeConfig allows at most 64 MiB.
+  std::uint32_t value_bytes_max = 1u << 20;
   std::uint64_t keys_per_shard_max = std::uint64_t{1} << 24;
 
   // A remote version whose physical time is further ahead of local time than this is refused.

@@ -22,6 +22,30 @@ TEST(AdminProtocol, RequestRoundTrip) {
   EXPECT_EQ(m.fields[1], "v1.2.4");
 }
 
+// A set of the largest value an agent allows fits its request limit; one byte more of value
+// than the limit leaves room for does not.
+TEST(AdminProtocol, AnAgentTakesASetOfItsLargestValueAndNoMore) {
+  const std::uint32_t key_max = 256, value_max = 1u << 20;
+  const std::uint32_t limit = request_bytes_limit(key_max, value_max);
+  std::string frame;
+  encode_request(make_request(Op::kSet, {std::string(key_max, 'k'), std::string(value_max, 'v')}),
+                 frame);
+  Message m;
+  auto used = decode_request_within(frame, m, limit);
+  ASSERT_TRUE(used.is_ok()) << used.status().to_string();
+  EXPECT_EQ(*used, frame.size());
+  EXPECT_EQ(m.fields.at(1).size(), value_max);
+  // The old 1 MiB frame limit could not carry it.
+  EXPECT_GT(frame.size(), (1u << 20) + kFrameHeaderBytes);
+  frame.clear();
+  encode_request(make_request(Op::kSet, {"k", std::string(limit, 'v')}), frame);
+  EXPECT_EQ(decode_request_within(frame, m, limit).status().code(), Code::kTooLarge);
+  // Never below the limit before large values, never above the largest any agent allows.
+  EXPECT_EQ(request_bytes_limit(16, 16), 1u << 20);
+  EXPECT_GT(request_bytes_limit(65535, kValueBytesLimit), kValueBytesLimit + 65535);
+  EXPECT_LE(request_bytes_limit(65535, kValueBytesLimit), kRequestBytesMax);
+}
+
 TEST(AdminProtocol, ErrorResponseCarriesCodeAndMessage) {
   std::string frame;
   encode_response(make_error(Status::error(Code::kTooLarge, "value is 2000 bytes")), frame);

@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -118,6 +120,91 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
   ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }, kWaitS));
   EXPECT_GT(c.core_handoffs, 0u);
   EXPECT_GE(c.syncs_completed, 1u);
+  for (auto& x : m) x.reactor->stop();
+}
+
+// Large values on real threads: values too big for a datagram set by an application thread on
+// a two-core node are pulled by the other nodes (assembled on core 0, merged on the key's owner
+// core) while reader threads on the other nodes read the key in a loop: every read is nothing,
+// the old value or the new one, whole (under TSan, also the race check of that path).
+TEST_P(MultiCoreReactor, LargeValuesAreReadWholeWhileTheyArrive) {
+  const bool kernel_steering = GetParam();
+  SystemTimeSource clock;
+  const std::uint32_t cores[3] = {2, 1, 2};
+  Peer m[3];
+  for (int i = 0; i < 3; ++i) {
+    ReactorConfig rc;
+    rc.transport.bind = Address::ipv4(0x7f000001, 0);
+    rc.transport.recv_buffers = 256;
+    rc.transport.send_buffers = 256;
+    rc.pin = false;
+    rc.cores = cores[i];
+    rc.kernel_steering = kernel_steering;
+    auto r = Reactor::open(rc);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    m[i].reactor = std::move(r.value());
+    NodeConfig nc = NodeConfig::local();
+    nc.name = "n" + std::to_string(i);
+    nc.advertise = m[i].reactor->local_address();
+    nc.store.owners = cores[i];
+    if (i > 0) nc.seeds.push_back(m[0].reactor->local_address());
+    auto n = Node::create(nc, clock);
+    ASSERT_TRUE(n.is_ok()) << n.status().to_string();
+    m[i].node = std::move(n.value());
+    ASSERT_TRUE(m[i].reactor->start(*m[i].node, clock).is_ok());
+  }
+  auto value = [](std::size_t n, char base) {
+    std::string v(n, ' ');
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<char>(base + (i * 7 + i / 4099) % 26);
+    return v;
+  };
+  const std::string old_v = value(256 * 1024, 'A'), new_v = value(512 * 1024, 'a');
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> bad{0}, reads{0}, found{0};
+  auto reader = [&](int i) {
+    // Bounded by `stop` and by a count no plausible run reaches.
+    for (std::uint64_t k = 0; k < 100'000'000 && !stop.load(std::memory_order_relaxed); ++k) {
+      const std::optional<std::string> v = m[i].node->get("blob");
+      reads.fetch_add(1, std::memory_order_relaxed);
+      if (v) found.fetch_add(1, std::memory_order_relaxed);
+      if (v && *v != old_v && *v != new_v) bad.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  std::thread r1(reader, 1), r2(reader, 2);
+  auto all_hold = [&](const std::string& v) {
+    for (auto& x : m) {
+      if (x.node->get("blob") != v) return false;
+    }
+    return true;
+  };
+  // Wait for the cluster to form: the first set must spread by gossip, not by a join's sync.
+  // members() is a core-0 call: posted, its answer read through an atomic the command owns a
+  // share of (so a command that runs late writes nothing freed).
+  const bool formed = eventually([&] {
+    auto members = std::make_shared<std::atomic<int>>(-1);
+    Node* node = m[0].node.get();
+    if (!m[0].reactor->post([members, node] {
+          members->store(static_cast<int>(node->members().size()), std::memory_order_release);
+        }).is_ok()) {
+      return false;
+    }
+    return eventually([&] { return members->load(std::memory_order_acquire) >= 0; }, kWaitS) &&
+           members->load(std::memory_order_acquire) == 3;
+  }, kWaitS);
+  EXPECT_TRUE(formed);
+  EXPECT_TRUE(m[0].node->set("blob", old_v).is_ok());
+  EXPECT_TRUE(eventually([&] { return all_hold(old_v); }, kWaitS));
+  EXPECT_TRUE(m[2].node->set("blob", new_v).is_ok());
+  EXPECT_TRUE(eventually([&] { return all_hold(new_v); }, kWaitS));
+  stop.store(true, std::memory_order_relaxed);
+  r1.join();
+  r2.join();
+  EXPECT_EQ(bad.load(), 0u) << "reads of neither value, of " << reads.load();
+  EXPECT_GT(found.load(), 0u);
+  std::printf("%llu reads on two reader threads, %llu of them found a value: the old or the new, "
+              "whole\n",
+              static_cast<unsigned long long>(reads.load()),
+              static_cast<unsigned long long>(found.load()));
   for (auto& x : m) x.reactor->stop();
 }
 

@@ -215,5 +215,34 @@ TEST(RateLimit, PeerLimiterSharesSlotsUnderASprayAndFreesIdleOnes) {
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(lim.allow(b, 1, 5000));
 }
 
+// Large values: an announcement or a chunk request from an address that is not a live member's
+// makes the node send nothing (no request to pull from it, no chunks to it), and is counted.
+TEST_F(HostileTest, LargeValueMessagesFromStrangersDrawNothing) {
+  ASSERT_TRUE(node->set("big", std::string(100'000, 'v')));
+  const Version v = node->get_entry("big")->version;
+  auto packet = [&](auto encode) {
+    std::vector<std::byte> b(1400);
+    wire::Writer w(b);
+    wire::write_header(w, wire::Header{0, wire::label_hash(""), 42});
+    encode(w);
+    b.resize(w.size());
+    return b;
+  };
+  const std::size_t sent_before = sink.sent;
+  auto ref = packet([&](wire::Writer& w) {
+    wire::encode(w, wire::EntryRefMsg{Version{v.hlc + 1, 42}, 200'000, 1, 1328, "big"});
+  });
+  NodeDriver::of(*node).receive(peer, ref, sink);
+  auto req = packet([&](wire::Writer& w) {
+    wire::encode(w, wire::ChunkRequestMsg{1, v, 100'000, 1328, 0, ~std::uint64_t{0}, "big"});
+  });
+  NodeDriver::of(*node).receive(peer, req, sink);
+  EXPECT_EQ(sink.sent, sent_before);
+  EXPECT_EQ(node->counters().bulk_refused, 1u);
+  EXPECT_EQ(node->counters().bulk_serve_refused, 1u);
+  EXPECT_EQ(node->counters().bulk_pulls, 0u);
+  EXPECT_EQ(node->counters().drop_malformed, 0u);
+}
+
 }  // namespace
 }  // namespace rumor

@@ -43,11 +43,14 @@ constexpr std::uint64_t kReadsPerReaderMax = 4'000'000'000;
 std::string key_of(int i) { return "stress-key-" + std::to_string(i); }
 
 // Generation g of key i: tombstones every fifth generation; value lengths cross the 80-byte
-// inline limit so slots switch between inline and out-of-line.
+// inline limit so slots switch between inline and out-of-line, and key 0 holds a large value
+// (64 KiB, what a chunked pull merges whole: docs/protocol.md "Large values") every third
+// generation, so a reader that saw part of one would report a torn value.
 bool is_tombstone(std::uint64_t g) { return g % 5 == 4; }
 std::string value_of(int i, std::uint64_t g) {
   std::string v = std::to_string(i) + ":" + std::to_string(g) + ":";
-  const std::size_t pad = (g % 3 == 0) ? 150 : (g % 3 == 1 ? 10 : 60);
+  const std::size_t pad =
+      (g % 3 == 0) ? (i == 0 ? 64u << 10 : 150) : (g % 3 == 1 ? 10 : 60);
   v.append(pad, static_cast<char>('a' + (i + g) % 26));
   return v;
 }
@@ -62,7 +65,7 @@ void run_stress(const int kKeys, const std::uint64_t kGenerations,
   StoreConfig cfg;
   cfg.virtual_shards = 16;
   cfg.owners = 2;
-  cfg.value_bytes_max = 1024;
+  cfg.value_bytes_max = 1u << 20;
   auto store = std::move(Store::create(cfg, 1, time)).value();
 
   // Published generation per owner: every key of that owner holds at least this generation.
