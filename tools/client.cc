@@ -313,7 +313,7 @@ Result<Message> AdminClient::call(const Message& request) {
 
 // ---- Commands ----
 
-int cmd_get(const ClientOptions& o, const std::string& key, bool verbose) {
+int cmd_get(const ClientOptions& o, const std::string& key, bool verbose, bool raw) {
   auto r = one_call(o, make_request(Op::kGet, {key}));
   if (!r) return fail(o, r.status());
   if (!r->ok()) return fail_response(o, *r);
@@ -324,6 +324,7 @@ int cmd_get(const ClientOptions& o, const std::string& key, bool verbose) {
     return 0;
   }
   std::fwrite(m.at(0, 1).data(), 1, m.at(0, 1).size(), stdout);
+  if (raw) return 0;  // the bytes exactly, as `set KEY @FILE` took them
   std::fputc('\n', stdout);
   if (verbose) {
     const std::uint64_t hlc = std::strtoull(m.at(0, 2).c_str(), nullptr, 10);

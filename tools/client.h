@@ -43,7 +43,8 @@ class AdminClient {
   std::string in_;
 };
 
-int cmd_get(const ClientOptions& o, const std::string& key, bool verbose);
+// raw: the value's bytes only, without the newline (binary values, `> FILE`).
+int cmd_get(const ClientOptions& o, const std::string& key, bool verbose, bool raw = false);
 // VALUE as given, or read from standard input (`-`) or a file (`@FILE`), at most
 // kValueBytesLimit bytes.
 Result<std::string> read_value_arg(const std::string& arg);

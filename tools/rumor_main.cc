@@ -186,6 +186,8 @@ int main(int argc, char** argv) {
   CLI::App* get = app.add_subcommand("get", "print a key's value");
   get->add_option("KEY", key, "the key")->required();
   get->add_flag("-v,--verbose", verbose, "also print the version and its writer");
+  bool raw = false;
+  get->add_flag("--raw", raw, "print the value's bytes exactly, without a newline (binary values)");
   add_client_options(get, client);
   CLI::App* setc = app.add_subcommand("set", "write a key; it spreads to every node");
   setc->add_option("KEY", key, "the key")->required();
@@ -358,7 +360,7 @@ int main(int argc, char** argv) {
     }
     return run_explore(eo);
   }
-  if (get->parsed()) return cmd_get(client, key, verbose);
+  if (get->parsed()) return cmd_get(client, key, verbose, raw);
   if (setc->parsed()) return cmd_set(client, key, value);
   if (del->parsed()) return cmd_del(client, key);
   for (const KeyringCmd& k : keyring) {

@@ -422,6 +422,8 @@ TEST(AgentProcess, EveryJsonOutputParsesWhateverTheBytes) {
       EXPECT_EQ(j["value"], c.value) << c.key;
     }
   }
+  EXPECT_EQ(a.rumor({"get", "bin", "--raw"}).out, std::string("\x01\x02\xff", 3))
+      << "--raw: the bytes exactly, no newline";
   const nlohmann::json bin = parse(a.rumor({"get", "bin", "--json"}));
   EXPECT_EQ(bin["value"], "AQL/");  // base64 of 01 02 ff
   EXPECT_EQ(bin["key"], "bin");
