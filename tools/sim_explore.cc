@@ -28,7 +28,7 @@ double uniform(Rng& r) { return static_cast<double>(r.next() >> 11) * 0x1.0p-53;
 
 class Run {
  public:
-  Run(std::uint64_t seed, const ExploreOptions& o) : seed_(seed), r_(seed * 0x9e3779b97f4a7c15ull + 1) {
+  Run(std::uint64_t seed, const ExploreOptions& o) : r_(seed * 0x9e3779b97f4a7c15ull + 1) {
     n_ = 3 + static_cast<std::size_t>(r_.below(std::max<std::size_t>(o.max_nodes, 3) - 2));
     SimCluster::Options opt;
     opt.nodes = n_;
@@ -391,7 +391,6 @@ class Run {
     return true;
   }
 
-  std::uint64_t seed_;
   Rng r_;
   std::size_t n_ = 0, keys_ = 0, seeds_ = 0;
   std::uint64_t writes_ = 0, heal_ms_ = 0;

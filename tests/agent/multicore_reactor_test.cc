@@ -33,6 +33,28 @@ struct Peer {
   std::atomic<std::uint64_t> changes{0};  // written by the node's core 0 (callbacks)
 };
 
+// Opens peer i's reactor on loopback with `cores` reactor threads: the first peer is the
+// others' seed. Returns its node configuration for the test to adjust before creating the node.
+NodeConfig open_peer(Peer* m, int i, std::uint32_t cores, bool kernel_steering) {
+  ReactorConfig rc;
+  rc.transport.bind = Address::ipv4(0x7f000001, 0);
+  rc.transport.recv_buffers = 256;
+  rc.transport.send_buffers = 256;
+  rc.pin = false;
+  rc.cores = cores;
+  rc.kernel_steering = kernel_steering;
+  auto r = Reactor::open(rc);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  if (!r.is_ok()) return {};
+  m[i].reactor = std::move(r.value());
+  NodeConfig nc = NodeConfig::local();
+  nc.name = "n" + std::to_string(i);
+  nc.advertise = m[i].reactor->local_address();
+  nc.store.owners = cores;
+  if (i > 0) nc.seeds.push_back(m[0].reactor->local_address());
+  return nc;
+}
+
 class MultiCoreReactor : public ::testing::TestWithParam<bool> {};
 
 TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
@@ -41,26 +63,13 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
   const std::uint32_t cores[3] = {2, 1, 2};
   Peer m[3];
   for (int i = 0; i < 3; ++i) {
-    ReactorConfig rc;
-    rc.transport.bind = Address::ipv4(0x7f000001, 0);
-    rc.transport.recv_buffers = 256;
-    rc.transport.send_buffers = 256;
-    rc.pin = false;
-    rc.cores = cores[i];
-    rc.kernel_steering = kernel_steering;
-    auto r = Reactor::open(rc);
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-    m[i].reactor = std::move(r.value());
+    NodeConfig nc = open_peer(m, i, cores[i], kernel_steering);
+    ASSERT_TRUE(m[i].reactor);
     if (cores[i] > 1) {
       EXPECT_EQ(m[i].reactor->steering().rfind(kernel_steering ? "kernel" : "user space", 0), 0u)
           << m[i].reactor->steering();
     }
-    NodeConfig nc = NodeConfig::local();
-    nc.name = "n" + std::to_string(i);
-    nc.advertise = m[i].reactor->local_address();
-    nc.store.owners = cores[i];
     nc.sync_interval_ms = 500;
-    if (i > 0) nc.seeds.push_back(m[0].reactor->local_address());
     auto n = Node::create(nc, clock);
     ASSERT_TRUE(n.is_ok()) << n.status().to_string();
     m[i].node = std::move(n.value());
@@ -133,21 +142,8 @@ TEST_P(MultiCoreReactor, LargeValuesAreReadWholeWhileTheyArrive) {
   const std::uint32_t cores[3] = {2, 1, 2};
   Peer m[3];
   for (int i = 0; i < 3; ++i) {
-    ReactorConfig rc;
-    rc.transport.bind = Address::ipv4(0x7f000001, 0);
-    rc.transport.recv_buffers = 256;
-    rc.transport.send_buffers = 256;
-    rc.pin = false;
-    rc.cores = cores[i];
-    rc.kernel_steering = kernel_steering;
-    auto r = Reactor::open(rc);
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-    m[i].reactor = std::move(r.value());
-    NodeConfig nc = NodeConfig::local();
-    nc.name = "n" + std::to_string(i);
-    nc.advertise = m[i].reactor->local_address();
-    nc.store.owners = cores[i];
-    if (i > 0) nc.seeds.push_back(m[0].reactor->local_address());
+    NodeConfig nc = open_peer(m, i, cores[i], kernel_steering);
+    ASSERT_TRUE(m[i].reactor);
     auto n = Node::create(nc, clock);
     ASSERT_TRUE(n.is_ok()) << n.status().to_string();
     m[i].node = std::move(n.value());
