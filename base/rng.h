@@ -34,6 +34,8 @@ class Rng {
   }
   // Uniform enough in [0, n), n > 0 (modulo bias is below 2^-40 for the n used here).
   std::uint64_t below(std::uint64_t n) { return next() % n; }
+  // Uniform in [0, 1), from the top 53 bits.
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
  private:
   static constexpr std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

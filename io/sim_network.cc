@@ -40,8 +40,7 @@ SimNetwork::~SimNetwork() = default;
 
 bool SimNetwork::chance(double p) {
   if (p <= 0.0) return false;
-  // 53 random bits as a double in [0, 1).
-  return static_cast<double>(rng_.next() >> 11) * 0x1.0p-53 < p;
+  return rng_.uniform() < p;
 }
 
 std::uint64_t SimNetwork::below(std::uint64_t n) {

@@ -118,7 +118,7 @@ struct Filter {
   std::uint64_t dropped = 0;
 
   bool pass(std::size_t receiver, const Address& from) {
-    if (loss > 0 && static_cast<double>(rng.next() >> 11) * 0x1.0p-53 < loss) {
+    if (loss > 0 && rng.uniform() < loss) {
       ++dropped;
       return false;
     }

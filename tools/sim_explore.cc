@@ -24,8 +24,6 @@ struct Accepted {
   bool safe = true;  // false: its writer crashed before any other running node held it
 };
 
-double uniform(Rng& r) { return static_cast<double>(r.next() >> 11) * 0x1.0p-53; }
-
 class Run {
  public:
   Run(std::uint64_t seed, const ExploreOptions& o) : r_(seed * 0x9e3779b97f4a7c15ull + 1) {
@@ -43,7 +41,7 @@ class Run {
     base_.duplicate = r_.below(3) == 0 ? 0.02 : 0.0;
     base_.reorder = r_.below(3) == 0 ? 0.05 : 0.0;
     base_.reorder_delay_ns = 3'000'000;
-    base_.loss = r_.below(2) == 0 ? 0.0 : 0.02 * uniform(r_);
+    base_.loss = r_.below(2) == 0 ? 0.0 : 0.02 * r_.uniform();
     opt.net.link = base_;
     for (std::size_t i = 0; i < n_; ++i) {
       skew_.push_back(static_cast<std::int64_t>(r_.below(4001)) - 2000);
@@ -168,7 +166,7 @@ class Run {
       case 0: {  // a loss burst
         if (net_fault_) return;
         io::LinkConfig l = base_;
-        l.loss = 0.2 + 0.7 * uniform(r_);
+        l.loss = 0.2 + 0.7 * r_.uniform();
         c.net().set_default_link(l);
         faults_.push_back({Kind::kLoss, now + len});
         net_fault_ = true;
