@@ -50,19 +50,11 @@ std::size_t live_seen(SimCluster& c, std::size_t i) {
 }
 
 NodeCounters sum(SimCluster& c) {
-  NodeCounters t;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    const NodeCounters n = c.node(i).counters();
-    t.packets_sealed += n.packets_sealed;
-    t.packets_opened += n.packets_opened;
-    t.drop_auth_failed += n.drop_auth_failed;
-    t.drop_unknown_key += n.drop_unknown_key;
-    t.drop_sealed_refused += n.drop_sealed_refused;
-    t.drop_plaintext_refused += n.drop_plaintext_refused;
-    t.drop_replayed += n.drop_replayed;
-    t.drop_wrong_label += n.drop_wrong_label;
-  }
-  return t;
+  return simtest::sum_counters(c, &NodeCounters::packets_sealed, &NodeCounters::packets_opened,
+                               &NodeCounters::drop_auth_failed, &NodeCounters::drop_unknown_key,
+                               &NodeCounters::drop_sealed_refused,
+                               &NodeCounters::drop_plaintext_refused, &NodeCounters::drop_replayed,
+                               &NodeCounters::drop_wrong_label);
 }
 
 TEST(SecuritySim, EncryptedClusterConvergesAndEveryPacketIsSealed) {

@@ -37,20 +37,12 @@ std::string held(SimCluster& c, std::size_t i, const std::string& key, const std
   return "MIXED (" + std::to_string(v->size()) + " bytes)";
 }
 
-NodeCounters sum_counters(SimCluster& c) {
-  NodeCounters s;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    const NodeCounters k = c.node(i).counters();
-    s.bulk_pulls += k.bulk_pulls;
-    s.bulk_pulled += k.bulk_pulled;
-    s.bulk_abandoned += k.bulk_abandoned;
-    s.bulk_bad_hash += k.bulk_bad_hash;
-    s.bulk_chunks_sent += k.bulk_chunks_sent;
-    s.bulk_chunks_received += k.bulk_chunks_received;
-    s.bulk_announced += k.bulk_announced;
-    s.updates_refused += k.updates_refused;
-  }
-  return s;
+// The large-value counters, summed over the cluster.
+NodeCounters bulk_sums(SimCluster& c) {
+  return simtest::sum_counters(c, &NodeCounters::bulk_pulls, &NodeCounters::bulk_pulled,
+                               &NodeCounters::bulk_abandoned, &NodeCounters::bulk_bad_hash,
+                               &NodeCounters::bulk_chunks_sent, &NodeCounters::bulk_chunks_received,
+                               &NodeCounters::bulk_announced, &NodeCounters::updates_refused);
 }
 
 // Runs until every node holds new_v, checking at every `step_ms` that no node holds anything
@@ -108,7 +100,7 @@ TEST(LargeValueSim, ReachesEveryNodeWholeUnderLossAndReadersNeverSeeAMix) {
     std::printf("seed %llu: 512 KiB over it %s\n", static_cast<unsigned long long>(seed),
                 r.message());
 
-    const NodeCounters k = sum_counters(c);
+    const NodeCounters k = bulk_sums(c);
     // Every node but the writer pulled each value whole at least once; nothing was refused.
     EXPECT_GE(k.bulk_pulled, 2u * (c.size() - 1));
     EXPECT_EQ(k.bulk_bad_hash, 0u);
@@ -223,7 +215,7 @@ TEST(LargeValueSim, EncryptedClusterPullsSealedChunks) {
       EXPECT_GT(k.packets_sealed, 0u);
       EXPECT_EQ(k.drop_plaintext_refused + k.drop_auth_failed + k.drop_malformed, 0u) << i;
     }
-    EXPECT_GE(sum_counters(c).bulk_pulled, c.size() - 1);
+    EXPECT_GE(bulk_sums(c).bulk_pulled, c.size() - 1);
   }
 }
 

@@ -28,18 +28,9 @@ std::size_t count_state(SimCluster& c, std::size_t observer, NodeId about, Membe
 using simtest::membership_complete;
 
 // The probe-comparison counters, summed over the cluster.
-struct ProbeSums {
-  std::uint64_t syncs_started = 0, syncs_skipped = 0, state_sums_differ = 0;
-};
-ProbeSums probe_sums(SimCluster& c) {
-  ProbeSums t;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    const NodeCounters k = c.node(i).counters();
-    t.syncs_started += k.syncs_started;
-    t.syncs_skipped += k.syncs_skipped;
-    t.state_sums_differ += k.state_sums_differ;
-  }
-  return t;
+NodeCounters probe_sums(SimCluster& c) {
+  return simtest::sum_counters(c, &NodeCounters::syncs_started, &NodeCounters::syncs_skipped,
+                               &NodeCounters::state_sums_differ);
 }
 
 using simtest::opts;
@@ -320,9 +311,9 @@ TEST(ProtocolSim, SettledClusterComparesStateOnProbesAndSkipsExchanges) {
     SimCluster c(opts(16, seed));  // local preset: 200 ms probes, 2 s sync interval
     WriteLog log;
     ASSERT_NO_FATAL_FAILURE(form_and_spread(c, log, 5'000));
-    const ProbeSums before = probe_sums(c);
+    const NodeCounters before = probe_sums(c);
     c.run_for(20'000);
-    const ProbeSums after = probe_sums(c);
+    const NodeCounters after = probe_sums(c);
     EXPECT_EQ(after.syncs_started, before.syncs_started) << "an idle cluster reconciled";
     // About 10 scheduled exchanges per node in 20 s.
     EXPECT_GE(after.syncs_skipped - before.syncs_skipped, 16u * 5);

@@ -129,6 +129,18 @@ class WriteLog {
 };
 
 // Every running node sees every other running node alive or suspect.
+// The named counters (pointers to NodeCounters members) summed over every node of the cluster;
+// the others stay 0.
+template <typename... Field>
+NodeCounters sum_counters(SimCluster& c, Field... fields) {
+  NodeCounters t;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    const NodeCounters k = c.node(i).counters();
+    ((t.*fields += k.*fields), ...);
+  }
+  return t;
+}
+
 inline bool membership_complete(SimCluster& c) {
   for (std::size_t i = 0; i < c.size(); ++i) {
     if (c.crashed(i)) continue;
