@@ -12,9 +12,11 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "tools/admin_server.h"
+#include "tools/client.h"
 #include "tools/log.h"
 #include "tools/service_notify.h"
 
@@ -211,9 +213,7 @@ int Agent::start() {
   // join_attempt(), again at every retry: a DNS name may point elsewhere by then.
   nc.seeds.clear();
   advertise_ = nc.advertise;
-  for (const std::string& t : config_.tags) {  // validate() checked them
-    if (auto kv = parse_tag(t)) tags_[kv->first] = kv->second;
-  }
+  tags_ = parse_tags(config_.tags).value();  // validate() checked them
   if (!tags_.empty()) nc.metadata = encode_tags(tags_);
   auto node = Node::create(nc, clock_);
   if (!node) {
@@ -274,7 +274,7 @@ int Agent::start() {
                    "its encryption keys if it encrypts (keys mode send or require)? "
                    "--retry-join keeps trying in the background instead.\n",
                    static_cast<unsigned long long>(config_.join_timeout_ms),
-                   join_list(seeds_).c_str(),
+                   comma_list(seeds_).c_str(),
                    last_resolve_errors_.empty() ? "" : ("; " + last_resolve_errors_).c_str());
       return 1;
     }
@@ -324,13 +324,7 @@ std::vector<Address> resolve_seeds(const std::vector<std::string>& seeds,
   return out;
 }
 
-std::string Agent::join_list(const std::vector<std::string>& seeds) {
-  std::string s;
-  for (const std::string& x : seeds) s += (s.empty() ? "" : ",") + x;
-  return s;
-}
-
-std::size_t Agent::join_attempt() {
+void Agent::join_attempt() {
   ++join_attempts_;
   std::vector<std::string> errors;
   std::vector<Address> addrs = resolve_seeds(seeds_, &errors);
@@ -339,17 +333,22 @@ std::size_t Agent::join_attempt() {
   for (const std::string& e : errors) {
     last_resolve_errors_ += (last_resolve_errors_.empty() ? "" : "; ") + e;
   }
-  std::string list;
-  for (const Address& a : addrs) list += (list.empty() ? "" : ",") + a.to_string();
+  std::vector<std::string> texts;
+  for (const Address& a : addrs) texts.push_back(a.to_string());
   log(errors.empty() ? LogLevel::kInfo : LogLevel::kWarn, "join attempt",
-      "attempt={} seeds={} addresses={}{}", join_attempts_, logfmt_value(join_list(seeds_)),
-      logfmt_value(list),
+      "attempt={} seeds={} addresses={}{}", join_attempts_, logfmt_value(comma_list(seeds_)),
+      logfmt_value(comma_list(texts)),
       errors.empty() ? "" : " resolve_errors=" + logfmt_value(last_resolve_errors_));
   if (!addrs.empty()) {
     Node* node = node_.get();
     (void)reactor_->post([node, addrs = std::move(addrs)] { node->join(addrs); });
   }
-  return addrs.size();
+}
+
+std::uint64_t Agent::join_again() {
+  retry_wait_ms_ = std::min(retry_wait_ms_ * 2, config_.retry_interval_max_ms);
+  join_attempt();
+  return monotonic_ns() + retry_wait_ms_ * 1'000'000ull;
 }
 
 int Agent::others_alive() {
@@ -390,11 +389,7 @@ Agent::JoinResult Agent::wait_for_join() {
     if (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM)) {
       return JoinResult::kInterrupted;
     }
-    if (now >= next_attempt) {
-      retry_wait_ms_ = std::min(retry_wait_ms_ * 2, config_.retry_interval_max_ms);
-      join_attempt();
-      next_attempt = now + retry_wait_ms_ * 1'000'000ull;
-    }
+    if (now >= next_attempt) next_attempt = join_again();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
@@ -410,28 +405,35 @@ bool Agent::retry_tick() {
   if (monotonic_ns() < next_retry_ns_) return true;
   if (config_.retry_max != 0 && join_attempts_ >= config_.retry_max) {
     log(LogLevel::kError, "could not join the cluster", "attempts={} seeds={}{}",
-        join_attempts_, logfmt_value(join_list(seeds_)),
+        join_attempts_, logfmt_value(comma_list(seeds_)),
         last_resolve_errors_.empty() ? ""
                                      : " resolve_errors=" + logfmt_value(last_resolve_errors_));
     return false;
   }
   log(LogLevel::kWarn, "no seed answered", "attempt={} waited_ms={}", join_attempts_,
       retry_wait_ms_);
-  retry_wait_ms_ = std::min(retry_wait_ms_ * 2, config_.retry_interval_max_ms);
-  join_attempt();
-  next_retry_ns_ = monotonic_ns() + retry_wait_ms_ * 1'000'000ull;
+  next_retry_ns_ = join_again();
   return true;
 }
 
-Status Agent::tags_command(const std::string& action, const std::string& args,
-                           std::vector<std::string>* rows) {
-  std::vector<std::string> items;
-  for (std::size_t at = 0; !args.empty() && at <= args.size();) {
+namespace {
+// The admin server hands a command's arguments over newline-separated (no tag or address holds
+// a newline); empty: none.
+std::vector<std::string> split_lines(const std::string& args) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; !args.empty();) {
     const std::size_t nl = args.find('\n', at);
-    items.push_back(args.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
+    out.push_back(args.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
     if (nl == std::string::npos) break;
     at = nl + 1;
   }
+  return out;
+}
+}  // namespace
+
+Status Agent::tags_command(const std::string& action, const std::string& args,
+                           std::vector<std::string>* rows) {
+  const std::vector<std::string> items = split_lines(args);
   Tags next = tags_;
   if (action == "set" || action == "del") {
     if (items.empty()) {
@@ -464,11 +466,7 @@ Status Agent::tags_command(const std::string& action, const std::string& args,
 
 Status Agent::join_command(const std::string& args, std::vector<std::string>* rows) {
   std::vector<Address> addrs;
-  for (std::size_t at = 0; at < args.size();) {
-    std::size_t nl = args.find('\n', at);
-    if (nl == std::string::npos) nl = args.size();
-    const std::string text = args.substr(at, nl - at);
-    at = nl + 1;
+  for (const std::string& text : split_lines(args)) {
     auto a = Address::parse(text);
     if (!a) return Status::error(Code::kInvalidArgument, text + ": " + a.status().message());
     addrs.push_back(*a);
@@ -477,7 +475,7 @@ Status Agent::join_command(const std::string& args, std::vector<std::string>* ro
   if (addrs.empty()) return Status::error(Code::kInvalidArgument, "join takes HOST:PORT...");
   node_->join(addrs);
   log(LogLevel::kInfo, "join requested", "by=admin addresses={}",
-      logfmt_value(join_list(*rows)));
+      logfmt_value(comma_list(*rows)));
   return Status::ok();
 }
 
@@ -541,10 +539,7 @@ Status Agent::reload(std::vector<std::string>* rows) {
     }
   }
   if (tags_changed) {
-    Tags tags;
-    for (const std::string& t : next->tags) {
-      if (auto kv = parse_tag(t)) tags[kv->first] = kv->second;
-    }
+    Tags tags = parse_tags(next->tags).value();  // validate() checked them
     const std::string metadata = tags.empty() ? next->node.metadata : encode_tags(tags);
     Node* node = node_.get();
     (void)reactor_->post([this, node, tags = std::move(tags), metadata] {
@@ -613,13 +608,16 @@ void Agent::debug_activity() {
 void Agent::write_ready_file() {
   if (config_.ready_file.empty()) return;
   const std::string tmp = config_.ready_file + ".tmp";
-  const std::string line = fmt::format(
-      "{{\"name\":\"{}\",\"id\":\"{:016x}\",\"gossip\":\"{}\",\"admin\":\"{}\","
-      "\"metrics\":\"{}\",\"backend\":\"{}\",\"pid\":{}}}\n",
-      config_.node.name, node_->id(), reactor_->local_address().to_string(),
-      admin_->admin_address().to_string(),
-      admin_->metrics_address() ? admin_->metrics_address()->to_string() : "",
-      reactor_->backend(), static_cast<long>(::getpid()));
+  // Through the JSON library like every other JSON the tools print: a name may hold quotes.
+  nlohmann::ordered_json j;
+  j["name"] = text_or_base64(config_.node.name);
+  j["id"] = fmt::format("{:016x}", node_->id());
+  j["gossip"] = reactor_->local_address().to_string();
+  j["admin"] = admin_->admin_address().to_string();
+  j["metrics"] = admin_->metrics_address() ? admin_->metrics_address()->to_string() : "";
+  j["backend"] = reactor_->backend();
+  j["pid"] = static_cast<long>(::getpid());
+  const std::string line = j.dump() + "\n";
   FILE* f = std::fopen(tmp.c_str(), "w");
   if (f == nullptr) {
     log(LogLevel::kWarn, "cannot write the ready file", "path={} error={}",

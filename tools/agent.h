@@ -133,15 +133,16 @@ class Agent {
   void on_member(const MembershipEvent& e);  // reactor thread
   enum class JoinResult { kJoined, kTimeout, kInterrupted };
   JoinResult wait_for_join();
-  // Resolves the seeds and hands their addresses to the node; returns how many.
-  std::size_t join_attempt();
+  // Resolves the seeds and hands their addresses to the node.
+  void join_attempt();
+  // The next attempt after a failed one: the wait doubles (to its bound); returns its deadline.
+  std::uint64_t join_again();
   // Live members other than this one, or -1.
   int others_alive();
   // The background join's turn (run()); false when it gave up (retry_max).
   bool retry_tick();
   // Reactor thread: debug lines with what the node did since the last call.
   void debug_activity();
-  static std::string join_list(const std::vector<std::string>& seeds);
   void write_ready_file();
 
   AgentConfig config_;

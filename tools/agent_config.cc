@@ -594,13 +594,9 @@ Status validate(const AgentConfig& c) {
       return Status::error(Code::kInvalidArgument,
                            "tags and metadata exclude each other (tags travel as the metadata)");
     }
-    Tags tags;
-    for (const std::string& t : c.tags) {
-      auto kv = parse_tag(t);
-      if (!kv) return Status::error(Code::kInvalidArgument, fmt::format("tag {}: {}", t, kv.status().message()));
-      tags[kv->first] = kv->second;
-    }
-    const std::string encoded = encode_tags(tags);
+    auto tags = parse_tags(c.tags);
+    if (!tags) return tags.status();
+    const std::string encoded = encode_tags(*tags);
     if (encoded.size() > c.node.metadata_bytes_max) {
       return Status::error(Code::kInvalidArgument,
                            fmt::format("tags take {} bytes, node.metadata_bytes_max is {}",
@@ -635,6 +631,25 @@ Result<std::pair<std::string, std::string>> parse_tag(std::string_view text) {
     return Status::error(Code::kInvalidArgument, "a tag value has no newline");
   }
   return std::pair<std::string, std::string>(std::string(key), std::string(value));
+}
+
+Result<Tags> parse_tags(const std::vector<std::string>& items) {
+  Tags out;
+  for (const std::string& t : items) {
+    auto kv = parse_tag(t);
+    if (!kv) {
+      return Status::error(Code::kInvalidArgument,
+                           fmt::format("tag {}: {}", t, kv.status().message()));
+    }
+    out[kv->first] = kv->second;
+  }
+  return out;
+}
+
+std::string comma_list(const std::vector<std::string>& items) {
+  std::string s;
+  for (const std::string& x : items) s += (s.empty() ? "" : ",") + x;
+  return s;
 }
 
 std::string encode_tags(const Tags& tags) {

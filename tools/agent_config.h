@@ -68,7 +68,11 @@ Status validate(const AgentConfig& c);
 using Tags = std::map<std::string, std::string>;
 // "k=v" -> (k, v): a key of letters, digits and `_ . - /`, a value of any bytes but newlines.
 Result<std::pair<std::string, std::string>> parse_tag(std::string_view text);
+// Every "k=v" of a list (a later key wins); the first malformed one is the error ("tag X: ...").
+Result<Tags> parse_tags(const std::vector<std::string>& items);
 std::string encode_tags(const Tags& tags);
+// "a,b,c": a list of seeds or addresses as flags and logs write it.
+std::string comma_list(const std::vector<std::string>& items);
 // The tags in a member's metadata; nullopt when the metadata is not tags (free-form).
 std::optional<Tags> decode_tags(std::string_view metadata);
 

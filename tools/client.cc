@@ -82,8 +82,8 @@ static void put_bytes(Json& obj, const std::string& field, std::string_view byte
   if (always_encoding || !text) obj[field + "_encoding"] = text ? "utf-8" : "base64";
 }
 
-std::string json_string(std::string_view s) {
-  return Json(is_utf8(s) ? std::string(s) : base64_encode(s)).dump();
+std::string text_or_base64(std::string_view s) {
+  return is_utf8(s) ? std::string(s) : base64_encode(s);
 }
 
 std::string format_hlc(std::uint64_t hlc) {
@@ -466,12 +466,8 @@ int cmd_keyring(const ClientOptions& o, const std::string& action, const std::st
 }
 
 int cmd_members(const ClientOptions& o, const MembersFilter& filter) {
-  Tags want;
-  for (const std::string& t : filter.tags) {
-    auto kv = parse_tag(t);
-    if (!kv) return report_error(o, Code::kInvalidArgument, "--tag " + t + ": " + kv.status().message());
-    want[kv->first] = kv->second;
-  }
+  auto want = parse_tags(filter.tags);
+  if (!want) return report_error(o, Code::kInvalidArgument, "--" + want.status().message());
   auto r = one_call(o, make_request(Op::kMembers, {}));
   if (!r) return fail(o, r.status());
   if (!r->ok()) return fail_response(o, *r);
@@ -483,7 +479,7 @@ int cmd_members(const ClientOptions& o, const MembersFilter& filter) {
     tags[i] = decode_tags(m.at(i, 5)).value_or(Tags{});
     if (!filter.status.empty() && m.at(i, 3) != filter.status) continue;
     bool match = true;
-    for (const auto& [k, v] : want) {
+    for (const auto& [k, v] : *want) {
       auto it = tags[i].find(k);
       match = match && it != tags[i].end() && it->second == v;
     }
@@ -501,7 +497,7 @@ int cmd_members(const ClientOptions& o, const MembersFilter& filter) {
       row["state"] = m.at(i, 3);
       row["incarnation"] = std::strtoull(m.at(i, 4).c_str(), nullptr, 10);
       Json t = Json::object();
-      for (const auto& [k, v] : tags[i]) t[k] = is_utf8(v) ? v : base64_encode(v);
+      for (const auto& [k, v] : tags[i]) t[k] = text_or_base64(v);
       row["tags"] = std::move(t);
       put_bytes(row, "metadata", m.at(i, 5), false);
       out.push_back(std::move(row));
@@ -547,7 +543,7 @@ int cmd_tags(const ClientOptions& o, const std::string& action,
   if (o.json) {
     Json out = Json::object();
     for (std::size_t i = 0; i < m.rows(); ++i) {
-      out[m.at(i, 0)] = is_utf8(m.at(i, 1)) ? m.at(i, 1) : base64_encode(m.at(i, 1));
+      out[m.at(i, 0)] = text_or_base64(m.at(i, 1));
     }
     print_json(out);
     return 0;
@@ -653,7 +649,7 @@ static Json scalar_json(const std::string& v) {
   const double d = std::strtod(v.c_str(), &end);
   const bool numeric = !v.empty() && end == v.c_str() + v.size() &&
                        v.find_first_not_of("0123456789.e+-") == std::string::npos;
-  if (!numeric) return is_utf8(v) ? Json(v) : Json(base64_encode(v));
+  if (!numeric) return Json(text_or_base64(v));
   if (v.find_first_of(".e") == std::string::npos && v[0] != '-') {
     return Json(std::strtoull(v.c_str(), nullptr, 10));
   }
@@ -703,7 +699,7 @@ static int print_pairs(const ClientOptions& o, const Message& m, const std::stri
     for (std::size_t i = 0; i < m.rows(); ++i) {
       if (m.at(i, 0).find(filter) == std::string::npos) continue;
       if (!metrics) {
-        out[is_utf8(m.at(i, 0)) ? m.at(i, 0) : base64_encode(m.at(i, 0))] = scalar_json(m.at(i, 1));
+        out[text_or_base64(m.at(i, 0))] = scalar_json(m.at(i, 1));
         continue;
       }
       Json r;
@@ -711,7 +707,7 @@ static int print_pairs(const ClientOptions& o, const Message& m, const std::stri
       if (!series) series = Series{m.at(i, 0), {}};
       put_bytes(r, "name", series->name, false);
       r["labels"] = Json::object();
-      for (const auto& [k, v] : series->labels) r["labels"][k] = is_utf8(v) ? v : base64_encode(v);
+      for (const auto& [k, v] : series->labels) r["labels"][k] = text_or_base64(v);
       r["value"] = scalar_json(m.at(i, 1));
       out.push_back(std::move(r));
     }

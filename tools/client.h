@@ -74,8 +74,8 @@ int cmd_watch(const ClientOptions& o, const std::string& prefix, std::uint64_t c
 // JSON helpers. Bytes that are not UTF-8 print as base64 (docs/agent.md "JSON output").
 bool is_utf8(std::string_view s);
 std::string base64_encode(std::string_view s);
-// A JSON string literal of s (base64 when s is not UTF-8).
-std::string json_string(std::string_view s);
+// s as JSON carries it: itself when it is UTF-8, else its base64.
+std::string text_or_base64(std::string_view s);
 // A Prometheus series name as `rumor stats` lists it: name{label="value",...}.
 struct Series {
   std::string name;

@@ -69,11 +69,6 @@ Result<AgentConfig> build_config(const AgentFlags& f, CLI::App& cmd) {
     if (!s) return Status::error(s.code(), fmt::format("{} {}: {}", flag, value, s.message()));
     return s;
   };
-  auto joined = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const std::string& x : v) s += (s.empty() ? "" : ",") + x;
-    return s;
-  };
   for (Status s : {set("--bind", "bind", f.bind), set("--advertise", "advertise", f.advertise),
                    set("--admin", "admin", f.admin), set("--metrics", "metrics", f.metrics),
                    set("--name", "name", f.name), set("--label", "label", f.label),
@@ -82,8 +77,8 @@ Result<AgentConfig> build_config(const AgentFlags& f, CLI::App& cmd) {
                    set("--log-format", "log_format", f.log_format),
                    set("--backend", "transport.backend", f.backend),
                    set("--ready-file", "ready_file", f.ready_file),
-                   set("--join", "join", joined(f.join)),
-                   set("--retry-join", "retry_join", joined(f.retry_join)),
+                   set("--join", "join", comma_list(f.join)),
+                   set("--retry-join", "retry_join", comma_list(f.retry_join)),
                    set("--retry-interval-ms", "retry_interval_ms",
                        std::to_string(f.retry_interval_ms)),
                    set("--retry-max", "retry_max", std::to_string(f.retry_max)),

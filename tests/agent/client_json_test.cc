@@ -32,8 +32,8 @@ TEST(ClientJson, Base64AndJsonStrings) {
   EXPECT_EQ(base64_encode(""), "");
   EXPECT_EQ(base64_encode("\x01\x02\xff"), "AQL/");
   EXPECT_EQ(base64_encode("ab"), "YWI=");
-  EXPECT_EQ(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
-  EXPECT_EQ(json_string("\x01\x02\xff"), "\"AQL/\"");
+  EXPECT_EQ(text_or_base64("a\"b\\\n"), "a\"b\\\n");
+  EXPECT_EQ(text_or_base64("\x01\x02\xff"), "AQL/");
 }
 
 TEST(ClientJson, SeriesNamesSplitIntoNameAndLabels) {
