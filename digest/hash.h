@@ -51,6 +51,12 @@ inline std::uint64_t name_metadata_hash(std::string_view name, std::string_view 
   return XXH3_64bits_withSeed(metadata.data(), metadata.size(), h);
 }
 
+// The checksum of a record kept on disk (engine/store/durable.cc): its key then its body, so a
+// body moved under another key does not check. Part of the file format: never change it.
+inline std::uint64_t record_checksum(std::string_view key, std::string_view body) {
+  return XXH3_64bits_withSeed(body.data(), body.size(), XXH3_64bits(key.data(), key.size()));
+}
+
 // The key of a cluster's rateless IBLT hashes (digest/riblt.h), from its label: every node of a
 // cluster derives the same one, and a peer with another label cannot aim at its symbols.
 inline std::uint64_t riblt_cluster_key(std::string_view label) {

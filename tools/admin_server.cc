@@ -170,6 +170,7 @@ void AdminServer::loop() {
       while (auto done = agent_.completions().pop()) on_completion(std::move(*done));
       on_changes();
     }
+    check_durable();
     for (std::size_t i = 0; i < ids.size(); ++i) {
       auto it = conns_.find(ids[i]);
       if (it == conns_.end()) continue;
@@ -184,7 +185,15 @@ void AdminServer::loop() {
     for (auto& [id, c] : conns_) {
       if (c.pending && after >= c.pending_deadline_ns) {
         c.pending = false;
-        if (c.http) {
+        if (c.waiting_durable) {
+          c.waiting_durable = false;
+          const std::string e = agent_.durability()->last_error();
+          respond(c, make_error(Status::error(
+                         Code::kUnavailable,
+                         fmt::format("the write was applied but is not on disk after {} ms{}",
+                                     kReactorAnswerMs, e.empty() ? "" : ": " + e))));
+          process_admin(c);
+        } else if (c.http) {
           respond_http(c, 503, "Service Unavailable", "text/plain",
                        "the reactor did not answer in time\n");
         } else {
@@ -358,10 +367,8 @@ void AdminServer::post_to_reactor(Conn& c, Op op, bool metrics, std::string key,
     } else if (op == Op::kJoin) {
       done->status = agent->join_command(value, &done->rows);
     } else if (op == Op::kSet || op == Op::kDel) {
-      done->status = op == Op::kSet ? agent->node().set(key, value) : agent->node().del(key);
-      if (done->status.is_ok()) {
-        if (auto e = agent->node().get_entry(key)) done->version = e->version;
-      }
+      agent->write_command(std::move(done), std::string(value));
+      return;
     } else {
       done->snapshot = agent->take_snapshot();
     }
@@ -497,6 +504,27 @@ void AdminServer::handle(Conn& c, const Message& req) {
   c.close_after_write = true;
 }
 
+void AdminServer::check_durable() {
+  if (durable_waits_.empty()) return;
+  Durability& d = *agent_.durability();
+  std::vector<std::unique_ptr<Completion>> still;
+  for (auto& w : durable_waits_) {
+    auto it = conns_.find(w->conn);
+    if (it == conns_.end() || !it->second.waiting_durable || it->second.pending_seq != w->seq) {
+      continue;  // the client left, or the wait timed out
+    }
+    if (!d.durable(w->durable_core, w->durable_ticket)) {
+      still.push_back(std::move(w));
+      continue;
+    }
+    Conn& c = it->second;
+    c.waiting_durable = false;
+    w->wait_durable = false;
+    on_completion(std::move(w));  // answers, then serves what the client pipelined behind
+  }
+  durable_waits_ = std::move(still);
+}
+
 void AdminServer::on_completion(std::unique_ptr<Completion> done) {
   if (done->snapshot) refresh_names(*done->snapshot);
   if (done->conn == 0) {
@@ -520,6 +548,13 @@ void AdminServer::on_completion(std::unique_ptr<Completion> done) {
   switch (done->op) {
     case Op::kSet:
     case Op::kDel:
+      if (done->status.is_ok() && done->wait_durable &&
+          !agent_.durability()->durable(done->durable_core, done->durable_ticket)) {
+        c.pending = true;  // answered by check_durable() once a commit holds it
+        c.waiting_durable = true;
+        durable_waits_.push_back(std::move(done));
+        return;
+      }
       if (!done->status.is_ok()) {
         respond(c, make_error(done->status));
       } else {

@@ -56,6 +56,7 @@ class AdminServer {
     std::string watch_prefix;
     bool read_closed = false;
     bool close_after_write = false;
+    bool waiting_durable = false;  // a write applied, its answer waiting for the disk
   };
 
   explicit AdminServer(Agent& agent);
@@ -68,6 +69,8 @@ class AdminServer {
   void handle(Conn& c, const Message& req);
   void post_to_reactor(Conn& c, Op op, bool metrics, std::string key, std::string value);
   void on_completion(std::unique_ptr<Completion> done);
+  // Answers the writes whose commit has reached the disk (sync = always).
+  void check_durable();
   void on_changes();
   void respond(Conn& c, const Message& m);
   void respond_http(Conn& c, int status, std::string_view reason, std::string_view type,
@@ -78,6 +81,7 @@ class AdminServer {
   void refresh_names(const Snapshot& s);
 
   Agent& agent_;
+  std::vector<std::unique_ptr<Completion>> durable_waits_;
   // Requests longer than a set of the longest key and value are refused unread.
   const std::uint32_t request_bytes_max_;
   int admin_fd_ = -1;

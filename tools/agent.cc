@@ -97,6 +97,7 @@ Status Agent::keyring_command(const std::string& action, const std::string& argu
     auto raw = decode_key(argument);
     if (!raw) return raw.status();
     st = n.install_key(*raw);
+    if (st) raw_keys_[key_fingerprint(*raw)] = *raw;
   } else if (action == "use") {
     st = n.use_key(ref());
   } else if (action == "remove") {
@@ -114,12 +115,117 @@ Status Agent::keyring_command(const std::string& action, const std::string& argu
   if (action != "list") {
     log(LogLevel::kInfo, "keyring changed", "action={} mode={} keys={}", action,
         encryption_mode_name(n.encryption()), n.keys().size());
+    save_keyring();
   }
   *rows = {"mode", std::string(encryption_mode_name(n.encryption())), ""};
   for (const KeyInfo& k : n.keys()) {
     rows->insert(rows->end(), {"key", k.fingerprint, k.primary ? "primary" : "accepted"});
   }
   return Status::ok();
+}
+
+namespace {
+// The admin server hands a command's arguments over newline-separated (no tag or address holds
+// a newline), and the saved keyring is kept so; empty: none.
+std::vector<std::string> split_lines(const std::string& args) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; !args.empty();) {
+    const std::size_t nl = args.find('\n', at);
+    out.push_back(args.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+  return out;
+}
+}  // namespace
+
+void Agent::save_keyring() {
+  if (!durability_) return;
+  // "mode\nKEY\nKEY...": base64 keys, the primary first. The directory is mode 0700 and its
+  // files 0600, like a key_file.
+  std::string text(encryption_mode_name(node_->encryption()));
+  auto keys = node_->keys();
+  std::stable_partition(keys.begin(), keys.end(), [](const KeyInfo& k) { return k.primary; });
+  for (const KeyInfo& k : keys) {
+    if (auto it = raw_keys_.find(k.fingerprint); it != raw_keys_.end()) {
+      text += "\n" + encode_key(it->second);
+    }
+  }
+  durability_->put_meta("keyring", text);
+}
+
+int Agent::open_durability(NodeConfig& nc) {
+  if (config_.data_dir.empty()) return 0;
+  DurableConfig dc;
+  dc.dir = config_.data_dir;
+  dc.sync = parse_sync_mode(config_.sync).value();  // validate() checked it
+  dc.sync_interval_ms = config_.sync_interval_ms;
+  sync_always_ = dc.sync == SyncMode::kAlways;
+  auto d = Durability::open(dc);
+  if (!d) {
+    std::fprintf(stderr, "rumor agent: --data-dir %s: %s\n", dc.dir.c_str(),
+                 d.status().message().c_str());
+    return d.status().code() == Code::kInvalidArgument ? 2 : 1;
+  }
+  durability_ = std::move(d.value());
+  if (auto saved = durability_->get_meta("keyring")) {
+    const std::vector<std::string> lines = split_lines(*saved);
+    auto mode = lines.empty() ? Result<EncryptionMode>(Status::error(Code::kMalformed, "empty"))
+                              : parse_encryption_mode(lines[0]);
+    std::vector<std::string> keys;
+    for (std::size_t i = 1; mode && i < lines.size(); ++i) {
+      auto raw = decode_key(lines[i]);
+      if (raw) keys.push_back(*raw);
+    }
+    if (!mode || keys.size() + 1 != lines.size()) {
+      std::fprintf(stderr, "rumor agent: --data-dir %s: the saved keyring is damaged\n",
+                   dc.dir.c_str());
+      return 1;
+    }
+    if (!keys.empty() || *mode == EncryptionMode::kOff) {
+      if (nc.keys != keys || nc.encryption != *mode) {
+        log(LogLevel::kInfo, "keyring restored", "dir={} mode={} keys={} (the data directory's "
+            "keyring, changed by `rumor keys`, wins over the configuration's)",
+            logfmt_value(dc.dir), encryption_mode_name(*mode), keys.size());
+      }
+      nc.keys = std::move(keys);
+      nc.encryption = *mode;
+    }
+  }
+  return 0;
+}
+
+void Agent::write_command(std::unique_ptr<Completion> done, std::string value) {
+  const std::uint32_t core = node_->core_of_key(done->key);
+  auto apply = [this, core](Completion& d, const std::string& v) {
+    d.status = d.op == Op::kSet ? node_->set(d.key, v) : node_->del(d.key);
+    if (!d.status.is_ok()) return;
+    if (auto e = node_->get_entry(d.key)) d.version = e->version;
+    if (sync_always_) {
+      d.wait_durable = true;
+      d.durable_core = core;
+      d.durable_ticket = durability_->ticket(core);
+    }
+  };
+  if (core == 0 || !sync_always_) {
+    apply(*done, value);
+    complete(std::move(done));
+    return;
+  }
+  // On the owner core the write applies at once and its ticket is that core's; the answer
+  // comes back through core 0, the completion queue's one producer.
+  Completion* raw = done.release();
+  Status s = reactor_->post_core(core, [this, raw, apply, v = std::move(value)] {
+    apply(*raw, v);
+    if (!reactor_->post([this, raw] { complete(std::unique_ptr<Completion>(raw)); })) {
+      delete raw;  // core 0's queue is full: the admin answers with a timeout
+    }
+  });
+  if (!s) {
+    done.reset(raw);
+    done->status = s;
+    complete(std::move(done));
+  }
 }
 
 void Agent::on_change(const Change& c) {
@@ -215,6 +321,8 @@ int Agent::start() {
   advertise_ = nc.advertise;
   tags_ = parse_tags(config_.tags).value();  // validate() checked them
   if (!tags_.empty()) nc.metadata = encode_tags(tags_);
+  if (const int rc = open_durability(nc); rc != 0) return rc;
+  for (const std::string& k : nc.keys) raw_keys_[key_fingerprint(k)] = k;
   auto node = Node::create(nc, clock_);
   if (!node) {
     std::fprintf(stderr, "rumor agent: invalid node configuration: %s\n",
@@ -224,6 +332,25 @@ int Agent::start() {
   node_ = std::move(node.value());
   node_->subscribe("", [this](const Change& c) { on_change(c); });
   node_->on_membership([this](const MembershipEvent& e) { on_member(e); });
+  if (durability_) {
+    if (Status s = durability_->restore(*node_, clock_); !s) {
+      std::fprintf(stderr, "rumor agent: --data-dir %s: %s\n", config_.data_dir.c_str(),
+                   s.message().c_str());
+      return s.code() == Code::kInvalidArgument ? 2 : 1;
+    }
+    save_keyring();
+    durability_->set_on_commit([this] { signal_admin(); });
+    if (Status s = durability_->start(*node_, clock_); !s) {
+      std::fprintf(stderr, "rumor agent: --data-dir %s: %s\n", config_.data_dir.c_str(),
+                   s.message().c_str());
+      return 1;
+    }
+    const DurableCounters dc = durability_->counters();
+    log(LogLevel::kInfo, "data directory", "dir={} sync={} existed={} entries={} tombstones={} "
+        "expired_tombstones={} file_bytes={}",
+        logfmt_value(config_.data_dir), config_.sync, durability_->existed(), dc.loaded_entries,
+        dc.loaded_tombstones, dc.expired_tombstones, dc.file_bytes);
+  }
 
   admin_eventfd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (admin_eventfd_ < 0) {
@@ -416,20 +543,6 @@ bool Agent::retry_tick() {
   return true;
 }
 
-namespace {
-// The admin server hands a command's arguments over newline-separated (no tag or address holds
-// a newline); empty: none.
-std::vector<std::string> split_lines(const std::string& args) {
-  std::vector<std::string> out;
-  for (std::size_t at = 0; !args.empty();) {
-    const std::size_t nl = args.find('\n', at);
-    out.push_back(args.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
-    if (nl == std::string::npos) break;
-    at = nl + 1;
-  }
-  return out;
-}
-}  // namespace
 
 Status Agent::tags_command(const std::string& action, const std::string& args,
                            std::vector<std::string>* rows) {
@@ -639,8 +752,17 @@ void Agent::shutdown() {
     reactor_->stop();  // node.stop() announces the leave and the reactor flushes it
     log(LogLevel::kInfo, "stopped", "name={}", logfmt_value(config_.node.name));
   }
+  // The last changes (the leave's incarnation among them) reach the disk before the node goes.
+  if (durability_) {
+    durability_->stop();
+    if (const std::string e = durability_->last_error(); !e.empty()) {
+      log(LogLevel::kError, "data directory", "dir={} error={}", logfmt_value(config_.data_dir),
+          logfmt_value(e));
+    }
+  }
   // The reactor references the node: destroy it first.
   reactor_.reset();
+  durability_.reset();
   node_.reset();
 }
 

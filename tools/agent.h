@@ -20,12 +20,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/spsc_queue.h"
+#include "rumor/durable.h"
 #include "rumor/node.h"
 #include "rumor/reactor.h"
 #include "tools/admin_protocol.h"
@@ -68,6 +70,11 @@ struct Completion {
   std::string key;
   Version version;
   std::shared_ptr<const Snapshot> snapshot;
+  // A write under `sync = always`: answered once the data directory holds it (a ticket of the
+  // key's owner core, include/rumor/durable.h).
+  bool wait_durable = false;
+  std::uint32_t durable_core = 0;
+  std::uint64_t durable_ticket = 0;
 };
 
 // A change for `rumor watch`.
@@ -104,6 +111,11 @@ class Agent {
   std::uint64_t watch_dropped() const { return watch_dropped_.load(std::memory_order_relaxed); }
   // Reactor thread: builds a snapshot (driver-thread-only Node calls are allowed here).
   std::shared_ptr<const Snapshot> take_snapshot();
+  // Reactor thread (core 0): a set or del, made on the key's owner core when the answer must
+  // wait for the disk (the write's ticket is that core's); completes `done` on core 0.
+  void write_command(std::unique_ptr<Completion> done, std::string value);
+  // nullptr without a data directory.
+  Durability* durability() { return durability_.get(); }
   // Reactor thread: runs a keyring action (admin Op::kKeyring) and lists the keyring after it.
   Status keyring_command(const std::string& action, const std::string& argument,
                          std::vector<std::string>* rows);
@@ -144,11 +156,18 @@ class Agent {
   // Reactor thread: debug lines with what the node did since the last call.
   void debug_activity();
   void write_ready_file();
+  // Opens the data directory and reads a saved keyring into nc (before the node exists).
+  int open_durability(NodeConfig& nc);
+  // Saves the node's keyring (raw keys, primary first, and the mode) in the data directory.
+  void save_keyring();
 
   AgentConfig config_;
   SystemTimeSource clock_;
   std::unique_ptr<Reactor> reactor_;
   std::unique_ptr<Node> node_;
+  std::unique_ptr<Durability> durability_;
+  bool sync_always_ = false;
+  std::map<std::string, std::string> raw_keys_;  // fingerprint -> key (reactor thread)
   std::unique_ptr<AdminServer> admin_;
 
   std::function<Result<AgentConfig>()> config_source_;

@@ -1,6 +1,8 @@
 // Configuration keys: one table maps each key to the field it sets, its type and its meaning.
 #include "tools/agent_config.h"
 
+#include "rumor/durable.h"
+
 #include <fmt/format.h>
 
 #include <charconv>
@@ -73,6 +75,12 @@ const std::vector<Key>& keys() {
        "exit with an error when no seed answers within this time (0: wait forever)"},
       {"", "ready_file", Kind::kString, F(ready_file),
        "write a JSON line with the bound addresses here once serving"},
+      {"", "data_dir", Kind::kString, F(data_dir),
+       "keep the node's state here (LMDB) and load it at start; in memory only when empty"},
+      {"", "sync", Kind::kString, F(sync),
+       "with data_dir: always (ack a write once synced, group commit) | batch | off"},
+      {"", "sync_interval_ms", Kind::kU32, F(sync_interval_ms),
+       "with data_dir: batch commits (and syncs) this often: the loss window; off commits"},
       {"", "watch_queue_depth", Kind::kU32, F(watch_queue_depth),
        "changes buffered for watch streams (power of two); more are dropped and counted"},
       {"", "admin_connections_max", Kind::kU32, F(admin_connections_max),
@@ -572,6 +580,12 @@ Status validate(const AgentConfig& c) {
   if (c.cores == 0) return Status::error(Code::kInvalidArgument, "cores must be at least 1");
   if (c.bind.empty()) return Status::error(Code::kInvalidArgument, "bind is required");
   if (c.admin.empty()) return Status::error(Code::kInvalidArgument, "admin is required");
+  if (auto m = parse_sync_mode(c.sync); !m) {
+    return Status::error(Code::kInvalidArgument, "sync: " + m.status().message());
+  }
+  if (c.sync_interval_ms == 0 || c.sync_interval_ms > 60'000) {
+    return Status::error(Code::kInvalidArgument, "sync_interval_ms must be 1..60000");
+  }
   if (c.watch_queue_depth < 2 || (c.watch_queue_depth & (c.watch_queue_depth - 1)) != 0) {
     return Status::error(Code::kInvalidArgument, "watch_queue_depth must be a power of two");
   }

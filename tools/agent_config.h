@@ -43,6 +43,10 @@ struct AgentConfig {
   LogFormat log_format = LogFormat::kText;
   std::uint64_t join_timeout_ms = 10'000;  // give up when no seed answers for this long
   std::string ready_file;  // written (atomically) once the agent serves, for scripts and tests
+  // Durability (include/rumor/durable.h): off when data_dir is empty.
+  std::string data_dir;
+  std::string sync = "batch";             // always | batch | off
+  std::uint32_t sync_interval_ms = 100;   // batch: the loss window; off: commit interval
   std::uint32_t watch_queue_depth = 4096;   // changes buffered for `rumor watch` streams
   std::uint32_t admin_connections_max = 64;
 

@@ -28,10 +28,11 @@ namespace {
 
 struct AgentFlags {
   std::string config_file, preset, bind, advertise, admin, metrics, name, label, metadata,
-      log_level, log_format, backend, ready_file;
+      log_level, log_format, backend, ready_file, data_dir, sync;
   std::vector<std::string> join, retry_join, options, tags;
   std::uint64_t retry_interval_ms = 0;
   std::uint32_t retry_max = 0;
+  std::uint32_t sync_interval_ms = 0;
   std::uint32_t cores = 1;
   int cpu = -1;
   std::uint64_t join_timeout_ms = 0;
@@ -77,6 +78,9 @@ Result<AgentConfig> build_config(const AgentFlags& f, CLI::App& cmd) {
                    set("--log-format", "log_format", f.log_format),
                    set("--backend", "transport.backend", f.backend),
                    set("--ready-file", "ready_file", f.ready_file),
+                   set("--data-dir", "data_dir", f.data_dir), set("--sync", "sync", f.sync),
+                   set("--sync-interval-ms", "sync_interval_ms",
+                       std::to_string(f.sync_interval_ms)),
                    set("--join", "join", comma_list(f.join)),
                    set("--retry-join", "retry_join", comma_list(f.retry_join)),
                    set("--retry-interval-ms", "retry_interval_ms",
@@ -169,6 +173,12 @@ int main(int argc, char** argv) {
                     "exit with an error if no seed answers in time (0: wait) [10000]");
   agent->add_option("--ready-file", af.ready_file,
                     "write a JSON line with the bound addresses here once serving");
+  agent->add_option("--data-dir", af.data_dir,
+                    "keep the node's state in DIR (LMDB) and load it at start (default: memory)");
+  agent->add_option("--sync", af.sync,
+                    "with --data-dir: always (ack writes once on disk) | batch | off [batch]");
+  agent->add_option("--sync-interval-ms", af.sync_interval_ms,
+                    "with --data-dir: batch/off commit interval, the batch loss window [100]");
   agent->add_option("-o,--option", af.options,
                     "set any config key: section.key=value (see --config-keys)");
   agent->add_flag("--config-keys", af.config_keys, "list every config key with its default");

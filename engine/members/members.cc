@@ -216,6 +216,11 @@ void Members::rewrite(Slot s, std::uint64_t word) {
   sums_[fine_bucket(s)] -= contribution(s);
   word_[s] = word;
   sums_[fine_bucket(s)] += contribution(s);
+  if (s == self_ && journal_ != nullptr) journal_->incarnation(incarnation(s));
+}
+
+void Members::restore_incarnation(std::uint64_t inc) {
+  if (inc > incarnation(self_)) rewrite(self_, pack(inc, state(self_)));
 }
 
 std::uint32_t Members::contribution(Slot s) const {

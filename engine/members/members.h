@@ -21,6 +21,7 @@
 #include "base/rng.h"
 #include "engine/gossip/gossip.h"
 #include "engine/members/member_directory.h"
+#include "engine/store/journal.h"
 #include "engine/wire/packet.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
@@ -44,6 +45,10 @@ class Members {
   // New metadata for this node: a higher incarnation carries it (memberlist's UpdateNode);
   // receivers replace what they hold, digests see the incarnation move.
   void set_metadata(std::string_view metadata);
+  // Durability (engine/store/journal.h): every change of this node's own incarnation is told to
+  // the journal; a restored incarnation is the floor that start() goes above.
+  void set_journal(Journal* journal) { journal_ = journal; }
+  void restore_incarnation(std::uint64_t inc);
 
   // ---- what packets say ----
   // A member record: news (gossip) or, with state_sync, one record of a pushed table.
@@ -245,6 +250,7 @@ class Members {
 
   std::shared_ptr<MemberDirectory> dir_;
   Slot self_ = kNone;
+  Journal* journal_ = nullptr;
   std::vector<std::uint64_t> word_;  // by slot: incarnation << 2 | state
   std::vector<MemberDirectory::Text> text_;  // by slot: kNone where this view has no member
   std::size_t count_ = 0;  // members known, self excluded

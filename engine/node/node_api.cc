@@ -47,6 +47,11 @@ std::optional<std::string> Node::get(std::string_view key) const {
   return v;
 }
 
+std::uint32_t Node::core_of_key(std::string_view key) const {
+  const Store& s = impl_->store();
+  return s.owner_count() > 1 ? s.owner_of_shard(s.shard_of(key)) : 0;
+}
+
 std::optional<Node::Entry> Node::get_entry(std::string_view key) const {
   auto e = impl_->store().get_entry(key);
   if (!e) return std::nullopt;

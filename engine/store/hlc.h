@@ -36,6 +36,11 @@ class Hlc {
   std::uint64_t now();
   // Folds a remote timestamp in; refused (Code::kClockSkew) when too far ahead.
   Status observe(std::uint64_t remote_hlc);
+  // A timestamp this clock (or this node before a restart) already issued or saw, read back
+  // from a durable backend: the clock moves past it whatever the skew bound says.
+  void restore(std::uint64_t high_water) {
+    if (high_water > last_) last_ = high_water;
+  }
   // Would observe() accept this timestamp? (Does not change the clock.)
   Status check(std::uint64_t remote_hlc);
 

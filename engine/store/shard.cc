@@ -6,6 +6,7 @@
 #include "base/assert.h"
 #include "base/memory.h"
 #include "digest/hash.h"
+#include "engine/store/journal.h"
 #include "engine/store/store.h"
 #include "engine/store/store_detail.h"
 
@@ -91,6 +92,10 @@ void Shard::grow_if_needed() {
 
 void Shard::make_grave(void* slot_ptr) {
   Slot& s = *static_cast<Slot*>(slot_ptr);
+  if (Journal* j = store_.journal_) {
+    char buf[kInlineBytes];
+    j->erased(owner_, index_, owner_view(s, buf).key);
+  }
   const std::uint64_t m = ld(s.meta);
   const std::uint64_t seq = begin_write(s);
   st(s.meta, pack_meta(0, 0, kFlagGrave));
@@ -160,7 +165,7 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
         bump(c_.live_entries, e.tombstone ? -1 : 1);
       }
       bump(c_.merges_applied);
-      feed_push(hash, e.version, e.tombstone, local);
+      feed_push(hash, e, local);
       return MergeOutcome::kApplied;
     }
     // Absent. Reuse the first grave on the chain, if any, without growing.
@@ -170,7 +175,7 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
       --graves_;
       bump(e.tombstone ? c_.tombstones : c_.live_entries);
       bump(c_.merges_applied);
-      feed_push(hash, e.version, e.tombstone, local);
+      feed_push(hash, e, local);
       return MergeOutcome::kApplied;
     }
   }
@@ -187,7 +192,7 @@ MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool lo
   ++used_;
   bump(e.tombstone ? c_.tombstones : c_.live_entries);
   bump(c_.merges_applied);
-  feed_push(hash, e.version, e.tombstone, local);
+  feed_push(hash, e, local);
   return MergeOutcome::kApplied;
 }
 
@@ -316,6 +321,24 @@ std::uint32_t Shard::begin_sync() { return sync_epoch_++; }
 void Shard::complete_sync(std::uint32_t token, std::uint64_t now_ms) {
   if (token > safe_sync_epoch_) safe_sync_epoch_ = token;
   if (now_ms > last_sync_ms_) last_sync_ms_ = now_ms;
+  if (Journal* j = store_.journal_) j->synced(owner_, index_, sync_state());
+}
+
+ShardSyncState Shard::sync_state() const {
+  return ShardSyncState{sync_epoch_, safe_sync_epoch_, last_sync_ms_};
+}
+
+void Shard::restore(std::uint64_t hash, const EntryView& e, std::uint32_t epoch) {
+  const std::uint32_t current = sync_epoch_;
+  sync_epoch_ = epoch;  // stamped into the slot by write_slot
+  merge_hashed(hash, e, /*local=*/false);
+  sync_epoch_ = std::max(current, epoch);
+}
+
+void Shard::restore_sync_state(const ShardSyncState& s) {
+  sync_epoch_ = std::max(sync_epoch_, s.sync_epoch);
+  safe_sync_epoch_ = s.safe_sync_epoch;
+  last_sync_ms_ = s.last_sync_ms;
 }
 
 std::size_t Shard::reset_if_stale(std::uint64_t now_ms) {
@@ -391,6 +414,10 @@ std::optional<Entry> Store::get_entry(std::string_view key) const {
 }
 
 void Shard::scan(const std::function<void(const Entry&)>& fn) const {
+  scan_with_epoch([&](const Entry& e, std::uint32_t) { fn(e); });
+}
+
+void Shard::scan_with_epoch(const std::function<void(const Entry&, std::uint32_t)>& fn) const {
   auto guard = EpochDomain::global().pin();
   const Table* t = table_.load(std::memory_order_acquire);  // see read()
   if (!t) return;
@@ -407,7 +434,7 @@ void Shard::scan(const std::function<void(const Entry&)>& fn) const {
     e.value.assign(v);
     e.version = Version{c.hlc, c.node};
     e.tombstone = (meta_flags(c.meta) & kFlagTombstone) != 0;
-    fn(e);
+    fn(e, static_cast<std::uint32_t>(c.aux));
   }
 }
 

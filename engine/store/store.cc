@@ -84,6 +84,10 @@ void Store::bind_owner(std::uint32_t owner) {
   owners_[owner]->bound_thread.store(threads_.current(), std::memory_order_relaxed);
 }
 
+void Store::restore_done() {
+  for (auto& s : shards_) s->feed_head_ = 0;
+}
+
 void Store::assert_owner(std::uint32_t owner) const {
   const std::uint64_t bound = owners_[owner]->bound_thread.load(std::memory_order_relaxed);
   RUMOR_ASSERT(bound == 0 || bound == threads_.current());

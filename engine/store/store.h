@@ -101,6 +101,16 @@ struct Blob;
 }  // namespace store_detail
 
 class Store;
+class Journal;  // engine/store/journal.h
+
+// A shard's sync-epoch state (docs/store.md "Coming back after the grace period"): what must
+// survive a restart so that a node away longer than the tombstone grace period still discards
+// what its peers may have deleted.
+struct ShardSyncState {
+  std::uint32_t sync_epoch = 1;
+  std::uint32_t safe_sync_epoch = 0;
+  std::uint64_t last_sync_ms = 0;
+};
 
 // One virtual shard. Owned by Store; reached through it.
 class Shard {
@@ -154,6 +164,13 @@ class Shard {
   // since, which no peer may have yet). Anti-entropy then refills what is still live.
   // Returns how many entries were discarded.
   std::size_t reset_if_stale(std::uint64_t now_ms);
+  ShardSyncState sync_state() const;
+
+  // Restoring from a durable backend (engine/store/durable.h), before the store is shared: an
+  // entry with the sync epoch it was written under, and the shard's sync state. Restored
+  // entries are not changes: Store::restore_done() forgets their feed records.
+  void restore(std::uint64_t hash, const EntryView& e, std::uint32_t epoch);
+  void restore_sync_state(const ShardSyncState& s);
 
   // ---- any thread ----
   // Copies the entry for key into the non-null outputs; false when absent.
@@ -161,6 +178,8 @@ class Shard {
             bool* tombstone) const;
   // Visits a copy of every entry, each read consistently (not one snapshot of the shard).
   void scan(const std::function<void(const Entry&)>& fn) const;
+  // The same, with the sync epoch each entry was written under (for a durable backend).
+  void scan_with_epoch(const std::function<void(const Entry&, std::uint32_t epoch)>& fn) const;
   StoreCounters counters() const;
   std::size_t capacity() const;
 
@@ -171,7 +190,7 @@ class Shard {
   void make_grave(void* slot);
   void grow_if_needed();
   void rebuild(std::uint32_t log2_capacity);
-  void feed_push(std::uint64_t hash, const Version& v, bool tombstone, bool local);
+  void feed_push(std::uint64_t hash, const EntryView& e, bool local);
   void tree_add(std::uint64_t hash, const Version& v, bool tombstone);
   // The element of an entry whose entry hash is known (digest::riblt_element).
   digest::RibltElement riblt_element(std::uint64_t hash, std::uint64_t hlc,
@@ -248,6 +267,12 @@ class Store {
   // Records the calling thread as `owner`'s writer; writes from any other thread then abort.
   // Unbound owners (the default) are for single-threaded use: tests and the simulator.
   void bind_owner(std::uint32_t owner);
+  // Every change from now on is also told to `journal` (engine/store/journal.h), on the owner
+  // thread. Set before the store is shared; nullptr turns it off.
+  void set_journal(Journal* journal) { journal_ = journal; }
+  // After Shard::restore: forgets the feed records the restore made (restored entries are not
+  // news to gossip or subscribers). Before the store is shared.
+  void restore_done();
 
   // ---- owner thread of the key's shard ----
   // Local writes: a fresh version from the owner's HLC.
@@ -301,6 +326,7 @@ class Store {
   };
 
   StoreConfig config_;
+  Journal* journal_ = nullptr;
   NodeId self_;
   TimeSource& time_;
   ThreadIdentity& threads_;

@@ -13,6 +13,7 @@
 
 #include "base/memory.h"
 #include "digest/hash.h"
+#include "engine/store/journal.h"
 #include "engine/store/store.h"
 
 namespace rumor {
@@ -318,8 +319,8 @@ inline std::uint64_t load_word(const char* p) {
   }
 }
 
-[[gnu::always_inline]] inline void Shard::feed_push(std::uint64_t hash, const Version& v,
-                                                    bool tombstone, bool local) {
+[[gnu::always_inline]] inline void Shard::feed_push(std::uint64_t hash, const EntryView& e,
+                                                    bool local) {
   using namespace store_detail;
   const std::uint32_t depth = store_.config_.change_feed_depth;
   if (feed_.empty()) feed_.resize(depth);  // lazily: most shards of a small node stay empty
@@ -327,10 +328,13 @@ inline std::uint64_t load_word(const char* p) {
   // with 16-byte loads straddling narrower stores, two failed store-to-load forwards per merge.
   ChangeRecord& r = feed_[feed_head_ & (depth - 1)];
   r.key_hash = hash;
-  r.version = v;
-  r.tombstone = tombstone;
+  r.version = e.version;
+  r.tombstone = e.tombstone;
   r.local = local;
   ++feed_head_;
+  if (Journal* j = store_.journal_) [[unlikely]] {
+    j->applied(owner_, index_, e, sync_epoch_);
+  }
 }
 
 // The common case of the merge path, small enough to inline into merge_batch: a newer (or
@@ -394,7 +398,7 @@ inline std::uint64_t load_word(const char* p) {
   }
   end_write(s, seq);
   bump(c_.merges_applied);
-  feed_push(hash, e.version, false, false);
+  feed_push(hash, e, false);
   *out = MergeOutcome::kApplied;
   return true;
 }

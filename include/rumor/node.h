@@ -219,6 +219,9 @@ class Node {
     bool deleted = false;
   };
   std::optional<Entry> get_entry(std::string_view key) const;
+  // The owner core of a key (0 on a single-core node): a write made on that core's driver
+  // thread is applied before set() returns (include/rumor/durable.h's tickets rely on it).
+  std::uint32_t core_of_key(std::string_view key) const;
   // Live entries whose key starts with prefix, sorted by key.
   std::vector<Entry> scan_prefix(std::string_view prefix, std::size_t limit = SIZE_MAX) const;
 

@@ -1,0 +1,181 @@
+// The durable backend of a store (docs/store.md "Durability"), in two parts:
+//
+// - DurableStore: the data directory, an LMDB environment (data.mdb, lock.mdb) plus a LOCK file
+//   held with flock so that two processes never share a directory. Two named databases:
+//   `entries`, keyed by (shard, key), and `meta` (identity, incarnation, HLC high-water mark,
+//   per-shard sync state, values put by the embedder). Every record carries an XXH3 checksum;
+//   loading checks it and refuses the directory with Code::kMalformed on a mismatch. Written by
+//   one thread only, one transaction per commit(): a commit is atomic, so after a crash the
+//   directory holds exactly the last commit that reached the disk.
+// - JournalQueues: the Journal a store and its members table talk to (engine/store/journal.h).
+//   One bounded SPSC queue per owner core carries records to the persister thread; a core that
+//   finds its queue full drops the record and marks itself, and the persister rewrites that
+//   core's shards from memory (Store reads are lock-free) before it trusts the queue again.
+//   Tickets (a per-core count of records) tell a writer when its change is on disk.
+//
+// Thread-safety: DurableStore: one thread at a time (the persister, or the controlling thread
+// before the persister starts). JournalQueues: the Journal calls on each owner core's thread;
+// drain(), rewrite() and publish() on the persister thread; produced() on the owner's thread;
+// durable() on any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/spsc_queue.h"
+#include "engine/store/journal.h"
+#include "engine/store/store.h"
+#include "rumor/durable.h"
+#include "rumor/status.h"
+
+struct MDB_env;
+
+namespace rumor {
+
+// One change on its way to disk.
+struct JournalRecord {
+  enum class Kind : std::uint8_t { kPut, kErase, kSyncState, kIncarnation };
+  Kind kind = Kind::kPut;
+  bool tombstone = false;
+  std::uint32_t shard = 0;
+  std::uint32_t epoch = 0;
+  std::uint64_t seq = 0;  // the owner's ticket for this record
+  Version version;        // kPut; kIncarnation: the incarnation in version.hlc
+  ShardSyncState sync;    // kSyncState
+  std::string key, value;
+};
+
+// What a directory said about its node when it was opened.
+struct DurableIdentity {
+  NodeId id = 0;
+  std::string name;
+  std::uint64_t incarnation = 0;
+  std::uint64_t hlc = 0;  // the highest version timestamp ever written
+  std::uint32_t virtual_shards = 0;
+};
+
+struct DurableLoadStats {
+  std::uint64_t entries = 0, tombstones = 0, expired_tombstones = 0;
+  std::uint64_t hlc_max = 0;
+};
+
+class DurableStore {
+ public:
+  // Opens (creating if needed) the directory. `verify` walks every record in a child process
+  // first: LMDB trusts its pages, and a damaged file must not crash the caller.
+  static Result<std::unique_ptr<DurableStore>> open(const std::string& dir, bool verify);
+  ~DurableStore();
+  DurableStore(const DurableStore&) = delete;
+  DurableStore& operator=(const DurableStore&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  // nullopt for a new directory.
+  const std::optional<DurableIdentity>& identity() const { return identity_; }
+
+  // Restores every entry and shard sync state into `store` (before it is shared), dropping
+  // tombstones written before now_ms - tombstone_grace_ms (and erasing them from disk at the
+  // next commit). Checksums are checked; a bad record is Code::kMalformed naming it.
+  Result<DurableLoadStats> load(Store& store, std::uint64_t now_ms);
+
+  // The write side: records and meta values accumulate until commit(), which writes them in one
+  // transaction (growing the map as needed) and syncs when asked.
+  void add(const JournalRecord& r);
+  void add(JournalRecord&& r);
+  // For a rewrite: erase the disk keys of `shard` for which keep(key) is false.
+  Status erase_shard_except(std::uint32_t shard,
+                            const std::function<bool(std::string_view key)>& keep);
+  void put_meta(std::string_view name, std::string_view value);
+  std::optional<std::string> get_meta(std::string_view name) const;
+  void set_identity(const DurableIdentity& id);
+  std::size_t pending() const { return pending_.size(); }
+  Status commit(bool sync);
+
+  std::uint64_t map_grows() const { return map_grows_; }
+  std::uint64_t file_bytes() const;
+  std::uint64_t records_written() const { return records_written_; }
+  std::uint64_t erases_written() const { return erases_written_; }
+
+ private:
+  DurableStore() = default;
+  Status open_env(bool create);
+  Status read_identity();
+  Status write_pending(void* txn);
+  Status grow();
+
+  std::string dir_;
+  int lock_fd_ = -1;
+  MDB_env* env_ = nullptr;
+  unsigned entries_dbi_ = 0, meta_dbi_ = 0;
+  std::size_t map_bytes_ = 0;
+  std::optional<DurableIdentity> identity_;
+  std::vector<JournalRecord> pending_;
+  std::vector<std::pair<std::string, std::string>> pending_meta_;
+  std::vector<std::string> expired_;  // disk keys of tombstones dropped at load
+  std::uint64_t hlc_high_ = 0;         // pending records' highest timestamp
+  std::uint64_t map_grows_ = 0, records_written_ = 0, erases_written_ = 0;
+};
+
+class JournalQueues final : public Journal {
+ public:
+  JournalQueues(std::uint32_t owners, std::size_t depth);
+
+  // ---- Journal: owner threads ----
+  void applied(std::uint32_t owner, std::uint32_t shard, const EntryView& e,
+               std::uint32_t epoch) override;
+  void erased(std::uint32_t owner, std::uint32_t shard, std::string_view key) override;
+  void synced(std::uint32_t owner, std::uint32_t shard, const ShardSyncState& s) override;
+  void incarnation(std::uint64_t inc) override;
+
+  // Owner `owner`'s thread: the ticket of its last record.
+  std::uint64_t produced(std::uint32_t owner) const;
+  // Called (on an owner thread) after a push when the persister said it sleeps.
+  void set_waker(std::function<void()> waker) { waker_ = std::move(waker); }
+  // Persister: before it sleeps; true if there is nothing to do (then it may sleep).
+  bool prepare_sleep();
+  void woke() { sleeping_.store(false, std::memory_order_relaxed); }
+
+  // ---- persister thread ----
+  // Moves up to max records into `out` (all owners); returns how many.
+  std::size_t drain(std::vector<JournalRecord>& out, std::size_t max);
+  std::size_t queued() const;
+  // Owners whose queue overflowed: the persister clears the mark (returned true) before it
+  // rewrites them, so a record dropped after the clear marks the owner again.
+  bool take_overflow(std::uint32_t owner);
+  // After a commit: every record of `owner` up to `seq` is on disk.
+  void publish(std::uint32_t owner, std::uint64_t seq);
+  // Overflow handling: the highest ticket handed out when the mark was cleared.
+  std::uint64_t produced_now(std::uint32_t owner) const;
+
+  // ---- any thread ----
+  std::uint64_t durable(std::uint32_t owner) const;
+  std::atomic<std::uint64_t>& durable_word(std::uint32_t owner);
+  std::uint64_t dropped() const;
+  std::uint32_t owners() const { return static_cast<std::uint32_t>(owners_.size()); }
+
+ private:
+  struct alignas(kCacheLineBytes) Owner {
+    explicit Owner(std::size_t depth) : queue(depth) {}
+    SpscQueue<JournalRecord> queue;
+    // Release by the owner after a record got its ticket; acquire by the persister when it
+    // clears an overflow (every record up to it is then applied in memory, so a rewrite that
+    // starts after sees it).
+    std::atomic<std::uint64_t> produced{0};
+    std::atomic<bool> overflow{false};  // acq_rel: see take_overflow
+    std::atomic<std::uint64_t> dropped{0};  // relaxed: a statistic
+    // Release by the persister after a commit; acquire by waiters.
+    std::atomic<std::uint64_t> durable{0};
+  };
+  void push(std::uint32_t owner, JournalRecord&& r);
+
+  std::vector<std::unique_ptr<Owner>> owners_;
+  std::atomic<bool> sleeping_{false};  // seq_cst with the owners' pushes: see prepare_sleep
+  std::function<void()> waker_;
+};
+
+}  // namespace rumor
