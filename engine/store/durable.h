@@ -1,12 +1,12 @@
 // The durable backend of a store (docs/store.md "Durability"), in two parts:
 //
-// - DurableStore: the data directory, an LMDB environment (data.mdb, lock.mdb) plus a LOCK file
-//   held with flock so that two processes never share a directory. Two named databases:
-//   `entries`, keyed by (shard, key), and `meta` (identity, incarnation, HLC high-water mark,
-//   per-shard sync state, values put by the embedder). Every record carries an XXH3 checksum;
-//   loading checks it and refuses the directory with Code::kMalformed on a mismatch. Written by
-//   one thread only, one transaction per commit(): a commit is atomic, so after a crash the
-//   directory holds exactly the last commit that reached the disk.
+// - DurableStore: the data directory, a RocksDB database (locked by RocksDB, so two processes
+//   never share a directory). Entries keyed by (shard, key) and meta values (identity,
+//   incarnation, HLC high-water mark, per-shard sync state, values put by the embedder). Every
+//   record carries an XXH3 checksum besides RocksDB's own block checksums; loading checks it
+//   and refuses the directory with Code::kMalformed on a mismatch. Written by one thread only,
+//   one atomic write batch per commit(): after a crash the directory holds a prefix of the
+//   commits (all the synced ones).
 // - JournalQueues: the Journal a store and its members table talk to (engine/store/journal.h).
 //   One bounded SPSC queue per owner core carries records to the persister thread; a core that
 //   finds its queue full drops the record and marks itself, and the persister rewrites that
@@ -34,7 +34,9 @@
 #include "rumor/durable.h"
 #include "rumor/status.h"
 
-struct MDB_env;
+namespace rocksdb {
+class DB;
+}
 
 namespace rumor {
 
@@ -67,9 +69,8 @@ struct DurableLoadStats {
 
 class DurableStore {
  public:
-  // Opens (creating if needed) the directory. `verify` walks every record in a child process
-  // first: LMDB trusts its pages, and a damaged file must not crash the caller.
-  static Result<std::unique_ptr<DurableStore>> open(const std::string& dir, bool verify);
+  // Opens (creating if needed) the directory.
+  static Result<std::unique_ptr<DurableStore>> open(const std::string& dir);
   ~DurableStore();
   DurableStore(const DurableStore&) = delete;
   DurableStore& operator=(const DurableStore&) = delete;
@@ -84,7 +85,7 @@ class DurableStore {
   Result<DurableLoadStats> load(Store& store, std::uint64_t now_ms);
 
   // The write side: records and meta values accumulate until commit(), which writes them in one
-  // transaction (growing the map as needed) and syncs when asked.
+  // atomic batch, synced when asked (a synced commit also syncs the unsynced ones before it).
   void add(const JournalRecord& r);
   void add(JournalRecord&& r);
   // For a rewrite: erase the disk keys of `shard` for which keep(key) is false.
@@ -96,29 +97,23 @@ class DurableStore {
   std::size_t pending() const { return pending_.size(); }
   Status commit(bool sync);
 
-  std::uint64_t map_grows() const { return map_grows_; }
-  std::uint64_t file_bytes() const;
+  std::uint64_t file_bytes() const;  // live tables and logs
   std::uint64_t records_written() const { return records_written_; }
   std::uint64_t erases_written() const { return erases_written_; }
 
  private:
   DurableStore() = default;
-  Status open_env(bool create);
   Status read_identity();
-  Status write_pending(void* txn);
-  Status grow();
 
   std::string dir_;
-  int lock_fd_ = -1;
-  MDB_env* env_ = nullptr;
-  unsigned entries_dbi_ = 0, meta_dbi_ = 0;
-  std::size_t map_bytes_ = 0;
+  std::unique_ptr<rocksdb::DB> db_;
   std::optional<DurableIdentity> identity_;
   std::vector<JournalRecord> pending_;
   std::vector<std::pair<std::string, std::string>> pending_meta_;
   std::vector<std::string> expired_;  // disk keys of tombstones dropped at load
-  std::uint64_t hlc_high_ = 0;         // pending records' highest timestamp
-  std::uint64_t map_grows_ = 0, records_written_ = 0, erases_written_ = 0;
+  std::uint64_t hlc_high_ = 0;  // the highest timestamp written
+  bool unsynced_ = false;       // commits since the last synced one
+  std::uint64_t records_written_ = 0, erases_written_ = 0;
 };
 
 class JournalQueues final : public Journal {
@@ -131,6 +126,7 @@ class JournalQueues final : public Journal {
   void erased(std::uint32_t owner, std::uint32_t shard, std::string_view key) override;
   void synced(std::uint32_t owner, std::uint32_t shard, const ShardSyncState& s) override;
   void incarnation(std::uint64_t inc) override;
+  bool full(std::uint32_t owner) const override;
 
   // Owner `owner`'s thread: the ticket of its last record.
   std::uint64_t produced(std::uint32_t owner) const;

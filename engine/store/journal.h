@@ -14,6 +14,9 @@ namespace rumor {
 class Journal {
  public:
   virtual ~Journal() = default;
+  // Whether the owner's records would not fit now: local writes are then refused with
+  // Code::kBusy (back-pressure) rather than applied and their records dropped.
+  virtual bool full(std::uint32_t owner) const = 0;
   // An entry was installed (a local write or a merge); `epoch` is the sync epoch it carries.
   virtual void applied(std::uint32_t owner, std::uint32_t shard, const EntryView& e,
                        std::uint32_t epoch) = 0;

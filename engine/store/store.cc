@@ -117,6 +117,11 @@ Result<Version> Store::write_local(std::string_view key, std::string_view value,
     count_refusal(owner, st.code());
     return st;
   }
+  if (journal_ != nullptr && journal_->full(owner)) {
+    count_refusal(owner, Code::kBusy);
+    return Status::error(Code::kBusy,
+                         "the data directory is behind: its queue is full (retry the write)");
+  }
   const Version v{hlcs_[owner]->now(), self_};
   const MergeOutcome o = shards_[s]->merge_hashed(h, EntryView{key, value, v, tombstone}, true);
   if (o == MergeOutcome::kRefused) {
@@ -139,6 +144,7 @@ void Store::count_refusal(std::uint32_t owner, Code code) {
   OwnerState& os = *owners_[owner];
   auto& c = code == Code::kTooLarge    ? os.refused_too_large
             : code == Code::kClockSkew ? os.refused_clock_skew
+            : code == Code::kBusy      ? os.write_queue_full
                                        : os.refused_invalid;
   c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
@@ -274,6 +280,9 @@ std::size_t Store::drain_writes(std::uint32_t owner, std::size_t max) {
   OwnerState& os = *owners_[owner];
   std::size_t n = 0;
   while (n < max) {
+    // A durable backend behind on its disk: the rest wait here (the writers' queue fills and
+    // answers kBusy) instead of being refused one by one.
+    if (journal_ != nullptr && journal_->full(owner)) break;
     std::optional<WriteOp> op = os.queue.pop();
     if (!op) break;
     // Sizes were checked at submit; write_local checks again and counts a refusal.

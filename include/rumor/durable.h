@@ -1,7 +1,7 @@
 // rumor::Durability: a node's state kept in a data directory (docs/store.md "Durability"). By
 // default a node holds everything in memory; with a Durability attached, every change the
 // node's store applies (local writes and merges from peers), purged tombstones, the sync-epoch
-// state, the HLC's high-water mark, the node's identity and incarnation are written to an LMDB
+// state, the HLC's high-water mark, the node's identity and incarnation are written to a RocksDB
 // database in the directory by a persister thread of its own, off the packet path. A restarted
 // node loads them, rejoins with a higher incarnation and catches up by anti-entropy.
 //
@@ -54,9 +54,6 @@ struct DurableConfig {
   std::uint32_t queue_depth = 65536;
   // Records one commit takes at most (a bound on the persister's memory and on commit latency).
   std::uint32_t commit_records_max = 262144;
-  // Check every record's checksum at open, in a child process: a damaged file can make LMDB
-  // read out of bounds, and the check must not take the node down with it.
-  bool verify_at_open = true;
 
   Status validate() const;
 };
@@ -67,7 +64,6 @@ struct DurableCounters {
   std::uint64_t queue_full = 0;      // records dropped by a full queue (recovered by rewrites)
   std::uint64_t rewrites = 0;        // owner cores rewritten from memory after a drop
   std::uint64_t commit_errors = 0;   // commits that failed (retried; see last_error)
-  std::uint64_t map_grows = 0;       // the LMDB map made larger
   std::uint64_t loaded_entries = 0, loaded_tombstones = 0, expired_tombstones = 0;
   std::uint64_t file_bytes = 0;
   std::uint64_t last_commit_us = 0;  // duration of the last commit (fsync included)
@@ -77,7 +73,7 @@ class DurableImpl;
 
 class Durability {
  public:
-  // Creates or opens the directory; checks it (verify_at_open) and locks it. A damaged or
+  // Creates or opens the directory and locks it (RocksDB's LOCK). A damaged or
   // foreign directory is a clear error (Code::kMalformed), never a crash.
   static Result<std::unique_ptr<Durability>> open(const DurableConfig& config);
   ~Durability();  // stop()s
