@@ -165,9 +165,10 @@ Result<std::unique_ptr<DurableStore>> DurableStore::open(const std::string& dir)
   rocksdb::Options o;
   o.create_if_missing = true;
   o.paranoid_checks = true;
-  // A crash leaves a prefix of the commits: a torn tail of the log is dropped, anything else
-  // damaged is an error (rocksdb's default for 7.x, named here because durability rests on it).
-  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // A crash may tear the log's last record: that tail is dropped. Damage anywhere else is an
+  // error, not a silent stop of the replay (the default, kPointInTimeRecovery, would load the
+  // commits before the damage and lose the rest without a word).
+  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   // Small machines: one flush and one compaction thread beside the reactors, and a bounded
   // memtable; entries are small and random, so no compression (CPU on the write path).
   o.max_background_jobs = 2;
