@@ -9,9 +9,15 @@
 #include <set>
 #include <vector>
 
+#include <stdlib.h>
+
+#include <filesystem>
+
 #include "base/clock.h"
 #include "base/rng.h"
+#include "engine/node/internal.h"
 #include "engine/sim/sim_cluster.h"
+#include "engine/store/durable.h"
 
 namespace rumor::tools {
 namespace {
@@ -68,6 +74,19 @@ class Run {
       flavour_text = fmt::format("{} node(s) on 2 cores", multi);
     }
     keys_ = 4 + static_cast<std::size_t>(r_.below(60));
+    // A third of the seeds give every node a data directory (docs/store.md "Durability"): a
+    // crashed node restarts from it. Drawn from a stream of its own, so the fault schedule of a
+    // seed is the same with or without.
+    Rng disk_rng(seed ^ 0x6469'736b'6469'736bull);  // "diskdisk"
+    if (disk_rng.below(3) == 0) {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "rumor-explore-XXXXXX").string();
+      if (::mkdtemp(tmpl.data()) != nullptr) {
+        disk_root_ = tmpl;
+        disks_.resize(n_);
+        opt.on_create = [this](std::size_t i, Node& node) { attach_disk(i, node); };
+        flavour_text += ", data directories";
+      }
+    }
     cluster_ = std::make_unique<SimCluster>(opt);
     say(fmt::format("{} nodes, {} seed(s), {}, {} keys, link latency {:.1f} ms + jitter {:.1f} "
                     "ms, loss {:.1f}%, duplicate {:.0f}%, reorder {:.0f}%",
@@ -96,7 +115,8 @@ class Run {
       } else if (roll < 63) {
         start_fault();
       }
-      c.run_for(20 + r_.below(180));
+      run_slice(20 + r_.below(180));
+      if (!disk_error_.empty()) return "data directory: " + disk_error_;
     }
     heal();
     const std::uint64_t healed = elapsed_ms();
@@ -115,6 +135,13 @@ class Run {
     return {};
   }
 
+  ~Run() {
+    cluster_.reset();
+    disks_.clear();
+    std::error_code ec;
+    if (!disk_root_.empty()) std::filesystem::remove_all(disk_root_, ec);
+  }
+
   const std::string& log() const { return log_; }
   std::uint64_t heal_ms() const { return heal_ms_; }
   std::uint64_t events() const { return cluster_->events(); }
@@ -122,6 +149,55 @@ class Run {
  private:
   std::uint64_t elapsed_ms() { return cluster_->now_ms() - SimCluster::kEpochMs; }
   void say(const std::string& line) { log_ += fmt::format("  [{:>6} ms] {}\n", cluster_ ? elapsed_ms() : 0, line); }
+
+  // ---- data directories ----
+  // A node made (at the start, or restarting after a crash) with its directory: what it holds
+  // is loaded, and every change from now on journaled. The journal is committed at the end of
+  // every slice of simulated time and after every write (as `--sync always` acknowledges), so a
+  // crash, which comes between slices, loses nothing the node had applied.
+  void attach_disk(std::size_t i, Node& node) {
+    Disk& d = disks_[i];
+    if (!d.db) {
+      auto db = DurableStore::open(disk_root_ + "/" + std::to_string(i));
+      if (!db) {
+        disk_error_ = db.status().to_string();
+        return;
+      }
+      d.db = std::move(db).value();
+    }
+    Store& store = NodeInternals::store(node);
+    const std::uint64_t now = cluster_ ? cluster_->now_ms() : SimCluster::kEpochMs;
+    auto loaded = d.db->load(store, now);
+    if (!loaded) {
+      disk_error_ = loaded.status().to_string();
+      return;
+    }
+    d.loaded += loaded->entries + loaded->tombstones;
+    const std::uint64_t inc = d.db->identity() ? d.db->identity()->incarnation : 0;
+    NodeInternals::members(node).restore_incarnation(inc);
+    d.db->set_identity(DurableIdentity{node.id(), node.config().name, inc, 0,
+                                       store.shard_count()});
+    d.journal = std::make_unique<JournalQueues>(store.owner_count(), 1u << 16);
+    store.set_journal(d.journal.get());
+    NodeInternals::members(node).set_journal(d.journal.get());
+  }
+  void persist(std::size_t i) {
+    Disk& d = disks_[i];
+    if (!d.journal || !live(i)) return;
+    std::vector<JournalRecord> out;
+    d.journal->drain(out, SIZE_MAX);
+    for (JournalRecord& r : out) d.db->add(std::move(r));
+    // A simulated crash is a crash of the process: unsynced commits survive it.
+    if (Status s = d.db->commit(false); !s) disk_error_ = s.to_string();
+    if (d.journal->dropped() > 0) disk_error_ = "a journal queue overflowed in the simulator";
+  }
+  void persist_all() {
+    for (std::size_t i = 0; i < disks_.size(); ++i) persist(i);
+  }
+  void run_slice(std::uint64_t ms) {
+    cluster_->run_for(ms);
+    persist_all();
+  }
 
   bool live(std::size_t i) const { return !cluster_->crashed(i); }
   std::size_t live_count() const {
@@ -136,14 +212,15 @@ class Run {
     }
   }
 
-  void write() {
-    const std::size_t i = random_live();
+  void write() { write_on(random_live()); }
+  void write_on(std::size_t i) {
     const std::string key = fmt::format("k{}", r_.below(keys_));
     const bool del = r_.below(8) == 0;
     SimCluster& c = *cluster_;
     const Status s = del ? c.node(i).del(key)
                          : c.node(i).set(key, fmt::format("v{}-{}", i, ++writes_));
     if (!s) return;  // refused (a bounded queue, say): not accepted, nothing to check
+    if (!disks_.empty()) persist(i);  // acknowledged once on disk
     auto e = c.node(i).get_entry(key);
     if (!e) return;
     accepted_.push_back(Accepted{key, e->version, i, e->deleted, true});
@@ -219,11 +296,20 @@ class Run {
         if (live_count() <= 2) return;
         const std::size_t i = random_live();
         if (paused_.count(i)) return;
-        mark_unsafe_writes_of(i);
-        c.crash(i);
         // Seeds come back (a node whose every seed is gone cannot rejoin, in rumor as in
         // memberlist; an operator replaces a seed rather than losing all of them).
         const bool restart = i < seeds_ || r_.below(3) != 0;
+        // A node that restarts from its data directory owes everything it had applied: its
+        // acknowledged writes stay in the oracle. Otherwise what it had not passed on dies.
+        // With directories, the node often acknowledges writes the instant before it dies, so
+        // that only its disk holds them.
+        if (!disks_.empty() && restart) {
+          for (std::uint64_t k = r_.below(2) == 0 ? 1 + r_.below(3) : 0; k > 0; --k) {
+            write_on(i);
+          }
+        }
+        if (disks_.empty() || !restart) mark_unsafe_writes_of(i);
+        c.crash(i);
         const bool moved = restart && i >= seeds_ && r_.below(4) == 0;
         if (restart) faults_.push_back({Kind::kCrash, now + len, i, true, moved});
         say(fmt::format("node {} crashes{}", i,
@@ -271,10 +357,15 @@ class Run {
         paused_.erase(f.node);
         say(fmt::format("node {} resumes", f.node));
         break;
-      case Kind::kCrash:
+      case Kind::kCrash: {
+        const std::uint64_t before = disks_.empty() ? 0 : disks_[f.node].loaded;
         c.restart(f.node, f.new_address);
-        say(fmt::format("node {} restarts{}", f.node, f.new_address ? " on a new address" : ""));
+        say(fmt::format("node {} restarts{}{}", f.node, f.new_address ? " on a new address" : "",
+                        disks_.empty() ? ""
+                                       : fmt::format(" ({} entries from its data directory)",
+                                                     disks_[f.node].loaded - before)));
         break;
+      }
       case Kind::kClock: break;
     }
   }
@@ -391,6 +482,13 @@ class Run {
 
   Rng r_;
   std::size_t n_ = 0, keys_ = 0, seeds_ = 0;
+  struct Disk {
+    std::unique_ptr<DurableStore> db;
+    std::unique_ptr<JournalQueues> journal;
+    std::uint64_t loaded = 0;
+  };
+  std::vector<Disk> disks_;  // one per node when this run has data directories
+  std::string disk_root_, disk_error_;
   std::uint64_t writes_ = 0, heal_ms_ = 0;
   io::LinkConfig base_;
   std::vector<std::int64_t> skew_;
