@@ -77,6 +77,7 @@ std::shared_ptr<const Snapshot> Agent::take_snapshot() {
   s->transport = reactor_->transport_counters_all_cores();
   s->reactor = reactor_->counters_all_cores();
   s->lag = lag_;
+  if (durability_) s->durable = durability_->counters();
   s->changes_seen = changes_seen_;
   s->watch_dropped = watch_dropped_.load(std::memory_order_relaxed);
   s->taken_ms = clock_.now_ms();

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,7 @@ struct Snapshot {
   TransportCounters transport;
   ReactorCounters reactor;
   LagHistogram lag;
+  std::optional<DurableCounters> durable;  // with a data directory
   std::uint64_t changes_seen = 0;
   std::uint64_t watch_dropped = 0;
   std::uint64_t taken_ms = 0;

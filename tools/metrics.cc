@@ -185,6 +185,28 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
   counter("rumor_reactor_doorbells_total", "", r.doorbells_rung,
           "Wake-ups of a sleeping reactor.");
   counter("rumor_reactor_poll_errors_total", "", r.poll_errors, "Transport poll failures.");
+  // The data directory (docs/store.md "Durability").
+  if (const auto& d = s.durable) {
+    counter("rumor_durable_commits_total", "", d->commits, "Commits to the data directory.");
+    counter("rumor_durable_synced_commits_total", "", d->synced_commits,
+            "Commits synced to disk (fsync).");
+    counter("rumor_durable_records_total", "op=\"put\"", d->records_written,
+            "Entries written to and erased from the data directory.");
+    counter("rumor_durable_records_total", "op=\"erase\"", d->erases_written,
+            "Entries written to and erased from the data directory.");
+    counter("rumor_durable_queue_full_total", "", d->queue_full,
+            "Journal records dropped by a full queue (each recovered by a rewrite).");
+    counter("rumor_durable_rewrites_total", "", d->rewrites,
+            "Cores rewritten from memory after a dropped record.");
+    counter("rumor_durable_commit_errors_total", "", d->commit_errors,
+            "Failed commits (retried; the agent logs the error).");
+    gauge("rumor_durable_last_commit_seconds", "", static_cast<double>(d->last_commit_us) / 1e6,
+          "Duration of the last commit, fsync included.");
+    gauge("rumor_durable_bytes", "", d->file_bytes,
+          "Bytes of the data directory's live tables and logs.");
+    gauge("rumor_durable_loaded_entries", "", d->loaded_entries + d->loaded_tombstones,
+          "Entries and tombstones loaded from the data directory at start.");
+  }
   return m;
 }
 

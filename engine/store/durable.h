@@ -95,6 +95,8 @@ class DurableStore {
   std::optional<std::string> get_meta(std::string_view name) const;
   void set_identity(const DurableIdentity& id);
   std::size_t pending() const { return pending_.size(); }
+  // Whether commits were made without a sync since the last synced one.
+  bool unsynced() const { return unsynced_; }
   Status commit(bool sync);
 
   std::uint64_t file_bytes() const;  // live tables and logs
