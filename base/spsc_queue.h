@@ -47,6 +47,20 @@ class SpscQueue {
     return true;
   }
 
+  // Producer side: fills the next slot in place (fill(T&)), reusing what the slot owns (a
+  // string's capacity, say), so a steady stream allocates nothing. Pair with visit_batch.
+  template <typename Fill>
+  bool push_in_place(Fill&& fill) {
+    const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
+    if (tail - head_cache_ > mask_) {
+      head_cache_ = head_.load(std::memory_order_acquire);  // see push()
+      if (tail - head_cache_ > mask_) return false;
+    }
+    fill(slots_[tail & mask_]);
+    tail_.store(tail + 1, std::memory_order_release);  // see push()
+    return true;
+  }
+
   // Consumer side.
   std::optional<T> pop() {
     const std::uint64_t head = head_.load(std::memory_order_relaxed);
@@ -70,6 +84,19 @@ class SpscQueue {
     std::size_t n = static_cast<std::size_t>(tail_cache_ - head);
     if (n > max) n = max;
     for (std::size_t i = 0; i < n; ++i) *out++ = std::move(slots_[(head + i) & mask_]);
+    head_.store(head + n, std::memory_order_release);  // see pop()
+    return n;
+  }
+
+  // Consumer side: visits up to max items (fn(const T&)) without moving them out, so their
+  // buffers stay in the slots for push_in_place to reuse; returns how many.
+  template <typename Fn>
+  std::size_t visit_batch(Fn&& fn, std::size_t max) {
+    const std::uint64_t head = head_.load(std::memory_order_relaxed);
+    tail_cache_ = tail_.load(std::memory_order_acquire);  // see pop()
+    std::size_t n = static_cast<std::size_t>(tail_cache_ - head);
+    if (n > max) n = max;
+    for (std::size_t i = 0; i < n; ++i) fn(static_cast<const T&>(slots_[(head + i) & mask_]));
     head_.store(head + n, std::memory_order_release);  // see pop()
     return n;
   }

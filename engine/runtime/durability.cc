@@ -6,6 +6,7 @@
 
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -79,7 +80,10 @@ class DurableImpl {
     NodeInternals::members(node).set_journal(queues_.get());
     node_ = &node;
     stop_.store(false, std::memory_order_relaxed);
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "rumor-persist");  // for top, perf and gdb
+      run();
+    });
     return Status::ok();
   }
 

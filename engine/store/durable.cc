@@ -413,11 +413,17 @@ JournalQueues::JournalQueues(std::uint32_t owners, std::size_t depth) {
   for (std::uint32_t o = 0; o < owners; ++o) owners_.push_back(std::make_unique<Owner>(depth));
 }
 
-void JournalQueues::push(std::uint32_t owner, JournalRecord&& r) {
+template <typename Fill>
+void JournalQueues::push(std::uint32_t owner, Fill&& fill) {
   Owner& o = *owners_[owner];
   const std::uint64_t seq = o.produced.load(std::memory_order_relaxed) + 1;
-  r.seq = seq;
-  if (!o.queue.push(std::move(r))) {
+  // In place: the slot's strings keep their capacity from the record before, so a steady
+  // stream of changes allocates nothing on the owner's core.
+  const bool queued = o.queue.push_in_place([&](JournalRecord& r) {
+    fill(r);
+    r.seq = seq;
+  });
+  if (!queued) {
     o.dropped.store(o.dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     // Release: pairs with take_overflow's acquire exchange.
     o.overflow.store(true, std::memory_order_release);
@@ -436,38 +442,43 @@ void JournalQueues::push(std::uint32_t owner, JournalRecord&& r) {
 
 void JournalQueues::applied(std::uint32_t owner, std::uint32_t shard, const EntryView& e,
                             std::uint32_t epoch) {
-  JournalRecord r;
-  r.kind = JournalRecord::Kind::kPut;
-  r.tombstone = e.tombstone;
-  r.shard = shard;
-  r.epoch = epoch;
-  r.version = e.version;
-  r.key.assign(e.key);
-  if (!e.tombstone) r.value.assign(e.value);
-  push(owner, std::move(r));
+  push(owner, [&](JournalRecord& r) {
+    r.kind = JournalRecord::Kind::kPut;
+    r.tombstone = e.tombstone;
+    r.shard = shard;
+    r.epoch = epoch;
+    r.version = e.version;
+    r.key.assign(e.key);
+    r.value.assign(e.tombstone ? std::string_view() : e.value);
+  });
 }
 
 void JournalQueues::erased(std::uint32_t owner, std::uint32_t shard, std::string_view key) {
-  JournalRecord r;
-  r.kind = JournalRecord::Kind::kErase;
-  r.shard = shard;
-  r.key.assign(key);
-  push(owner, std::move(r));
+  push(owner, [&](JournalRecord& r) {
+    r.kind = JournalRecord::Kind::kErase;
+    r.shard = shard;
+    r.key.assign(key);
+    r.value.clear();
+  });
 }
 
 void JournalQueues::synced(std::uint32_t owner, std::uint32_t shard, const ShardSyncState& s) {
-  JournalRecord r;
-  r.kind = JournalRecord::Kind::kSyncState;
-  r.shard = shard;
-  r.sync = s;
-  push(owner, std::move(r));
+  push(owner, [&](JournalRecord& r) {
+    r.kind = JournalRecord::Kind::kSyncState;
+    r.shard = shard;
+    r.sync = s;
+    r.key.clear();
+    r.value.clear();
+  });
 }
 
 void JournalQueues::incarnation(std::uint64_t inc) {
-  JournalRecord r;
-  r.kind = JournalRecord::Kind::kIncarnation;
-  r.version.hlc = inc;
-  push(0, std::move(r));  // members run on the home core
+  push(0, [&](JournalRecord& r) {  // members run on the home core
+    r.kind = JournalRecord::Kind::kIncarnation;
+    r.version = Version{inc, 0};
+    r.key.clear();
+    r.value.clear();
+  });
 }
 
 bool JournalQueues::full(std::uint32_t owner) const {
@@ -496,7 +507,8 @@ std::size_t JournalQueues::drain(std::vector<JournalRecord>& out, std::size_t ma
   std::size_t n = 0;
   for (auto& o : owners_) {
     if (n >= max) break;
-    n += o->queue.pop_batch(std::back_inserter(out), max - n);
+    // Copies, leaving each slot's buffers for the owner to reuse (push_in_place).
+    n += o->queue.visit_batch([&](const JournalRecord& r) { out.push_back(r); }, max - n);
   }
   return n;
 }

@@ -169,7 +169,8 @@ class JournalQueues final : public Journal {
     // Release by the persister after a commit; acquire by waiters.
     std::atomic<std::uint64_t> durable{0};
   };
-  void push(std::uint32_t owner, JournalRecord&& r);
+  template <typename Fill>
+  void push(std::uint32_t owner, Fill&& fill);
 
   std::vector<std::unique_ptr<Owner>> owners_;
   std::atomic<bool> sleeping_{false};  // seq_cst with the owners' pushes: see prepare_sleep
