@@ -97,6 +97,14 @@ Result<std::unique_ptr<Reactor>> Reactor::open(const ReactorConfig& config_in) {
   if (config.cores > 1) config.transport.reuse_port = true;
   auto choice = open_transport(config.transport);
   if (!choice) return choice.status();
+  // One AF_XDP socket per interface queue, and one XDP program per interface: several cores
+  // would need the program shared between their sockets, which io/xdp_transport.cc does not do
+  // yet (docs/transport.md "AF_XDP", limits).
+  if (choice->backend == "xdp" && config.cores > 1) {
+    return Status::error(Code::kInvalidArgument,
+                         "reactor: the xdp backend runs on one core for now (cores is " +
+                             std::to_string(config.cores) + ")");
+  }
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->choice = std::move(choice.value());
