@@ -265,6 +265,7 @@ struct XdpTransport::Impl {
   std::uint32_t rx_total = 0;  // UMEM frames [0, rx_total) receive; [rx_total, +tx_count) send
   std::uint32_t tx_count = 0;
   std::uint32_t lent = 0;  // receive buffers the caller holds (both paths)
+  std::vector<std::uint8_t> rx_lent;  // per receive frame: 1 while the caller holds it
 
   // Send side
   std::vector<TxMeta> tx_meta;
@@ -441,8 +442,11 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
   }
 
   // The socket.
+  // The kernel publishes how far it has consumed the fill and TX rings lazily (in batches), so
+  // a ring exactly as long as the frames it can hold may look full while it is not: those two
+  // rings are twice as long, and a frame coming back always finds a slot.
   xsk_umem_config uc{};
-  uc.fill_size = next_pow2(m.rx_total);
+  uc.fill_size = 2 * next_pow2(m.rx_total);
   uc.comp_size = next_pow2(m.tx_count);
   uc.frame_size = m.frame_bytes;
   uc.frame_headroom = 0;
@@ -453,20 +457,27 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
   }
   xsk_socket_config sc{};
   sc.rx_size = next_pow2(m.rx_total);
-  sc.tx_size = next_pow2(m.tx_count);
+  sc.tx_size = 2 * next_pow2(m.tx_count);
   sc.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
   sc.xdp_flags = 0;
   int sock_err = 0;
-  for (const std::uint16_t bind_flags : {static_cast<std::uint16_t>(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP),
-                                         static_cast<std::uint16_t>(XDP_COPY | XDP_USE_NEED_WAKEUP)}) {
-    sc.bind_flags = bind_flags;
-    sock_err = -xsk_socket__create(&m.xsk, m.ifname.c_str(), config.xdp_queue, m.umem, &m.rx,
-                                   &m.tx, &sc);
-    if (sock_err == 0) {
-      m.zerocopy = (bind_flags & XDP_ZEROCOPY) != 0;
-      break;
+  // A socket closed just before on the same queue releases it from a kernel work queue, a
+  // moment later: EBUSY meanwhile. Retried for up to 500 ms (this is set-up, not the data path).
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    for (const std::uint16_t bind_flags :
+         {static_cast<std::uint16_t>(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP),
+          static_cast<std::uint16_t>(XDP_COPY | XDP_USE_NEED_WAKEUP)}) {
+      sc.bind_flags = bind_flags;
+      sock_err = -xsk_socket__create(&m.xsk, m.ifname.c_str(), config.xdp_queue, m.umem, &m.rx,
+                                     &m.tx, &sc);
+      if (sock_err == 0) {
+        m.zerocopy = (bind_flags & XDP_ZEROCOPY) != 0;
+        break;
+      }
+      m.xsk = nullptr;
     }
-    m.xsk = nullptr;
+    if (sock_err != EBUSY) break;
+    usleep(10'000);
   }
   if (sock_err != 0) {
     return unavailable_errno("creating the socket on " + m.ifname + " queue " +
@@ -487,6 +498,7 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
   }
   xsk_ring_prod__submit(&m.fill, m.rx_total);
 
+  m.rx_lent.assign(m.rx_total, 0);
   m.tx_meta.assign(m.tx_count, TxMeta{});
   m.tx_state.assign(m.tx_count, kTxFree);
   for (std::uint32_t i = m.tx_count; i > 0; --i) m.tx_free.push_back(i - 1);
@@ -622,10 +634,12 @@ void XdpTransport::release(std::span<const Datagram> batch) {
       continue;
     }
     RUMOR_ASSERT(d.handle < m.rx_total);
+    RUMOR_ASSERT(m.rx_lent[d.handle] == 1);  // released twice?
+    m.rx_lent[d.handle] = 0;
     ++to_fill;
   }
   if (to_fill == 0) return;
-  // The fill ring holds every receive frame, so there is always room for the ones coming back.
+  // The fill ring is twice as long as the receive frames: there is always room for these.
   std::uint32_t idx = 0;
   RUMOR_ASSERT(xsk_ring_prod__reserve(&m.fill, to_fill, &idx) == to_fill);
   std::uint32_t k = 0;
@@ -708,6 +722,8 @@ std::size_t XdpTransport::receive(std::span<Datagram> out) {
       refill_addrs[refill++] = static_cast<std::uint64_t>(frame) * m.frame_bytes;
       continue;
     }
+    RUMOR_ASSERT(m.rx_lent[frame] == 0);
+    m.rx_lent[frame] = 1;
     Datagram& d = out[n++];
     d.data = bytes + p.payload_offset;
     d.len = p.payload_len;
