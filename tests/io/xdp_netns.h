@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rumor/transport.h"
@@ -96,6 +97,52 @@ class NetnsTopology {
       }
     }
     return ns;
+  }
+
+  // Two namespaces joined by one veth pair, no bridge: `v0` on each side, 10.67.0.1 and .2,
+  // fd67::1 and ::2, fixed MACs 02:00:00:00:67:0k and permanent neighbour entries, so nothing
+  // waits for ARP or neighbour discovery. Returns the two namespace names (empty on failure).
+  std::pair<std::string, std::string> add_veth_pair(std::uint32_t mtu = 1500) {
+    const std::string a = prefix_ + "pa";
+    const std::string b = prefix_ + "pb";
+    for (const std::string& ns : {a, b}) {
+      if (std::string e = run({"netns", "add", ns}); !e.empty()) {
+        error_ = e;
+        return {};
+      }
+      namespaces_.push_back(ns);
+    }
+    const std::string m = std::to_string(mtu);
+    std::vector<std::vector<std::string>> cmds = {
+        {"-n", a, "link", "add", "v0", "address", "02:00:00:00:67:01", "mtu", m, "type", "veth",
+         "peer", "name", "v0", "address", "02:00:00:00:67:02", "mtu", m, "netns", b}};
+    for (int k = 1; k <= 2; ++k) {
+      const std::string& ns = k == 1 ? a : b;
+      const std::string other = std::to_string(3 - k);
+      const std::string other_mac = "02:00:00:00:67:0" + other;
+      cmds.push_back({"-n", ns, "addr", "add", "10.67.0." + std::to_string(k) + "/24", "dev", "v0"});
+      cmds.push_back({"-n", ns, "addr", "add", "fd67::" + std::to_string(k) + "/64", "dev", "v0",
+                      "nodad"});
+      cmds.push_back({"-n", ns, "link", "set", "v0", "up"});
+      cmds.push_back({"-n", ns, "link", "set", "lo", "up"});
+      cmds.push_back({"-n", ns, "neigh", "replace", "10.67.0." + other, "lladdr", other_mac, "dev",
+                      "v0", "nud", "permanent"});
+      cmds.push_back({"-n", ns, "neigh", "replace", "fd67::" + other, "lladdr", other_mac, "dev",
+                      "v0", "nud", "permanent"});
+    }
+    for (const auto& cmd : cmds) {
+      if (std::string e = run(cmd); !e.empty()) {
+        error_ = e;
+        return {};
+      }
+    }
+    return {a, b};
+  }
+  static Address pair_address(int k, bool v6, std::uint16_t port = 0) {
+    if (!v6) return Address::ipv4((10u << 24) | (67u << 16) | static_cast<std::uint32_t>(k), port);
+    std::array<std::uint8_t, 16> ip{0xfd, 0x67};
+    ip[15] = static_cast<std::uint8_t>(k);
+    return Address::ipv6(ip, port);
   }
 
   static Address endpoint_address(int k, bool v6, std::uint16_t port = 0) {
