@@ -100,9 +100,11 @@ class NetnsTopology {
   }
 
   // Two namespaces joined by one veth pair, no bridge: `v0` on each side, 10.67.0.1 and .2,
-  // fd67::1 and ::2, fixed MACs 02:00:00:00:67:0k and permanent neighbour entries, so nothing
-  // waits for ARP or neighbour discovery. Returns the two namespace names (empty on failure).
-  std::pair<std::string, std::string> add_veth_pair(std::uint32_t mtu = 1500) {
+  // fd67::1 and ::2, fixed MACs 02:00:00:00:67:0k, and (static_neighbours) permanent neighbour
+  // entries so nothing waits for ARP or neighbour discovery. Returns the two namespace names
+  // (empty on failure).
+  std::pair<std::string, std::string> add_veth_pair(bool static_neighbours = true,
+                                                    std::uint32_t mtu = 1500) {
     const std::string a = prefix_ + "pa";
     const std::string b = prefix_ + "pb";
     for (const std::string& ns : {a, b}) {
@@ -125,6 +127,7 @@ class NetnsTopology {
                       "nodad"});
       cmds.push_back({"-n", ns, "link", "set", "v0", "up"});
       cmds.push_back({"-n", ns, "link", "set", "lo", "up"});
+      if (!static_neighbours) continue;
       cmds.push_back({"-n", ns, "neigh", "replace", "10.67.0." + other, "lladdr", other_mac, "dev",
                       "v0", "nud", "permanent"});
       cmds.push_back({"-n", ns, "neigh", "replace", "fd67::" + other, "lladdr", other_mac, "dev",
