@@ -139,8 +139,8 @@ std::byte* build_udp_frame(std::byte* payload, std::uint32_t payload_len, const 
   store16(udp + 2, dst.port());
   store16(udp + 4, static_cast<std::uint16_t>(udp_len));
   store16(udp + 6, 0);
-  std::uint16_t sum = checksum_fold(
-      checksum_add(pseudo_sum(src_ip, dst_ip, udp_len), {udp, udp_len}));
+  std::uint16_t sum =
+      checksum_fold(checksum_add(pseudo_sum(src_ip, dst_ip, udp_len), {udp, udp_len}));
   if (sum == 0) sum = 0xffff;  // zero means "no checksum" (RFC 768)
   store16(udp + 6, sum);
   return frame;
@@ -148,14 +148,22 @@ std::byte* build_udp_frame(std::byte* payload, std::uint32_t payload_len, const 
 
 std::string_view frame_error_name(FrameError e) {
   switch (e) {
-    case FrameError::kNone: return "none";
-    case FrameError::kShort: return "short";
-    case FrameError::kNotIp: return "not_ip";
-    case FrameError::kNotUdp: return "not_udp";
-    case FrameError::kFragment: return "fragment";
-    case FrameError::kBadIpHeader: return "bad_ip_header";
-    case FrameError::kBadUdpLength: return "bad_udp_length";
-    case FrameError::kBadChecksum: return "bad_checksum";
+    case FrameError::kNone:
+      return "none";
+    case FrameError::kShort:
+      return "short";
+    case FrameError::kNotIp:
+      return "not_ip";
+    case FrameError::kNotUdp:
+      return "not_udp";
+    case FrameError::kFragment:
+      return "fragment";
+    case FrameError::kBadIpHeader:
+      return "bad_ip_header";
+    case FrameError::kBadUdpLength:
+      return "bad_udp_length";
+    case FrameError::kBadChecksum:
+      return "bad_checksum";
   }
   return "unknown";
 }

@@ -44,13 +44,13 @@ std::byte* build_udp_frame(std::byte* payload, std::uint32_t payload_len, const 
 // Why the parser refused a frame. The transport counts them under one drop reason.
 enum class FrameError : std::uint8_t {
   kNone = 0,
-  kShort,          // shorter than its headers
-  kNotIp,          // not IPv4 or IPv6 (ARP, VLAN tag, ...)
-  kNotUdp,         // another protocol, or IPv6 extension headers
-  kFragment,       // an IPv4 fragment
-  kBadIpHeader,    // version, header length or total length inconsistent with the frame
-  kBadUdpLength,   // UDP length inconsistent with the IP payload
-  kBadChecksum,    // IPv4 header or UDP checksum wrong (or zero over IPv6)
+  kShort,         // shorter than its headers
+  kNotIp,         // not IPv4 or IPv6 (ARP, VLAN tag, ...)
+  kNotUdp,        // another protocol, or IPv6 extension headers
+  kFragment,      // an IPv4 fragment
+  kBadIpHeader,   // version, header length or total length inconsistent with the frame
+  kBadUdpLength,  // UDP length inconsistent with the IP payload
+  kBadChecksum,   // IPv4 header or UDP checksum wrong (or zero over IPv6)
 };
 std::string_view frame_error_name(FrameError e);
 

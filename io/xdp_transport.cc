@@ -166,7 +166,8 @@ class NextHops {
     a->rta_type = RTA_DST;
     a->rta_len = static_cast<unsigned short>(RTA_LENGTH(ip.size()));
     std::memcpy(RTA_DATA(a), ip.data(), ip.size());
-    rq.h.nlmsg_len = static_cast<std::uint32_t>(NLMSG_LENGTH(sizeof(rtmsg)) + RTA_ALIGN(a->rta_len));
+    rq.h.nlmsg_len =
+        static_cast<std::uint32_t>(NLMSG_LENGTH(sizeof(rtmsg)) + RTA_ALIGN(a->rta_len));
     if (request(&rq, rq.h.nlmsg_len, &buf) != RTM_NEWROUTE || buf.size() < sizeof(rtmsg)) {
       return hop;
     }
@@ -198,7 +199,8 @@ class NextHops {
     na->rta_type = NDA_DST;
     na->rta_len = static_cast<unsigned short>(RTA_LENGTH(next.size()));
     std::memcpy(RTA_DATA(na), next.data(), next.size());
-    nq.h.nlmsg_len = static_cast<std::uint32_t>(NLMSG_LENGTH(sizeof(ndmsg)) + RTA_ALIGN(na->rta_len));
+    nq.h.nlmsg_len =
+        static_cast<std::uint32_t>(NLMSG_LENGTH(sizeof(ndmsg)) + RTA_ALIGN(na->rta_len));
     if (request(&nq, nq.h.nlmsg_len, &buf) != RTM_NEWNEIGH || buf.size() < sizeof(ndmsg)) {
       return hop;
     }
@@ -264,7 +266,7 @@ struct XdpTransport::Impl {
   std::uint32_t frame_bytes = 0;
   std::uint32_t rx_total = 0;  // UMEM frames [0, rx_total) receive; [rx_total, +tx_count) send
   std::uint32_t tx_count = 0;
-  std::uint32_t lent = 0;  // receive buffers the caller holds (both paths)
+  std::uint32_t lent = 0;             // receive buffers the caller holds (both paths)
   std::vector<std::uint8_t> rx_lent;  // per receive frame: 1 while the caller holds it
 
   // Send side
@@ -335,8 +337,8 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
         have_mac = true;
       }
     } else if (i->ifa_addr->sa_family == ip.family() && if_ip.empty()) {
-      Address a = Address::from_sockaddr(i->ifa_addr, ip.is_ipv4() ? sizeof(sockaddr_in)
-                                                                    : sizeof(sockaddr_in6));
+      Address a = Address::from_sockaddr(i->ifa_addr,
+                                         ip.is_ipv4() ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
       const bool link_local =
           a.is_ipv6() && IN6_IS_ADDR_LINKLOCAL(
                              &reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr);
@@ -349,9 +351,9 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
   }
   if (wildcard) {
     if (if_ip.empty()) {
-      return Status::error(Code::kInvalidArgument,
-                           "transport: interface " + m.ifname + " has no " +
-                               (ip.is_ipv4() ? "IPv4" : "IPv6") + " address to send from");
+      return Status::error(Code::kInvalidArgument, "transport: interface " + m.ifname + " has no " +
+                                                       (ip.is_ipv4() ? "IPv4" : "IPv6") +
+                                                       " address to send from");
     }
     ip = if_ip;
   }
@@ -383,8 +385,8 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
     return unavailable("datagram_bytes_max " + std::to_string(config.datagram_bytes_max) +
                        " does not fit a 4,096-byte UMEM frame");
   }
-  const std::uint32_t backlog = std::clamp<std::uint32_t>(
-      next_pow2(config.socket_buffer_bytes / m.frame_bytes), 64, 16384);
+  const std::uint32_t backlog =
+      std::clamp<std::uint32_t>(next_pow2(config.socket_buffer_bytes / m.frame_bytes), 64, 16384);
   m.rx_total = config.recv_buffers + backlog;
   m.tx_count = config.send_buffers;
   const std::uint64_t frames = static_cast<std::uint64_t>(m.rx_total) + m.tx_count;
@@ -392,7 +394,8 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
   if (!area) return area.status();
   m.area = std::move(area.value());
   if (Status s = m.area.populate(); !s) return s;
-  auto slow = MappedRegion::map(static_cast<std::size_t>(kSlowRxBuffers) * config.datagram_bytes_max);
+  auto slow =
+      MappedRegion::map(static_cast<std::size_t>(kSlowRxBuffers) * config.datagram_bytes_max);
   if (!slow) return slow.status();
   m.slow_area = std::move(slow.value());
   for (std::uint32_t i = kSlowRxBuffers; i > 0; --i) m.slow_free.push_back(i - 1);
@@ -480,9 +483,9 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
     usleep(10'000);
   }
   if (sock_err != 0) {
-    return unavailable_errno("creating the socket on " + m.ifname + " queue " +
-                                 std::to_string(config.xdp_queue),
-                             sock_err);
+    return unavailable_errno(
+        "creating the socket on " + m.ifname + " queue " + std::to_string(config.xdp_queue),
+        sock_err);
   }
   m.xsk_fd = xsk_socket__fd(m.xsk);
   const std::uint32_t key = config.xdp_queue;
@@ -594,10 +597,9 @@ Status XdpTransport::send(std::span<const Datagram> batch) {
       refused = Status::error(Code::kInvalidArgument, "datagram has no destination address");
     } else if (local_.is_ipv4() && d.peer.is_ipv6()) {
       reason = DropReason::kBadAddress;
-      refused = Status::error(Code::kInvalidArgument, "cannot send to IPv6 " +
-                                                          d.peer.to_string() +
-                                                          " from IPv4 socket " +
-                                                          local_.to_string());
+      refused =
+          Status::error(Code::kInvalidArgument, "cannot send to IPv6 " + d.peer.to_string() +
+                                                    " from IPv4 socket " + local_.to_string());
     }
     if (!refused.is_ok()) {
       counters_.drops[static_cast<std::size_t>(reason)] += 1;
@@ -708,8 +710,9 @@ std::size_t XdpTransport::receive(std::span<Datagram> out) {
                       (same_ip(p.dst, local_) ||
                        (local_.is_ipv6() && p.dst.is_ipv4()));  // a v6 socket takes v4 too
     if (!ours || p.payload_len > config_.datagram_bytes_max) {
-      counters_.drops[static_cast<std::size_t>(
-          ours ? DropReason::kTruncated : DropReason::kBadFrame)] += 1;
+      counters_
+          .drops[static_cast<std::size_t>(ours ? DropReason::kTruncated : DropReason::kBadFrame)] +=
+          1;
       if (refill == 64) {
         std::uint32_t fi = 0;
         RUMOR_ASSERT(xsk_ring_prod__reserve(&m.fill, refill, &fi) == refill);

@@ -72,7 +72,8 @@ TEST(NetnsXdp, TwoAgentsReplicateTheSeedStoryOverAfXdp) {
     RunResult set = a1.rumor({"set", "service_version", "v1.2.3"});
     ASSERT_EQ(set.status, 0) << set.err;
     EXPECT_TRUE(eventually([&] { return value_at(a2, "service_version") == "v1.2.3"; }, 20))
-        << "a2 has " << value_at(a2, "service_version") << "\n" << a2.log();
+        << "a2 has " << value_at(a2, "service_version") << "\n"
+        << a2.log();
     set = a1.rumor({"set", "service_version", "v1.2.4"});
     ASSERT_EQ(set.status, 0) << set.err;
     for (const AgentProcess* a : {&a1, &a2}) {

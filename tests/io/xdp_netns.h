@@ -10,6 +10,7 @@
 // iproute2; available() says why not otherwise.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -18,7 +19,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <dirent.h>
 #include <functional>
 #include <string>
 #include <utility>
@@ -87,8 +87,7 @@ class NetnsTopology {
              {"-n", hub_, "link", "set", port, "master", "br0"},
              {"-n", hub_, "link", "set", port, "up"},
              {"-n", ns, "addr", "add", "10.66.0." + std::to_string(k) + "/24", "dev", "x0"},
-             {"-n", ns, "addr", "add", "fd66::" + std::to_string(k) + "/64", "dev", "x0",
-              "nodad"},
+             {"-n", ns, "addr", "add", "fd66::" + std::to_string(k) + "/64", "dev", "x0", "nodad"},
              {"-n", ns, "link", "set", "x0", "up"},
              {"-n", ns, "link", "set", "lo", "up"}}) {
       if (std::string e = run(cmd); !e.empty()) {
@@ -116,15 +115,17 @@ class NetnsTopology {
     }
     const std::string m = std::to_string(mtu);
     std::vector<std::vector<std::string>> cmds = {
-        {"-n", a, "link", "add", "v0", "address", "02:00:00:00:67:01", "mtu", m, "type", "veth",
-         "peer", "name", "v0", "address", "02:00:00:00:67:02", "mtu", m, "netns", b}};
+        {"-n",    a,      "link", "add",  "v0", "address", "02:00:00:00:67:01", "mtu", m,
+         "type",  "veth", "peer", "name", "v0", "address", "02:00:00:00:67:02", "mtu", m,
+         "netns", b}};
     for (int k = 1; k <= 2; ++k) {
       const std::string& ns = k == 1 ? a : b;
       const std::string other = std::to_string(3 - k);
       const std::string other_mac = "02:00:00:00:67:0" + other;
-      cmds.push_back({"-n", ns, "addr", "add", "10.67.0." + std::to_string(k) + "/24", "dev", "v0"});
-      cmds.push_back({"-n", ns, "addr", "add", "fd67::" + std::to_string(k) + "/64", "dev", "v0",
-                      "nodad"});
+      cmds.push_back(
+          {"-n", ns, "addr", "add", "10.67.0." + std::to_string(k) + "/24", "dev", "v0"});
+      cmds.push_back(
+          {"-n", ns, "addr", "add", "fd67::" + std::to_string(k) + "/64", "dev", "v0", "nodad"});
       cmds.push_back({"-n", ns, "link", "set", "v0", "up"});
       cmds.push_back({"-n", ns, "link", "set", "lo", "up"});
       if (!static_neighbours) continue;

@@ -91,8 +91,8 @@ TEST(XdpFrame, RoundTripsBothFamiliesAndEverySize) {
 }
 
 TEST(XdpFrame, EveryCorruptionIsRefused) {
-  const auto good = build(Address::ipv4(0x0a420001, 1), Address::ipv4(0x0a420002, 2),
-                          payload(1, 100));
+  const auto good =
+      build(Address::ipv4(0x0a420001, 1), Address::ipv4(0x0a420002, 2), payload(1, 100));
   const std::vector<std::byte> frame(good.frame.begin(), good.frame.end());
   ParsedFrame out;
   // Any single flipped bit in the IP or UDP header or the payload is caught by a checksum or a

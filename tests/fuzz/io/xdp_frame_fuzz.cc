@@ -31,10 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::byte* payload = again.data() + rumor::io::kFrameHeadroomBytes;
   if (p.payload_len > 0) std::memcpy(payload, frame.data() + p.payload_offset, p.payload_len);
   const rumor::io::MacAddress dst_mac{};
-  std::byte* start = rumor::io::build_udp_frame(payload, p.payload_len, p.src_mac, dst_mac,
-                                                p.src, p.dst);
+  std::byte* start =
+      rumor::io::build_udp_frame(payload, p.payload_len, p.src_mac, dst_mac, p.src, p.dst);
   rumor::io::ParsedFrame q;
-  const std::span<const std::byte> rebuilt(start, static_cast<std::size_t>(payload + p.payload_len - start));
+  const std::span<const std::byte> rebuilt(
+      start, static_cast<std::size_t>(payload + p.payload_len - start));
   check(rumor::io::parse_udp_frame(rebuilt, &q) == rumor::io::FrameError::kNone);
   check(q.src == p.src);
   check(q.dst == p.dst);
