@@ -8,8 +8,9 @@
 //
 // Buffers never cross the seam by copy: that is the ownership model AF_XDP (UMEM frames) and
 // DPDK (mbufs) impose, so a kernel-bypass backend is one more class behind this interface.
-// Backends today: io_uring (io/uring_transport.h), sendmmsg/recvmmsg (io/mmsg_transport.h)
-// and a deterministic in-memory network for tests and simulation (io/sim_network.h).
+// Backends today: io_uring (io/uring_transport.h), sendmmsg/recvmmsg (io/mmsg_transport.h),
+// AF_XDP (io/xdp_transport.h) and a deterministic in-memory network for tests and simulation
+// (io/sim_network.h).
 //
 // A reactor turn with any backend:
 //   t.poll(timeout_ns, 1);                 // one system call: submit queued sends, wait
