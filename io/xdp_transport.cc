@@ -20,8 +20,10 @@
 #include <xdp/xsk.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 #include "base/clock.h"
 
@@ -62,14 +64,32 @@ Status unavailable_errno(const std::string& what, int err) {
   return unavailable(what + ": " + errno_text(err) + " (errno " + std::to_string(err) + ")");
 }
 
-// The address bytes of an Address, port and scope dropped: the next-hop cache key.
-std::string ip_key(const Address& a) {
-  if (a.is_ipv4()) {
-    const auto* s = reinterpret_cast<const sockaddr_in*>(a.sockaddr_ptr());
-    return std::string(reinterpret_cast<const char*>(&s->sin_addr), 4);
+// The address bytes of an Address, port and scope dropped: the next-hop cache key. Fixed size,
+// so looking up a destination per datagram allocates nothing.
+struct IpKey {
+  std::uint8_t len = 0;  // 4 or 16
+  std::array<std::uint8_t, 16> bytes{};
+  bool operator==(const IpKey& o) const = default;
+  std::string_view view() const { return {reinterpret_cast<const char*>(bytes.data()), len}; }
+};
+struct IpKeyHash {
+  std::size_t operator()(const IpKey& k) const noexcept {
+    return std::hash<std::string_view>{}(k.view());
   }
-  const auto* s = reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr());
-  return std::string(reinterpret_cast<const char*>(&s->sin6_addr), 16);
+};
+
+IpKey ip_key(const Address& a) {
+  IpKey k;
+  if (a.is_ipv4()) {
+    k.len = 4;
+    std::memcpy(k.bytes.data(), &reinterpret_cast<const sockaddr_in*>(a.sockaddr_ptr())->sin_addr,
+                4);
+  } else {
+    k.len = 16;
+    std::memcpy(k.bytes.data(),
+                &reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr, 16);
+  }
+  return k;
 }
 
 bool same_ip(const Address& a, const Address& b) {
@@ -109,14 +129,14 @@ class NextHops {
   }
 
   const Hop& lookup(const Address& dst, std::uint64_t now) {
-    std::string key = ip_key(dst);
+    const IpKey key = ip_key(dst);
     auto it = cache_.find(key);
     if (it != cache_.end() && it->second.expires_ns > now) return it->second;
     if (cache_.size() >= kHopsMax) cache_.clear();
     Hop h = resolve(dst);
     h.expires_ns = now + (h.xdp ? kHopTtlNs : kHopMissTtlNs);
     ++lookups_;
-    return cache_[std::move(key)] = h;
+    return cache_[key] = h;
   }
   std::uint64_t lookups() const { return lookups_; }
 
@@ -150,7 +170,7 @@ class NextHops {
   Hop resolve(const Address& dst) {
     Hop hop;
     const bool v4 = dst.is_ipv4();
-    const std::string ip = ip_key(dst);
+    const std::string ip(ip_key(dst).view());  // a miss: allocating here is fine
     std::vector<unsigned char> buf;
     // The route: which interface, and through which gateway.
     struct {
@@ -223,7 +243,7 @@ class NextHops {
   int ifindex_ = 0;
   std::uint32_t seq_ = 0;
   std::uint64_t lookups_ = 0;
-  std::unordered_map<std::string, Hop> cache_;
+  std::unordered_map<IpKey, Hop, IpKeyHash> cache_;
 };
 
 // Silences libbpf's own printing while we open (its messages would go to stderr, bypassing
