@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xdp/libxdp.h>
 #include <xdp/xsk.h>
@@ -23,6 +24,9 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string_view>
 
 #include "base/clock.h"
@@ -251,14 +255,90 @@ class NextHops {
 int quiet_print(enum libbpf_print_level, const char*, va_list) { return 0; }
 int quiet_xdp_print(enum libxdp_print_level, const char*, va_list) { return 0; }
 
+// One program per interface (of one network namespace), loaded and attached by the first
+// transport on it and shared by the others: the cores of a node, one socket per queue, and
+// other nodes of this process on other queues. The last one to close detaches it. The registry
+// and its mutex are touched only when a transport opens or closes, never on the packet path.
+struct AttachedProgram {
+  std::uint64_t netns = 0;
+  int ifindex = 0;
+  bpf_object* obj = nullptr;
+  int link_fd = -1;
+  int ports_fd = -1;
+  int xsks_fd = -1;
+  bool native = false;  // XDP in the driver (else generic, skb mode)
+  std::map<std::uint16_t, int> port_refs;  // under programs_mu
+  ~AttachedProgram() {
+    if (link_fd >= 0) close(link_fd);  // detaches the program
+    if (obj != nullptr) bpf_object__close(obj);
+  }
+};
+std::mutex programs_mu;
+std::vector<std::weak_ptr<AttachedProgram>> programs;  // under programs_mu
+
+std::uint64_t current_netns() {
+  struct stat st{};
+  if (stat("/proc/thread-self/ns/net", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
+// Loads and attaches the program on `ifindex`, or finds it attached by another transport of
+// this process. Call with programs_mu held.
+Result<std::shared_ptr<AttachedProgram>> attach_program(int ifindex, const std::string& ifname) {
+  const std::uint64_t netns = current_netns();
+  std::erase_if(programs, [](const std::weak_ptr<AttachedProgram>& w) { return w.expired(); });
+  for (const auto& w : programs) {
+    auto p = w.lock();
+    if (p && p->netns == netns && p->ifindex == ifindex) return p;
+  }
+  auto p = std::make_shared<AttachedProgram>();
+  p->netns = netns;
+  p->ifindex = ifindex;
+  LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = "rumor_xdp");
+  p->obj = bpf_object__open_mem(rumor_xdp_object, rumor_xdp_object_size, &oo);
+  if (p->obj == nullptr) return unavailable_errno("opening the XDP program", errno);
+  if (int err = bpf_object__load(p->obj); err != 0) {
+    return unavailable_errno("loading the XDP program (needs CAP_BPF and CAP_NET_ADMIN)", -err);
+  }
+  bpf_program* prog = bpf_object__find_program_by_name(p->obj, "rumor_xdp");
+  p->ports_fd = bpf_object__find_map_fd_by_name(p->obj, "rumor_ports");
+  p->xsks_fd = bpf_object__find_map_fd_by_name(p->obj, "rumor_xsks");
+  RUMOR_ASSERT(prog != nullptr);
+  RUMOR_ASSERT(p->ports_fd >= 0);
+  RUMOR_ASSERT(p->xsks_fd >= 0);
+  int attach_err = 0;
+  for (const std::uint32_t mode : {static_cast<std::uint32_t>(XDP_FLAGS_DRV_MODE),
+                                   static_cast<std::uint32_t>(XDP_FLAGS_SKB_MODE)}) {
+    LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = mode);
+    const int lfd = bpf_link_create(bpf_program__fd(prog), ifindex, BPF_XDP, &lo);
+    attach_err = lfd >= 0 ? 0 : errno;
+    if (lfd >= 0) {
+      p->link_fd = lfd;
+      p->native = mode == XDP_FLAGS_DRV_MODE;
+      break;
+    }
+  }
+  if (attach_err != 0) {
+    return unavailable_errno("attaching the XDP program to " + ifname, attach_err);
+  }
+  programs.push_back(p);
+  return p;
+}
+
 }  // namespace
 
 struct XdpTransport::Impl {
   ~Impl() {
-    if (xsk != nullptr) xsk_socket__delete(xsk);
+    if (xsk != nullptr) xsk_socket__delete(xsk);  // also leaves the XSKMAP
     if (umem != nullptr) (void)xsk_umem__delete(umem);
-    if (link_fd >= 0) close(link_fd);  // detaches the program
-    if (obj != nullptr) bpf_object__close(obj);
+    if (program && port_be != 0) {
+      const std::lock_guard<std::mutex> lock(programs_mu);
+      if (--program->port_refs[port_be] == 0) {
+        program->port_refs.erase(port_be);
+        (void)bpf_map_delete_elem(program->ports_fd, &port_be);
+      }
+    }
+    program.reset();  // the last transport on the interface detaches the program
     if (udp.fd >= 0) close(udp.fd);
   }
 
@@ -268,11 +348,10 @@ struct XdpTransport::Impl {
   std::uint32_t mtu = 1500;
   MacAddress mac{};
   bool zerocopy = false;
-  bool native = false;  // XDP in the driver (else generic, skb mode)
 
   // Program
-  bpf_object* obj = nullptr;
-  int link_fd = -1;
+  std::shared_ptr<AttachedProgram> program;
+  std::uint16_t port_be = 0;  // our port in the program's port map (network order), once added
 
   // Socket and UMEM
   MappedRegion area;
@@ -422,7 +501,7 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
 
   // The program: loaded from the embedded object, attached through a bpf_link (detached when
   // the last reference closes, so a crashed process leaves nothing behind), native if the
-  // driver has XDP, else generic.
+  // driver has XDP, else generic; shared with the other transports on this interface.
   struct Quiet {
     libbpf_print_fn_t bpf = libbpf_set_print(quiet_print);
     libxdp_print_fn_t xdp = libxdp_set_print(quiet_xdp_print);
@@ -431,37 +510,18 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
       libxdp_set_print(xdp);
     }
   } quiet;
-  LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = "rumor_xdp");
-  m.obj = bpf_object__open_mem(rumor_xdp_object, rumor_xdp_object_size, &oo);
-  if (m.obj == nullptr) return unavailable_errno("opening the XDP program", errno);
-  if (int err = bpf_object__load(m.obj); err != 0) {
-    return unavailable_errno("loading the XDP program (needs CAP_BPF and CAP_NET_ADMIN)", -err);
-  }
-  bpf_program* prog = bpf_object__find_program_by_name(m.obj, "rumor_xdp");
-  const int ports_fd = bpf_object__find_map_fd_by_name(m.obj, "rumor_ports");
-  const int xsks_fd = bpf_object__find_map_fd_by_name(m.obj, "rumor_xsks");
-  RUMOR_ASSERT(prog != nullptr);
-  RUMOR_ASSERT(ports_fd >= 0);
-  RUMOR_ASSERT(xsks_fd >= 0);
-  const std::uint16_t port_be = htons(t->local_.port());
-  const std::uint8_t yes = 1;
-  if (bpf_map_update_elem(ports_fd, &port_be, &yes, BPF_ANY) != 0) {
-    return unavailable_errno("setting the port map", errno);
-  }
-  int attach_err = 0;
-  for (const std::uint32_t mode : {static_cast<std::uint32_t>(XDP_FLAGS_DRV_MODE),
-                                   static_cast<std::uint32_t>(XDP_FLAGS_SKB_MODE)}) {
-    LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = mode);
-    const int lfd = bpf_link_create(bpf_program__fd(prog), m.ifindex, BPF_XDP, &lo);
-    attach_err = lfd >= 0 ? 0 : errno;
-    if (lfd >= 0) {
-      m.link_fd = lfd;
-      m.native = mode == XDP_FLAGS_DRV_MODE;
-      break;
+  {
+    const std::lock_guard<std::mutex> lock(programs_mu);
+    auto program = attach_program(m.ifindex, m.ifname);
+    if (!program) return program.status();
+    m.program = std::move(program.value());
+    const std::uint16_t port_be = htons(t->local_.port());
+    const std::uint8_t yes = 1;
+    if (bpf_map_update_elem(m.program->ports_fd, &port_be, &yes, BPF_ANY) != 0) {
+      return unavailable_errno("setting the port map", errno);
     }
-  }
-  if (attach_err != 0) {
-    return unavailable_errno("attaching the XDP program to " + m.ifname, attach_err);
+    ++m.program->port_refs[port_be];
+    m.port_be = port_be;
   }
 
   // The socket.
@@ -509,7 +569,7 @@ Result<std::unique_ptr<XdpTransport>> XdpTransport::open(const TransportConfig& 
   }
   m.xsk_fd = xsk_socket__fd(m.xsk);
   const std::uint32_t key = config.xdp_queue;
-  if (bpf_map_update_elem(xsks_fd, &key, &m.xsk_fd, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(m.program->xsks_fd, &key, &m.xsk_fd, BPF_ANY) != 0) {
     return unavailable_errno("registering the socket in the XSKMAP", errno);
   }
 
@@ -538,7 +598,7 @@ TransportInfo XdpTransport::info() const {
   i.socket_rcvbuf_bytes = m.udp.rcvbuf_bytes;
   i.socket_sndbuf_bytes = m.udp.sndbuf_bytes;
   i.features = "interface=" + m.ifname + " queue=" + std::to_string(config_.xdp_queue) +
-               (m.native ? " native" : " generic") + (m.zerocopy ? " zerocopy" : " copy") +
+               (m.program->native ? " native" : " generic") + (m.zerocopy ? " zerocopy" : " copy") +
                " frame=" + std::to_string(m.frame_bytes) + " mtu=" + std::to_string(m.mtu) +
                " rx_frames=" + std::to_string(m.rx_total);
   return i;

@@ -593,9 +593,6 @@ Status validate(const AgentConfig& c) {
                            "the xdp backend needs an interface (--xdp-interface or "
                            "transport.xdp_interface)");
     }
-    if (c.cores > 1) {
-      return Status::error(Code::kInvalidArgument, "the xdp backend runs on one core for now");
-    }
   }
   for (const auto* list : {&c.join, &c.retry_join}) {
     for (const std::string& seed : *list) {

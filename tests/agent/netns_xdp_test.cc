@@ -90,5 +90,46 @@ TEST(NetnsXdp, TwoAgentsReplicateTheSeedStoryOverAfXdp) {
   }
 }
 
+// Two cores a node, on a veth pair with two queues a side: core k's AF_XDP socket binds queue
+// k, the cores share one XDP program, and what lands on the wrong core is handed over in user
+// space as with any backend without kernel steering.
+TEST(NetnsXdp, TwoCoreAgentsShareTheProgramOneSocketPerQueue) {
+  NetnsTopology topo("m");
+  if (!topo.available()) GTEST_SKIP() << topo.error();
+  const auto [ns1, ns2] = topo.add_veth_pair(/*static_neighbours=*/false, /*queues=*/2);
+  ASSERT_FALSE(ns1.empty()) << topo.error();
+  TempDir dir;
+  AgentProcess a1(dir.path(), "mc1");
+  AgentProcess a2(dir.path(), "mc2");
+  a1.set_wrapper(topo.exec_prefix(ns1));
+  a2.set_wrapper(topo.exec_prefix(ns2));
+  const std::string e1 = NetnsTopology::pair_address(1, false, 17950).to_string();
+  const std::string e2 = NetnsTopology::pair_address(2, false, 17950).to_string();
+  a1.set_bind(e1);
+  a2.set_bind(e2);
+  const std::vector<std::string> xdp = {"--backend", "xdp", "--xdp-interface", "v0", "--cores",
+                                        "2"};
+  ASSERT_TRUE(a1.start({}, xdp)) << a1.error;
+  if (backend_line(a1).find("backend=xdp") == std::string::npos) {
+    GTEST_SKIP() << "AF_XDP is not available here: " << backend_line(a1);
+  }
+  ASSERT_TRUE(a2.start({e1}, xdp)) << a2.error;
+  EXPECT_NE(backend_line(a2).find("backend=xdp"), std::string::npos) << backend_line(a2);
+  EXPECT_NE(a1.log().find("threads=2"), std::string::npos) << a1.log();
+  for (int i = 0; i < 8; ++i) {  // keys spread over both cores' shards
+    const std::string key = "svc" + std::to_string(i);
+    RunResult set = a1.rumor({"set", key, "v1.2." + std::to_string(i)});
+    ASSERT_EQ(set.status, 0) << set.err;
+  }
+  for (int i = 0; i < 8; ++i) {
+    const std::string key = "svc" + std::to_string(i);
+    EXPECT_TRUE(eventually([&] { return value_at(a2, key) == "v1.2." + std::to_string(i); }, 20))
+        << key << ": a2 has " << value_at(a2, key) << "\n"
+        << a2.log();
+  }
+  EXPECT_EQ(a2.terminate(), 0) << a2.log();
+  EXPECT_EQ(a1.terminate(), 0) << a1.log();
+}
+
 }  // namespace
 }  // namespace rumor::testing

@@ -102,7 +102,9 @@ class NetnsTopology {
   // fd67::1 and ::2, fixed MACs 02:00:00:00:67:0k, and (static_neighbours) permanent neighbour
   // entries so nothing waits for ARP or neighbour discovery. Returns the two namespace names
   // (empty on failure).
+  // `queues` receive and transmit queues on each end (one AF_XDP socket per queue).
   std::pair<std::string, std::string> add_veth_pair(bool static_neighbours = true,
+                                                    std::uint32_t queues = 1,
                                                     std::uint32_t mtu = 1500) {
     const std::string a = prefix_ + "pa";
     const std::string b = prefix_ + "pb";
@@ -114,10 +116,11 @@ class NetnsTopology {
       namespaces_.push_back(ns);
     }
     const std::string m = std::to_string(mtu);
+    const std::string q = std::to_string(queues);
     std::vector<std::vector<std::string>> cmds = {
-        {"-n",    a,      "link", "add",  "v0", "address", "02:00:00:00:67:01", "mtu", m,
-         "type",  "veth", "peer", "name", "v0", "address", "02:00:00:00:67:02", "mtu", m,
-         "netns", b}};
+        {"-n", a, "link", "add", "v0", "address", "02:00:00:00:67:01", "mtu", m, "numtxqueues", q,
+         "numrxqueues", q, "type", "veth", "peer", "name", "v0", "address", "02:00:00:00:67:02",
+         "mtu", m, "numtxqueues", q, "numrxqueues", q, "netns", b}};
     for (int k = 1; k <= 2; ++k) {
       const std::string& ns = k == 1 ? a : b;
       const std::string other = std::to_string(3 - k);
