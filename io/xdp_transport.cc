@@ -90,8 +90,8 @@ IpKey ip_key(const Address& a) {
                 4);
   } else {
     k.len = 16;
-    std::memcpy(k.bytes.data(),
-                &reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr, 16);
+    std::memcpy(k.bytes.data(), &reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr())->sin6_addr,
+                16);
   }
   return k;
 }
@@ -266,7 +266,7 @@ struct AttachedProgram {
   int link_fd = -1;
   int ports_fd = -1;
   int xsks_fd = -1;
-  bool native = false;  // XDP in the driver (else generic, skb mode)
+  bool native = false;                     // XDP in the driver (else generic, skb mode)
   std::map<std::uint16_t, int> port_refs;  // under programs_mu
   ~AttachedProgram() {
     if (link_fd >= 0) close(link_fd);  // detaches the program
@@ -277,7 +277,7 @@ std::mutex programs_mu;
 std::vector<std::weak_ptr<AttachedProgram>> programs;  // under programs_mu
 
 std::uint64_t current_netns() {
-  struct stat st{};
+  struct stat st {};
   if (stat("/proc/thread-self/ns/net", &st) != 0) return 0;
   return static_cast<std::uint64_t>(st.st_ino);
 }

@@ -107,8 +107,8 @@ TEST(NetnsXdp, TwoCoreAgentsShareTheProgramOneSocketPerQueue) {
   const std::string e2 = NetnsTopology::pair_address(2, false, 17950).to_string();
   a1.set_bind(e1);
   a2.set_bind(e2);
-  const std::vector<std::string> xdp = {"--backend", "xdp", "--xdp-interface", "v0", "--cores",
-                                        "2"};
+  const std::vector<std::string> xdp = {"--backend", "xdp",     "--xdp-interface",
+                                        "v0",        "--cores", "2"};
   ASSERT_TRUE(a1.start({}, xdp)) << a1.error;
   if (backend_line(a1).find("backend=xdp") == std::string::npos) {
     GTEST_SKIP() << "AF_XDP is not available here: " << backend_line(a1);

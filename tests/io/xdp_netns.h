@@ -117,10 +117,34 @@ class NetnsTopology {
     }
     const std::string m = std::to_string(mtu);
     const std::string q = std::to_string(queues);
-    std::vector<std::vector<std::string>> cmds = {
-        {"-n", a, "link", "add", "v0", "address", "02:00:00:00:67:01", "mtu", m, "numtxqueues", q,
-         "numrxqueues", q, "type", "veth", "peer", "name", "v0", "address", "02:00:00:00:67:02",
-         "mtu", m, "numtxqueues", q, "numrxqueues", q, "netns", b}};
+    std::vector<std::vector<std::string>> cmds = {{"-n",
+                                                   a,
+                                                   "link",
+                                                   "add",
+                                                   "v0",
+                                                   "address",
+                                                   "02:00:00:00:67:01",
+                                                   "mtu",
+                                                   m,
+                                                   "numtxqueues",
+                                                   q,
+                                                   "numrxqueues",
+                                                   q,
+                                                   "type",
+                                                   "veth",
+                                                   "peer",
+                                                   "name",
+                                                   "v0",
+                                                   "address",
+                                                   "02:00:00:00:67:02",
+                                                   "mtu",
+                                                   m,
+                                                   "numtxqueues",
+                                                   q,
+                                                   "numrxqueues",
+                                                   q,
+                                                   "netns",
+                                                   b}};
     for (int k = 1; k <= 2; ++k) {
       const std::string& ns = k == 1 ? a : b;
       const std::string other = std::to_string(3 - k);
