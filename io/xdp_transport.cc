@@ -888,9 +888,9 @@ Status XdpTransport::flush() {
       if (sendto(m.xsk_fd, nullptr, 0, MSG_DONTWAIT, nullptr, 0) >= 0) continue;
       const int err = errno;
       if (err == EAGAIN || err == EBUSY || err == ENOBUFS) continue;
-      if (err == ENETDOWN || err == ENXIO) {
-        return errno_status("AF_XDP send on " + m.ifname, err);
-      }
+      // Anything else (ENETDOWN while the interface is down, say) leaves the frames on the ring
+      // for the next kick: not an error of the transport, and the send pool's back-pressure
+      // shows it. Returning an error would skip poll()'s wait and spin the reactor.
       break;
     }
   }
@@ -912,7 +912,9 @@ Status XdpTransport::poll(std::uint64_t timeout_ns, std::uint32_t wait_count) {
       m.stats_dropped_seen = dropped;
     }
   }
-  const bool ready = xsk_cons_nb_avail(&m.rx, 1) > 0 || m.tx_in_ring > 0;
+  // Not waiting only for frames already received: sends in flight complete inside the kick in
+  // copy mode, and a ring stuck behind a downed interface must not turn this into a spin.
+  const bool ready = xsk_cons_nb_avail(&m.rx, 1) > 0;
   pollfd fds[2] = {{m.xsk_fd, POLLIN, 0}, {m.udp.fd, POLLIN, 0}};
   timespec ts{};
   if (!ready) {
