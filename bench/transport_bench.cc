@@ -11,6 +11,11 @@
 // busy-polling recvmmsg receiver for both (so the sender never pays for a wake-up), to show what
 // the kernel's own send paths cost next to each other (docs/transport.md).
 //
+// transport/veth/{xdp,uring}/<bytes> cross one veth pair between two network namespaces this
+// process creates (tests/io/xdp_netns.h; root only, skipped otherwise): the sender's transport in
+// one, the receiver's in the other, AF_XDP (an XDP program and socket on each end) against
+// io_uring. The same counters as transport/pps.
+//
 //   build/release/bench/rumor-bench --benchmark_filter=transport
 #include <benchmark/benchmark.h>
 #include <liburing.h>
@@ -33,7 +38,9 @@
 #include "base/clock.h"
 #include "io/mmsg_transport.h"
 #include "io/uring_transport.h"
+#include "io/xdp_transport.h"
 #include "rumor/transport.h"
+#include "tests/io/xdp_netns.h"
 
 namespace rumor {
 namespace {
@@ -232,6 +239,119 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   trial->rx_overflow = receiver.counters().drop_count(DropReason::kSocketOverflow);
   trial->rx_no_buffer = receiver.counters().rx_no_buffer;
   trial->tx_no_buffer = sender.counters().tx_no_buffer;
+  return true;
+}
+
+// ---- Over a veth pair: AF_XDP against io_uring ----
+
+// The pair of namespaces (sender's, receiver's), made once per process and deleted at exit.
+const std::pair<std::string, std::string>* veth_pair(std::string* error) {
+  static std::unique_ptr<testing::NetnsTopology> topo;
+  static std::pair<std::string, std::string> ends;
+  if (!topo) {
+    topo = std::make_unique<testing::NetnsTopology>("b");
+    if (topo->available()) ends = topo->add_veth_pair();
+  }
+  if (!topo->available()) {
+    *error = "veth pair: " + topo->error();
+    return nullptr;
+  }
+  return &ends;
+}
+
+// Opens a transport inside namespace `ns` (its socket stays there).
+Result<std::unique_ptr<Transport>> open_in(const std::string& ns, const Opener& open,
+                                           const TransportConfig& c) {
+  Result<std::unique_ptr<Transport>> t = Status::error(Code::kIo, "not opened");
+  if (!testing::NetnsTopology::in_namespace(ns, [&] { t = open(c); })) {
+    return Status::error(Code::kIo, "cannot enter namespace " + ns);
+  }
+  return t;
+}
+
+Result<std::unique_ptr<Transport>> open_xdp(const TransportConfig& c) {
+  auto t = io::XdpTransport::open(c);
+  if (!t) return t.status();
+  return std::unique_ptr<Transport>(std::move(t.value()));
+}
+
+bool run_veth_trial(bool xdp, std::uint32_t bytes, Trial* trial, std::string* error) {
+  const auto* ends = veth_pair(error);
+  if (ends == nullptr) return false;
+  TransportConfig tc;
+  tc.bind = testing::NetnsTopology::pair_address(1, false);
+  tc.socket_buffer_bytes = kSocketBufferBytes;
+  tc.gso = false;
+  tc.reuse_port = false;
+  tc.xdp_interface = "v0";
+  TransportConfig rc = tc;
+  rc.bind = testing::NetnsTopology::pair_address(2, false);
+  rc.recv_buffers = 4096;
+  const Opener open = xdp ? Opener(open_xdp) : Opener(open_uring);
+  auto tx = open_in(ends->first, open, tc);
+  auto rx = open_in(ends->second, open, rc);
+  if (!tx || !rx) {
+    *error = (!tx ? tx.status() : rx.status()).to_string();
+    return false;
+  }
+  Transport& sender = **tx;
+  Transport& receiver = **rx;
+  const Address dest = receiver.local_address();
+  const auto receive = [&](RxShared& shared) {
+    std::vector<Datagram> batch(kRecvBatch);
+    std::uint64_t delivered = 0;
+    std::uint64_t last_ns = monotonic_ns();
+    for (;;) {
+      (void)receiver.poll(1'000'000, kRxWaitCount);
+      const std::size_t n = receiver.receive(batch);
+      if (n != 0) {
+        delivered += n;
+        last_ns = monotonic_ns();
+        receiver.release({batch.data(), n});
+      }
+      if (receiver_should_stop(shared, delivered, last_ns)) break;
+    }
+    shared.delivered = delivered;
+    shared.last_ns = last_ns;
+  };
+  const auto send = [&](std::uint64_t* sent, std::string*) {
+    std::vector<Datagram> batch(kBatch);
+    std::uint64_t queued = 0;
+    const std::uint64_t start = monotonic_ns();
+    while (monotonic_ns() - start < kTrialNs) {
+      const std::size_t n = sender.acquire(batch);
+      for (std::size_t i = 0; i < n; ++i) {
+        Datagram& d = batch[i];
+        const std::uint64_t seq = queued + i;
+        std::memcpy(d.data, &seq, sizeof(seq));
+        std::memset(d.data + sizeof(seq), 0x5a, bytes - sizeof(seq));
+        d.len = bytes;
+        d.peer = dest;
+      }
+      if (n != 0) (void)sender.send({batch.data(), n});
+      queued += n;
+      (void)sender.flush();
+      if (n == 0) {
+        (void)sender.poll(100'000, 1);
+        ++trial->tx_pool_waits;
+      }
+    }
+    for (int i = 0; i < 100 && sender.counters().datagrams_sent < queued; ++i) {
+      (void)sender.poll(1'000'000, 1);
+    }
+    *sent = sender.counters().datagrams_sent;
+    return true;
+  };
+  (void)run_pair(receive, send, trial, error);
+  // Let the receiver's drop counters catch up (AF_XDP reads its statistics every 64 polls).
+  for (int i = 0; i < 64; ++i) (void)receiver.poll(0, 1);
+  trial->rx_overflow = receiver.counters().drop_count(DropReason::kSocketOverflow);
+  trial->rx_no_buffer = receiver.counters().rx_no_buffer;
+  trial->tx_no_buffer = sender.counters().tx_no_buffer;
+  if (xdp && (sender.info().backend != "xdp" || receiver.info().backend != "xdp")) {
+    *error = "not AF_XDP";
+    return false;
+  }
   return true;
 }
 
@@ -465,7 +585,7 @@ bool run_kernel_trial(bool uring, std::uint32_t bytes, Trial* trial, std::string
 
 // ---- Registration ----
 
-enum class Path { kUring, kMmsg, kPlain, kGso, kKernelUring, kKernelMmsg };
+enum class Path { kUring, kMmsg, kPlain, kGso, kKernelUring, kKernelMmsg, kVethXdp, kVethUring };
 
 void BM_pps(benchmark::State& state, Path path) {
   const auto bytes = static_cast<std::uint32_t>(state.range(0));
@@ -481,6 +601,8 @@ void BM_pps(benchmark::State& state, Path path) {
       case Path::kPlain: ok = run_plain_trial(bytes, &t, &error); break;
       case Path::kKernelUring: ok = run_kernel_trial(true, bytes, &t, &error); break;
       case Path::kKernelMmsg: ok = run_kernel_trial(false, bytes, &t, &error); break;
+      case Path::kVethXdp: ok = run_veth_trial(true, bytes, &t, &error); break;
+      case Path::kVethUring: ok = run_veth_trial(false, bytes, &t, &error); break;
     }
     if (!ok) {
       state.SkipWithError(error.c_str());
@@ -529,6 +651,14 @@ BENCHMARK_CAPTURE(BM_pps, kernel_uring, Path::kKernelUring)
     ->Arg(1200);
 BENCHMARK_CAPTURE(BM_pps, kernel_mmsg, Path::kKernelMmsg)
     ->Name("transport/kernel/mmsg")
+    ->Arg(64)
+    ->Arg(1200);
+BENCHMARK_CAPTURE(BM_pps, veth_xdp, Path::kVethXdp)
+    ->Name("transport/veth/xdp")
+    ->Arg(64)
+    ->Arg(1200);
+BENCHMARK_CAPTURE(BM_pps, veth_uring, Path::kVethUring)
+    ->Name("transport/veth/uring")
     ->Arg(64)
     ->Arg(1200);
 

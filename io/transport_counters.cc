@@ -15,6 +15,7 @@ std::string_view drop_reason_name(DropReason reason) {
     case DropReason::kInboxFull: return "inbox_full";
     case DropReason::kNoRoute: return "no_route";
     case DropReason::kUplinkFull: return "uplink_full";
+    case DropReason::kBadFrame: return "bad_frame";
     case DropReason::kCount: break;
   }
   return "unknown";

@@ -173,7 +173,12 @@ const std::vector<Key>& keys() {
        "change records kept per shard for feed readers"},
       // ---- [transport]: TransportConfig ----
       {"transport", "backend", Kind::kBackend, F(reactor.transport.backend),
-       "auto | uring | mmsg (auto: io_uring, else sendmmsg)"},
+       "auto | uring | mmsg | xdp (auto: io_uring, else sendmmsg; xdp: AF_XDP on "
+       "xdp_interface, else auto)"},
+      {"transport", "xdp_interface", Kind::kString, F(reactor.transport.xdp_interface),
+       "interface for the xdp backend (its address is used with a wildcard bind)"},
+      {"transport", "xdp_queue", Kind::kU32, F(reactor.transport.xdp_queue),
+       "receive queue of xdp_interface the AF_XDP socket binds to"},
       {"transport", "datagram_bytes_max", Kind::kU32, F(reactor.transport.datagram_bytes_max),
        "largest datagram sent or accepted"},
       {"transport", "recv_buffers", Kind::kU32, F(reactor.transport.recv_buffers),
@@ -311,8 +316,10 @@ Status set_from_text(AgentConfig& c, const Key& k, std::string_view text) {
         *b = Backend::kUring;
       } else if (text == "mmsg" || text == "sendmmsg") {
         *b = Backend::kMmsg;
+      } else if (text == "xdp" || text == "af_xdp") {
+        *b = Backend::kXdp;
       } else {
-        return bad(k, fmt::format("'{}' is not auto, uring or mmsg", text));
+        return bad(k, fmt::format("'{}' is not auto, uring, mmsg or xdp", text));
       }
       return Status::ok();
     }
@@ -397,6 +404,7 @@ std::string current_text(AgentConfig& c, const Key& k) {
         case Backend::kAuto: return "\"auto\"";
         case Backend::kUring: return "\"uring\"";
         case Backend::kMmsg: return "\"mmsg\"";
+        case Backend::kXdp: return "\"xdp\"";
       }
       return "?";
     }
@@ -593,6 +601,13 @@ Status validate(const AgentConfig& c) {
     return Status::error(Code::kInvalidArgument, "admin_connections_max must be at least 1");
   }
   if (Status s = c.reactor.validate(); !s) return s;
+  if (c.reactor.transport.backend == Backend::kXdp) {
+    if (c.reactor.transport.xdp_interface.empty()) {
+      return Status::error(Code::kInvalidArgument,
+                           "the xdp backend needs an interface (--xdp-interface or "
+                           "transport.xdp_interface)");
+    }
+  }
   for (const auto* list : {&c.join, &c.retry_join}) {
     for (const std::string& seed : *list) {
       auto hp = split_host_port(seed);

@@ -28,7 +28,7 @@ namespace {
 
 struct AgentFlags {
   std::string config_file, preset, bind, advertise, admin, metrics, name, label, metadata,
-      log_level, log_format, backend, ready_file, data_dir, sync;
+      log_level, log_format, backend, xdp_interface, ready_file, data_dir, sync;
   std::vector<std::string> join, retry_join, options, tags;
   std::uint64_t retry_interval_ms = 0;
   std::uint32_t retry_max = 0;
@@ -77,6 +77,7 @@ Result<AgentConfig> build_config(const AgentFlags& f, CLI::App& cmd) {
                    set("--log-level", "log_level", f.log_level),
                    set("--log-format", "log_format", f.log_format),
                    set("--backend", "transport.backend", f.backend),
+                   set("--xdp-interface", "transport.xdp_interface", f.xdp_interface),
                    set("--ready-file", "ready_file", f.ready_file),
                    set("--data-dir", "data_dir", f.data_dir), set("--sync", "sync", f.sync),
                    set("--sync-interval-ms", "sync_interval_ms",
@@ -166,7 +167,9 @@ int main(int argc, char** argv) {
   agent->add_option("--log-level", af.log_level, "debug | info | warn | error [info]");
   agent->add_option("--log-format", af.log_format,
                     "text (strict logfmt) | json: one event per line on stderr [text]");
-  agent->add_option("--backend", af.backend, "auto | uring | mmsg [auto]");
+  agent->add_option("--backend", af.backend, "auto | uring | mmsg | xdp [auto]");
+  agent->add_option("--xdp-interface", af.xdp_interface,
+                    "interface for --backend xdp (AF_XDP; falls back to io_uring)");
   agent->add_option("--cpu", af.cpu, "pin the reactor to this CPU (-1: first allowed)");
   agent->add_flag("--no-pin", af.no_pin, "do not pin the reactor thread (shared machines)");
   agent->add_option("--join-timeout-ms", af.join_timeout_ms,

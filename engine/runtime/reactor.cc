@@ -110,9 +110,19 @@ Result<std::unique_ptr<Reactor>> Reactor::open(const ReactorConfig& config_in) {
     TransportConfig same = config.transport;
     same.bind = impl->local;
     same.backend = impl->choice.backend == "uring" ? Backend::kUring : Backend::kMmsg;
+    const bool xdp = impl->choice.backend == "xdp";
+    if (xdp) same.backend = Backend::kXdp;
     for (std::uint32_t k = 1; k < config.cores; ++k) {
+      // AF_XDP: one socket per interface queue, core k on queue xdp_queue + k (the XDP program
+      // is shared). Every core must get it: a core that fell back would miss its queue's traffic.
+      if (xdp) same.xdp_queue = config.transport.xdp_queue + k;
       auto t = open_transport(same);
       if (!t) return t.status();
+      if (t->backend != impl->choice.backend) {
+        return Status::error(Code::kUnavailable,
+                             "reactor: core " + std::to_string(k) + " could not use " +
+                                 impl->choice.backend + " as core 0 does: " + t->reason);
+      }
       impl->cores.push_back(std::make_unique<Impl::Core>());
       impl->cores[k]->transport = std::move(t->transport);
     }

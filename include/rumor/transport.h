@@ -8,8 +8,9 @@
 //
 // Buffers never cross the seam by copy: that is the ownership model AF_XDP (UMEM frames) and
 // DPDK (mbufs) impose, so a kernel-bypass backend is one more class behind this interface.
-// Backends today: io_uring (io/uring_transport.h), sendmmsg/recvmmsg (io/mmsg_transport.h)
-// and a deterministic in-memory network for tests and simulation (io/sim_network.h).
+// Backends today: io_uring (io/uring_transport.h), sendmmsg/recvmmsg (io/mmsg_transport.h),
+// AF_XDP (io/xdp_transport.h) and a deterministic in-memory network for tests and simulation
+// (io/sim_network.h).
 //
 // A reactor turn with any backend:
 //   t.poll(timeout_ns, 1);                 // one system call: submit queued sends, wait
@@ -137,6 +138,7 @@ enum class DropReason : std::uint8_t {
   kInboxFull,       // simulator: the receiver's queue (its "socket buffer") was full
   kNoRoute,         // simulator: nobody has that address
   kUplinkFull,      // simulator: the sender's bandwidth-capped uplink queue was full
+  kBadFrame,        // AF_XDP: a frame whose Ethernet/IP/UDP headers or checksums do not hold
   kCount,
 };
 inline constexpr std::size_t kDropReasonCount = static_cast<std::size_t>(DropReason::kCount);
@@ -163,7 +165,9 @@ struct TransportCounters {
 
 // ---- Configuration ----
 
-enum class Backend : std::uint8_t { kAuto, kUring, kMmsg };
+// kXdp: AF_XDP on xdp_interface (io/xdp_transport.h), falling back to kAuto's choice when
+// AF_XDP cannot be had (no privileges, old kernel, no such support in this build).
+enum class Backend : std::uint8_t { kAuto, kUring, kMmsg, kXdp };
 
 struct TransportConfig {
   Address bind;  // required; port 0 picks a free port (see Transport::local_address)
@@ -179,11 +183,16 @@ struct TransportConfig {
   bool gso = true;         // coalesce same-destination runs into UDP_SEGMENT sends
   bool gro = false;        // accept UDP_GRO coalesced receives (and split them)
   Backend backend = Backend::kAuto;
+  // AF_XDP only: the interface whose traffic to our port bypasses the kernel's UDP stack, and
+  // its receive queue. With a wildcard bind the interface's own address of bind's family is
+  // used as the source of every frame.
+  std::string xdp_interface;
+  std::uint32_t xdp_queue = 0;
 };
 
 // What a backend actually runs with, once open (for the log line and tests).
 struct TransportInfo {
-  std::string_view backend;  // "uring", "mmsg", "sim"
+  std::string_view backend;  // "uring", "mmsg", "xdp", "sim"
   bool gso = false;
   bool gro = false;
   std::uint32_t datagram_bytes_max = 0;
@@ -243,10 +252,11 @@ class Transport {
 };
 
 // Opens a UDP transport on config.bind. With Backend::kAuto, tries io_uring and falls back to
-// sendmmsg when the kernel lacks it or seccomp forbids it. `reason` says why, once, for the log.
+// sendmmsg when the kernel lacks it or seccomp forbids it; Backend::kXdp tries AF_XDP first and
+// falls back the same way. `reason` says why, once, for the log.
 struct TransportChoice {
   std::unique_ptr<Transport> transport;
-  std::string backend;  // "uring" or "mmsg"
+  std::string backend;  // "xdp", "uring" or "mmsg"
   std::string reason;   // "io_uring available (single_issuer defer_taskrun ...)" or why not
 };
 Result<TransportChoice> open_transport(const TransportConfig& config);

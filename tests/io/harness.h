@@ -20,11 +20,13 @@
 #include "io/mmsg_transport.h"
 #include "io/sim_network.h"
 #include "io/uring_transport.h"
+#include "io/xdp_transport.h"
+#include "tests/io/xdp_netns.h"
 #include "rumor/transport.h"
 
 namespace rumor::testing {
 
-enum class Kind { kUring, kMmsg, kSim };
+enum class Kind { kUring, kMmsg, kSim, kXdp };
 enum class Family { kV4, kV6 };
 
 inline const char* kind_name(Kind k) {
@@ -32,6 +34,7 @@ inline const char* kind_name(Kind k) {
     case Kind::kUring: return "uring";
     case Kind::kMmsg: return "mmsg";
     case Kind::kSim: return "sim";
+    case Kind::kXdp: return "xdp";
   }
   return "?";
 }
@@ -122,8 +125,61 @@ class SimHarness final : public Harness {
   io::SimNetwork net_;
 };
 
+// AF_XDP endpoints, each in its own namespace behind a veth pair into one bridge
+// (tests/io/xdp_netns.h). The topology is made at the first open(), so a suite that skips costs
+// nothing; open() answers kUnavailable, with the reason, where namespaces or XDP cannot be had.
+class XdpHarness final : public Harness {
+ public:
+  Kind kind() const override { return Kind::kXdp; }
+  ~XdpHarness() override {
+    owned_.clear();  // sockets and programs go before their namespaces
+    topo_.reset();
+  }
+  Result<Transport*> open(Family family, TransportConfig config) override {
+    if (!io::xdp_built()) {
+      return Status::error(Code::kUnavailable, "this build has no AF_XDP support");
+    }
+    if (!topo_) topo_ = std::make_unique<NetnsTopology>("c");
+    if (!topo_->available()) {
+      return Status::error(Code::kUnavailable, "AF_XDP test network: " + topo_->error());
+    }
+    const int k = ++endpoints_;
+    const std::string ns = topo_->add_endpoint(k);
+    if (ns.empty()) return Status::error(Code::kUnavailable, topo_->error());
+    config.bind = NetnsTopology::endpoint_address(k, family == Family::kV6);
+    config.backend = Backend::kXdp;
+    config.xdp_interface = "x0";
+    Result<std::unique_ptr<io::XdpTransport>> t = Status::error(Code::kIo, "not opened");
+    if (!NetnsTopology::in_namespace(ns, [&] { t = io::XdpTransport::open(config); })) {
+      return Status::error(Code::kUnavailable, "cannot enter namespace " + ns);
+    }
+    if (!t) return t.status();
+    owned_.push_back(std::move(t.value()));
+    return owned_.back().get();
+  }
+  void pump() override {}
+  // From the hub (the bridge's own address), through the kernel's stack.
+  void inject(const Address& to, std::span<const std::byte> bytes) override {
+    ASSERT_TRUE(topo_ && topo_->available());
+    ASSERT_TRUE(NetnsTopology::in_namespace(topo_->hub(), [&] {
+      const int fd = socket(to.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      ASSERT_GE(fd, 0);
+      const ssize_t r = sendto(fd, bytes.data(), bytes.size(), 0, to.sockaddr_ptr(),
+                               to.sockaddr_len());
+      EXPECT_EQ(r, static_cast<ssize_t>(bytes.size())) << std::strerror(errno);
+      close(fd);
+    }));
+  }
+
+ private:
+  std::unique_ptr<NetnsTopology> topo_;
+  std::vector<std::unique_ptr<Transport>> owned_;
+  int endpoints_ = 0;
+};
+
 inline std::unique_ptr<Harness> make_harness(Kind k, std::uint64_t seed) {
   if (k == Kind::kSim) return std::make_unique<SimHarness>(seed);
+  if (k == Kind::kXdp) return std::make_unique<XdpHarness>();
   return std::make_unique<SocketHarness>(k);
 }
 
