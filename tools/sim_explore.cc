@@ -186,7 +186,7 @@ class Run {
     if (!d.journal || !live(i)) return;
     std::vector<JournalRecord> out;
     d.journal->drain(out, SIZE_MAX);
-    for (JournalRecord& r : out) d.db->add(std::move(r));
+    for (const JournalRecord& r : out) d.db->add(r);
     // A simulated crash is a crash of the process: unsynced commits survive it.
     if (Status s = d.db->commit(false); !s) disk_error_ = s.to_string();
     if (d.journal->dropped() > 0) disk_error_ = "a journal queue overflowed in the simulator";

@@ -197,7 +197,7 @@ class DurableImpl {
         r.key = e.key;
         r.value = e.value;
         live.insert(e.key);
-        db_->add(std::move(r));
+        db_->add(r);
       });
       if (Status st = db_->erase_shard_except(s, [&](std::string_view k) {
             return live.count(std::string(k)) != 0;
@@ -210,19 +210,19 @@ class DurableImpl {
 
   // Moves queued records into the pending commit, keeping each owner's contiguous ticket.
   std::size_t drain_into(std::vector<JournalRecord>& batch, std::size_t max) {
-    batch.clear();
-    const std::size_t n = queues_->drain(batch, max);
-    for (JournalRecord& r : batch) {
-      // Which owner: records of one owner come in ticket order; the home core's incarnation
-      // records are the home core's. A gap (a dropped record) stops the owner's ticket until a
-      // rewrite covers it.
-      const std::uint32_t o = r.kind == JournalRecord::Kind::kIncarnation
-                                  ? 0
-                                  : store_->owner_of_shard(r.shard);
-      if (r.seq == last_seq_[o] + 1) last_seq_[o] = r.seq;
-      db_->add(std::move(r));
-    }
-    return n;
+    batch.clear();  // unused: records are encoded straight from their queue slots
+    return queues_->visit(
+        [&](const JournalRecord& r) {
+          // Records of one owner come in ticket order; the home core's incarnation records are
+          // the home core's. A gap (a dropped record) stops the owner's ticket until a rewrite
+          // covers it.
+          const std::uint32_t o = r.kind == JournalRecord::Kind::kIncarnation
+                                      ? 0
+                                      : store_->owner_of_shard(r.shard);
+          if (r.seq == last_seq_[o] + 1) last_seq_[o] = r.seq;
+          db_->add(r);
+        },
+        max);
   }
 
   void note_error(const Status& s) {

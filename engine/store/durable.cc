@@ -172,7 +172,8 @@ Result<std::unique_ptr<DurableStore>> DurableStore::open(const std::string& dir)
   // Small machines: one flush and one compaction thread beside the reactors, and a bounded
   // memtable; entries are small and random, so no compression (CPU on the write path).
   o.max_background_jobs = 2;
-  o.write_buffer_size = 32u << 20;
+  o.write_buffer_size = 64u << 20;
+  o.compaction_style = rocksdb::kCompactionStyleUniversal;
   // The directory is written all the time and read at start only: a vector memtable appends
   // (a skiplist insert of a random key cost ~35% of the persister: perf, store/durable/write/
   // batch) and sorts once at flush.
@@ -300,28 +301,63 @@ Result<DurableLoadStats> DurableStore::load(Store& store, std::uint64_t now_ms) 
   return stats;
 }
 
-void DurableStore::add(const JournalRecord& r) { pending_.push_back(r); }
-void DurableStore::add(JournalRecord&& r) { pending_.push_back(std::move(r)); }
+void DurableStore::add(const JournalRecord& r) {
+  // Encoded into the pending write batch at once: no copy of the record is kept.
+  if (!batch_) batch_ = std::make_unique<rocksdb::WriteBatch>();
+  switch (r.kind) {
+    case JournalRecord::Kind::kPut:
+      key_ = entry_key(r.shard, r.key);
+      body_.clear();
+      body_.push_back(static_cast<char>(kEntryLayout));
+      body_.push_back(static_cast<char>(r.tombstone ? 1 : 0));
+      put_u32(body_, r.epoch);
+      put_u64(body_, r.version.hlc);
+      put_u64(body_, r.version.node);
+      if (!r.tombstone) body_.append(r.value);
+      seal(key_, body_);
+      batch_->Put(slice(key_), slice(body_));
+      hlc_pending_ = std::max(hlc_pending_, r.version.hlc);
+      ++pending_puts_;
+      break;
+    case JournalRecord::Kind::kErase:
+      key_ = entry_key(r.shard, r.key);
+      batch_->Delete(slice(key_));
+      ++pending_erases_;
+      break;
+    case JournalRecord::Kind::kSyncState:
+      body_.clear();
+      put_u32(body_, r.sync.sync_epoch);
+      put_u32(body_, r.sync.safe_sync_epoch);
+      put_u64(body_, r.sync.last_sync_ms);
+      pending_meta_.emplace_back(sync_name(r.shard), body_);
+      break;
+    case JournalRecord::Kind::kIncarnation:
+      body_.clear();
+      put_u64(body_, r.version.hlc);
+      pending_meta_.emplace_back("incarnation", body_);
+      break;
+  }
+}
 
 Status DurableStore::erase_shard_except(std::uint32_t shard,
                                         const std::function<bool(std::string_view)>& keep) {
   const std::string prefix = shard_prefix(shard);
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  JournalRecord r;
+  r.kind = JournalRecord::Kind::kErase;
+  r.shard = shard;
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     const std::string_view key = view(it->key()).substr(prefix.size());
     if (keep(key)) continue;
-    JournalRecord r;
-    r.kind = JournalRecord::Kind::kErase;
-    r.shard = shard;
     r.key.assign(key);
-    pending_.push_back(std::move(r));  // at the next commit, in order with the rest
+    add(r);  // at the next commit, in order with the rest
   }
   if (!it->status().ok()) return db_error("read data directory", dir_, it->status());
   return Status::ok();
 }
 
 Status DurableStore::commit(bool sync) {
-  if (pending_.empty() && pending_meta_.empty() && expired_.empty()) {
+  if (pending() == 0 && pending_meta_.empty() && expired_.empty()) {
     if (!sync || !unsynced_) return Status::ok();
     // Earlier unsynced writes (kBatch between its syncs): make them durable now.
     const rocksdb::Status st = db_->SyncWAL();
@@ -329,69 +365,33 @@ Status DurableStore::commit(bool sync) {
     unsynced_ = false;
     return Status::ok();
   }
-  rocksdb::WriteBatch batch;
-  std::string k, body;
-  std::uint64_t hlc_high = hlc_high_;
-  for (const JournalRecord& r : pending_) {
-    switch (r.kind) {
-      case JournalRecord::Kind::kPut:
-        k = entry_key(r.shard, r.key);
-        body.clear();
-        body.push_back(static_cast<char>(kEntryLayout));
-        body.push_back(static_cast<char>(r.tombstone ? 1 : 0));
-        put_u32(body, r.epoch);
-        put_u64(body, r.version.hlc);
-        put_u64(body, r.version.node);
-        if (!r.tombstone) body.append(r.value);
-        seal(k, body);
-        batch.Put(slice(k), slice(body));
-        hlc_high = std::max(hlc_high, r.version.hlc);
-        break;
-      case JournalRecord::Kind::kErase:
-        k = entry_key(r.shard, r.key);
-        batch.Delete(slice(k));
-        break;
-      case JournalRecord::Kind::kSyncState:
-        body.clear();
-        put_u32(body, r.sync.sync_epoch);
-        put_u32(body, r.sync.safe_sync_epoch);
-        put_u64(body, r.sync.last_sync_ms);
-        pending_meta_.emplace_back(sync_name(r.shard), body);
-        break;
-      case JournalRecord::Kind::kIncarnation:
-        body.clear();
-        put_u64(body, r.version.hlc);
-        pending_meta_.emplace_back("incarnation", body);
-        break;
-    }
-  }
+  // The batch as it will be written; kept as it was on failure, so the next commit retries it.
+  rocksdb::WriteBatch batch = batch_ ? *batch_ : rocksdb::WriteBatch();
   for (const std::string& e : expired_) batch.Delete(slice(e));
+  const std::uint64_t hlc_high = std::max(hlc_high_, hlc_pending_);
+  auto meta_put = [&](std::string_view name, std::string value) {
+    key_ = meta_key(name);
+    seal(key_, value);
+    batch.Put(slice(key_), slice(value));
+  };
+  for (auto& [name, value] : pending_meta_) meta_put(name, value);
   if (hlc_high > hlc_high_) {
-    body.clear();
-    put_u64(body, hlc_high);
-    pending_meta_.emplace_back("hlc", body);
-  }
-  for (auto& [name, value] : pending_meta_) {
-    k = meta_key(name);
-    body = value;
-    seal(k, body);
-    batch.Put(slice(k), slice(body));
+    std::string v;
+    put_u64(v, hlc_high);
+    meta_put("hlc", std::move(v));
   }
   rocksdb::WriteOptions wo;
   // A synced write also syncs every unsynced one before it: the log is one file, in order.
   wo.sync = sync;
   const rocksdb::Status st = db_->Write(wo, &batch);
-  if (!st.ok()) {
-    // What was added to pending_meta_ above is retried with the next commit: harmless.
-    return db_error("write data directory", dir_, st);
-  }
+  if (!st.ok()) return db_error("write data directory", dir_, st);
   unsynced_ = !sync;
   hlc_high_ = hlc_high;
-  for (const JournalRecord& r : pending_) {
-    if (r.kind == JournalRecord::Kind::kErase) ++erases_written_;
-    if (r.kind == JournalRecord::Kind::kPut) ++records_written_;
-  }
-  pending_.clear();
+  records_written_ += pending_puts_;
+  erases_written_ += pending_erases_;
+  pending_puts_ = pending_erases_ = 0;
+  hlc_pending_ = 0;
+  if (batch_) batch_->Clear();
   pending_meta_.clear();
   expired_.clear();
   return Status::ok();

@@ -36,6 +36,7 @@
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
 }
 
 namespace rumor {
@@ -87,14 +88,13 @@ class DurableStore {
   // The write side: records and meta values accumulate until commit(), which writes them in one
   // atomic batch, synced when asked (a synced commit also syncs the unsynced ones before it).
   void add(const JournalRecord& r);
-  void add(JournalRecord&& r);
   // For a rewrite: erase the disk keys of `shard` for which keep(key) is false.
   Status erase_shard_except(std::uint32_t shard,
                             const std::function<bool(std::string_view key)>& keep);
   void put_meta(std::string_view name, std::string_view value);
   std::optional<std::string> get_meta(std::string_view name) const;
   void set_identity(const DurableIdentity& id);
-  std::size_t pending() const { return pending_.size(); }
+  std::size_t pending() const { return pending_puts_ + pending_erases_; }
   // Whether commits were made without a sync since the last synced one.
   bool unsynced() const { return unsynced_; }
   Status commit(bool sync);
@@ -110,7 +110,10 @@ class DurableStore {
   std::string dir_;
   std::unique_ptr<rocksdb::DB> db_;
   std::optional<DurableIdentity> identity_;
-  std::vector<JournalRecord> pending_;
+  std::unique_ptr<rocksdb::WriteBatch> batch_;  // the pending records, encoded
+  std::size_t pending_puts_ = 0, pending_erases_ = 0;
+  std::uint64_t hlc_pending_ = 0;
+  std::string key_, body_;  // scratch
   std::vector<std::pair<std::string, std::string>> pending_meta_;
   std::vector<std::string> expired_;  // disk keys of tombstones dropped at load
   std::uint64_t hlc_high_ = 0;  // the highest timestamp written
@@ -141,6 +144,17 @@ class JournalQueues final : public Journal {
   // ---- persister thread ----
   // Moves up to max records into `out` (all owners); returns how many.
   std::size_t drain(std::vector<JournalRecord>& out, std::size_t max);
+  // Visits up to max records in place (all owners; fn(const JournalRecord&)), leaving their
+  // buffers in the slots; returns how many.
+  template <typename Fn>
+  std::size_t visit(Fn&& fn, std::size_t max) {
+    std::size_t n = 0;
+    for (auto& o : owners_) {
+      if (n >= max) break;
+      n += o->queue.visit_batch(fn, max - n);
+    }
+    return n;
+  }
   std::size_t queued() const;
   // Owners whose queue overflowed: the persister clears the mark (returned true) before it
   // rewrites them, so a record dropped after the clear marks the owner again.

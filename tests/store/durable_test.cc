@@ -353,7 +353,7 @@ TEST(Durable, SyncEpochsSurviveARestartSoStaleDataIsStillDiscarded) {
     std::vector<JournalRecord> out;
     q.drain(out, SIZE_MAX);
     EXPECT_EQ(out.size(), 3u);  // two puts and the sync state
-    for (auto& r : out) (*db)->add(std::move(r));
+    for (const auto& r : out) (*db)->add(r);
     ASSERT_TRUE((*db)->commit(true).is_ok());
   }
   clock.advance(120'000);  // away longer than the grace period
