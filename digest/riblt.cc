@@ -21,19 +21,17 @@ void riblt_accumulate(const RibltElement& e, std::int32_t sign, std::uint64_t ke
 void put_riblt_symbol(ByteWriter& w, const RibltSymbol& s) {
   RUMOR_ASSERT((s.data & ~kRibltDataMask) == 0);
   RUMOR_ASSERT((s.chk & ~kRibltChkMask) == 0);
-  w.u8(static_cast<std::uint8_t>(s.count));
   w.uint_n(s.data, 6);
-  w.uint_n(s.chk, 3);
+  w.uint_n(s.chk | ((static_cast<std::uint32_t>(s.count) & 1u) << kRibltChkBits), 3);
 }
 
 RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local) {
-  const std::uint8_t c = r.u8();
   const std::uint64_t data = r.uint_n(6);
-  const auto chk = static_cast<std::uint32_t>(r.uint_n(3));
+  const auto tail = static_cast<std::uint32_t>(r.uint_n(3));
   RibltSymbol d;
   d.data = data ^ local.data;
-  d.chk = chk ^ local.chk;
-  d.count = static_cast<std::int8_t>(static_cast<std::uint8_t>(c - static_cast<std::uint8_t>(local.count)));
+  d.chk = (tail & kRibltChkMask) ^ local.chk;
+  d.count = static_cast<std::int32_t>(((tail >> kRibltChkBits) ^ static_cast<std::uint32_t>(local.count)) & 1u);
   return d;
 }
 
@@ -138,15 +136,15 @@ Status RibltDecoder::fail(const char* why) {
 }
 
 bool RibltDecoder::pure(const RibltSymbol& s) const {
-  return (s.count == 1 || s.count == -1) && (s.data & ~kRibltDataMask) == 0 &&
+  return s.count == 1 && (s.data & ~kRibltDataMask) == 0 &&
          (static_cast<std::uint32_t>(riblt_data_hash(s.data, key_)) & kRibltChkMask) == s.chk;
 }
 
 void RibltDecoder::set(std::size_t i, const RibltSymbol& s_in) {
-  // Counts cross the wire mod 256, so the decoder counts mod 256 too: a symbol whose true
-  // count difference is 300 reads as 44 and comes back to 0 when its elements are peeled.
+  // Counts cross the wire mod 2, so the decoder counts mod 2: a symbol whose true count
+  // difference is 300 reads as 0 and stays even until an odd number of its elements is peeled.
   RibltSymbol s = s_in;
-  s.count = static_cast<std::int8_t>(static_cast<std::uint8_t>(s.count));
+  s.count &= 1;
   const bool was = !sym_[i].zero();
   sym_[i] = s;
   const bool now = !s.zero();
@@ -166,7 +164,7 @@ Status RibltDecoder::add(const RibltSymbol& diff) {
     const std::uint32_t li = heap_.back().second;
     heap_.pop_back();
     Live& l = live_[li];
-    s.apply(l.e, -l.sign);
+    s.apply(l.e, 1);
     if (l.map.next() < kRibltIndexNever) {
       heap_.emplace_back(l.map.index(), li);
       std::push_heap(heap_.begin(), heap_.end(), later);
@@ -188,20 +186,19 @@ Status RibltDecoder::peel() {
     if (!pure(s)) continue;  // changed since it was queued
     if (out_.size() >= limits_.elements_max) return fail("riblt: more elements than the limit");
     const RibltElement e{s.data, s.chk};
-    const std::int32_t sign = s.count;
     if (!seen_.insert(e.data).second) return fail("riblt: an element decoded twice");
-    out_.push_back(Decoded{e, sign == 1});
+    out_.push_back(Decoded{e});
     // Take it out of every received symbol it maps to; each may become pure.
     RibltMapping m(riblt_data_hash(e.data, key_));
     std::uint64_t idx = 0;
     for (; idx < received_; idx = m.next()) {
       RibltSymbol t = sym_[idx];
-      t.apply(e, -sign);
+      t.apply(e, 1);
       set(idx, t);
       if (pure(sym_[idx])) queue_.push_back(static_cast<std::uint32_t>(idx));
     }
     if (idx < kRibltIndexNever) {
-      live_.push_back(Live{e, sign, m});
+      live_.push_back(Live{e, m});
       heap_.emplace_back(idx, static_cast<std::uint32_t>(live_.size() - 1));
       std::push_heap(heap_.begin(), heap_.end(), later);
     }
