@@ -268,6 +268,7 @@ class RibltDecoder {
   // received.
   std::vector<std::pair<std::uint64_t, std::uint32_t>> heap_;
   std::vector<std::uint32_t> queue_;  // symbols that may be pure
+  std::vector<std::uint64_t> walk_;   // peel(): the received symbols one element maps to
   std::vector<Decoded> out_;
   // The data of every decoded element: one decoded twice means the stream does not add up (its
   // symbols come from two versions of a set), which would otherwise peel back and forth.
