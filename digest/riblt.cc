@@ -22,7 +22,7 @@ void put_riblt_symbol(ByteWriter& w, const RibltSymbol& s) {
   RUMOR_ASSERT((s.data & ~kRibltDataMask) == 0);
   RUMOR_ASSERT((s.chk & ~kRibltChkMask) == 0);
   w.uint_n(s.data, 6);
-  w.uint_n(s.chk | ((static_cast<std::uint32_t>(s.count) & 1u) << kRibltChkBits), 3);
+  w.uint_n(s.chk | ((static_cast<std::uint32_t>(s.count) & 3u) << kRibltChkBits), 3);
 }
 
 RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local) {
@@ -31,7 +31,7 @@ RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local) {
   RibltSymbol d;
   d.data = data ^ local.data;
   d.chk = (tail & kRibltChkMask) ^ local.chk;
-  d.count = static_cast<std::int32_t>(((tail >> kRibltChkBits) ^ static_cast<std::uint32_t>(local.count)) & 1u);
+  d.count = static_cast<std::int32_t>(((tail >> kRibltChkBits) - static_cast<std::uint32_t>(local.count)) & 3u);
   return d;
 }
 
@@ -136,15 +136,16 @@ Status RibltDecoder::fail(const char* why) {
 }
 
 bool RibltDecoder::pure(const RibltSymbol& s) const {
-  return s.count == 1 && (s.data & ~kRibltDataMask) == 0 &&
+  return (s.count & 1) == 1 && (s.data & ~kRibltDataMask) == 0 &&
          (static_cast<std::uint32_t>(riblt_data_hash(s.data, key_)) & kRibltChkMask) == s.chk;
 }
 
 void RibltDecoder::set(std::size_t i, const RibltSymbol& s_in) {
-  // Counts cross the wire mod 2, so the decoder counts mod 2: a symbol whose true count
-  // difference is 300 reads as 0 and stays even until an odd number of its elements is peeled.
+  // Counts cross the wire mod 4, so the decoder counts mod 4: a symbol whose true count
+  // difference is 301 reads as 1 and comes back to 0 when its elements are peeled. A pure
+  // symbol's count is 1 (+1) or 3 (-1).
   RibltSymbol s = s_in;
-  s.count &= 1;
+  s.count &= 3;
   const bool was = !sym_[i].zero();
   sym_[i] = s;
   const bool now = !s.zero();
@@ -164,7 +165,7 @@ Status RibltDecoder::add(const RibltSymbol& diff) {
     const std::uint32_t li = heap_.back().second;
     heap_.pop_back();
     Live& l = live_[li];
-    s.apply(l.e, 1);
+    s.apply(l.e, -l.sign);
     if (l.map.next() < kRibltIndexNever) {
       heap_.emplace_back(l.map.index(), li);
       std::push_heap(heap_.begin(), heap_.end(), later);
@@ -190,24 +191,25 @@ Status RibltDecoder::peel() {
     walk_.clear();
     std::uint64_t idx = 0;
     for (; idx < received_; idx = m.next()) walk_.push_back(idx);
-    // Several elements whose checksums XOR to a valid one (2^-23 for an odd count) look pure;
-    // a real element also maps to the index it was found at, a chance one only with
-    // probability 2/(j + 2). Without this check the parity, which filters mixtures less than a
-    // full count did, let ~4x more false peels through at D = 15,000.
+    // Several elements whose checksums XOR to a valid one (2^-22 for a count of 1 or 3 mod 4)
+    // look pure; a real element also maps to the index it was found at, a chance one only
+    // with probability 2/(j + 2). Without this check the count mod 4, which filters mixtures
+    // less than a full count byte did, let ~4x more false peels through at D = 15,000.
     if (!std::binary_search(walk_.begin(), walk_.end(), std::uint64_t{j})) continue;
     if (out_.size() >= limits_.elements_max) return fail("riblt: more elements than the limit");
     const RibltElement e{s.data, s.chk};
+    const std::int32_t sign = s.count == 1 ? 1 : -1;
     if (!seen_.insert(e.data).second) return fail("riblt: an element decoded twice");
-    out_.push_back(Decoded{e});
+    out_.push_back(Decoded{e, sign == 1});
     // Take it out of every received symbol it maps to; each may become pure.
     for (const std::uint64_t i : walk_) {
       RibltSymbol t = sym_[i];
-      t.apply(e, 1);
+      t.apply(e, -sign);
       set(i, t);
       if (pure(sym_[i])) queue_.push_back(static_cast<std::uint32_t>(i));
     }
     if (idx < kRibltIndexNever) {
-      live_.push_back(Live{e, m});
+      live_.push_back(Live{e, sign, m});
       heap_.emplace_back(idx, static_cast<std::uint32_t>(live_.size() - 1));
       std::push_heap(heap_.begin(), heap_.end(), later);
     }

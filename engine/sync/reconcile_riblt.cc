@@ -199,10 +199,12 @@ void ReconcileSession::riblt_finish() {
   st.mine = {};
   const auto& decoded = st.dec.elements();
   stats_.riblt_decoded += decoded.size();
-  // The decoded elements by key id; which of them are mine is found below, among my entries
-  // under each key id (the symbols carry no side). A version difference shows as one of each.
-  std::map<std::uint64_t, std::vector<std::uint64_t>> by_kid;
-  for (const auto& d : decoded) by_kid[digest::riblt_kid(d.e.data)].push_back(d.e.data);
+  // Per key id: the peer's elements and mine. A version difference shows as one of each.
+  std::map<std::uint64_t, std::pair<std::vector<std::uint64_t>, std::vector<std::uint64_t>>> by_kid;
+  for (const auto& d : decoded) {
+    auto& slot = by_kid[digest::riblt_kid(d.e.data)];
+    (d.remote ? slot.first : slot.second).push_back(d.e.data);
+  }
   const std::uint64_t key = store_.riblt_key();
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pulls;  // (element id, paired key hash)
   std::vector<std::pair<std::uint64_t, std::size_t>> pushes;
@@ -215,22 +217,18 @@ void ReconcileSession::riblt_finish() {
       paired.push_back(pair);
     }
   };
-  for (const auto& [kid, elements] : by_kid) {
+  for (const auto& [kid, lists] : by_kid) {
+    const auto& [theirs, ours] = lists;
     riblt_mine(kid, mine);
-    // My entries the decoding names (the others are equal on both sides); the elements that
-    // name none of mine are the peer's.
+    // My entries the decoding names (the others are equal on both sides).
     std::vector<std::size_t> named;
-    std::vector<std::uint64_t> theirs = elements;
     for (std::size_t i = 0; i < mine.e.size(); ++i) {
       const Held& h = mine.e[i];
       const std::uint64_t data =
           digest::riblt_element(h.kh, h.v.hlc, digest::entry_hash(h.kh, h.v, h.tomb), key).data;
-      auto it = std::find(theirs.begin(), theirs.end(), data);
-      if (it == theirs.end()) continue;
-      named.push_back(i);
-      theirs.erase(it);
+      if (std::find(ours.begin(), ours.end(), data) != ours.end()) named.push_back(i);
     }
-    if (theirs.size() == 1 && named.size() == 1) {
+    if (theirs.size() == 1 && named.size() == 1 && ours.size() == 1) {
       // One element each side under one key id: most likely both versions of one key (else two
       // differing keys share the 20-bit id). The newer side sends. In the same 256 ms tick, or
       // if the tick order wrapped, I push and the peer answers with its own entry when that

@@ -123,12 +123,12 @@ TEST(Riblt, WireFormCarriesTheDifference) {
   EXPECT_EQ(d.data, remote.data ^ local.data);
   EXPECT_EQ(d.chk, remote.chk ^ local.chk);
   EXPECT_EQ(d.count, 1);
-  local.count = 1300;  // the wire keeps the parity of the count difference only
+  local.count = 1300;  // the wire keeps the count mod 4: -299 reads as 1
   ByteReader r2(buf);
-  EXPECT_EQ(riblt_read_diff(r2, local).count, 1);
-  local.count = 1301;
+  EXPECT_EQ(riblt_read_diff(r2, local).count, (1001 - 1300) & 3);
+  local.count = 1002;  // -1 reads as 3
   ByteReader r3(buf);
-  EXPECT_EQ(riblt_read_diff(r3, local).count, 0);
+  EXPECT_EQ(riblt_read_diff(r3, local).count, 3);
 }
 
 // Two sets sharing `common` elements, with `only_r` and `only_l` more on each side; the
@@ -162,11 +162,7 @@ std::uint64_t decode_once(std::uint64_t seed, int common, int only_r, int only_l
   std::set<std::uint64_t> want_r, want_l, got_r, got_l;
   for (const auto& e : r_only) want_r.insert(e.data);
   for (const auto& e : l_only) want_l.insert(e.data);
-  // The symbols carry no side: an element is mine when my set holds it.
-  std::set<std::uint64_t> mine;
-  for (const auto& e : l_only) mine.insert(e.data);
-  for (const auto& e : shared) mine.insert(e.data);
-  for (const auto& d : dec.elements()) (mine.count(d.e.data) ? got_l : got_r).insert(d.e.data);
+  for (const auto& d : dec.elements()) (d.remote ? got_r : got_l).insert(d.e.data);
   *exact = dec.decoded() && want_r == got_r && want_l == got_l;
   return dec.received();
 }
@@ -190,8 +186,8 @@ TEST(Riblt, DecodesEveryDifferenceWithFewSymbolsPerElement) {
   }
 }
 
-TEST(Riblt, LargeCountDifferencesStillDecode) {
-  // 600 more elements on one side: the wire carries only the parity of symbol 0's count.
+TEST(Riblt, CountsThatWrapModulo4StillDecode) {
+  // 600 more elements on one side: symbol 0's count difference wraps the wire's 2 bits.
   bool exact = false;
   decode_once(11, 50, 600, 20, &exact);
   EXPECT_TRUE(exact);
