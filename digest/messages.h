@@ -34,7 +34,7 @@ enum class MsgType : std::uint8_t {
   kReconcileRequest = 1,
   kReconcileResponse = 2,
 };
-// 2: rateless IBLT symbols of 9 bytes (count parity) and element ids of 4 bytes.
+// 2: rateless IBLT symbols of 9 bytes (count mod 4) and element ids of 4 bytes.
 inline constexpr std::uint8_t kFormatVersion = 2;
 
 enum class Rec : std::uint8_t {
