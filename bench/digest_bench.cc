@@ -11,6 +11,11 @@
 //                          out, the new one in, over a 1,024-symbol shard prefix; logged and
 //                          folded in batches as in the store)
 //   digest/riblt/decode/d  peeling d differences from a stream of difference symbols
+//   digest/riblt/tail/D    the spread behind a stream's sizing, over many random differences of
+//                          D elements: percentiles of the symbols decoding needs (per element),
+//                          of the responder's estimate of D, and how often the stream a session
+//                          gets (riblt_stream_symbols of the estimate) is short: the rate of
+//                          third round trips
 //   reconcile/1000000/d    one anti-entropy exchange between two 1M-entry stores that differ in
 //                          d entries, driven in lock-step rounds (one round = one round trip):
 //                          the sums, then the Merkle walk with bloom filters
@@ -21,6 +26,7 @@
 // one way in 1,400-byte datagrams: the baseline).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -34,6 +40,7 @@
 #include "digest/messages.h"
 #include "digest/riblt.h"
 #include "engine/sync/reconcile.h"
+#include "engine/sync/reconcile_detail.h"
 #include "engine/store/store.h"
 
 namespace rumor {
@@ -251,6 +258,73 @@ void BM_RibltDecode(benchmark::State& state) {
 }
 BENCHMARK(BM_RibltDecode)->Name("digest/riblt/decode")->Arg(100)->Arg(10000)
     ->Unit(benchmark::kMillisecond);
+
+void BM_RibltTail(benchmark::State& state) {
+  const auto d = static_cast<std::size_t>(state.range(0));
+  const std::uint32_t prefix = 1024;  // the store's default riblt_prefix_symbols
+  std::mt19937_64 rng(17 + d);
+  std::vector<double> need, est;
+  std::uint64_t short_streams = 0, failed = 0;
+  double streamed = 0;
+  // Symbols past the last estimate index and well past what decoding ever needed here.
+  std::vector<digest::RibltSymbol> diff(std::max<std::size_t>(prefix, 12 * d));
+  const auto idx = digest::riblt_estimate_indices();
+  std::vector<std::int8_t> residues(idx.size());
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::fill(diff.begin(), diff.end(), digest::RibltSymbol{});
+    std::int64_t delta0 = 0;
+    for (std::size_t i = 0; i < d; ++i) {
+      const std::uint64_t kh = rng() | 1;
+      const Version v{rng() >> 8, rng()};
+      const std::int32_t sign = (i & 1) ? 1 : -1;
+      delta0 += sign;
+      digest::riblt_accumulate(
+          digest::riblt_element(kh, v.hlc, digest::entry_hash(kh, v, false), kRibltBenchKey),
+          sign, kRibltBenchKey, 0, diff);
+    }
+    for (std::size_t j = 0; j < idx.size(); ++j) {
+      residues[j] = static_cast<std::int8_t>(static_cast<std::uint8_t>(diff[idx[j]].count));
+    }
+    state.ResumeTiming();
+    digest::RibltDecoder dec(kRibltBenchKey, {});
+    for (std::size_t i = 0; i < diff.size() && !dec.decoded() && !dec.failed(); ++i) {
+      (void)dec.add(diff[i]);
+    }
+    if (!dec.decoded()) {
+      // A false peel (a checksum collision) ends a decoding with an error; a session then
+      // walks. Counted, not sampled.
+      ++failed;
+      continue;
+    }
+    const double e = digest::riblt_estimate(residues, delta0, prefix);
+    const std::uint64_t m = reconcile_detail::riblt_stream_symbols(e);
+    need.push_back(static_cast<double>(dec.received()) / static_cast<double>(d));
+    est.push_back(e / static_cast<double>(d));
+    streamed += static_cast<double>(m);
+    short_streams += dec.received() > m;
+  }
+  auto pct = [](std::vector<double> v, double p) {
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+  };
+  const double it = static_cast<double>(state.iterations());
+  state.counters["need_p50"] = pct(need, 0.5);
+  state.counters["need_p90"] = pct(need, 0.9);
+  state.counters["need_p99"] = pct(need, 0.99);
+  state.counters["need_p999"] = pct(need, 0.999);
+  state.counters["est_p10"] = pct(est, 0.1);
+  state.counters["est_p90"] = pct(est, 0.9);
+  state.counters["streamed_per_elem"] =
+      streamed / static_cast<double>(need.size()) / static_cast<double>(d);
+  state.counters["short_rate"] = static_cast<double>(short_streams) / it;
+  state.counters["failed"] = static_cast<double>(failed);
+}
+// Element counts of reconcile/riblt/1000000/{10,100,1000} (1.5 elements per difference: a key
+// one side lacks is one element, a version difference two).
+BENCHMARK(BM_RibltTail)->Name("digest/riblt/tail")->Arg(15)->Iterations(20000);
+BENCHMARK(BM_RibltTail)->Name("digest/riblt/tail")->Arg(150)->Iterations(4000);
+BENCHMARK(BM_RibltTail)->Name("digest/riblt/tail")->Arg(1500)->Iterations(400);
 
 // ---- reconcile/1000000/d ----
 

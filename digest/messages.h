@@ -34,7 +34,8 @@ enum class MsgType : std::uint8_t {
   kReconcileRequest = 1,
   kReconcileResponse = 2,
 };
-inline constexpr std::uint8_t kFormatVersion = 1;
+// 2: rateless IBLT symbols of 9 bytes (count mod 4) and element ids of 4 bytes.
+inline constexpr std::uint8_t kFormatVersion = 2;
 
 enum class Rec : std::uint8_t {
   // requests (initiator -> responder)
@@ -217,7 +218,15 @@ inline constexpr std::uint8_t kFlagWantBloom = 1;  // kBloom: answer with your f
 inline constexpr std::uint8_t kRibltModeAuto = 0;    // the responder may answer "walk"
 inline constexpr std::uint8_t kRibltModeForced = 1;  // always stream symbols
 inline constexpr std::uint32_t kRibltResiduesMax = 64;
-inline constexpr std::size_t kRibltIdBytes = 6;  // an element's data on the wire
+// An element named on the wire (kRibltPull, the pairs of kRibltPush): its key id and 12 bits of
+// its keyed writer hash w (riblt_wire_id). That finds its entry among the few under the key id
+// (not the tick: keys written in one tick share it); two entries under one key id that share
+// those 12 bits both travel (bytes, not correctness).
+inline constexpr std::size_t kRibltIdBytes = 4;
+constexpr std::uint64_t riblt_wire_id(std::uint64_t data) {
+  return riblt_kid(data) | (((data >> (kRibltKidBits + kRibltTimeBits)) & 0xfff) << kRibltKidBits);
+}
+static_assert(kRibltKidBits + 12 == 8 * kRibltIdBytes);
 // Symbols one kRibltMore (or a stream opened by kRibltStart) may ask for, and the end of the
 // stream: bounds on what a request can draw.
 inline constexpr std::uint64_t kRibltSymbolsPerRequestMax = 1u << 15;

@@ -6,12 +6,15 @@
 //         ordering two versions of one key within +-35 minutes) << 20 | w (14 bits of a keyed
 //         hash of the whole entry, so two versions in one 256 ms tick differ but for a 2^-14
 //         chance) << 34
-//   chk   24 bits of a keyed hash of data: tells a pure symbol from a mixture
+//   chk   22 bits of a keyed hash of data: tells a pure symbol from a mixture
 // The key is per cluster, so a peer outside it cannot aim elements at one symbol or forge a
 // checksum. data is what the peer learns of an element: enough to find the entry (by kid, then
 // the exact element among the entries with that kid) and to order two versions by t.
 //
 // Symbols. Symbol i is the XOR of data and of chk, and the count, of the elements mapped to it.
+// On the wire a symbol carries its count mod 4: a pure symbol of the difference has count +1
+// (3 mod 4: -1), which says its side, and that is all decoding needs of the count. With a
+// 22-bit checksum that makes a symbol 72 bits, 9 bytes.
 // Element e maps to index 0 and then to a random increasing sequence (seeded by its chk hash)
 // in which index i appears with probability about 1/(1 + i/2), so any prefix of the symbol
 // stream decodes a difference of about prefix/1.35..1.7 elements. Symbols are linear: the
@@ -50,9 +53,12 @@ inline constexpr std::uint32_t kRibltWriterBits = 14;
 inline constexpr std::uint32_t kRibltTimeShift = 24;  // t = hlc >> 24: 2^8 ms units
 static_assert(kRibltKidBits + kRibltTimeBits + kRibltWriterBits == 48);
 inline constexpr std::uint64_t kRibltDataMask = (std::uint64_t{1} << 48) - 1;
-inline constexpr std::uint32_t kRibltChkMask = (1u << 24) - 1;
-// On the wire: u8 count (mod 256), 6 bytes data, 3 bytes chk.
-inline constexpr std::size_t kRibltSymbolBytes = 10;
+inline constexpr std::uint32_t kRibltChkBits = 22;
+inline constexpr std::uint32_t kRibltChkMask = (1u << kRibltChkBits) - 1;
+// On the wire: 6 bytes data, then 3 bytes holding chk (low 22 bits) and the count mod 4 (the top
+// 2 bits).
+inline constexpr std::size_t kRibltSymbolBytes = 9;
+static_assert(48 + kRibltChkBits + 2 == 8 * kRibltSymbolBytes);
 // An index no mapping reaches (a gap past it ends the sequence).
 inline constexpr std::uint64_t kRibltIndexNever = std::uint64_t{1} << 40;
 
@@ -159,10 +165,10 @@ void riblt_accumulate(const RibltElement& e, std::int32_t sign, std::uint64_t ke
 void riblt_accumulate_batch(std::span<const RibltElement> elements, std::int32_t sign,
                             std::uint64_t key, std::uint64_t first, std::span<RibltSymbol> out);
 
-// Wire form of a symbol (kRibltSymbolBytes): the count is sent mod 256, which is enough
-// because only the difference of two counts is ever used and a pure symbol's is +-1.
+// Wire form of a symbol (kRibltSymbolBytes): the count is sent mod 4, which is enough because
+// only the difference of two counts is ever used and a pure symbol's is +-1 (1 or 3 mod 4).
 void put_riblt_symbol(ByteWriter& w, const RibltSymbol& s);
-// remote (as read from the wire) - local: the symbol of the difference, count in -128..127.
+// remote (as read from the wire) - local: the symbol of the difference, count mod 4 (0..3).
 RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local);
 
 // The first K symbols of one shard, maintained incrementally (see the header comment).
@@ -261,6 +267,7 @@ class RibltDecoder {
   // received.
   std::vector<std::pair<std::uint64_t, std::uint32_t>> heap_;
   std::vector<std::uint32_t> queue_;  // symbols that may be pure
+  std::vector<std::uint64_t> walk_;   // peel(): the received symbols one element maps to
   std::vector<Decoded> out_;
   // The data of every decoded element: one decoded twice means the stream does not add up (its
   // symbols come from two versions of a set), which would otherwise peel back and forth.

@@ -73,7 +73,7 @@ struct ReconcileConfig {
   // up on the stream and walks the trees instead.
   std::uint32_t riblt_symbols_max = 1u << 16;
   // Datagrams one symbol request may draw: a stream is sized to decode in one round trip, so it
-  // may be longer than responses_per_request_max. 10 bytes a symbol: 256 datagrams carry ~35,000.
+  // may be longer than responses_per_request_max. 9 bytes a symbol: 256 datagrams carry ~39,000.
   std::uint32_t riblt_datagrams_per_request_max = 256;
 
   // Parameters matching a store (shards_log2 from virtual_shards).

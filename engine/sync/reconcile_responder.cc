@@ -716,8 +716,9 @@ void ReconcileResponder::answer_riblt_pull(const Record& rec, Writer& out) {
     for (std::uint32_t i = 0; i < arena_->e.size(); ++i) {
       const Held& h = arena_->e[i];
       if (std::find(sent_back_.begin(), sent_back_.end(), h.kh) != sent_back_.end()) continue;
-      if (digest::riblt_element(h.kh, h.v.hlc, digest::entry_hash(h.kh, h.v, h.tomb), key).data ==
-          id) {
+      if (digest::riblt_wire_id(
+              digest::riblt_element(h.kh, h.v.hlc, digest::entry_hash(h.kh, h.v, h.tomb), key)
+                  .data) == id) {
         exact.push_back(i);
       }
     }
@@ -818,7 +819,7 @@ void ReconcileResponder::answer_riblt_push(const Record& rec, Writer& out) {
             if (e.key == keys[idx]) return;  // the same key: settled by the merge above
             const auto el = digest::riblt_element(
                 kh, e.version.hlc, digest::entry_hash(kh, e.version, e.tombstone), rkey);
-            if (el.data == id) arena_->add(kh, e);
+            if (digest::riblt_wire_id(el.data) == id) arena_->add(kh, e);
           });
     }
   }

@@ -428,7 +428,9 @@ bool ReconcileSession::encode_request(Request& r, ByteWriter& w, bool fit) {
       w.u8(static_cast<std::uint8_t>(Rec::kRibltPull));
       w.u16(r.part);
       w.u16(static_cast<std::uint16_t>(n));
-      for (std::size_t i = 0; i < n; ++i) w.uint_n(r.key_hashes[i], digest::kRibltIdBytes);
+      for (std::size_t i = 0; i < n; ++i) {
+        w.uint_n(digest::riblt_wire_id(r.key_hashes[i]), digest::kRibltIdBytes);
+      }
       return n > 0;
     }
     case Kind::kRibltPush: {
@@ -444,7 +446,7 @@ bool ReconcileSession::encode_request(Request& r, ByteWriter& w, bool fit) {
       for (std::size_t k = 0; k < r.paired.size() && k < index.size(); ++k) {
         if (r.paired[k] == 0 || index[k] < 0) continue;
         w.u16(static_cast<std::uint16_t>(index[k]));
-        w.uint_n(r.paired[k], digest::kRibltIdBytes);
+        w.uint_n(digest::riblt_wire_id(r.paired[k]), digest::kRibltIdBytes);
       }
       return any;
     }

@@ -343,7 +343,7 @@ TEST(Messages, InconsistentInputIsRejected) {
   constexpr std::size_t kH = kHeaderBytes;
   // Header.
   expect_rejected("message type 3", 0, [](auto& b) { b[0] = 3; });
-  expect_rejected("format 2", 0, [](auto& b) { b[1] = 2; });
+  expect_rejected("format 1", 0, [](auto& b) { b[1] = 1; });
   expect_rejected("fanout 0", 0, [](auto& b) { b[2] = 0; });
   expect_rejected("fanout 7", 0, [](auto& b) { b[2] = 7; });
   expect_rejected("depth 0", 0, [](auto& b) { b[3] = 0; });

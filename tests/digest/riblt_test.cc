@@ -123,9 +123,12 @@ TEST(Riblt, WireFormCarriesTheDifference) {
   EXPECT_EQ(d.data, remote.data ^ local.data);
   EXPECT_EQ(d.chk, remote.chk ^ local.chk);
   EXPECT_EQ(d.count, 1);
-  local.count = 1300;  // mod 256: -299 wraps to -43
+  local.count = 1300;  // the wire keeps the count mod 4: -299 reads as 1
   ByteReader r2(buf);
-  EXPECT_EQ(riblt_read_diff(r2, local).count, static_cast<std::int8_t>(1001 - 1300));
+  EXPECT_EQ(riblt_read_diff(r2, local).count, (1001 - 1300) & 3);
+  local.count = 1002;  // -1 reads as 3
+  ByteReader r3(buf);
+  EXPECT_EQ(riblt_read_diff(r3, local).count, 3);
 }
 
 // Two sets sharing `common` elements, with `only_r` and `only_l` more on each side; the
@@ -183,8 +186,8 @@ TEST(Riblt, DecodesEveryDifferenceWithFewSymbolsPerElement) {
   }
 }
 
-TEST(Riblt, CountsThatWrapModulo256StillDecode) {
-  // 600 more elements on one side: symbol 0's count difference wraps the wire's byte.
+TEST(Riblt, CountsThatWrapModulo4StillDecode) {
+  // 600 more elements on one side: symbol 0's count difference wraps the wire's 2 bits.
   bool exact = false;
   decode_once(11, 50, 600, 20, &exact);
   EXPECT_TRUE(exact);

@@ -37,14 +37,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   RUMOR_ASSERT(dec.elements().size() <= limits.elements_max);
   if (dec.decoded()) {
     // The decoded elements re-encode to exactly the difference symbols received (counts mod
-    // 256, as on the wire).
+    // 4, as on the wire).
     std::vector<RibltSymbol> again(diffs.size());
     for (const auto& el : dec.elements()) riblt_accumulate(el.e, el.remote ? 1 : -1, kKey, 0, again);
     for (std::size_t i = 0; i < diffs.size(); ++i) {
       RUMOR_ASSERT(again[i].data == diffs[i].data);
       RUMOR_ASSERT(again[i].chk == diffs[i].chk);
-      RUMOR_ASSERT(static_cast<std::uint8_t>(again[i].count) ==
-                   static_cast<std::uint8_t>(diffs[i].count));
+      RUMOR_ASSERT((again[i].count & 3) == (diffs[i].count & 3));
     }
   }
   return 0;
