@@ -28,21 +28,13 @@
 #include "rumor/driver.h"
 #include "rumor/durable.h"
 #include "rumor/node.h"
+#include "tests/support/discard_sink.h"
 
 namespace rumor {
 namespace {
 
 constexpr std::size_t kKeySpace = 1u << 20;
 constexpr std::size_t kWriters = 64;
-
-class NullSink final : public PacketSink {
- public:
-  std::span<std::byte> buffer() override { return buf_; }
-  void commit(const Address&, std::size_t) override {}
-
- private:
-  std::byte buf_[2048];
-};
 
 std::string temp_dir() {
   const char* base = std::getenv("TMPDIR");
@@ -53,7 +45,7 @@ std::string temp_dir() {
 
 struct Rig {
   SystemTimeSource clock;
-  NullSink sink;
+  testing::DiscardSink sink;
   std::unique_ptr<Node> node;
   std::unique_ptr<Durability> durability;
   std::string dir;

@@ -26,6 +26,7 @@
 #include "rumor/driver.h"
 #include "engine/wire/wire.h"
 #include "rumor/node.h"
+#include "tests/support/discard_sink.h"
 
 namespace rumor {
 namespace {
@@ -33,15 +34,6 @@ namespace {
 constexpr std::size_t kEntries = 131072;
 constexpr std::size_t kDatagramBytes = 1200;
 constexpr NodeId kSender = 0x5e4d;
-
-class NullSink final : public PacketSink {
- public:
-  std::span<std::byte> buffer() override { return buf_; }
-  void commit(const Address&, std::size_t) override {}
-
- private:
-  std::byte buf_[2048];
-};
 
 struct Datagram {
   std::uint16_t shard;
@@ -111,7 +103,7 @@ void BM_NodeCores(benchmark::State& state) {
     std::atomic<bool> all_queued{false};
     std::vector<std::chrono::steady_clock::time_point> merged_at(cores);
     auto run_core = [&](std::uint32_t c) {
-      NullSink sink;
+      testing::DiscardSink sink;
       drv.start(c, sink);
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) {

@@ -8,14 +8,11 @@
 
 #include "base/clock.h"
 #include "rumor/driver.h"
+#include "tests/support/discard_sink.h"
 
 namespace rumor::fuzz {
 
-struct DiscardSink final : PacketSink {
-  std::vector<std::byte> buf = std::vector<std::byte>(1400);
-  std::span<std::byte> buffer() override { return buf; }
-  void commit(const Address&, std::size_t) override {}
-};
+using testing::DiscardSink;
 
 // A started node named fuzz-target at 127.0.0.1:7946, on a manual clock; `cfg` sets the rest.
 struct FuzzNode {

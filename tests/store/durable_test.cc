@@ -15,6 +15,7 @@
 #include "rumor/driver.h"
 #include "rumor/durable.h"
 #include "rumor/node.h"
+#include "tests/support/discard_sink.h"
 
 namespace rumor {
 namespace {
@@ -37,15 +38,6 @@ class TempDir {
   std::string path_;
 };
 
-class NullSink final : public PacketSink {
- public:
-  std::span<std::byte> buffer() override { return buf_; }
-  void commit(const Address&, std::size_t) override {}
-
- private:
-  std::byte buf_[2048];
-};
-
 NodeConfig config(const std::string& name) {
   NodeConfig c = NodeConfig::local();
   c.name = name;
@@ -57,7 +49,7 @@ NodeConfig config(const std::string& name) {
 struct DurableNode {
   std::unique_ptr<Node> node;
   std::unique_ptr<Durability> durability;
-  NullSink sink;
+  testing::DiscardSink sink;
 
   Status open(const std::string& dir, const NodeConfig& cfg, TimeSource& time,
               SyncMode mode = SyncMode::kAlways, std::uint32_t queue_depth = 65536) {
