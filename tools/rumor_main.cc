@@ -333,6 +333,15 @@ int main(int argc, char** argv) {
                       "start no new seed after this many seconds (0: no bound)")
       ->capture_default_str();
   explore->add_flag("--verbose", eo.verbose, "print every seed's schedule, not only failures'");
+  std::string skip_faults;
+  explore->add_option("--skip-faults", skip_faults,
+                      "K,K,...: faults (numbered from 0 as drawn) to draw but not apply, as a "
+                      "minimised replay prints them");
+  bool no_minimize = false;
+  explore->add_flag("--no-minimize", no_minimize, "on a failure, do not search for the faults it needs");
+  explore->add_option("-o,--option", eo.overrides,
+                      "node.KEY=VALUE or store.KEY=VALUE for every explored node (see rumor agent "
+                      "--config-keys)");
   LoadWorkerOptions lw;
   CLI::App* load_worker = app.add_subcommand(
       "load-worker", "run a share of a `rumor load --workers-listen` test's nodes (docs/load.md)");
@@ -361,6 +370,20 @@ int main(int argc, char** argv) {
   if (load->parsed()) return run_load(lo);
   if (load_worker->parsed()) return run_load_worker(lw);
   if (explore->parsed()) {
+    eo.minimize = !no_minimize;
+    for (std::size_t at = 0; !skip_faults.empty() && at != std::string::npos;) {
+      const std::size_t comma = skip_faults.find(',', at);
+      const std::string item = skip_faults.substr(at, comma == std::string::npos ? comma : comma - at);
+      char* end = nullptr;
+      const unsigned long long k = std::strtoull(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0') {
+        std::fprintf(stderr, "rumor sim explore: --skip-faults %s: expected K,K,... (numbers)\n",
+                     skip_faults.c_str());
+        return 2;
+      }
+      eo.skip_faults.insert(static_cast<std::size_t>(k));
+      at = comma == std::string::npos ? comma : comma + 1;
+    }
     if (!parse_seed_range(explore_seeds, &eo.first_seed, &eo.last_seed)) {
       std::fprintf(stderr, "rumor sim explore: --seeds %s: expected A..B with A <= B, or one seed\n",
                    explore_seeds.c_str());

@@ -18,6 +18,7 @@
 #include "engine/node/internal.h"
 #include "engine/sim/sim_cluster.h"
 #include "engine/store/durable.h"
+#include "tools/agent_config.h"
 
 namespace rumor::tools {
 namespace {
@@ -38,6 +39,13 @@ class Run {
     opt.nodes = n_;
     opt.seed = seed;
     opt.node = NodeConfig::local();
+    if (!o.overrides.empty()) {
+      AgentConfig ac;
+      ac.node = opt.node;
+      for (const std::string& ov : o.overrides) (void)apply_override(ac, ov);  // checked before
+      opt.node = ac.node;
+    }
+    skip_ = o.skip_faults;
     // At least two seeds, so a seed that restarts has another to join through; seeds keep their
     // addresses (they are what every node is configured with: stable names or addresses).
     opt.seeds = 2 + static_cast<std::size_t>(r_.below(2));
@@ -143,6 +151,7 @@ class Run {
   }
 
   const std::string& log() const { return log_; }
+  std::size_t faults_drawn() const { return drawn_; }
   std::uint64_t heal_ms() const { return heal_ms_; }
   std::uint64_t events() const { return cluster_->events(); }
 
@@ -239,7 +248,15 @@ class Run {
     SimCluster& c = *cluster_;
     const std::uint64_t now = elapsed_ms();
     const std::uint64_t len = 300 + r_.below(4700);
-    switch (r_.below(6)) {
+    const std::size_t index = drawn_++;
+    const std::uint64_t kind = r_.below(6);
+    if (skip_.count(index)) {
+      // Left out (--skip-faults, or the minimiser trying without it): drawn, not applied.
+      say(fmt::format("fault #{} left out", index));
+      return;
+    }
+    const std::string tag = fmt::format("fault #{}: ", index);
+    switch (kind) {
       case 0: {  // a loss burst
         if (net_fault_) return;
         io::LinkConfig l = base_;
@@ -247,7 +264,7 @@ class Run {
         c.net().set_default_link(l);
         faults_.push_back({Kind::kLoss, now + len});
         net_fault_ = true;
-        say(fmt::format("loss {:.0f}% for {} ms", l.loss * 100, len));
+        say(tag + fmt::format("loss {:.0f}% for {} ms", l.loss * 100, len));
         break;
       }
       case 1:
@@ -271,7 +288,7 @@ class Run {
         }
         faults_.push_back({one_way ? Kind::kOneWay : Kind::kPartition, now + len});
         net_fault_ = true;
-        say(fmt::format("{} partition of{} for {} ms", one_way ? "one-way (they cannot send)" : "symmetric",
+        say(tag + fmt::format("{} partition of{} for {} ms", one_way ? "one-way (they cannot send)" : "symmetric",
                         names, len));
         break;
       }
@@ -281,7 +298,7 @@ class Run {
         c.pause(i);
         paused_.insert(i);
         faults_.push_back({Kind::kPause, now + len, i});
-        say(fmt::format("node {} paused for {} ms", i, len));
+        say(tag + fmt::format("node {} paused for {} ms", i, len));
         break;
       }
       case 4: {  // a clock jump within the allowed skew
@@ -289,7 +306,7 @@ class Run {
         skew_[i] += static_cast<std::int64_t>(r_.below(6001)) - 3000;
         skew_[i] = std::clamp<std::int64_t>(skew_[i], -10'000, 10'000);
         c.set_skew(i, skew_[i]);
-        say(fmt::format("node {}'s clock jumps to skew {} ms", i, skew_[i]));
+        say(tag + fmt::format("node {}'s clock jumps to skew {} ms", i, skew_[i]));
         break;
       }
       case 5: {  // a crash, with or without a restart
@@ -312,7 +329,7 @@ class Run {
         c.crash(i);
         const bool moved = restart && i >= seeds_ && r_.below(4) == 0;
         if (restart) faults_.push_back({Kind::kCrash, now + len, i, true, moved});
-        say(fmt::format("node {} crashes{}", i,
+        say(tag + fmt::format("node {} crashes{}", i,
                         restart ? fmt::format(", restarts after {} ms{}", len,
                                               moved ? " on a new address" : "")
                                 : " for good"));
@@ -482,6 +499,8 @@ class Run {
 
   Rng r_;
   std::size_t n_ = 0, keys_ = 0, seeds_ = 0;
+  std::set<std::size_t> skip_;
+  std::size_t drawn_ = 0;
   struct Disk {
     std::unique_ptr<DurableStore> db;
     std::unique_ptr<JournalQueues> journal;
@@ -499,6 +518,50 @@ class Run {
   bool net_fault_ = false;
   std::string log_;
 };
+
+// The flags a replay needs besides the seed: overrides and faults left out.
+std::string replay_flags(const ExploreOptions& o) {
+  std::string out;
+  for (const std::string& ov : o.overrides) out += "-o " + ov + " ";
+  if (!o.skip_faults.empty()) {
+    std::string list;
+    for (std::size_t k : o.skip_faults) list += (list.empty() ? "" : ",") + std::to_string(k);
+    out += "--skip-faults " + list + " ";
+  }
+  return out;
+}
+
+// The failure's first words name its invariant ("not converged ...: no loss: ..."): a smaller
+// schedule counts only if it breaks the same one.
+std::string invariant_of(const std::string& failure) {
+  const std::size_t colon = failure.find(": ");
+  if (colon == std::string::npos) return failure.substr(0, 40);
+  const std::size_t next = failure.find(':', colon + 2);
+  return failure.substr(0, next == std::string::npos ? colon : next);
+}
+
+// Greedy minimisation (one fault at a time, as delta debugging's last phase): leave each fault
+// out in turn and keep it out when the same invariant still fails. Bounded: one rerun per fault.
+void minimize(std::uint64_t seed, const ExploreOptions& o, const std::string& failure,
+              std::size_t drawn) {
+  ExploreOptions t = o;
+  t.minimize = false;
+  const std::string want = invariant_of(failure);
+  std::size_t reruns = 0;
+  for (std::size_t k = 0; k < drawn; ++k) {
+    if (t.skip_faults.count(k)) continue;
+    t.skip_faults.insert(k);
+    Run again(seed, t);
+    const std::string f = again.execute();
+    ++reruns;
+    if (f.empty() || invariant_of(f) != want) t.skip_faults.erase(k);
+  }
+  const std::size_t kept = drawn - t.skip_faults.size();
+  std::printf("  minimised (%zu reruns): %zu of %zu faults needed; replay: rumor sim explore "
+              "--seeds %llu --max-nodes %zu %s--verbose\n",
+              reruns, kept, drawn, static_cast<unsigned long long>(seed), o.max_nodes,
+              replay_flags(t).c_str());
+}
 
 }  // namespace
 
@@ -519,6 +582,18 @@ int run_explore(const ExploreOptions& o) {
     std::fprintf(stderr, "rumor sim explore: --max-nodes must be at least 3\n");
     return 2;
   }
+  for (const std::string& ov : o.overrides) {
+    AgentConfig ac;
+    if (!(ov.rfind("node.", 0) == 0 || ov.rfind("store.", 0) == 0)) {
+      std::fprintf(stderr, "rumor sim explore: -o %s: only node.* and store.* keys apply here\n",
+                   ov.c_str());
+      return 2;
+    }
+    if (Status s = apply_override(ac, ov); !s) {
+      std::fprintf(stderr, "rumor sim explore: -o %s: %s\n", ov.c_str(), s.message().c_str());
+      return 2;
+    }
+  }
   const std::uint64_t t0 = monotonic_ns();
   std::uint64_t ran = 0, failed = 0, events = 0;
   std::vector<std::uint64_t> heal_ms;
@@ -536,9 +611,11 @@ int run_explore(const ExploreOptions& o) {
     if (!failure.empty()) {
       ++failed;
       std::printf("seed %llu FAILED: %s\n  replay: rumor sim explore --seeds %llu --max-nodes %zu "
-                  "--verbose\n%s",
+                  "%s--verbose\n%s",
                   static_cast<unsigned long long>(seed), failure.c_str(),
-                  static_cast<unsigned long long>(seed), o.max_nodes, run.log().c_str());
+                  static_cast<unsigned long long>(seed), o.max_nodes, replay_flags(o).c_str(),
+                  run.log().c_str());
+      if (o.minimize) minimize(seed, o, failure, run.faults_drawn());
     } else if (o.verbose) {
       std::printf("seed %llu ok\n%s", static_cast<unsigned long long>(seed), run.log().c_str());
     }

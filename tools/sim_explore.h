@@ -9,11 +9,15 @@
 //      safe (its writer never crashed, or another running node held it when the writer did);
 //   3. no invention: that version is one some node accepted;
 //   4. membership: every live node sees every other live node alive and no crashed one alive.
-// A run replays exactly from its seed; a failure prints the seed and the schedule.
+// A run replays exactly from its seed; a failure prints the seed and the schedule, then
+// minimises it: the faults that can be left out (greedily, one at a time, each tried by a full
+// rerun) while the same invariant still fails, and a replay command with --skip-faults.
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace rumor::tools {
 
@@ -22,6 +26,12 @@ struct ExploreOptions {
   std::size_t max_nodes = 16;
   double max_wall_s = 0;   // stop starting new seeds after this long (0: no bound)
   bool verbose = false;    // print every seed's schedule, not only failures'
+  // Faults (numbered in the order the schedule draws them, from 0) drawn but not applied.
+  std::set<std::size_t> skip_faults;
+  bool minimize = true;    // on a failure, find the faults it needs
+  // [node] and [store] keys applied to every explored node (`-o node.sync_interval_ms=...`,
+  // as `rumor agent -o`): to explore a configuration other than the `local` preset.
+  std::vector<std::string> overrides;
 };
 
 // Returns the exit status: 0 when every seed held every invariant, 1 otherwise, 2 on usage.
