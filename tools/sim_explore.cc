@@ -91,10 +91,18 @@ class Run {
       if (::mkdtemp(tmpl.data()) != nullptr) {
         disk_root_ = tmpl;
         disks_.resize(n_);
-        opt.on_create = [this](std::size_t i, Node& node) { attach_disk(i, node); };
         flavour_text += ", data directories";
       }
     }
+    opt.on_create = [this](std::size_t i, Node& node) {
+      if (!disks_.empty()) attach_disk(i, node);
+      // Every death any node declares or hears of, for the false-death check.
+      node.on_membership([this, i](const MembershipEvent& e) {
+        if (e.member.state == MemberState::kDead && e.previous != MemberState::kDead) {
+          deaths_.push_back(Death{i, e.member.id, e.member.incarnation});
+        }
+      });
+    };
     cluster_ = std::make_unique<SimCluster>(opt);
     say(fmt::format("{} nodes, {} seed(s), {}, {} keys, link latency {:.1f} ms + jitter {:.1f} "
                     "ms, loss {:.1f}%, duplicate {:.0f}%, reorder {:.0f}%",
@@ -140,6 +148,25 @@ class Run {
                     elapsed_ms() - healed, accepted_.size(),
                     std::count_if(accepted_.begin(), accepted_.end(),
                                   [](const Accepted& a) { return !a.safe; })));
+    // No false deaths: healed, on the base network (loss up to 2%), no running node may be
+    // declared dead (by anyone, at its current incarnation) for a while. Suspicions may come
+    // and go (a lost ack); a death is what a false alarm costs an application.
+    const std::uint64_t suspicions = suspicions_raised();
+    deaths_.clear();
+    c.run_for(kQuietMs);
+    std::map<NodeId, std::size_t> index;
+    for (std::size_t i = 0; i < n_; ++i) index[c.node(i).id()] = i;
+    for (const Death& d : deaths_) {
+      auto it = index.find(d.member);
+      if (it == index.end() || !live(it->second)) continue;  // a crashed node: rightly dead
+      const std::uint64_t now_inc = c.node(it->second).members()[0].incarnation;
+      if (d.incarnation < now_inc) continue;  // an old instance of a restarted node
+      return fmt::format("false death: node {} (running, incarnation {}) was declared dead, as "
+                         "node {} heard, within {} ms after convergence with nothing failing\n{}",
+                         it->second, d.incarnation, d.observer, kQuietMs, views());
+    }
+    say(fmt::format("quiet for {} ms: no deaths declared, {} suspicions (all refuted)", kQuietMs,
+                    suspicions_raised() - suspicions));
     return {};
   }
 
@@ -428,6 +455,15 @@ class Run {
   }
 
   // ---- invariants ----
+  static constexpr std::uint64_t kQuietMs = 10'000;
+  std::uint64_t suspicions_raised() {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (live(i)) n += cluster_->node(i).counters().suspicions;
+    }
+    return n;
+  }
+
   bool membership_ok(std::string* why) {
     SimCluster& c = *cluster_;
     for (std::size_t i = 0; i < n_; ++i) {
@@ -501,6 +537,12 @@ class Run {
   std::size_t n_ = 0, keys_ = 0, seeds_ = 0;
   std::set<std::size_t> skip_;
   std::size_t drawn_ = 0;
+  struct Death {
+    std::size_t observer;
+    NodeId member;
+    std::uint64_t incarnation;
+  };
+  std::vector<Death> deaths_;
   struct Disk {
     std::unique_ptr<DurableStore> db;
     std::unique_ptr<JournalQueues> journal;

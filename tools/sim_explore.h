@@ -8,7 +8,9 @@
 //   2. no loss: for every key, that version is at least the newest accepted write that was
 //      safe (its writer never crashed, or another running node held it when the writer did);
 //   3. no invention: that version is one some node accepted;
-//   4. membership: every live node sees every other live node alive and no crashed one alive.
+//   4. membership: every live node sees every other live node alive and no crashed one alive;
+//   5. no false deaths: for 10 s after convergence, no running node is declared dead.
+// With data directories (a third of the seeds), writes a node acknowledged survive its crash.
 // A run replays exactly from its seed; a failure prints the seed and the schedule, then
 // minimises it: the faults that can be left out (greedily, one at a time, each tried by a full
 // rerun) while the same invariant still fails, and a replay command with --skip-faults.
