@@ -53,6 +53,7 @@ only_in() {
 
 only_in '#include <liburing' 'io/[a-z_]+\.(h|cc)' 'only io/ includes liburing'
 only_in '#include <(xdp|bpf)/' 'io/[a-z_]+\.(h|cc)' 'only io/ includes libxdp and libbpf'
+only_in '#include <rocksdb/' 'engine/store/durable\.cc' 'only the durable store includes RocksDB'
 only_in '#include <sodium' 'engine/wire/crypto\.cc|base/entropy\.cc' \
   'only the crypto module (and the entropy source) includes libsodium'
 only_in '#include <xxhash' 'digest/hash\.h' 'xxHash is reached through digest/hash.h only'
