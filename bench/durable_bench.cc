@@ -131,7 +131,6 @@ void report(benchmark::State& state, Rig& r, std::size_t writes) {
 // the store's tables grow from empty), so the ratio compares like with like.
 void write_fresh_million(benchmark::State& state, std::optional<SyncMode> mode) {
   std::size_t writes = 0;
-  std::optional<DurableCounters> last;
   for (auto _ : state) {
     Rig r;
     if (!r.open(state, mode)) return;
