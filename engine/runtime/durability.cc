@@ -80,6 +80,7 @@ class DurableImpl {
     NodeInternals::members(node).set_journal(queues_.get());
     node_ = &node;
     stop_.store(false, std::memory_order_relaxed);
+    running_.store(true, std::memory_order_release);
     thread_ = std::thread([this] {
       ::pthread_setname_np(::pthread_self(), "rumor-persist");  // for top, perf and gdb
       run();
@@ -107,7 +108,8 @@ class DurableImpl {
       // Read the generation first: a commit after this read changes it and the futex returns.
       const std::uint32_t gen = commit_gen_.load(std::memory_order_acquire);
       if (durable(core, ticket)) return Status::ok();
-      if (!thread_.joinable() || stop_.load(std::memory_order_acquire)) {
+      if (!running_.load(std::memory_order_acquire)) {
+        if (durable(core, ticket)) return Status::ok();  // the last commit made it
         return Status::error(Code::kUnavailable, "durability stopped before the write was synced");
       }
       const std::uint64_t now = monotonic_ns();
@@ -178,15 +180,24 @@ class DurableImpl {
 
   // Every shard of `owner`, from memory (lock-free reads), after its queue dropped a record:
   // puts for what memory holds, erases for what the directory holds and memory does not.
-  void rewrite(std::uint32_t owner, std::vector<JournalRecord>& batch) {
+  // Returns false when it could not finish (the owner stays marked for another try).
+  bool rewrite(std::uint32_t owner, std::vector<JournalRecord>& batch) {
     rewrites_.fetch_add(1, std::memory_order_relaxed);
-    // Every record up to this ticket is applied in memory; the scans below start after.
+    // Every record up to this ticket is applied in memory (push() stores the ticket before the
+    // record or the overflow mark), so the scan below, which starts after, sees its effect.
     const std::uint64_t covered = queues_->produced_now(owner);
-    // What is queued now goes to disk before the scan's puts (it is older or equal).
-    drain_into(batch, SIZE_MAX);
-    last_seq_[owner] = std::max(last_seq_[owner], covered);
+    // What is queued goes to disk first (it is older than or equal to what the scan reads), and
+    // is committed before the directory is read: an erase decided below must see every put.
+    std::vector<std::uint64_t> drained_max(last_seq_.size(), 0);
+    drain_into(batch, SIZE_MAX, &drained_max);
+    if (Status st = db_->commit(false); !st) {
+      note_error(st);
+      return false;
+    }
+    // One pass over memory for all the owner's shards, then one over the directory (a
+    // directory iterator sorts the memtable once: one per shard cost a sort each).
+    std::vector<std::unordered_set<std::string>> live(store_->shard_count());
     for (std::uint32_t s = owner; s < store_->shard_count(); s += store_->owner_count()) {
-      std::unordered_set<std::string> live;
       store_->shard(s).scan_with_epoch([&](const Entry& e, std::uint32_t epoch) {
         JournalRecord r;
         r.kind = JournalRecord::Kind::kPut;
@@ -196,30 +207,38 @@ class DurableImpl {
         r.version = e.version;
         r.key = e.key;
         r.value = e.value;
-        live.insert(e.key);
+        live[s].insert(e.key);
         db_->add(r);
       });
-      if (Status st = db_->erase_shard_except(s, [&](std::string_view k) {
-            return live.count(std::string(k)) != 0;
-          });
-          !st) {
-        note_error(st);
-      }
     }
+    if (Status st = db_->erase_entries_except(
+            [&](std::uint32_t shard, std::string_view k) {
+              return store_->owner_of_shard(shard) != owner ||
+                     live[shard].count(std::string(k)) != 0;
+            });
+        !st) {
+      note_error(st);
+      return false;
+    }
+    // Every ticket up to max(covered, the highest drained) is now accounted for, unless a
+    // record was dropped since the mark was cleared (then the mark is set again: not yet).
+    if (!queues_->overflowed(owner)) {
+      last_seq_[owner] = std::max({last_seq_[owner], covered, drained_max[owner]});
+    }
+    return true;
   }
 
-  // Moves queued records into the pending commit, keeping each owner's contiguous ticket.
-  std::size_t drain_into(std::vector<JournalRecord>& batch, std::size_t max) {
+  // Moves queued records into the pending commit, keeping each owner's contiguous ticket (and,
+  // if asked, the highest ticket drained per owner).
+  std::size_t drain_into(std::vector<JournalRecord>& batch, std::size_t max,
+                         std::vector<std::uint64_t>* drained_max = nullptr) {
     batch.clear();  // unused: records are encoded straight from their queue slots
     return queues_->visit(
-        [&](const JournalRecord& r) {
-          // Records of one owner come in ticket order; the home core's incarnation records are
-          // the home core's. A gap (a dropped record) stops the owner's ticket until a rewrite
-          // covers it.
-          const std::uint32_t o = r.kind == JournalRecord::Kind::kIncarnation
-                                      ? 0
-                                      : store_->owner_of_shard(r.shard);
+        [&](std::uint32_t o, const JournalRecord& r) {
+          // Records of one queue come in ticket order. A gap (a dropped record) stops the
+          // owner's ticket until a rewrite covers it.
           if (r.seq == last_seq_[o] + 1) last_seq_[o] = r.seq;
+          if (drained_max) (*drained_max)[o] = std::max((*drained_max)[o], r.seq);
           db_->add(r);
         },
         max);
@@ -244,11 +263,11 @@ class DurableImpl {
     std::uint64_t next_sync_ns = monotonic_ns() + interval_ns;
     std::uint64_t error_backoff_ns = 0;
     std::vector<std::uint64_t> written(last_seq_.size(), 0);  // committed, maybe not synced
-    int stop_turns = 0;
+    std::uint64_t stop_deadline_ns = 0;
     for (;;) {
       const bool stopping = stop_.load(std::memory_order_acquire);
       for (std::uint32_t o = 0; o < queues_->owners(); ++o) {
-        if (queues_->take_overflow(o)) rewrite(o, batch);
+        if (queues_->take_overflow(o) && !rewrite(o, batch)) queues_->mark_overflow(o);
       }
       const std::size_t room = config_.commit_records_max > db_->pending()
                                    ? config_.commit_records_max - db_->pending()
@@ -261,9 +280,9 @@ class DurableImpl {
       }
       const std::uint64_t now = monotonic_ns();
       const bool interval_due = now >= next_sync_ns || stopping;
-      const bool had_work = db_->pending() > 0;
+      const bool had_work = db_->has_pending();
       // A sync that has something to make durable: records, or earlier unsynced commits.
-      const bool sync_due = (mode == SyncMode::kAlways && had_work) ||
+      const bool sync_due = (mode == SyncMode::kAlways && (had_work || db_->unsynced())) ||
                             (mode == SyncMode::kBatch && interval_due &&
                              (had_work || db_->unsynced()));
       const bool commit_due = mode == SyncMode::kAlways || interval_due ||
@@ -302,10 +321,16 @@ class DurableImpl {
           }
         }
       }
-      if (stopping && queues_->queued() == 0 && db_->pending() == 0) break;
+      if (stopping && queues_->queued() == 0 && !db_->has_pending()) break;
       // While stopping, a commit that keeps failing (a full disk) must not hold the node's
-      // shutdown forever: what is not written is lost, and said (last_error).
-      if (stopping && ++stop_turns > 50) break;
+      // shutdown for long: what is not written is lost, and said (last_error).
+      if (stopping) {
+        if (stop_deadline_ns == 0) stop_deadline_ns = monotonic_ns() + kStopCommitNs;
+        if (monotonic_ns() >= stop_deadline_ns) break;
+        error_backoff_ns = 0;
+        ::poll(nullptr, 0, 10);  // retry every 10 ms, no longer
+        continue;
+      }
       if (n > 0 || db_->pending() >= config_.commit_records_max) continue;
       // Nothing queued. kAlways sleeps until a record arrives (the writer rings); the others
       // nap (a queue of 64K records takes ~90 ms to fill at 700K writes/s) or until stop rings.
@@ -331,6 +356,8 @@ class DurableImpl {
         if (mode == SyncMode::kAlways) queues_->woke();
       }
     }
+    // Release: a waiter that sees the persister gone sees every ticket it published.
+    running_.store(false, std::memory_order_release);
     commit_gen_.fetch_add(1, std::memory_order_release);
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&commit_gen_), FUTEX_WAKE_PRIVATE,
               INT_MAX, nullptr, nullptr, 0);
@@ -339,6 +366,7 @@ class DurableImpl {
   static constexpr std::size_t kEarlyCommitRecords = 65536;
   static constexpr std::uint64_t kNapMs = 5;
   static constexpr std::uint64_t kSpinNs = 50'000;
+  static constexpr std::uint64_t kStopCommitNs = 5'000'000'000;  // stop() gives up after 5 s
 
   int wake_fd_ = -1;
   Store* store_ = nullptr;
@@ -348,10 +376,13 @@ class DurableImpl {
   std::vector<std::uint64_t> last_seq_;  // persister: per owner, the contiguous ticket pending
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> running_{false};  // the persister runs (wait_durable reads it)
   bool restored_ = false;
   DurableLoadStats loaded_;
   // Bumped (release) after every commit; waiters futex-wait on it.
   std::atomic<std::uint32_t> commit_gen_{0};
+  static_assert(sizeof(std::atomic<std::uint32_t>) == 4 &&
+                std::atomic<std::uint32_t>::is_always_lock_free);  // a futex word
   mutable std::mutex meta_mu_;
   std::vector<std::pair<std::string, std::string>> meta_in_;
   std::unordered_map<std::string, std::string> meta_cache_;

@@ -339,17 +339,19 @@ void DurableStore::add(const JournalRecord& r) {
   }
 }
 
-Status DurableStore::erase_shard_except(std::uint32_t shard,
-                                        const std::function<bool(std::string_view)>& keep) {
-  const std::string prefix = shard_prefix(shard);
+Status DurableStore::erase_entries_except(
+    const std::function<bool(std::uint32_t, std::string_view)>& keep) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   JournalRecord r;
   r.kind = JournalRecord::Kind::kErase;
-  r.shard = shard;
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    const std::string_view key = view(it->key()).substr(prefix.size());
-    if (keep(key)) continue;
-    r.key.assign(key);
+  for (it->Seek("e"); it->Valid() && it->key().starts_with("e"); it->Next()) {
+    const std::string_view k = view(it->key());
+    if (k.size() < 3) continue;
+    const std::uint32_t shard = (static_cast<std::uint32_t>(static_cast<unsigned char>(k[1])) << 8) |
+                                static_cast<unsigned char>(k[2]);
+    if (keep(shard, k.substr(3))) continue;
+    r.shard = shard;
+    r.key.assign(k.substr(3));
     add(r);  // at the next commit, in order with the rest
   }
   if (!it->status().ok()) return db_error("read data directory", dir_, it->status());
@@ -417,6 +419,10 @@ template <typename Fill>
 void JournalQueues::push(std::uint32_t owner, Fill&& fill) {
   Owner& o = *owners_[owner];
   const std::uint64_t seq = o.produced.load(std::memory_order_relaxed) + 1;
+  // The ticket first (release), then the record or the mark: a persister that sees either
+  // (acquire on the queue's tail, or on the mark) reads a ticket at least this one, and the
+  // store's change it stands for, already applied, is visible to a rewrite that starts after.
+  o.produced.store(seq, std::memory_order_release);
   // In place: the slot's strings keep their capacity from the record before, so a steady
   // stream of changes allocates nothing on the owner's core.
   const bool queued = o.queue.push_in_place([&](JournalRecord& r) {
@@ -425,12 +431,8 @@ void JournalQueues::push(std::uint32_t owner, Fill&& fill) {
   });
   if (!queued) {
     o.dropped.store(o.dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    // Release: pairs with take_overflow's acquire exchange.
-    o.overflow.store(true, std::memory_order_release);
+    o.overflow.store(true, std::memory_order_release);  // see take_overflow
   }
-  // Release: a persister that reads this ticket (take_overflow, then produced_now) also sees
-  // the store's change it stands for, so a rewrite starting after that read includes it.
-  o.produced.store(seq, std::memory_order_release);
   // Dekker with prepare_sleep(): our push, then their flag; their flag, then our queues. The
   // fences make sure at least one side sees the other.
   std::atomic_thread_fence(std::memory_order_seq_cst);

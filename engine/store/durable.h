@@ -88,13 +88,17 @@ class DurableStore {
   // The write side: records and meta values accumulate until commit(), which writes them in one
   // atomic batch, synced when asked (a synced commit also syncs the unsynced ones before it).
   void add(const JournalRecord& r);
-  // For a rewrite: erase the disk keys of `shard` for which keep(key) is false.
-  Status erase_shard_except(std::uint32_t shard,
-                            const std::function<bool(std::string_view key)>& keep);
+  // For a rewrite: erase every entry on disk for which keep(shard, key) is false (one pass).
+  Status erase_entries_except(
+      const std::function<bool(std::uint32_t shard, std::string_view key)>& keep);
   void put_meta(std::string_view name, std::string_view value);
   std::optional<std::string> get_meta(std::string_view name) const;
   void set_identity(const DurableIdentity& id);
   std::size_t pending() const { return pending_puts_ + pending_erases_; }
+  // Anything a commit would write: records, meta values, expired tombstones.
+  bool has_pending() const {
+    return pending() > 0 || !pending_meta_.empty() || !expired_.empty();
+  }
   // Whether commits were made without a sync since the last synced one.
   bool unsynced() const { return unsynced_; }
   Status commit(bool sync);
@@ -146,14 +150,22 @@ class JournalQueues final : public Journal {
   std::size_t drain(std::vector<JournalRecord>& out, std::size_t max);
   // Visits up to max records in place (all owners; fn(const JournalRecord&)), leaving their
   // buffers in the slots; returns how many.
+  // fn(owner, record): the owner is the queue the record came from.
   template <typename Fn>
   std::size_t visit(Fn&& fn, std::size_t max) {
     std::size_t n = 0;
-    for (auto& o : owners_) {
-      if (n >= max) break;
-      n += o->queue.visit_batch(fn, max - n);
+    for (std::uint32_t o = 0; o < owners_.size() && n < max; ++o) {
+      n += owners_[o]->queue.visit_batch([&](const JournalRecord& r) { fn(o, r); }, max - n);
     }
     return n;
+  }
+  // Whether the owner's mark is set (acquire: drops before it are visible).
+  bool overflowed(std::uint32_t owner) const {
+    return owners_[owner]->overflow.load(std::memory_order_acquire);
+  }
+  // Sets the mark again (a rewrite that could not finish).
+  void mark_overflow(std::uint32_t owner) {
+    owners_[owner]->overflow.store(true, std::memory_order_release);
   }
   std::size_t queued() const;
   // Owners whose queue overflowed: the persister clears the mark (returned true) before it

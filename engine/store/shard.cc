@@ -92,14 +92,16 @@ void Shard::grow_if_needed() {
 
 void Shard::make_grave(void* slot_ptr) {
   Slot& s = *static_cast<Slot*>(slot_ptr);
-  if (Journal* j = store_.journal_) {
-    char buf[kInlineBytes];
-    j->erased(owner_, index_, owner_view(s, buf).key);
-  }
+  // The key before the slot becomes a grave (a blob is only retired below, so the view stays
+  // valid); the journal hears of the erase after readers can see it, as of every change: a
+  // rewrite that scans after this record's ticket must not find the key live.
+  char key_buf[kInlineBytes];
+  const std::string_view key = store_.journal_ ? owner_view(s, key_buf).key : std::string_view();
   const std::uint64_t m = ld(s.meta);
   const std::uint64_t seq = begin_write(s);
   st(s.meta, pack_meta(0, 0, kFlagGrave));
   end_write(s, seq);
+  if (Journal* j = store_.journal_) j->erased(owner_, index_, key);
   if (meta_flags(m) & kFlagBlob) {
     store_.owners_[owner_]->retirer.retire(
         reinterpret_cast<void*>(ld(s.payload[0])), &Blob::destroy);

@@ -253,6 +253,54 @@ TEST(Durable, LocalWritesWaitWhenTheJournalIsFull) {
   b.close();
 }
 
+// Meta values alone (a keyring change on an idle node, an incarnation) are committed too, in
+// every mode, and before stop() returns.
+TEST(Durable, MetaValuesAloneAreCommitted) {
+  for (SyncMode mode : {SyncMode::kAlways, SyncMode::kBatch, SyncMode::kOff}) {
+    TempDir dir;
+    SystemTimeSource clock;
+    {
+      DurableNode a;
+      ASSERT_TRUE(a.open(dir.data(), config("a"), clock, mode).is_ok());
+      a.durability->put_meta("keyring", "require\nsecret");
+      a.close();
+    }
+    DurableConfig dc;
+    dc.dir = dir.data();
+    auto d = Durability::open(dc);
+    ASSERT_TRUE(d.is_ok());
+    EXPECT_EQ((*d)->get_meta("keyring"), std::optional<std::string>("require\nsecret"))
+        << sync_mode_name(mode);
+  }
+}
+
+// Merges arriving faster than a tiny queue drains, round after round: every round's rewrite
+// must finish and the core's ticket must move past its gaps (the deadline is for liveness; the
+// speed of a rewrite is the benchmarks' business).
+TEST(Durable, RewritesKeepUpWithSustainedMerges) {
+  TempDir dir;
+  SystemTimeSource clock;
+  DurableNode a;
+  ASSERT_TRUE(a.open(dir.data(), config("a"), clock, SyncMode::kOff, 64).is_ok());
+  Store& store = NodeInternals::store(*a.node);
+  const std::uint64_t hlc = hlc_pack(clock.now_ms(), 0);
+  std::uint64_t v = 0;
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 400; ++i) {
+      const std::string k = "m" + std::to_string((round * 400 + i) % 5000);
+      ASSERT_TRUE(store.merge(EntryView{k, "v", Version{hlc + ++v, 9}, false}).is_ok());
+    }
+    ASSERT_TRUE(a.durability->wait_durable(0, a.durability->ticket(0), 5'000).is_ok())
+        << "round " << round << ": " << a.durability->last_error();
+  }
+  EXPECT_GT(a.durability->counters().rewrites, 0u);
+  a.close();
+  DurableNode b;
+  ASSERT_TRUE(b.open(dir.data(), config("a"), clock).is_ok());
+  EXPECT_EQ(b.durability->counters().loaded_entries, 5000u);
+  b.close();
+}
+
 void damage(const std::string& dir, const std::string& suffix) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
