@@ -113,6 +113,58 @@ class PinToCpu {
   bool pinned_ = false;
 };
 
+// The receiving side of every path: counts what arrives until receiver_should_stop, then sets
+// shared.delivered and shared.last_ns.
+void receive_all(Transport& receiver, RxShared& shared) {
+  std::vector<Datagram> batch(kRecvBatch);
+  std::uint64_t delivered = 0;
+  std::uint64_t last_ns = monotonic_ns();
+  for (;;) {
+    (void)receiver.poll(1'000'000, kRxWaitCount);
+    const std::size_t n = receiver.receive(batch);
+    if (n != 0) {
+      delivered += n;
+      last_ns = monotonic_ns();
+      receiver.release({batch.data(), n});
+    }
+    if (receiver_should_stop(shared, delivered, last_ns)) break;
+  }
+  shared.delivered = delivered;
+  shared.last_ns = last_ns;
+}
+
+// The sending side of every path: batches of `bytes`-byte datagrams (a sequence number, then
+// filler) to dest, flat out for kTrialNs; waits for completions when the pool is empty.
+// Returns what the kernel took (sends still in flight at the end count once it has them).
+std::uint64_t send_all(Transport& sender, const Address& dest, std::uint32_t bytes,
+                       std::size_t batch_size, Trial* trial) {
+  std::vector<Datagram> batch(batch_size);
+  std::uint64_t queued = 0;
+  const std::uint64_t start = monotonic_ns();
+  while (monotonic_ns() - start < kTrialNs) {
+    const std::size_t n = sender.acquire(batch);
+    for (std::size_t i = 0; i < n; ++i) {
+      Datagram& d = batch[i];
+      const std::uint64_t seq = queued + i;
+      std::memcpy(d.data, &seq, sizeof(seq));
+      std::memset(d.data + sizeof(seq), 0x5a, bytes - sizeof(seq));
+      d.len = bytes;
+      d.peer = dest;
+    }
+    if (n != 0) (void)sender.send({batch.data(), n});
+    queued += n;
+    (void)sender.flush();
+    if (n == 0) {  // send pool empty: wait for completions
+      (void)sender.poll(100'000, 1);
+      ++trial->tx_pool_waits;
+    }
+  }
+  for (int i = 0; i < 100 && sender.counters().datagrams_sent < queued; ++i) {
+    (void)sender.poll(1'000'000, 1);
+  }
+  return sender.counters().datagrams_sent;
+}
+
 // Counts what arrives until receiver_should_stop; sets shared.delivered and shared.last_ns.
 using Receiver = std::function<void(RxShared& shared)>;
 // Sends flat out for kTrialNs and sets *sent to what the kernel accepted; false (with error)
@@ -189,50 +241,9 @@ bool run_transport_trial(const Opener& open, bool gso, std::uint32_t bytes, Tria
   const Address dest = receiver.local_address();
 
   // The receiver binds to its own thread (io_uring's single issuer is the first poller).
-  const auto receive = [&](RxShared& shared) {
-    std::vector<Datagram> batch(kRecvBatch);
-    std::uint64_t delivered = 0;
-    std::uint64_t last_ns = monotonic_ns();
-    for (;;) {
-      (void)receiver.poll(1'000'000, kRxWaitCount);
-      const std::size_t n = receiver.receive(batch);
-      if (n != 0) {
-        delivered += n;
-        last_ns = monotonic_ns();
-        receiver.release({batch.data(), n});
-      }
-      if (receiver_should_stop(shared, delivered, last_ns)) break;
-    }
-    shared.delivered = delivered;
-    shared.last_ns = last_ns;
-  };
+  const auto receive = [&](RxShared& shared) { receive_all(receiver, shared); };
   const auto send = [&](std::uint64_t* sent, std::string*) {
-    std::vector<Datagram> batch(gso ? kGsoBatch : kBatch);
-    std::uint64_t queued = 0;
-    const std::uint64_t start = monotonic_ns();
-    while (monotonic_ns() - start < kTrialNs) {
-      const std::size_t n = sender.acquire(batch);
-      for (std::size_t i = 0; i < n; ++i) {
-        Datagram& d = batch[i];
-        const std::uint64_t seq = queued + i;
-        std::memcpy(d.data, &seq, sizeof(seq));
-        std::memset(d.data + sizeof(seq), 0x5a, bytes - sizeof(seq));
-        d.len = bytes;
-        d.peer = dest;
-      }
-      if (n != 0) (void)sender.send({batch.data(), n});
-      queued += n;
-      (void)sender.flush();
-      if (n == 0) {  // send pool empty: wait for completions
-        (void)sender.poll(100'000, 1);
-        ++trial->tx_pool_waits;
-      }
-    }
-    // Sends still queued or in flight count once the kernel has taken them.
-    for (int i = 0; i < 100 && sender.counters().datagrams_sent < queued; ++i) {
-      (void)sender.poll(1'000'000, 1);
-    }
-    *sent = sender.counters().datagrams_sent;
+    *sent = send_all(sender, dest, bytes, gso ? kGsoBatch : kBatch, trial);
     return true;
   };
   (void)run_pair(receive, send, trial, error);
@@ -297,49 +308,9 @@ bool run_veth_trial(bool xdp, std::uint32_t bytes, Trial* trial, std::string* er
   Transport& sender = **tx;
   Transport& receiver = **rx;
   const Address dest = receiver.local_address();
-  const auto receive = [&](RxShared& shared) {
-    std::vector<Datagram> batch(kRecvBatch);
-    std::uint64_t delivered = 0;
-    std::uint64_t last_ns = monotonic_ns();
-    for (;;) {
-      (void)receiver.poll(1'000'000, kRxWaitCount);
-      const std::size_t n = receiver.receive(batch);
-      if (n != 0) {
-        delivered += n;
-        last_ns = monotonic_ns();
-        receiver.release({batch.data(), n});
-      }
-      if (receiver_should_stop(shared, delivered, last_ns)) break;
-    }
-    shared.delivered = delivered;
-    shared.last_ns = last_ns;
-  };
+  const auto receive = [&](RxShared& shared) { receive_all(receiver, shared); };
   const auto send = [&](std::uint64_t* sent, std::string*) {
-    std::vector<Datagram> batch(kBatch);
-    std::uint64_t queued = 0;
-    const std::uint64_t start = monotonic_ns();
-    while (monotonic_ns() - start < kTrialNs) {
-      const std::size_t n = sender.acquire(batch);
-      for (std::size_t i = 0; i < n; ++i) {
-        Datagram& d = batch[i];
-        const std::uint64_t seq = queued + i;
-        std::memcpy(d.data, &seq, sizeof(seq));
-        std::memset(d.data + sizeof(seq), 0x5a, bytes - sizeof(seq));
-        d.len = bytes;
-        d.peer = dest;
-      }
-      if (n != 0) (void)sender.send({batch.data(), n});
-      queued += n;
-      (void)sender.flush();
-      if (n == 0) {
-        (void)sender.poll(100'000, 1);
-        ++trial->tx_pool_waits;
-      }
-    }
-    for (int i = 0; i < 100 && sender.counters().datagrams_sent < queued; ++i) {
-      (void)sender.poll(1'000'000, 1);
-    }
-    *sent = sender.counters().datagrams_sent;
+    *sent = send_all(sender, dest, bytes, kBatch, trial);
     return true;
   };
   (void)run_pair(receive, send, trial, error);
