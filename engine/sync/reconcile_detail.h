@@ -258,8 +258,13 @@ struct RibltState {
 // in one go about 19 times in 20 (measured: the symbols needed, 1.35-2.2 per element at the
 // 90th percentile, over the estimate's spread, 0.7-1.3 between its 10th and 90th percentiles;
 // docs/reconciliation.md "Sizing the stream").
+// The estimate comes from a peer's residues and counts: it may be huge, or not a number. Those
+// saturate (the caller bounds the stream anyway) instead of overflowing the conversion.
 inline std::uint64_t riblt_stream_symbols(double elements) {
-  return static_cast<std::uint64_t>(std::ceil(2.2 * elements + 8.0));
+  const double symbols = std::ceil(2.2 * elements + 8.0);
+  constexpr double kSaturate = 0x1p62;
+  if (!(symbols < kSaturate)) return std::uint64_t{1} << 62;  // also NaN
+  return symbols > 0 ? static_cast<std::uint64_t>(symbols) : 8;
 }
 
 // Record headers around a sub-record or entries.
