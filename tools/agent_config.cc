@@ -76,7 +76,7 @@ const std::vector<Key>& keys() {
       {"", "ready_file", Kind::kString, F(ready_file),
        "write a JSON line with the bound addresses here once serving"},
       {"", "data_dir", Kind::kString, F(data_dir),
-       "keep the node's state here (LMDB) and load it at start; in memory only when empty"},
+       "keep the node's state here (RocksDB) and load it at start; in memory only when empty"},
       {"", "sync", Kind::kString, F(sync),
        "with data_dir: always (ack a write once synced, group commit) | batch | off"},
       {"", "sync_interval_ms", Kind::kU32, F(sync_interval_ms),

@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
   agent->add_option("--ready-file", af.ready_file,
                     "write a JSON line with the bound addresses here once serving");
   agent->add_option("--data-dir", af.data_dir,
-                    "keep the node's state in DIR (LMDB) and load it at start (default: memory)");
+                    "keep the node's state in DIR (RocksDB) and load it at start (default: memory)");
   agent->add_option("--sync", af.sync,
                     "with --data-dir: always (ack writes once on disk) | batch | off [batch]");
   agent->add_option("--sync-interval-ms", af.sync_interval_ms,
