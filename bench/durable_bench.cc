@@ -77,7 +77,7 @@ struct Rig {
         state.SkipWithError(s.to_string().c_str());
         return false;
       }
-      if (Status s = durability->start(*node, clock); !s) {
+      if (Status s = durability->start(*node); !s) {
         state.SkipWithError(s.to_string().c_str());
         return false;
       }

@@ -341,7 +341,7 @@ int Agent::start() {
     }
     save_keyring();
     durability_->set_on_commit([this] { signal_admin(); });
-    if (Status s = durability_->start(*node_, clock_); !s) {
+    if (Status s = durability_->start(*node_); !s) {
       std::fprintf(stderr, "rumor agent: --data-dir %s: %s\n", config_.data_dir.c_str(),
                    s.message().c_str());
       return 1;

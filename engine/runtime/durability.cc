@@ -68,11 +68,10 @@ class DurableImpl {
     return Status::ok();
   }
 
-  Status start(Node& node, TimeSource& time) {
+  Status start(Node& node) {
     if (!restored_) return Status::error(Code::kInvalidArgument, "restore() before start()");
     if (thread_.joinable()) return Status::error(Code::kInvalidArgument, "already started");
     store_ = &NodeInternals::store(node);
-    time_ = &time;
     queues_ = std::make_unique<JournalQueues>(store_->owner_count(), config_.queue_depth);
     queues_->set_waker([this] { ring(); });
     last_seq_.assign(store_->owner_count(), 0);
@@ -181,7 +180,7 @@ class DurableImpl {
   // Every shard of `owner`, from memory (lock-free reads), after its queue dropped a record:
   // puts for what memory holds, erases for what the directory holds and memory does not.
   // Returns false when it could not finish (the owner stays marked for another try).
-  bool rewrite(std::uint32_t owner, std::vector<JournalRecord>& batch) {
+  bool rewrite(std::uint32_t owner) {
     rewrites_.fetch_add(1, std::memory_order_relaxed);
     // Every record up to this ticket is applied in memory (push() stores the ticket before the
     // record or the overflow mark), so the scan below, which starts after, sees its effect.
@@ -189,7 +188,7 @@ class DurableImpl {
     // What is queued goes to disk first (it is older than or equal to what the scan reads), and
     // is committed before the directory is read: an erase decided below must see every put.
     std::vector<std::uint64_t> drained_max(last_seq_.size(), 0);
-    drain_into(batch, SIZE_MAX, &drained_max);
+    drain_into(SIZE_MAX, &drained_max);
     if (Status st = db_->commit(false); !st) {
       note_error(st);
       return false;
@@ -230,9 +229,8 @@ class DurableImpl {
 
   // Moves queued records into the pending commit, keeping each owner's contiguous ticket (and,
   // if asked, the highest ticket drained per owner).
-  std::size_t drain_into(std::vector<JournalRecord>& batch, std::size_t max,
-                         std::vector<std::uint64_t>* drained_max = nullptr) {
-    batch.clear();  // unused: records are encoded straight from their queue slots
+  std::size_t drain_into(std::size_t max, std::vector<std::uint64_t>* drained_max = nullptr) {
+    // Encoded straight from their queue slots into the pending batch.
     return queues_->visit(
         [&](std::uint32_t o, const JournalRecord& r) {
           // Records of one queue come in ticket order. A gap (a dropped record) stops the
@@ -256,8 +254,6 @@ class DurableImpl {
   // nap between drains instead of being woken per record (a wake-up is a system call on the
   // writer's core), and commit early when a commit's worth is pending.
   void run() {
-    std::vector<JournalRecord> batch;
-    batch.reserve(4096);
     const SyncMode mode = config_.sync;
     const std::uint64_t interval_ns = std::uint64_t{config_.sync_interval_ms} * 1'000'000;
     std::uint64_t next_sync_ns = monotonic_ns() + interval_ns;
@@ -267,12 +263,12 @@ class DurableImpl {
     for (;;) {
       const bool stopping = stop_.load(std::memory_order_acquire);
       for (std::uint32_t o = 0; o < queues_->owners(); ++o) {
-        if (queues_->take_overflow(o) && !rewrite(o, batch)) queues_->mark_overflow(o);
+        if (queues_->take_overflow(o) && !rewrite(o)) queues_->mark_overflow(o);
       }
       const std::size_t room = config_.commit_records_max > db_->pending()
                                    ? config_.commit_records_max - db_->pending()
                                    : 0;
-      const std::size_t n = room > 0 ? drain_into(batch, room) : 0;
+      const std::size_t n = room > 0 ? drain_into(room) : 0;
       {
         std::lock_guard<std::mutex> g(meta_mu_);
         for (auto& [k, v] : meta_in_) db_->put_meta("user/" + k, v);
@@ -310,9 +306,7 @@ class DurableImpl {
           written = upto;
           if (sync || mode == SyncMode::kOff) {
             for (std::uint32_t o = 0; o < written.size(); ++o) queues_->publish(o, written[o]);
-            commit_gen_.fetch_add(1, std::memory_order_release);
-            ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&commit_gen_),
-                      FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+            wake_waiters();
             if (on_commit_) on_commit_();
           }
           if (interval_due) {
@@ -358,6 +352,11 @@ class DurableImpl {
     }
     // Release: a waiter that sees the persister gone sees every ticket it published.
     running_.store(false, std::memory_order_release);
+    wake_waiters();
+  }
+
+  // After tickets were published (or the persister ended): every wait_durable looks again.
+  void wake_waiters() {
     commit_gen_.fetch_add(1, std::memory_order_release);
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&commit_gen_), FUTEX_WAKE_PRIVATE,
               INT_MAX, nullptr, nullptr, 0);
@@ -371,7 +370,6 @@ class DurableImpl {
   int wake_fd_ = -1;
   Store* store_ = nullptr;
   Node* node_ = nullptr;
-  TimeSource* time_ = nullptr;
   std::unique_ptr<JournalQueues> queues_;
   std::vector<std::uint64_t> last_seq_;  // persister: per owner, the contiguous ticket pending
   std::thread thread_;
@@ -407,7 +405,7 @@ Durability::~Durability() = default;
 const DurableConfig& Durability::config() const { return impl_->config_; }
 bool Durability::existed() const { return impl_->existed_; }
 Status Durability::restore(Node& node, TimeSource& time) { return impl_->restore(node, time); }
-Status Durability::start(Node& node, TimeSource& time) { return impl_->start(node, time); }
+Status Durability::start(Node& node) { return impl_->start(node); }
 void Durability::stop() { impl_->stop(); }
 std::uint64_t Durability::ticket(std::uint32_t core) const { return impl_->ticket(core); }
 bool Durability::durable(std::uint32_t core, std::uint64_t ticket) const {

@@ -505,16 +505,6 @@ bool JournalQueues::prepare_sleep() {
   return false;
 }
 
-std::size_t JournalQueues::drain(std::vector<JournalRecord>& out, std::size_t max) {
-  std::size_t n = 0;
-  for (auto& o : owners_) {
-    if (n >= max) break;
-    // Copies, leaving each slot's buffers for the owner to reuse (push_in_place).
-    n += o->queue.visit_batch([&](const JournalRecord& r) { out.push_back(r); }, max - n);
-  }
-  return n;
-}
-
 std::size_t JournalQueues::queued() const {
   std::size_t n = 0;
   for (auto& o : owners_) n += o->queue.size_approx();

@@ -15,7 +15,7 @@
 //
 // Thread-safety: DurableStore: one thread at a time (the persister, or the controlling thread
 // before the persister starts). JournalQueues: the Journal calls on each owner core's thread;
-// drain(), rewrite() and publish() on the persister thread; produced() on the owner's thread;
+// visit(), take_overflow() and publish() on the persister thread; produced() on the owner's thread;
 // durable() on any thread.
 #pragma once
 
@@ -146,8 +146,6 @@ class JournalQueues final : public Journal {
   void woke() { sleeping_.store(false, std::memory_order_relaxed); }
 
   // ---- persister thread ----
-  // Moves up to max records into `out` (all owners); returns how many.
-  std::size_t drain(std::vector<JournalRecord>& out, std::size_t max);
   // Visits up to max records in place (all owners; fn(const JournalRecord&)), leaving their
   // buffers in the slots; returns how many.
   // fn(owner, record): the owner is the queue the record came from.

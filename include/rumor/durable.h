@@ -8,7 +8,7 @@
 //   auto d = rumor::Durability::open({.dir = "/var/lib/rumor", .sync = rumor::SyncMode::kAlways});
 //   auto node = rumor::Node::create(cfg, clock);
 //   (*d)->restore(**node, clock);        // before start: the saved state, checked against cfg
-//   (*d)->start(**node, clock);          // journals every change from now on
+//   (*d)->start(**node);                 // journals every change from now on
 //   reactor->start(**node, clock);
 //   ...  (*node)->set("k", "v") on the key's core, then ticket/wait_durable: on disk
 //   reactor->stop(); (*d)->stop();       // the last changes committed and synced
@@ -89,9 +89,8 @@ class Durability {
   // dropped), the sync-epoch state, the HLC high-water mark and the incarnation, and records
   // the node's identity.
   Status restore(Node& node, TimeSource& time);
-  // Starts the persister thread and journals every change of `node` from now on. `time` is the
-  // node's clock (for the batch interval and the sync-state stamps).
-  Status start(Node& node, TimeSource& time);
+  // Starts the persister thread and journals every change of `node` from now on.
+  Status start(Node& node);
   // Commits and syncs what is queued, then joins the persister. Idempotent.
   void stop();
 
