@@ -70,12 +70,6 @@ Status NodeConfig::validate() const {
   if (advertise.empty()) return bad("advertise address is empty");
   if (Status s = store.validate(); !s) return s;
   if (store.owners > 64) return bad("store.owners must be at most 64");
-  if (store.owners > 1 && encryption != EncryptionMode::kOff) {
-    // Sealing and replay windows are one core's state (engine/wire/crypto.h); a multi-core node
-    // would need one per core and windows per (sender, core). Not built yet.
-    return bad("encryption needs a single-core node for now (store.owners = 1, rumor agent "
-               "--cores 1)");
-  }
   if (datagram_bytes_max < 576 || datagram_bytes_max > kDatagramBytesLimit) {
     return bad("datagram_bytes_max must be in [576, 65507], got " +
                std::to_string(datagram_bytes_max));

@@ -18,6 +18,7 @@
 #include "engine/node/rate_limit.h"
 #include "engine/store/store.h"
 #include "engine/sync/anti_entropy.h"
+#include "engine/wire/crypto.h"
 #include "engine/wire/packet.h"
 #include "rumor/node.h"
 
@@ -31,6 +32,7 @@ struct CoreMsg {
     kMerge,      // a remote entry for one of the target's shards (key, value, version, flag)
     kChange,     // to the home core: an applied change of the sender's shards (gossip)
     kStartSync,  // from the home core: reconcile with `peer` at `addr`, session id in `session`
+    kKeys,       // from the home core: the node's keyring and mode changed, adopt `keys`
   };
   Kind kind = Kind::kDatagram;
   bool tombstone = false;
@@ -41,6 +43,7 @@ struct CoreMsg {
   Version version;
   std::string key;
   std::string value;
+  std::shared_ptr<const crypto::KeyState> keys;
 };
 
 // One SPSC queue per ordered pair of cores (none for a single-core node), as deep as the
@@ -60,13 +63,16 @@ class CoreLinks {
 
 struct alignas(kCacheLineBytes) Core {
   Core(std::uint32_t index, const NodeConfig& config, Store& store, TimeSource& time,
-       crypto::FrameCrypto* crypto, std::uint32_t label_hash);
+       EntropySource& entropy, std::uint32_t label_hash);
 
   const std::uint32_t index;
   bool running = false;
   NodeCounters counters;
   Published<NodeCounters> published;  // a copy of `counters` for the home core to sum
-  wire::Framing framing;              // with the node's crypto on the home core only
+  // This core's sealing state: its own salt, sequence numbers (stream = index) and replay
+  // windows; the keys and mode are the node's, copied from the home core (kKeys).
+  crypto::FrameCrypto crypto;
+  wire::Framing framing;
   PeerLimiter peer_bytes;             // bytes accepted per source address
   PeerLimiter peer_answers;           // answer datagrams per source address
   TokenBucket answers;                // answer datagrams, all addresses together

@@ -99,9 +99,67 @@ void NodeImpl::drain_links(Core& c, PacketSink& out) {
         case CoreMsg::Kind::kStartSync:
           if (c.running) c.sync.begin(m.peer, m.addr, m.session, outbox(c, out));
           break;
+        case CoreMsg::Kind::kKeys:
+          c.crypto.adopt(*m.keys);
+          break;
       }
     }
     merge(c);
+  }
+}
+
+Status NodeImpl::install_key(std::string_view raw) {
+  Status st = crypto().keyring().install(raw);
+  if (st) spread_keys();
+  return st;
+}
+
+Status NodeImpl::use_key(std::string_view ref) {
+  Status st = crypto().keyring().use(ref);
+  if (st) spread_keys();
+  return st;
+}
+
+Status NodeImpl::remove_key(std::string_view ref) {
+  Status st = crypto().remove_key(ref);
+  if (st) spread_keys();
+  return st;
+}
+
+Status NodeImpl::set_encryption(EncryptionMode mode) {
+  Status st = crypto().set_mode(mode);
+  if (st) spread_keys();
+  return st;
+}
+
+void NodeImpl::spread_keys() {
+  if (cores() == 1) return;
+  const std::shared_ptr<const crypto::KeyState> state = crypto().key_state();
+  // Before the home core's thread started, no core runs: the copies are made here. After, each
+  // core's copy is its own thread's to change.
+  const bool started = home().thread.load(std::memory_order_acquire) != 0;
+  keys_due_.resize(cores());
+  for (std::uint32_t c = 0; c < cores(); ++c) {
+    if (c == kHomeCore) continue;
+    if (started) {
+      keys_due_[c] = state;  // a newer state replaces one not yet handed over
+    } else {
+      cores_[c]->crypto.adopt(*state);
+    }
+  }
+  if (started) hand_keys();
+}
+
+void NodeImpl::hand_keys() {
+  for (std::uint32_t c = 0; c < keys_due_.size(); ++c) {
+    if (!keys_due_[c]) continue;
+    CoreMsg m;
+    m.kind = CoreMsg::Kind::kKeys;
+    m.keys = keys_due_[c];
+    if (links_.link(kHomeCore, c).push(std::move(m))) {
+      keys_due_[c].reset();
+      wake(c);
+    }
   }
 }
 

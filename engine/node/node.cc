@@ -20,9 +20,11 @@ std::uint64_t limiter_key(const NodeConfig& c, std::uint64_t which) {
 }  // namespace
 
 Core::Core(std::uint32_t i, const NodeConfig& config, Store& store, TimeSource& time,
-           crypto::FrameCrypto* crypto, std::uint32_t label_hash)
+           EntropySource& entropy, std::uint32_t label_hash)
     : index(i),
-      framing{config.datagram_bytes_max, label_hash, config.id, crypto},
+      crypto(config.cluster_label, config.datagram_bytes_max, config.members_max, entropy,
+             static_cast<std::uint8_t>(i)),
+      framing{config.datagram_bytes_max, label_hash, config.id, &crypto},
       // A burst of one second's worth.
       peer_bytes(config.rate_limit_peers_max, config.peer_bytes_per_s_max,
                  config.peer_bytes_per_s_max, limiter_key(config, 1 + 2 * i)),
@@ -39,14 +41,11 @@ Core::Core(std::uint32_t i, const NodeConfig& config, Store& store, TimeSource& 
 
 std::vector<std::unique_ptr<Core>> NodeImpl::make_cores(const NodeConfig& config, Store& store,
                                                         TimeSource& time,
-                                                        crypto::FrameCrypto& crypto) {
+                                                        EntropySource& entropy) {
   std::vector<std::unique_ptr<Core>> cores;
   const std::uint32_t label = wire::label_hash(config.cluster_label);
   for (std::uint32_t c = 0; c < store.owner_count(); ++c) {
-    // Only the home core seals and opens: a multi-core node runs plaintext
-    // (NodeConfig::validate), and the FrameCrypto is the home core's alone.
-    cores.push_back(std::make_unique<Core>(c, config, store, time,
-                                           c == kHomeCore ? &crypto : nullptr, label));
+    cores.push_back(std::make_unique<Core>(c, config, store, time, entropy, label));
   }
   return cores;
 }
@@ -58,8 +57,7 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
       threads_(*env.threads),
       store_(std::move(store)),
       rng_(config.seed ? config.seed : config.id),
-      crypto_(config.cluster_label, config.datagram_bytes_max, config.members_max, *env.entropy),
-      cores_(make_cores(config_, *store_, env.time, crypto_)),
+      cores_(make_cores(config_, *store_, env.time, *env.entropy)),
       links_(store_->owner_count(), config.store.write_queue_depth),
       gossip_(config_, cores_[kHomeCore]->counters),
       members_(config_, env.time, rng_, cores_[kHomeCore]->counters, gossip_),
@@ -75,10 +73,11 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
   }
   members_.set_store_fingerprint([this] { return store_fingerprint(); });
   for (const std::string& k : config_.keys) {
-    Status st = crypto_.keyring().install(k);
+    Status st = crypto().keyring().install(k);
     RUMOR_ASSERT(st.is_ok());  // validate() checked sizes; duplicates are no-ops
   }
-  RUMOR_ASSERT(crypto_.set_mode(config_.encryption).is_ok());
+  RUMOR_ASSERT(crypto().set_mode(config_.encryption).is_ok());
+  spread_keys();
 }
 
 NodeImpl::~NodeImpl() = default;
@@ -95,8 +94,8 @@ void NodeImpl::start(std::uint32_t ci, PacketSink& out) {
   c.running = true;
   const std::uint64_t t = now();
   c.next_maintenance_ms = t + 1000;
+  c.crypto.start(t);
   if (is_home(c)) {
-    crypto_.start(t);
     members_.start(t);
     // Spread the first timers so a thousand nodes started at once do not gossip in lockstep.
     next_gossip_ms_ = t + rng_.below(config_.gossip_interval_ms) + 1;
@@ -182,10 +181,8 @@ void NodeImpl::receive_handed(Core& c, const Address& from, std::span<const std:
 void NodeImpl::open_and_dispatch(Core& c, const Address& from, const wire::Header& h,
                                  std::span<const std::byte> datagram, PacketSink& out) {
   // The seal/open layer (engine/wire/crypto.h): from here on only authenticated (or, by the mode,
-  // accepted plaintext) messages are read. Cores other than the home core have no keys and
-  // take plaintext only.
-  const crypto::Opened opened = c.framing.crypto ? c.framing.crypto->open(datagram, h.sender)
-                                                 : crypto::open_plaintext(datagram);
+  // accepted plaintext) messages are read. Every core opens with its own windows.
+  const crypto::Opened opened = c.crypto.open(datagram, h.sender);
   NodeCounters& k = c.counters;
   switch (opened.kind) {
     case crypto::Opened::Kind::kPlain: break;
@@ -516,6 +513,7 @@ void NodeImpl::tick(std::uint32_t ci, PacketSink& out) {
 void NodeImpl::home_tick(PacketSink& out) {
   Core& c = home();
   const std::uint64_t t = now();
+  if (!keys_due_.empty()) hand_keys();
   // Members may have arrived in datagrams other cores handed over (drain_links).
   if (members_.live() > 0) set_joined();
   if ((!joined_ && t >= next_join_ms_) || join_requested_) {

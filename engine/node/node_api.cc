@@ -86,21 +86,11 @@ Status Node::set_metadata(std::string_view metadata) {
   return Status::ok();
 }
 
-Status Node::install_key(std::string_view raw_key) {
-  return impl_->crypto().keyring().install(raw_key);
-}
-Status Node::use_key(std::string_view ref) { return impl_->crypto().keyring().use(ref); }
-Status Node::remove_key(std::string_view ref) { return impl_->crypto().remove_key(ref); }
+Status Node::install_key(std::string_view raw_key) { return impl_->install_key(raw_key); }
+Status Node::use_key(std::string_view ref) { return impl_->use_key(ref); }
+Status Node::remove_key(std::string_view ref) { return impl_->remove_key(ref); }
 std::vector<KeyInfo> Node::keys() const { return impl_->crypto().keyring().list(); }
-Status Node::set_encryption(EncryptionMode mode) {
-  if (impl_->cores() > 1 && mode != EncryptionMode::kOff) {
-    return Status::error(Code::kInvalidArgument,
-                         "encryption needs a single-core node for now (this one has " +
-                             std::to_string(impl_->cores()) +
-                             " owner cores: rumor agent --cores 1)");
-  }
-  return impl_->crypto().set_mode(mode);
-}
+Status Node::set_encryption(EncryptionMode mode) { return impl_->set_encryption(mode); }
 EncryptionMode Node::encryption() const { return impl_->crypto().mode(); }
 void Node::subscribe(std::string_view prefix, ChangeCallback cb) {
   impl_->gossip().subscribe(prefix, std::move(cb));

@@ -46,8 +46,10 @@ class NodeImpl {
   Members& members() { return members_; }
   const Members& members() const { return members_; }
   Gossip& gossip() { return gossip_; }
-  crypto::FrameCrypto& crypto() { return crypto_; }
-  const crypto::FrameCrypto& crypto() const { return crypto_; }
+  // The node's keyring and mode live in the home core's FrameCrypto; the other cores hold
+  // copies (spread_keys).
+  crypto::FrameCrypto& crypto() { return home().crypto; }
+  const crypto::FrameCrypto& crypto() const { return cores_[kHomeCore]->crypto; }
 
   // ---- driver (include/rumor/driver.h has the contract) ----
   std::uint32_t cores() const { return static_cast<std::uint32_t>(cores_.size()); }
@@ -69,6 +71,13 @@ class NodeImpl {
 
   // Node::join (home core's driver thread).
   void join(std::span<const Address> seeds);
+
+  // The keyring calls of rumor::Node (home core's driver thread, or before start): applied to
+  // the home core's FrameCrypto, then copied to every other core.
+  Status install_key(std::string_view raw);
+  Status use_key(std::string_view ref);
+  Status remove_key(std::string_view ref);
+  Status set_encryption(EncryptionMode mode);
 
  private:
   Core& home() { return *cores_[kHomeCore]; }
@@ -115,6 +124,11 @@ class NodeImpl {
   // Changes applied to c's shards: offered to gossip on the home core, handed to it elsewhere.
   void pump_feeds(Core& c);
   void wake(std::uint32_t c);
+  // Copies the home core's keys and mode to the other cores: directly before the node starts,
+  // else as a KeyState handed over each core's link (retried from home_tick while a link is
+  // full), adopted on that core's thread.
+  void spread_keys();
+  void hand_keys();
   void maintenance(Core& c, std::uint64_t now);
 
   // The home core's node-wide duties.
@@ -143,7 +157,7 @@ class NodeImpl {
 
   static std::vector<std::unique_ptr<Core>> make_cores(const NodeConfig& config, Store& store,
                                                        TimeSource& time,
-                                                       crypto::FrameCrypto& crypto);
+                                                       EntropySource& entropy);
 
   NodeConfig config_;
   TimeSource& time_;
@@ -151,7 +165,6 @@ class NodeImpl {
   std::unique_ptr<Store> store_;
   Rng rng_;
   wire::Limits limits_;
-  crypto::FrameCrypto crypto_;  // the home core seals what it sends and opens what it gets
   std::vector<std::unique_ptr<Core>> cores_;
   CoreLinks links_;
   Gossip gossip_;
@@ -164,6 +177,8 @@ class NodeImpl {
   bool join_requested_ = false;
   std::vector<Members::Record> member_in_;  // home core only: the records of the datagram being dispatched
 
+  // Per core: the key state the home core still has to hand over (null when none is due).
+  std::vector<std::shared_ptr<const crypto::KeyState>> keys_due_;
   // Per shard; element s is touched only by the owner core of shard s.
   std::vector<std::uint64_t> feed_cursor_;
   std::uint64_t next_gossip_ms_ = 0;

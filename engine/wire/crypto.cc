@@ -175,6 +175,14 @@ Status Keyring::remove(std::string_view ref, bool allow_primary) {
   return Status::ok();
 }
 
+void Keyring::assign(const Keyring& other) {
+  if (this == &other) return;
+  for (Key& k : keys_) sodium_memzero(k.bytes.data(), k.bytes.size());
+  keys_ = other.keys_;
+  primary_ = other.primary_;
+  by_id_ = other.by_id_;
+}
+
 const std::uint8_t* Keyring::find(std::uint8_t id) const {
   const int i = by_id_[id];
   return i < 0 ? nullptr : keys_[static_cast<std::size_t>(i)].bytes.data();
@@ -224,14 +232,28 @@ void ReplayWindow::accept(std::uint64_t seq) {
 // ---- FrameCrypto -------------------------------------------------------------------------
 
 FrameCrypto::FrameCrypto(std::string_view cluster_label, std::size_t datagram_bytes_max,
-                         std::size_t senders_max, EntropySource& entropy)
+                         std::size_t senders_max, EntropySource& entropy,
+                         std::uint8_t stream)
     : label_(cluster_label.substr(0, kLabelBytesMax)),
       plain_(datagram_bytes_max),
-      senders_max_(std::max<std::size_t>(senders_max, 1)) {
+      windows_max_(std::max<std::size_t>(senders_max, 1) * kStreamsPerSender) {
   ensure_sodium();
-  // The salt makes nonces unique across nodes and across restarts of one node even if its clock
-  // went back: the sequence number alone is unique only per sender and clock.
+  // The salt makes nonces unique across nodes, cores and restarts of one node even if its clock
+  // went back: the sequence number alone is unique only per stream and clock.
   entropy.fill(std::as_writable_bytes(std::span(salt_)));
+  salt_[kSaltBytes - 1] = stream;
+}
+
+std::shared_ptr<const KeyState> FrameCrypto::key_state() const {
+  auto s = std::make_shared<KeyState>();
+  s->keyring.assign(keyring_);
+  s->mode = mode_;
+  return s;
+}
+
+void FrameCrypto::adopt(const KeyState& state) {
+  keyring_.assign(state.keyring);
+  mode_ = state.mode;
 }
 
 Status FrameCrypto::set_mode(EncryptionMode mode) {
@@ -281,21 +303,6 @@ std::size_t FrameCrypto::seal(std::span<std::byte> buf, std::size_t len) {
   return len + kSealOverheadBytes;
 }
 
-Opened open_plaintext(std::span<const std::byte> datagram) {
-  Opened o;
-  RUMOR_ASSERT(datagram.size() >= kHeaderBytes);
-  const auto flags = static_cast<std::uint8_t>(datagram[3]);
-  if (flags & ~kFlagsKnown) {
-    o.kind = Opened::Kind::kBadFlags;
-  } else if (flags & kFlagSealed) {
-    o.kind = Opened::Kind::kSealedRefused;
-  } else {
-    o.kind = Opened::Kind::kPlain;
-    o.messages = datagram.subspan(kHeaderBytes);
-  }
-  return o;
-}
-
 Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {
   Opened o;
   RUMOR_ASSERT(datagram.size() >= kHeaderBytes);
@@ -327,8 +334,10 @@ Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {
   const std::uint8_t* nonce = p + kHeaderBytes + 1;
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < 8; ++i) seq |= std::uint64_t{nonce[kSaltBytes + i]} << (8 * i);
-  // Cheap refusal of a replay before the authentication; the window moves only after it.
-  auto it = windows_.find(sender);
+  // Cheap refusal of a replay before the authentication; the window moves only after it. The
+  // stream byte is authenticated with the rest of the nonce.
+  const StreamKey stream{sender, nonce[kSaltBytes - 1]};
+  auto it = windows_.find(stream);
   if (it != windows_.end() && !it->second.check(seq)) {
     o.kind = Opened::Kind::kReplayed;
     return o;
@@ -350,8 +359,8 @@ Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {
   if (it == windows_.end()) {
     // Bounded: an authenticated sender beyond senders_max evicts another's window (docs/
     // security.md says what that costs).
-    if (windows_.size() >= senders_max_) windows_.erase(windows_.begin());
-    it = windows_.emplace(sender, ReplayWindow{}).first;
+    if (windows_.size() >= windows_max_) windows_.erase(windows_.begin());
+    it = windows_.emplace(stream, ReplayWindow{}).first;
   }
   it->second.accept(seq);
   o.kind = Opened::Kind::kOpened;

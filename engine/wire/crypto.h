@@ -8,19 +8,24 @@
 // changed header, key id or label fails authentication.
 //
 //   sealed frame = header(20, flags bit 0 set) key_id:u8 nonce:24 ciphertext tag:16
-//   nonce        = salt:16 (random per FrameCrypto) seq:u64 (little-endian)
+//   nonce        = salt:15 (random per FrameCrypto) stream:u8 seq:u64 (little-endian)
 //
-// `seq` is the sender's sequence number: it starts at (start time in ms) << 20 so a restarted
-// node continues above what it sent before, and the receiver keeps a sliding window per sender
-// (ReplayWindow) that refuses a sequence number it has seen or one too old to judge.
+// Every owner core of a node seals with a FrameCrypto of its own: its own salt, its own
+// sequence numbers, and `stream` = its core index. `seq` starts at (start time in ms) << 20 so a
+// restarted node continues above what it sent before, and the receiver keeps a sliding window
+// per (sender, stream) (ReplayWindow) that refuses a sequence number it has seen or one too old
+// to judge. Each receiving core keeps its own windows: a sealed frame names its target shard in
+// the authenticated header, so a copy always reaches the same core.
 //
-// Thread-safety: none. A FrameCrypto belongs to one node driver thread, like the NodeImpl that
-// owns it; keyring changes reach it on that thread (the agent posts them to its reactor).
+// Thread-safety: none. A FrameCrypto belongs to one core's driver thread; a node's keyring
+// changes are made on the home core and reach the others as an immutable KeyState copy over
+// the cores' links (engine/node/cores.cc), adopted on their own threads.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -65,6 +70,9 @@ class Keyring {
   // Forgets a key (its bytes are wiped). The primary only goes when `allow_primary` (nothing is
   // sealed with it any more); the keyring then has no primary until the next install or use.
   Status remove(std::string_view ref, bool allow_primary);
+
+  // Replaces this keyring's keys with copies of `other`'s (the old ones are wiped).
+  void assign(const Keyring& other);
 
   // The key with this id, or null.
   const std::uint8_t* find(std::uint8_t id) const;
@@ -120,16 +128,26 @@ struct Opened {
   std::span<const std::byte> messages;  // the plaintext messages after the header
 };
 
-// What a node without keys does with a frame (cores other than the home core): plaintext is
-// taken, a sealed frame refused, unknown flags are malformed.
-Opened open_plaintext(std::span<const std::byte> datagram);
+// A node's keys and mode, copied at one moment: what the home core hands the other cores when
+// the keyring or the mode changes. Immutable once made; its keyring wipes its keys when freed.
+struct KeyState {
+  Keyring keyring;
+  EncryptionMode mode = EncryptionMode::kOff;
+};
 
 class FrameCrypto {
  public:
-  // `senders_max` bounds the replay windows kept (one per authenticated sender).
-  // `entropy` salts the nonces (the node hands in its own; tests take the system's).
+  // `senders_max` bounds the replay windows kept (one per authenticated sender and stream,
+  // kStreamsPerSender per sender on average). `entropy` salts the nonces (the node hands in its
+  // own; tests take the system's). `stream` names this sender's sequence (its core index).
   FrameCrypto(std::string_view cluster_label, std::size_t datagram_bytes_max,
-              std::size_t senders_max, EntropySource& entropy = system_entropy());
+              std::size_t senders_max, EntropySource& entropy = system_entropy(),
+              std::uint8_t stream = 0);
+  static constexpr std::size_t kStreamsPerSender = 4;
+
+  // A copy of the keys and mode, to hand to another core; and taking one over.
+  std::shared_ptr<const KeyState> key_state() const;
+  void adopt(const KeyState& state);
 
   Keyring& keyring() { return keyring_; }
   const Keyring& keyring() const { return keyring_; }
@@ -151,7 +169,7 @@ class FrameCrypto {
   // sealed frame are decrypted into an internal buffer that stays valid until the next open().
   Opened open(std::span<const std::byte> datagram, NodeId sender);
 
-  std::size_t senders_tracked() const { return windows_.size(); }
+  std::size_t senders_tracked() const { return windows_.size(); }  // (sender, stream) pairs
 
  private:
   std::size_t associated_data(std::span<const std::byte> frame, std::uint8_t* ad) const;
@@ -161,8 +179,18 @@ class FrameCrypto {
   std::array<std::uint8_t, kSaltBytes> salt_{};
   std::uint64_t seq_ = 1;
   std::vector<std::byte> plain_;  // open()'s output
-  std::size_t senders_max_;
-  std::unordered_map<NodeId, ReplayWindow> windows_;
+  std::size_t windows_max_;
+  struct StreamKey {
+    NodeId sender;
+    std::uint8_t stream;
+    bool operator==(const StreamKey&) const = default;
+  };
+  struct StreamHash {
+    std::size_t operator()(const StreamKey& k) const {
+      return std::hash<std::uint64_t>{}(k.sender * 0x9e3779b97f4a7c15ull + k.stream);
+    }
+  };
+  std::unordered_map<StreamKey, ReplayWindow, StreamHash> windows_;
 };
 
 }  // namespace rumor::crypto

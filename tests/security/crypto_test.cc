@@ -231,7 +231,7 @@ TEST(FrameCrypto, ReplayWindowsAreBoundedAndARestartedSenderIsAccepted) {
     tx.start(1000);
     EXPECT_EQ(rx.open(seal(tx, plaintext_datagram("", sender, "m")), sender).kind,
               Opened::Kind::kOpened);
-    EXPECT_LE(rx.senders_tracked(), 4u);
+    EXPECT_LE(rx.senders_tracked(), 4u * FrameCrypto::kStreamsPerSender);
   }
   // A sender that restarts later starts above its old sequence numbers.
   FrameCrypto before("", 1400, 4), after("", 1400, 4);
@@ -248,6 +248,65 @@ TEST(FrameCrypto, ReplayWindowsAreBoundedAndARestartedSenderIsAccepted) {
   after.start(5001);
   EXPECT_EQ(rx.open(seal(after, plaintext_datagram("", 77, "m")), 77).kind, Opened::Kind::kOpened);
   EXPECT_EQ(rx.open(old, 77).kind, Opened::Kind::kReplayed);
+}
+
+TEST(FrameCrypto, EachCoreOfASenderIsAStreamWithItsOwnWindow) {
+  // Two cores of one node seal with their own sequence numbers, one far ahead of the other
+  // (their clocks started apart): each stream keeps its own window, so neither looks old.
+  const std::string a = key_of('a');
+  FrameCrypto rx("", 1400, 4), core0("", 1400, 4, system_entropy(), 0),
+      core1("", 1400, 4, system_entropy(), 1);
+  for (FrameCrypto* f : {&rx, &core0, &core1}) {
+    ASSERT_TRUE(f->keyring().install(a).is_ok());
+    ASSERT_TRUE(f->set_mode(EncryptionMode::kRequire).is_ok());
+  }
+  core0.start(1000);
+  core1.start(9000);
+  std::vector<std::vector<std::byte>> sent;
+  for (int i = 0; i < 3000; ++i) {
+    FrameCrypto& tx = i % 3 == 0 ? core0 : core1;
+    sent.push_back(seal(tx, plaintext_datagram("", 42, "m" + std::to_string(i))));
+    ASSERT_EQ(rx.open(sent.back(), 42).kind, Opened::Kind::kOpened) << i;
+  }
+  EXPECT_EQ(rx.senders_tracked(), 2u);
+  // Every frame of either stream is refused a second time, recent or old.
+  for (const auto& f : {sent[0], sent[1], sent[2998], sent[2999]}) {
+    EXPECT_EQ(rx.open(f, 42).kind, Opened::Kind::kReplayed);
+  }
+  // The stream byte is authenticated: moving a frame to the other stream fails.
+  std::vector<std::byte> moved = sent[2999];
+  moved[kHeaderBytes + 1 + kSaltBytes - 1] ^= std::byte{1};
+  EXPECT_EQ(rx.open(moved, 42).kind, Opened::Kind::kAuthFailed);
+}
+
+TEST(FrameCrypto, AnotherCoreAdoptsTheKeysAndModeAndSealsWithItsOwnNonces) {
+  auto [a, b] = two_keys();
+  FrameCrypto home("prod", 1400, 16, system_entropy(), 0), other("prod", 1400, 16,
+                                                                  system_entropy(), 1);
+  ASSERT_TRUE(home.keyring().install(a).is_ok());
+  ASSERT_TRUE(home.keyring().install(b).is_ok());
+  ASSERT_TRUE(home.keyring().use(key_fingerprint(b)).is_ok());
+  ASSERT_TRUE(home.set_mode(EncryptionMode::kRequire).is_ok());
+  const std::shared_ptr<const KeyState> state = home.key_state();
+  // The copy is a snapshot: a later change at home does not reach it.
+  ASSERT_TRUE(home.keyring().use(key_fingerprint(a)).is_ok());
+  other.adopt(*state);
+  EXPECT_EQ(other.mode(), EncryptionMode::kRequire);
+  ASSERT_EQ(other.keyring().list().size(), 2u);
+  EXPECT_EQ(other.keyring().primary_id(), home.keyring().list()[1].id);
+  home.start(1000);
+  other.start(1000);
+  // Same start time, same sequence numbers: the salts (and stream bytes) still differ.
+  const auto from_home = seal(home, plaintext_datagram("prod", 5, "x"));
+  const auto from_other = seal(other, plaintext_datagram("prod", 5, "x"));
+  EXPECT_NE(std::memcmp(from_home.data() + kHeaderBytes + 1, from_other.data() + kHeaderBytes + 1,
+                        kNonceBytes),
+            0);
+  EXPECT_EQ(static_cast<std::uint8_t>(from_other[kHeaderBytes + kSaltBytes]), 1);
+  FrameCrypto rx("prod", 1400, 16);
+  rx.adopt(*state);
+  EXPECT_EQ(rx.open(from_home, 5).kind, Opened::Kind::kOpened);
+  EXPECT_EQ(rx.open(from_other, 5).kind, Opened::Kind::kOpened);
 }
 
 }  // namespace
