@@ -40,7 +40,7 @@ void Gossip::broadcast_member(const wire::MemberMsg& m) {
   ++counters_.broadcasts_queued;
 }
 
-void Gossip::offer_change(const EntryView& e, bool local) {
+void Gossip::spread(const EntryView& e) {
   std::string msg;
   if (travels_whole(config_, e)) {
     msg.assign(entry_message_bytes(e.key.size(), e.value.size()), '\0');
@@ -56,7 +56,9 @@ void Gossip::offer_change(const EntryView& e, bool local) {
                                                                     : BroadcastQueue::kLargeUpdate;
   queue_.push(kSubjectKey, Store::hash_key(e.key), prio, std::move(msg));
   ++counters_.broadcasts_queued;
+}
 
+void Gossip::offer_event(const EntryView& e, bool local) {
   if (subscriptions_.empty()) return;
   bool wanted = false;
   for (const auto& sub : subscriptions_) {

@@ -7,8 +7,10 @@
 //     the driver calls dispatch_events() (never inside a packet).
 // It knows nothing of members or the store: the node hands it what changed.
 //
-// Not thread-safe: owned by the node's home core (the core that runs membership), on its driver
-// thread. subscribe/on_membership are called before start.
+// Not thread-safe: one per owner core, on that core's driver thread. Each core spreads its own
+// shards' changes from its own queue; membership news, subscriptions and membership callbacks
+// are the home core's (the core that runs membership). subscribe/on_membership are called
+// before start.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +36,17 @@ class Gossip final : public wire::Piggyback {
   void broadcast_member(const wire::MemberMsg& m);
   // A change applied to the store, from any origin: queued for rumor mongering and offered to
   // the subscriptions whose prefix matches.
-  void offer_change(const EntryView& e, bool local);
+  void offer_change(const EntryView& e, bool local) {
+    spread(e);
+    offer_event(e, local);
+  }
+  // The two halves: queued for rumor mongering (every core's Gossip), and offered to the
+  // subscriptions (the home core's).
+  void spread(const EntryView& e);
+  void offer_event(const EntryView& e, bool local);
+  // Whether any subscription exists. Subscriptions are made before start, so after it any
+  // thread may ask.
+  bool wants_changes() const { return !subscriptions_.empty(); }
   // How many members are alive (self excluded): sets the retransmission limit.
   void set_live_members(std::size_t live) { live_ = live; }
   std::uint32_t retransmit_limit() const;         // membership news

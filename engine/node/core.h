@@ -15,6 +15,7 @@
 
 #include "base/published.h"
 #include "base/spsc_queue.h"
+#include "engine/gossip/gossip.h"
 #include "engine/node/rate_limit.h"
 #include "engine/store/store.h"
 #include "engine/sync/anti_entropy.h"
@@ -30,9 +31,11 @@ struct CoreMsg {
     kDatagram,   // a datagram for the target core: bytes in `key`, source in `addr`
     kAnswer,     // a sync request datagram whose records the target core must answer
     kMerge,      // a remote entry for one of the target's shards (key, value, version, flag)
-    kChange,     // to the home core: an applied change of the sender's shards (gossip)
+    kChange,     // to the home core: a change too large to travel whole (announced from core 0)
     kStartSync,  // from the home core: reconcile with `peer` at `addr`, session id in `session`
     kKeys,       // from the home core: the node's keyring and mode changed, adopt `keys`
+    kEvent,      // to the home core: an applied change of the sender's shards, for subscribers
+    kGossip,     // from the home core: a gossip round to `targets`, `session` live members
   };
   Kind kind = Kind::kDatagram;
   bool tombstone = false;
@@ -44,6 +47,7 @@ struct CoreMsg {
   std::string key;
   std::string value;
   std::shared_ptr<const crypto::KeyState> keys;
+  std::vector<Address> targets;
 };
 
 // One SPSC queue per ordered pair of cores (none for a single-core node), as deep as the
@@ -79,6 +83,13 @@ struct alignas(kCacheLineBytes) Core {
   PeerLimiter bulk_peer;              // large-value chunks served per source address
   TokenBucket bulk_all;               // large-value chunks served, all addresses together
   AntiEntropy sync;
+  // Rumor mongering of this core's shards' changes: the home core's is the node's Gossip (which
+  // also carries membership news); every other core owns one. `broadcasts_pending` tells the
+  // home core, which picks gossip targets, whether this core has anything to spread (a hint:
+  // relaxed).
+  std::unique_ptr<Gossip> own_gossip;
+  Gossip* gossip = nullptr;
+  std::atomic<bool> broadcasts_pending{false};
   std::vector<EntryView> merge_in;  // entries of the batch being received, views into it
   std::vector<MergeOutcome> merge_out;
   std::vector<CoreMsg> inbox;  // drained from the links, reused

@@ -96,6 +96,13 @@ void NodeImpl::drain_links(Core& c, PacketSink& out) {
           RUMOR_ASSERT(is_home(c));
           gossip_.offer_change(EntryView{m.key, m.value, m.version, m.tombstone}, m.local);
           break;
+        case CoreMsg::Kind::kEvent:
+          RUMOR_ASSERT(is_home(c));
+          gossip_.offer_event(EntryView{m.key, m.value, m.version, m.tombstone}, m.local);
+          break;
+        case CoreMsg::Kind::kGossip:
+          if (c.running) gossip_round(c, m.targets, m.session, out);
+          break;
         case CoreMsg::Kind::kStartSync:
           if (c.running) c.sync.begin(m.peer, m.addr, m.session, outbox(c, out));
           break;
@@ -165,18 +172,23 @@ void NodeImpl::hand_keys() {
 
 void NodeImpl::pump_feeds(Core& c) {
   // Every change applied to the store (local writes, merges from packets, anti-entropy) is
-  // re-broadcast (rumor mongering: an infected node spreads) and offered to subscribers, on the
-  // home core; the other cores hand theirs over.
+  // re-broadcast (rumor mongering: an infected node spreads) from the queue of the core that
+  // owns its shard, and offered to subscribers on the home core: the other cores hand it over
+  // when there are subscriptions, in the order they applied it (per key, the order of its
+  // versions). A value too large for a datagram is announced by the home core, which serves its
+  // chunks (engine/gossip/bulk.h): those changes go to it whole.
   const bool home_core = is_home(c);
+  const bool events = !home_core && gossip_.wants_changes();
   SpscQueue<CoreMsg>* q = home_core ? nullptr : &links_.link(c.index, kHomeCore);
   bool pushed = false;
   for (std::uint32_t s = c.index; s < store_->shard_count(); s += cores()) {
     Shard& shard = store_->shard(s);
     if (feed_cursor_[s] == shard.feed_head()) continue;
-    // Never more records than the link has room for: the rest wait in the feed (which keeps
-    // change_feed_depth records) instead of being dropped here. size_approx() is at least the
-    // true size on the producer side, so the room is never overestimated.
-    const std::size_t room = home_core ? SIZE_MAX : q->capacity() - q->size_approx();
+    // While changes are handed over, never more records than the link has room for: the rest
+    // wait in the feed (which keeps change_feed_depth records) instead of being dropped here.
+    // size_approx() is at least the true size on the producer side, so the room is never
+    // overestimated.
+    const std::size_t room = events ? q->capacity() - q->size_approx() : SIZE_MAX;
     if (room == 0) break;
     shard.read_feed(&feed_cursor_[s], room, [&](const ChangeRecord& rec) {
       shard.find_hash(rec.key_hash, [&](const EntryView& e) {
@@ -185,8 +197,11 @@ void NodeImpl::pump_feeds(Core& c) {
           gossip_.offer_change(e, rec.local);
           return;
         }
+        const bool whole = travels_whole(config_, e);
+        if (whole) c.gossip->spread(e);
+        if (whole && !events) return;
         CoreMsg m;
-        m.kind = CoreMsg::Kind::kChange;
+        m.kind = whole ? CoreMsg::Kind::kEvent : CoreMsg::Kind::kChange;
         m.tombstone = e.tombstone;
         m.local = rec.local;
         m.version = e.version;
@@ -197,6 +212,15 @@ void NodeImpl::pump_feeds(Core& c) {
     });
   }
   if (pushed) wake(kHomeCore);
+  if (!home_core) c.broadcasts_pending.store(!c.gossip->empty(), std::memory_order_relaxed);
+}
+
+void NodeImpl::publish_core(Core& c) {
+  if (!is_home(c)) {
+    c.counters.broadcasts_dropped = c.gossip->dropped();
+    c.broadcasts_pending.store(!c.gossip->empty(), std::memory_order_relaxed);
+  }
+  c.published.publish(c.counters);
 }
 
 }  // namespace rumor

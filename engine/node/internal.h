@@ -16,6 +16,8 @@ struct NodeInternals {
   static Members& members(Node& node);
   static Store& store(Node& node);
   static const Store& store(const Node& node);
+  // One owner core's counters (the home core's live ones, another core's last published copy).
+  static NodeCounters core_counters(const Node& node, std::uint32_t core);
 };
 
 }  // namespace rumor

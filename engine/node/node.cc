@@ -67,6 +67,11 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
   limits_.metadata_bytes_max = config_.metadata_bytes_max;
   limits_.key_bytes_max = config_.store.key_bytes_max;
   limits_.value_bytes_max = config_.store.value_bytes_max;
+  home().gossip = &gossip_;
+  for (std::uint32_t c = 1; c < cores(); ++c) {
+    cores_[c]->own_gossip = std::make_unique<Gossip>(config_, cores_[c]->counters);
+    cores_[c]->gossip = cores_[c]->own_gossip.get();
+  }
   // Entries too large for a reconciliation record are announced, and pulled like gossip's.
   for (auto& c : cores_) {
     c->sync.set_announce([this](const EntryView& e) { return encode_announcement(config_, e); });
@@ -105,7 +110,7 @@ void NodeImpl::start(std::uint32_t ci, PacketSink& out) {
     if (!joined_) send_join(out);
     next_reconnect_ms_ = t + config_.reconnect_interval_ms;
   }
-  if (cores() > 1) c.published.publish(c.counters);
+  if (cores() > 1) publish_core(c);
 }
 
 void NodeImpl::stop(std::uint32_t ci, PacketSink& out) {
@@ -123,7 +128,7 @@ void NodeImpl::stop(std::uint32_t ci, PacketSink& out) {
     }
   }
   c.running = false;
-  if (cores() > 1) c.published.publish(c.counters);
+  if (cores() > 1) publish_core(c);
 }
 
 // ---- receiving ------------------------------------------------------------------------------
@@ -147,7 +152,7 @@ void NodeImpl::receive(std::uint32_t ci, std::span<const ReceivedDatagram> batch
   merge(c);
   if (c.running) pump_feeds(c);
   if (is_home(c) && members_.live() > 0) set_joined();
-  if (cores() > 1) c.published.publish(c.counters);
+  if (cores() > 1) publish_core(c);
 }
 
 void NodeImpl::receive_one(Core& c, const Address& from, std::span<const std::byte> datagram,
@@ -507,7 +512,7 @@ void NodeImpl::tick(std::uint32_t ci, PacketSink& out) {
     if (is_home(c)) members_.reclaim(t);
     c.next_maintenance_ms = t + 1000;
   }
-  if (cores() > 1) c.published.publish(c.counters);
+  if (cores() > 1) publish_core(c);
 }
 
 void NodeImpl::home_tick(PacketSink& out) {
@@ -618,6 +623,19 @@ void NodeImpl::reconnect_tick(std::uint64_t t, PacketSink& out) {
 }
 
 void NodeImpl::gossip_tick(PacketSink& out) {
+  // Every other core with changes to spread gets targets of its own (chosen here, where the
+  // member table is) and sends from its own socket and queue.
+  for (std::uint32_t ci = 1; ci < cores(); ++ci) {
+    Core& c = *cores_[ci];
+    if (!c.broadcasts_pending.load(std::memory_order_relaxed)) continue;
+    CoreMsg m;
+    m.kind = CoreMsg::Kind::kGossip;
+    m.session = static_cast<std::uint32_t>(members_.live());
+    for (NodeId id : members_.gossip_targets(config_.gossip_fanout)) {
+      m.targets.push_back(*members_.address_of(id));
+    }
+    if (!m.targets.empty()) hand(home(), ci, std::move(m));
+  }
   if (gossip_.empty()) return;
   const wire::Outbox o = outbox(home(), out);
   for (NodeId id : members_.gossip_targets(config_.gossip_fanout)) {
@@ -646,6 +664,20 @@ void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
     return;
   }
   start_sync(out, 0, members_due);
+}
+
+void NodeImpl::gossip_round(Core& c, std::span<const Address> targets, std::size_t live,
+                            PacketSink& out) {
+  c.gossip->set_live_members(live);
+  const wire::Outbox o = outbox(c, out);
+  for (const Address& to : targets) {
+    if (c.gossip->empty()) break;
+    wire::Packet p(o);
+    // Naming one of this core's shards: a receiver with as many cores steers the packet to the
+    // core that owns its entries.
+    if (!p.open(static_cast<std::uint16_t>(c.index))) return;
+    p.send(to, /*piggyback=*/true);
+  }
 }
 
 std::uint64_t NodeImpl::sync_interval() const {
@@ -806,7 +838,7 @@ const NodeCounters& NodeImpl::counters() const {
   // The home core's live counters plus every other core's published copy.
   NodeCounters& home_k = cores_[kHomeCore]->counters;
   home_k.local_health = members_.local_health();
-  home_k.broadcasts_dropped = gossip_.dropped();
+  home_k.broadcasts_dropped = gossip_.dropped();  // the other cores set theirs (publish_core)
   if (cores() == 1) return home_k;
   summed_ = home_k;
   for (std::uint32_t c = 0; c < cores(); ++c) {

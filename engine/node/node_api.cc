@@ -131,5 +131,8 @@ std::size_t NodeDriver::live_members() const { return impl_.members().live(); }
 Members& NodeInternals::members(Node& node) { return node.impl_->members(); }
 Store& NodeInternals::store(Node& node) { return node.impl_->store(); }
 const Store& NodeInternals::store(const Node& node) { return node.impl_->store(); }
+NodeCounters NodeInternals::core_counters(const Node& node, std::uint32_t core) {
+  return node.impl_->core_counters(core);
+}
 
 }  // namespace rumor

@@ -1,11 +1,13 @@
 // NodeImpl: the node behind rumor::Node (include/rumor/node.h) and rumor::NodeDriver
 // (include/rumor/driver.h). It composes the components and owns one Core per owner core:
 //   Members      SWIM + Lifeguard (engine/members)           on the home core
-//   Gossip       broadcast queue, subscriptions, events       on the home core
+//   Gossip       broadcast queue, subscriptions, events       on the home core; every other
+//                core has a Gossip of its own for its shards' changes
 //   AntiEntropy  reconciliation of a core's shards (engine/sync)   one per core
 //   Core         a core's shards, counters, rate limits, links, timers    one per core
-// The home core (core 0) also runs the node-wide duties: membership, rumor mongering, the sync
-// schedule and callbacks; every core merges, reconciles and answers for its own shards. Work
+// The home core (core 0) also runs the node-wide duties: membership (and picking every core's
+// gossip targets), the sync schedule and callbacks; every core merges, reconciles, answers and
+// spreads the changes of its own shards. Work
 // crosses cores only through the SPSC links (engine/node/core.h) and the store's write queues.
 // docs/architecture.md has the picture; docs/protocol.md the algorithms.
 #pragma once
@@ -68,6 +70,9 @@ class NodeImpl {
   Status set(std::string_view key, std::string_view value) { return write(key, value, false); }
   Status del(std::string_view key) { return write(key, {}, true); }
   const NodeCounters& counters() const;
+  NodeCounters core_counters(std::uint32_t c) const {
+    return c == kHomeCore ? cores_[c]->counters : cores_[c]->published.load();
+  }
 
   // Node::join (home core's driver thread).
   void join(std::span<const Address> seeds);
@@ -84,7 +89,7 @@ class NodeImpl {
   bool is_home(const Core& c) const { return c.index == kHomeCore; }
   std::uint64_t now() { return time_.now_ms(); }
   wire::Outbox outbox(Core& c, PacketSink& sink) {
-    return wire::Outbox{c.framing, sink, c.counters, is_home(c) ? &gossip_ : nullptr};
+    return wire::Outbox{c.framing, sink, c.counters, c.gossip};
   }
   Status write(std::string_view key, std::string_view value, bool tombstone);
 
@@ -123,6 +128,9 @@ class NodeImpl {
   bool links_pending(const Core& c) const;
   // Changes applied to c's shards: offered to gossip on the home core, handed to it elsewhere.
   void pump_feeds(Core& c);
+  // After a turn of a multi-core node: c's counters for the home core to sum, and whether c has
+  // broadcasts pending.
+  void publish_core(Core& c);
   void wake(std::uint32_t c);
   // Copies the home core's keys and mode to the other cores: directly before the node starts,
   // else as a KeyState handed over each core's link (retried from home_tick while a link is
@@ -136,6 +144,8 @@ class NodeImpl {
   void send_join(PacketSink& out);
   void reconnect_tick(std::uint64_t now, PacketSink& out);
   void gossip_tick(PacketSink& out);
+  // A gossip round of core c (not the home core) to the targets the home core picked for it.
+  void gossip_round(Core& c, std::span<const Address> targets, std::size_t live, PacketSink& out);
   void sync_tick(std::uint64_t now, PacketSink& out);
   void catchup_tick(std::uint64_t now, PacketSink& out);
   // A member digest exchange with a random live member (catch-up, and the scheduled exchange
