@@ -77,11 +77,14 @@ struct alignas(kCacheLineBytes) Core {
   // windows; the keys and mode are the node's, copied from the home core (kKeys).
   crypto::FrameCrypto crypto;
   wire::Framing framing;
-  PeerLimiter peer_bytes;             // bytes accepted per source address
-  PeerLimiter peer_answers;           // answer datagrams per source address
-  TokenBucket answers;                // answer datagrams, all addresses together
-  PeerLimiter bulk_peer;              // large-value chunks served per source address
-  TokenBucket bulk_all;               // large-value chunks served, all addresses together
+  // Bytes accepted per source address: each core 1/N of peer_bytes_per_s_max. It is checked on
+  // every datagram, before anything else, so it stays this core's own (a table shared by the
+  // cores would move a cache line between them per datagram); a peer's traffic is spread over
+  // a node's cores by shard. Answer budgets are the node's, shared (NodeImpl::answer_allowed).
+  PeerLimiter peer_bytes;
+  // Large-value chunks served per source address and in all: only the home core serves them.
+  PeerLimiter bulk_peer;
+  TokenBucket bulk_all;
   AntiEntropy sync;
   // Rumor mongering of this core's shards' changes: the home core's is the node's Gossip (which
   // also carries membership news); every other core owns one. `broadcasts_pending` tells the

@@ -25,13 +25,13 @@ Core::Core(std::uint32_t i, const NodeConfig& config, Store& store, TimeSource& 
       crypto(config.cluster_label, config.datagram_bytes_max, config.members_max, entropy,
              static_cast<std::uint8_t>(i)),
       framing{config.datagram_bytes_max, label_hash, config.id, &crypto},
-      // A burst of one second's worth.
-      peer_bytes(config.rate_limit_peers_max, config.peer_bytes_per_s_max,
-                 config.peer_bytes_per_s_max, limiter_key(config, 1 + 2 * i)),
-      // Per peer, a burst of 8 ticks' worth of a sync's bulk, refilled in one second.
-      peer_answers(config.rate_limit_peers_max, 8.0 * config.sync_datagrams_per_tick_max,
-                   8.0 * config.sync_datagrams_per_tick_max, limiter_key(config, 2 + 2 * i)),
-      answers(config.answer_datagrams_per_s_max, config.answer_datagrams_per_s_max),
+      // This core's share of the address's bytes (see core.h); a burst of one second's worth,
+      // and at least a datagram.
+      peer_bytes(config.rate_limit_peers_max,
+                 static_cast<double>(config.peer_bytes_per_s_max) / store.owner_count(),
+                 std::max(static_cast<double>(config.peer_bytes_per_s_max) / store.owner_count(),
+                          static_cast<double>(config.datagram_bytes_max)),
+                 limiter_key(config, 1 + 2 * i)),
       // Chunks are answers to small requests too, but a value's worth at a time: their own
       // budget, so a large transfer neither starves nor is starved by anti-entropy answers.
       bulk_peer(config.rate_limit_peers_max, config.bulk_datagrams_per_s_max / 4.0,
@@ -58,6 +58,10 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
       store_(std::move(store)),
       rng_(config.seed ? config.seed : config.id),
       cores_(make_cores(config_, *store_, env.time, *env.entropy)),
+      // Per peer, a burst of 8 ticks' worth of a sync's bulk, refilled in one second.
+      peer_answers_(config.rate_limit_peers_max, 8.0 * config.sync_datagrams_per_tick_max,
+                    8.0 * config.sync_datagrams_per_tick_max, limiter_key(config, 2)),
+      answers_(config.answer_datagrams_per_s_max, config.answer_datagrams_per_s_max),
       links_(store_->owner_count(), config.store.write_queue_depth),
       gossip_(config_, cores_[kHomeCore]->counters),
       members_(config_, env.time, rng_, cores_[kHomeCore]->counters, gossip_),
@@ -486,10 +490,11 @@ bool NodeImpl::bulk_serve_allowed(Core& c, const Address& from, NodeId sender, i
   return c.bulk_peer.allow(from, chunks, t) && c.bulk_all.take(chunks, t);
 }
 
-bool NodeImpl::answer_allowed(Core& c, const Address& from, double cost) {
-  // The address's own share first, so one address cannot drain the core's budget.
+bool NodeImpl::answer_allowed(Core&, const Address& from, double cost) {
+  // The address's own share first, so one address cannot drain the node's budget. Both are the
+  // node's, whichever core answers.
   const std::uint64_t t = now();
-  return c.peer_answers.allow(from, cost, t) && c.answers.take(cost, t);
+  return peer_answers_.allow(from, cost, t) && answers_.take(cost, t);
 }
 
 // ---- timers ---------------------------------------------------------------------------------

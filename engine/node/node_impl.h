@@ -176,6 +176,10 @@ class NodeImpl {
   Rng rng_;
   wire::Limits limits_;
   std::vector<std::unique_ptr<Core>> cores_;
+  // Answer datagrams (sync and join answers) per source address and in all, for every core
+  // together: a node answers no more with N cores than with one.
+  SharedPeerLimiter peer_answers_;
+  SharedTokenBucket answers_;
   CoreLinks links_;
   Gossip gossip_;
   Members members_;

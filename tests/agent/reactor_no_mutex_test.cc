@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "engine/runtime/reactor.h"
 #include "rumor/node.h"
 #include "rumor/reactor.h"
+#include "rumor/security.h"
 #include "tests/agent/eventually.h"
 #include "tests/agent/fake_driven.h"
 
@@ -123,7 +125,18 @@ TEST(ReactorNoMutex, SteadyStatePacketPathTakesNoLock) {
 // The window is not a length of time: it stays open until each of those paths is seen to have
 // run in it (every write arrived on the other side; node a's counters show a completed sync
 // and, with several cores, a handoff).
-void real_nodes_take_no_lock(std::uint32_t cores_a) {
+// With `sealed`, both nodes require encryption and node a rotates its key inside the window
+// (the keyring change reaching its other core over the link).
+void real_nodes_take_no_lock(std::uint32_t cores_a, bool sealed = false) {
+  const std::string key_a(32, 'A'), key_b = [] {
+    for (char c = 'B'; c < 'Z'; ++c) {
+      std::string k(32, c);
+      if (key_fingerprint(k).substr(0, 2) != key_fingerprint(std::string(32, 'A')).substr(0, 2)) {
+        return k;
+      }
+    }
+    return std::string(32, 'B');
+  }();
   SystemTimeSource clock;
   struct Side {
     std::unique_ptr<Reactor> reactor;
@@ -146,6 +159,10 @@ void real_nodes_take_no_lock(std::uint32_t cores_a) {
     nc.store.owners = cores[i];
     nc.sync_interval_ms = 300;  // anti-entropy rounds inside the counted window too
     if (i == 1) nc.seeds.push_back(sides[0].reactor->local_address());
+    if (sealed) {
+      nc.keys = {key_a};
+      nc.encryption = EncryptionMode::kRequire;
+    }
     auto n = Node::create(nc, clock);
     ASSERT_TRUE(n.is_ok()) << n.status().to_string();
     sides[i].node = std::move(n.value());
@@ -192,7 +209,24 @@ void real_nodes_take_no_lock(std::uint32_t cores_a) {
   // Steady traffic: rewrite a few keys (no growth), each write from alternating sides, and wait
   // until gossip has carried it to the other side before the next.
   constexpr int kRounds = 32;
+  auto on_home = [&](int i, std::function<void(Node&)> f) {
+    std::atomic<bool> done{false};
+    ASSERT_TRUE(sides[i].reactor->post([&] {
+      f(*sides[i].node);
+      done.store(true, std::memory_order_release);
+    }).is_ok());
+    ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }));
+  };
   for (int round = 0; round < kRounds; ++round) {
+    // Rotation (install everywhere, then use) while counting.
+    if (sealed && round == 8) {
+      for (int i = 0; i < 2; ++i) {
+        on_home(i, [&](Node& n) { EXPECT_TRUE(n.install_key(key_b).is_ok()); });
+      }
+    }
+    if (sealed && round == 16) {
+      on_home(0, [&](Node& n) { EXPECT_TRUE(n.use_key(key_fingerprint(key_b)).is_ok()); });
+    }
     const std::string key = "k" + std::to_string(round % 8), value = "v" + std::to_string(round);
     ASSERT_TRUE(sides[round % 2].node->set(key, value).is_ok());
     ASSERT_TRUE(eventually([&] { return sides[1 - round % 2].node->get(key) == value; }))
@@ -229,12 +263,24 @@ void real_nodes_take_no_lock(std::uint32_t cores_a) {
                                      << " took a lock";
     }
   }
+  if (sealed) {
+    const NodeCounters a = node_counters(0), b = node_counters(1);
+    EXPECT_EQ(a.packets_sealed, a.packets_sent);
+    EXPECT_EQ(b.packets_sealed, b.packets_sent);
+    EXPECT_GT(a.packets_opened, 0u);
+    EXPECT_EQ(a.drop_unknown_key + a.drop_auth_failed + b.drop_unknown_key + b.drop_auth_failed,
+              0u);
+  }
   for (Side& s : sides) s.reactor->stop();
 }
 
 TEST(ReactorNoMutex, RealNodesOnReactorsTakeNoLockInSteadyState) { real_nodes_take_no_lock(1); }
 
 TEST(ReactorNoMutex, MultiCoreNodeTakesNoLockOnAnyCore) { real_nodes_take_no_lock(2); }
+
+TEST(ReactorNoMutex, SealedMultiCoreNodeTakesNoLockOnAnyCoreThroughARotation) {
+  real_nodes_take_no_lock(2, /*sealed=*/true);
+}
 
 }  // namespace
 }  // namespace rumor::testing

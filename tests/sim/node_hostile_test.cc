@@ -2,6 +2,8 @@
 // must be refused, and state that must not come back.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "base/clock.h"
@@ -194,6 +196,65 @@ TEST_F(FloodTest, SpoofedAddressesShareOneGlobalAnswerBudgetAndFixedTables) {
   const Address peer = Address::ipv4(0x7f000002, 7001);
   NodeDriver::of(*node).receive(peer, join_packet(42, peer), sink);
   EXPECT_GT(sink.sent, sent_before);
+}
+
+TEST(MultiCoreFlood, AMultiCoreNodeAcceptsNoMoreFromOneAddressThanASingleCoreOne) {
+  // Junk from one address, spread over both cores of a 2-core node (as the kernel spreads a
+  // peer's traffic by shard): the cores' shares add up to the node's budget, not twice it.
+  ManualTimeSource time{1'764'000'000'000};
+  CaptureSink sink;
+  NodeConfig cfg = NodeConfig::local();
+  cfg.name = "target";
+  cfg.advertise = Address::ipv4(0x7f000001, 7000);
+  cfg.peer_bytes_per_s_max = 64 * 1024;
+  cfg.store.owners = 2;
+  auto node = std::move(Node::create(cfg, time)).value();
+  NodeDriver& drv = NodeDriver::of(*node);
+  drv.start(0, sink);
+  drv.start(1, sink);
+  const Address attacker = Address::ipv4(0x7f000009, 9999);
+  std::vector<std::byte> junk(1000, std::byte{0x5a});
+  constexpr int kFlood = 20'000;
+  for (int i = 0; i < kFlood; ++i) {
+    drv.receive(static_cast<std::uint32_t>(i % 2), attacker, junk, sink);
+    if (i % 1000 == 0) time.advance(10);
+  }
+  const NodeCounters c = node->counters();
+  const std::uint64_t through = kFlood - c.drop_rate_limited;
+  EXPECT_LE(through, (64u * 1024 + 64u * 1024 / 5) / 1000 + 2);
+  EXPECT_GE(through, (64u * 1024) / 1000 - 2);
+}
+
+TEST(RateLimit, SharedLimitersAddUpExactlyAcrossThreads) {
+  // At one instant, two threads together take exactly the burst, however they interleave.
+  SharedTokenBucket bucket(1000.0, 500.0);
+  SharedPeerLimiter peers(64, 1000.0, 300.0, 7);
+  const Address a = Address::ipv4(0x7f000001, 1);
+  std::atomic<int> from_bucket{0}, from_peer{0};
+  auto take = [&] {
+    for (int i = 0; i < 2000; ++i) {
+      if (bucket.take(1, 5000)) from_bucket.fetch_add(1);
+      if (peers.allow(a, 1, 5000)) from_peer.fetch_add(1);
+    }
+  };
+  std::thread t1(take), t2(take);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(from_bucket.load(), 500);
+  EXPECT_EQ(from_peer.load(), 300);
+  // And refill at the rate: 100 ms later, 100 more.
+  int later = 0;
+  for (int i = 0; i < 1000; ++i) later += bucket.take(1, 5100) ? 1 : 0;
+  EXPECT_EQ(later, 100);
+  // A spray of addresses shares the fixed table as PeerLimiter's does.
+  int allowed = 0;
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    allowed += peers.allow(Address::ipv4(0x0b000000u + i, 9), 1, 6000) ? 1 : 0;
+  }
+  EXPECT_LE(allowed, 64 * 300 + 300);
+  // Idle slots are taken over later: a new address gets its own full burst.
+  const Address b = Address::ipv4(0x7f000003, 3);
+  for (int i = 0; i < 300; ++i) EXPECT_TRUE(peers.allow(b, 1, 20'000)) << i;
 }
 
 TEST(RateLimit, PeerLimiterSharesSlotsUnderASprayAndFreesIdleOnes) {
