@@ -2,8 +2,8 @@
 // wired to one switch namespace by veth pairs. Faults: 20% loss; 200 ms delay with jitter; a
 // partition made by taking a link down, then healed; SIGSTOP then SIGCONT; kill -9 and a
 // restart. After each, every live node converges and no accepted write is lost. The cluster
-// runs sealed (encryption `require`), and the keys rotate between real agents; agents under
-// another label or without the key never merge with it.
+// runs sealed (encryption `require`), half of its agents on two cores, and the keys rotate
+// between real agents; agents under another label or without the key never merge with it.
 //
 // The switch: this machine's kernel has no sch_netem (tc netem fails with "Specified qdisc kind
 // is unknown"), so loss and delay come from a small learning Ethernet switch in this process
@@ -320,7 +320,9 @@ class NetnsFault : public ::testing::Test {
     if (keyed) {
       f.insert(f.end(), {"-o", "encryption.mode=require", "-o", "encryption.keys=" + key_});
     }
-    (void)i;
+    // Odd agents run two reactor threads: every fault, the rotation and the restart also hold
+    // for multi-core agents sealing on every core, beside single-core ones.
+    if (i % 2 == 1) f.insert(f.end(), {"--cores", "2"});
     return f;
   }
 
@@ -409,6 +411,9 @@ TEST_F(NetnsFault, EncryptedClusterFormsAcrossNamespaces) {
     RunResult s = agents_[i]->rumor({"stats", "packets"}, 10);
     EXPECT_GT(stat(s.out, "rumor_packets_sealed_total"), 0) << s.out;
     EXPECT_GT(stat(s.out, "rumor_packets_opened_total"), 0) << s.out;
+    RunResult info = agents_[i]->rumor({"info", "--json"}, 10);
+    EXPECT_NE(info.out.find(i % 2 ? "\"cores\":2," : "\"cores\":1,"), std::string::npos)
+        << info.out;
   }
 }
 
