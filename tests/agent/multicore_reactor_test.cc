@@ -1,7 +1,8 @@
 // Nodes with two owner cores on real threads and real loopback UDP, next to single-core nodes:
 // application threads write (their writes cross to the owning core through the store's MPSC
 // queues), entries gossiped to core 0 are handed to core 1, core 1's changes are fed back to
-// core 0's rumor mongering and subscriptions, and both cores reconcile with peers. Labelled
+// core 0's subscriptions, each core spreads its own changes, both cores reconcile with peers,
+// and every core seals and opens through a key rotation. Labelled
 // tsan: under ThreadSanitizer this is the race check of every cross-core queue. It runs with
 // the kernel's steering program and with the user-space fallback.
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -19,6 +21,7 @@
 #include "base/clock.h"
 #include "rumor/node.h"
 #include "rumor/reactor.h"
+#include "rumor/security.h"
 #include "tests/agent/eventually.h"
 
 namespace rumor::testing {
@@ -26,6 +29,15 @@ namespace {
 
 // Bound on each wait: cross-core convergence, also under TSan on two shared CPUs.
 constexpr double kWaitS = 60;
+
+const std::string kKeyA(32, 'A');
+const std::string kKeyB = [] {
+  for (char c = 'B'; c < 'Z'; ++c) {
+    std::string k(32, c);
+    if (key_fingerprint(k).substr(0, 2) != key_fingerprint(kKeyA).substr(0, 2)) return k;
+  }
+  return std::string(32, 'B');
+}();
 
 struct Peer {
   std::unique_ptr<Reactor> reactor;
@@ -70,6 +82,9 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
           << m[i].reactor->steering();
     }
     nc.sync_interval_ms = 500;
+    // Sealed: every core seals with its own nonces and opens with its own windows.
+    nc.keys = {kKeyA};
+    nc.encryption = EncryptionMode::kRequire;
     auto n = Node::create(nc, clock);
     ASSERT_TRUE(n.is_ok()) << n.status().to_string();
     m[i].node = std::move(n.value());
@@ -111,6 +126,20 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
     }
     return true;
   }, kWaitS));
+  // A key rotation, made on each node's core 0 as the keyring calls require: the new keys reach
+  // core 1 over its link while both cores seal and open.
+  auto on_core0 = [&](int i, std::function<void(Node&)> f) {
+    std::atomic<bool> done{false};
+    ASSERT_TRUE(m[i].reactor->post([&] {
+      f(*m[i].node);
+      done.store(true, std::memory_order_release);
+    }).is_ok());
+    ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }, kWaitS));
+  };
+  for (int i = 0; i < 3; ++i) on_core0(i, [](Node& n) { EXPECT_TRUE(n.install_key(kKeyB).is_ok()); });
+  for (int i = 0; i < 3; ++i) {
+    on_core0(i, [](Node& n) { EXPECT_TRUE(n.use_key(key_fingerprint(kKeyB)).is_ok()); });
+  }
   // Deletes from an application thread on the single-core node reach both cores elsewhere.
   for (int k = 0; k < kKeys; k += 2) ASSERT_TRUE(m[1].node->del("key-" + std::to_string(k)).is_ok());
   ASSERT_TRUE(eventually([&] {
@@ -129,6 +158,8 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
   ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }, kWaitS));
   EXPECT_GT(c.core_handoffs, 0u);
   EXPECT_GE(c.syncs_completed, 1u);
+  EXPECT_EQ(c.packets_sealed, c.packets_sent);
+  EXPECT_EQ(c.drop_unknown_key + c.drop_auth_failed, 0u);
   for (auto& x : m) x.reactor->stop();
 }
 
