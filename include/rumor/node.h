@@ -12,9 +12,17 @@
 // - subscribe and on_membership: any thread, before start.
 // - members, counters and the keyring calls: the home core's driver thread (with the reactor,
 //   from a posted command: Reactor::post).
+// - On a multi-core node the keyring calls change the home core's keyring and mode; the other
+//   cores adopt a copy within their next loop turn.
 // - Callbacks (subscriptions, membership events) run on the home core's driver thread inside
 //   NodeDriver::dispatch_events(), after a batch of packets and timers, never while a packet is
-//   being processed. A slow callback delays the node's next loop turn.
+//   being processed, one at a time: a callback needs no lock against another. On a multi-core
+//   node a change applied on another core is handed to the home core (only while a
+//   subscription exists) and fires there too. Order: each key's changes fire in the order the
+//   node applied them, which is the order of their versions (a change superseded before its
+//   turn may be skipped: the callback sees the newer one); changes of different keys have no
+//   order between them. A slow callback delays the home core's next loop turn, and a full
+//   event queue (events_max) drops events, counted in events_dropped.
 #pragma once
 
 #include <cstdint>
