@@ -3,6 +3,7 @@
 // slower poll: each of its predicates runs a `rumor` process.)
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <thread>
@@ -20,6 +21,20 @@ bool eventually(Pred pred, double seconds = 20) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return pred();
+}
+
+// Runs f on the reactor's core 0 thread (where the keyring calls and counters belong) and
+// waits for it. False when it could not be posted or did not run in time.
+template <typename Reactor, typename F>
+bool run_on_core0(Reactor& reactor, F f, double seconds = 60) {
+  std::atomic<bool> done{false};
+  if (!reactor.post([&] {
+        f();
+        done.store(true, std::memory_order_release);
+      })) {
+    return false;
+  }
+  return eventually([&] { return done.load(std::memory_order_acquire); }, seconds);
 }
 
 }  // namespace rumor::testing

@@ -10,7 +10,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -23,6 +22,7 @@
 #include "rumor/reactor.h"
 #include "rumor/security.h"
 #include "tests/agent/eventually.h"
+#include "tests/support/test_keys.h"
 
 namespace rumor::testing {
 namespace {
@@ -30,14 +30,8 @@ namespace {
 // Bound on each wait: cross-core convergence, also under TSan on two shared CPUs.
 constexpr double kWaitS = 60;
 
-const std::string kKeyA(32, 'A');
-const std::string kKeyB = [] {
-  for (char c = 'B'; c < 'Z'; ++c) {
-    std::string k(32, c);
-    if (key_fingerprint(k).substr(0, 2) != key_fingerprint(kKeyA).substr(0, 2)) return k;
-  }
-  return std::string(32, 'B');
-}();
+const std::string kKeyA = test_key_a();
+const std::string kKeyB = test_key_b();
 
 struct Peer {
   std::unique_ptr<Reactor> reactor;
@@ -128,17 +122,12 @@ TEST_P(MultiCoreReactor, TwoCoreNodesConvergeWithSingleCoreNodes) {
   }, kWaitS));
   // A key rotation, made on each node's core 0 as the keyring calls require: the new keys reach
   // core 1 over its link while both cores seal and open.
-  auto on_core0 = [&](int i, std::function<void(Node&)> f) {
-    std::atomic<bool> done{false};
-    ASSERT_TRUE(m[i].reactor->post([&] {
-      f(*m[i].node);
-      done.store(true, std::memory_order_release);
-    }).is_ok());
-    ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }, kWaitS));
-  };
-  for (int i = 0; i < 3; ++i) on_core0(i, [](Node& n) { EXPECT_TRUE(n.install_key(kKeyB).is_ok()); });
   for (int i = 0; i < 3; ++i) {
-    on_core0(i, [](Node& n) { EXPECT_TRUE(n.use_key(key_fingerprint(kKeyB)).is_ok()); });
+    ASSERT_TRUE(run_on_core0(*m[i].reactor, [&] { EXPECT_TRUE(m[i].node->install_key(kKeyB)); }));
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(run_on_core0(*m[i].reactor,
+                             [&] { EXPECT_TRUE(m[i].node->use_key(key_fingerprint(kKeyB))); }));
   }
   // Deletes from an application thread on the single-core node reach both cores elsewhere.
   for (int k = 0; k < kKeys; k += 2) ASSERT_TRUE(m[1].node->del("key-" + std::to_string(k)).is_ok());

@@ -11,7 +11,6 @@
 #include <pthread.h>
 
 #include <atomic>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "rumor/security.h"
 #include "tests/agent/eventually.h"
 #include "tests/agent/fake_driven.h"
+#include "tests/support/test_keys.h"
 
 namespace {
 thread_local bool t_counting = false;
@@ -128,15 +128,8 @@ TEST(ReactorNoMutex, SteadyStatePacketPathTakesNoLock) {
 // With `sealed`, both nodes require encryption and node a rotates its key inside the window
 // (the keyring change reaching its other core over the link).
 void real_nodes_take_no_lock(std::uint32_t cores_a, bool sealed = false) {
-  const std::string key_a(32, 'A'), key_b = [] {
-    for (char c = 'B'; c < 'Z'; ++c) {
-      std::string k(32, c);
-      if (key_fingerprint(k).substr(0, 2) != key_fingerprint(std::string(32, 'A')).substr(0, 2)) {
-        return k;
-      }
-    }
-    return std::string(32, 'B');
-  }();
+  const std::string& key_a = test_key_a();
+  const std::string& key_b = test_key_b();
   SystemTimeSource clock;
   struct Side {
     std::unique_ptr<Reactor> reactor;
@@ -209,23 +202,17 @@ void real_nodes_take_no_lock(std::uint32_t cores_a, bool sealed = false) {
   // Steady traffic: rewrite a few keys (no growth), each write from alternating sides, and wait
   // until gossip has carried it to the other side before the next.
   constexpr int kRounds = 32;
-  auto on_home = [&](int i, std::function<void(Node&)> f) {
-    std::atomic<bool> done{false};
-    ASSERT_TRUE(sides[i].reactor->post([&] {
-      f(*sides[i].node);
-      done.store(true, std::memory_order_release);
-    }).is_ok());
-    ASSERT_TRUE(eventually([&] { return done.load(std::memory_order_acquire); }));
-  };
   for (int round = 0; round < kRounds; ++round) {
     // Rotation (install everywhere, then use) while counting.
     if (sealed && round == 8) {
       for (int i = 0; i < 2; ++i) {
-        on_home(i, [&](Node& n) { EXPECT_TRUE(n.install_key(key_b).is_ok()); });
+        ASSERT_TRUE(run_on_core0(*sides[i].reactor,
+                                 [&] { EXPECT_TRUE(sides[i].node->install_key(key_b)); }));
       }
     }
     if (sealed && round == 16) {
-      on_home(0, [&](Node& n) { EXPECT_TRUE(n.use_key(key_fingerprint(key_b)).is_ok()); });
+      ASSERT_TRUE(run_on_core0(*sides[0].reactor,
+                               [&] { EXPECT_TRUE(sides[0].node->use_key(key_fingerprint(key_b))); }));
     }
     const std::string key = "k" + std::to_string(round % 8), value = "v" + std::to_string(round);
     ASSERT_TRUE(sides[round % 2].node->set(key, value).is_ok());

@@ -8,6 +8,7 @@
 
 #include "engine/sim/sim_cluster.h"
 #include "tests/sim/sim_test_util.h"
+#include "tests/support/test_keys.h"
 #include "rumor/security.h"
 
 namespace rumor {
@@ -18,15 +19,8 @@ using simtest::WriteLog;
 
 std::vector<std::uint64_t> seeds(std::size_t n) { return simtest::seeds(n, 4000); }
 
-const std::string kKeyA(32, 'A');
-const std::string kKeyB = [] {
-  // A second key whose key id differs from kKeyA's.
-  for (char c = 'B'; c < 'Z'; ++c) {
-    std::string k(32, c);
-    if (key_fingerprint(k).substr(0, 2) != key_fingerprint(kKeyA).substr(0, 2)) return k;
-  }
-  return std::string(32, 'B');
-}();
+const std::string kKeyA = testing::test_key_a();
+const std::string kKeyB = testing::test_key_b();
 
 SimCluster::Options encrypted(SimCluster::Options o) {
   o.node.keys = {kKeyA};
