@@ -99,7 +99,8 @@ class Progress {
     const std::uint64_t now = monotonic_ns();
     const double since = static_cast<double>(now - last_ns_) / 1e9;
     if (!force && since < (tty_ ? 0.1 : period_s_)) return;
-    const double rate = since > 0 ? static_cast<double>(events - last_events_) / since : 0;
+    const double rate =
+        since > 0 && events >= last_events_ ? static_cast<double>(events - last_events_) / since : 0;
     last_ns_ = now;
     last_events_ = events;
     const std::string line =
@@ -501,6 +502,11 @@ void print_summary(const Run& r, bool ok) {
   std::printf("  traffic, converging %.1f packets and %s per node per second (%.1f s)\n",
               ppk / n / std::max(phase_s, 1e-3),
               human_bytes(pby / n / std::max(phase_s, 1e-3)).c_str(), phase_s);
+  if (s.late_answers > 0) {
+    std::printf("  late answers       %llu worker(s) too busy to answer the last count in 5 s: "
+                "their previous counts stand in (the CPU is saturated)\n",
+                static_cast<unsigned long long>(s.late_answers));
+  }
   std::printf("  false positives    %llu suspicions, %llu deaths of running nodes\n",
               static_cast<unsigned long long>(s.false_suspicions),
               static_cast<unsigned long long>(s.false_deaths));

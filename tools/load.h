@@ -89,6 +89,8 @@ class LoadCluster {
     std::uint64_t total_rss_bytes = 0;     // sum over processes
     // Member records received, in tables and as gossip (sim only; 0 where not counted).
     std::uint64_t member_table_records = 0, member_news_records = 0;
+    // Processes that did not answer in time; their last answer stands in (udp only).
+    std::uint64_t late_answers = 0;
   };
   virtual Stats stats() = 0;
   // "sim", "udp over 2 processes, io_uring", ...
