@@ -1,5 +1,6 @@
 #include "engine/gossip/broadcast.h"
 
+#include <algorithm>
 #include <bit>
 #include <utility>
 
@@ -237,6 +238,21 @@ void BroadcastQueue::push(std::uint8_t kind, std::uint64_t subject, Priority pri
   map_insert(key, i);
   ++size_;
   link(i);
+}
+
+bool BroadcastQueue::has_fresh(std::uint32_t membership_fresh) const {
+  if (classes_[kSmallUpdate].size != 0 || classes_[kLargeUpdate].size != 0) return true;
+  const Class& cls = classes_[kMembership];
+  if (cls.size == 0) return false;
+  // Buckets 0 .. membership_fresh - 1, a word of the nonempty bitmap at a time.
+  const std::size_t words = std::min<std::size_t>(cls.nonempty.size(), (membership_fresh + 63) / 64);
+  for (std::size_t w = 0; w < words; ++w) {
+    std::uint64_t bits = cls.nonempty[w];
+    const std::size_t below = membership_fresh - w * 64;  // buckets of this word that count
+    if (below < 64) bits &= (std::uint64_t{1} << below) - 1;
+    if (bits != 0) return true;
+  }
+  return false;
 }
 
 std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit,

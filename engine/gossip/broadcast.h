@@ -43,6 +43,11 @@ class BroadcastQueue {
   // Membership items retire after membership_limit transmissions, updates after update_limit.
   std::size_t fill(wire::Writer& w, std::uint32_t membership_limit, std::uint32_t update_limit);
 
+  // True while an update waits, or a membership item has been sent fewer than
+  // `membership_fresh` times: what is worth a packet of its own. Older membership items still
+  // ride on packets sent anyway (probes, acks, gossip packets for fresh items) until their limit.
+  bool has_fresh(std::uint32_t membership_fresh) const;
+
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   std::uint64_t dropped() const { return dropped_; }

@@ -620,10 +620,10 @@ void NodeImpl::reconnect_tick(std::uint64_t t, PacketSink& out) {
 }
 
 void NodeImpl::gossip_tick(PacketSink& out) {
-  if (gossip_.empty()) return;
+  if (!gossip_.wants_round()) return;
   const wire::Outbox o = outbox(home(), out);
   for (NodeId id : members_.gossip_targets(config_.gossip_fanout)) {
-    if (gossip_.empty()) break;
+    if (!gossip_.wants_round()) break;
     wire::Packet p(o);
     if (!p.open()) return;
     p.send(*members_.address_of(id), /*piggyback=*/true);

@@ -216,5 +216,31 @@ TEST(BroadcastQueue, DropsTheMostSentOfTheLowestClassPastItemsMax) {
   EXPECT_EQ(fill_bytes(q, 100, 10), "mcb");
 }
 
+TEST(BroadcastQueue, FreshWhileAnUpdateWaitsOrMembershipIsBelowItsFreshCount) {
+  BroadcastQueue q(100);
+  EXPECT_FALSE(q.has_fresh(8));
+  q.push(0, 1, BroadcastQueue::kMembership, "m");
+  EXPECT_TRUE(q.has_fresh(1));
+  EXPECT_FALSE(q.has_fresh(0));
+  fill_bytes(q, 100, 100);  // m sent once
+  EXPECT_FALSE(q.has_fresh(1));
+  EXPECT_TRUE(q.has_fresh(2));
+  // Past the first word of the bucket bitmap: m sent 70 times is fresh below 71 only.
+  for (int i = 1; i < 70; ++i) fill_bytes(q, 100, 100);
+  EXPECT_FALSE(q.has_fresh(64));
+  EXPECT_FALSE(q.has_fresh(70));
+  EXPECT_TRUE(q.has_fresh(71));
+  EXPECT_TRUE(q.has_fresh(200));
+  EXPECT_FALSE(q.empty());
+  // Any update is fresh, however often it has been sent.
+  q.push(1, 1, BroadcastQueue::kLargeUpdate, "L");
+  EXPECT_TRUE(q.has_fresh(0));
+  for (int i = 0; i < 9; ++i) fill_bytes(q, 100, 100);
+  EXPECT_TRUE(q.has_fresh(0));
+  fill_bytes(q, 100, 10);  // L retires at 10; m at 80 transmissions > 10 too
+  EXPECT_TRUE(q.empty());
+  EXPECT_FALSE(q.has_fresh(200));
+}
+
 }  // namespace
 }  // namespace rumor
