@@ -256,7 +256,8 @@ bool BroadcastQueue::has_fresh(std::uint32_t membership_fresh) const {
 }
 
 std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit,
-                                 std::uint32_t update_limit) {
+                                 std::uint32_t update_limit, bool holds_membership,
+                                 bool holds_updates) {
   if (size_ == 0) return 0;
   // Membership first, but while updates wait it may take only half of the room, so a backlog of
   // membership news (a mass join) delays updates by a round, not by the whole backlog. Room the
@@ -268,7 +269,12 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
   // items it has not reached yet must not change under the scan.
   constexpr std::size_t kSkipsMax = 8;
   taken_.clear();
+  // The room the packet would have left had every taken item been written: items of a class the
+  // destination holds are taken (and charged) against it, but not written.
+  std::size_t room = w.remaining();
+  std::size_t written = 0;
   auto take = [&](int c, std::size_t keep_free) {
+    const bool write = c == kMembership ? !holds_membership : !holds_updates;
     Class& cls = classes_[c];
     std::size_t skips = 0;
     for (std::size_t word = 0; word < cls.nonempty.size() && skips < kSkipsMax; ++word) {
@@ -281,10 +287,14 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
         for (Index i = cls.buckets[word * 64 + bit].head; i != kNil && skips < kSkipsMax;) {
           Item& item = items_[i];
           const Index next = item.next;
-          if (item.message.size() + keep_free > w.remaining()) {
+          if (item.message.size() + keep_free > room) {
             ++skips;
           } else {
-            w.bytes(item.message.data(), item.message.size());
+            if (write) {
+              w.bytes(item.message.data(), item.message.size());
+              ++written;
+            }
+            room -= item.message.size();
             unlink(i);
             taken_.push_back(i);
           }
@@ -294,7 +304,7 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
     }
   };
   const bool updates_waiting = classes_[kSmallUpdate].size != 0 || classes_[kLargeUpdate].size != 0;
-  take(kMembership, updates_waiting ? w.remaining() / 2 : 0);
+  take(kMembership, updates_waiting ? room / 2 : 0);
   take(kSmallUpdate, 0);
   take(kLargeUpdate, 0);
   if (updates_waiting) take(kMembership, 0);
@@ -309,7 +319,7 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
     }
   }
   sent_ += taken_.size();
-  return taken_.size();
+  return written;
 }
 
 }  // namespace rumor

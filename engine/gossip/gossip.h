@@ -40,7 +40,7 @@ class Gossip final : public wire::Piggyback {
   std::uint32_t retransmit_limit() const;         // membership news
   std::uint32_t update_retransmit_limit() const;  // key-value updates
   // wire::Piggyback: the queued broadcasts that fit.
-  std::size_t fill(wire::Writer& w) override;
+  std::size_t fill(wire::Writer& w, wire::Holds holds) override;
   bool empty() const { return queue_.empty(); }
   // Whether a gossip round should send packets of its own: an update waits, or membership news
   // has had fewer than update_retransmit_limit() transmissions (memberlist's budget for

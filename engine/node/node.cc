@@ -236,6 +236,9 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   bool join_requested = false;
   bool state_sync = false;  // this datagram's member records are a table, not news
   bool malformed = false;
+  // What the pinger holds of our state, as a StateSums read before its ping shows: the ack
+  // leaves that news out.
+  wire::Holds pinger_holds = wire::kHoldsNothing;
   wire::Message msg;
   while (!malformed && wire::next_message(r, &msg)) {
     // Membership and gossip name the home core's shard; every core takes entries and
@@ -254,7 +257,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           malformed = true;
           break;
         }
-        members_.on_ping(from, m, o);
+        members_.on_ping(from, m, o, pinger_holds);
         break;
       }
       case wire::MsgType::kAck:
@@ -320,6 +323,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           break;
         }
         on_state_sums(c, from, h.sender, m, out);
+        pinger_holds = holds_of(m);
         break;
       }
       case wire::MsgType::kMemberDigest:
@@ -741,6 +745,16 @@ void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
   } else if (digest) {
     members_.send_digest(from, static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));
   }
+}
+
+wire::Holds NodeImpl::holds_of(const wire::StateSums& m) {
+  // Equal fingerprints: the peer holds every member record (or entry) ours does, up to a 32-bit
+  // collision (which costs one copy that peer does not get, of the several the news is sent).
+  // Believed from anyone: a forged match only makes the ack to the forger shorter.
+  unsigned holds = wire::kHoldsNothing;
+  if (m.members != 0 && m.members == members_.fingerprint()) holds |= wire::kHoldsMembers;
+  if (m.store != 0 && m.store == store_fingerprint()) holds |= wire::kHoldsStore;
+  return static_cast<wire::Holds>(holds);
 }
 
 void NodeImpl::start_sync(PacketSink& out, NodeId peer, bool members) {
