@@ -1,5 +1,6 @@
 #include "engine/gossip/broadcast.h"
 
+#include <algorithm>
 #include <bit>
 #include <utility>
 
@@ -239,8 +240,24 @@ void BroadcastQueue::push(std::uint8_t kind, std::uint64_t subject, Priority pri
   link(i);
 }
 
+bool BroadcastQueue::has_fresh(std::uint32_t membership_fresh) const {
+  if (classes_[kSmallUpdate].size != 0 || classes_[kLargeUpdate].size != 0) return true;
+  const Class& cls = classes_[kMembership];
+  if (cls.size == 0) return false;
+  // Buckets 0 .. membership_fresh - 1, a word of the nonempty bitmap at a time.
+  const std::size_t words = std::min<std::size_t>(cls.nonempty.size(), (membership_fresh + 63) / 64);
+  for (std::size_t w = 0; w < words; ++w) {
+    std::uint64_t bits = cls.nonempty[w];
+    const std::size_t below = membership_fresh - w * 64;  // buckets of this word that count
+    if (below < 64) bits &= (std::uint64_t{1} << below) - 1;
+    if (bits != 0) return true;
+  }
+  return false;
+}
+
 std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit,
-                                 std::uint32_t update_limit) {
+                                 std::uint32_t update_limit, bool holds_membership,
+                                 bool holds_updates) {
   if (size_ == 0) return 0;
   // Membership first, but while updates wait it may take only half of the room, so a backlog of
   // membership news (a mass join) delays updates by a round, not by the whole backlog. Room the
@@ -252,7 +269,12 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
   // items it has not reached yet must not change under the scan.
   constexpr std::size_t kSkipsMax = 8;
   taken_.clear();
+  // The room the packet would have left had every taken item been written: items of a class the
+  // destination holds are taken (and charged) against it, but not written.
+  std::size_t room = w.remaining();
+  std::size_t written = 0;
   auto take = [&](int c, std::size_t keep_free) {
+    const bool write = c == kMembership ? !holds_membership : !holds_updates;
     Class& cls = classes_[c];
     std::size_t skips = 0;
     for (std::size_t word = 0; word < cls.nonempty.size() && skips < kSkipsMax; ++word) {
@@ -265,10 +287,14 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
         for (Index i = cls.buckets[word * 64 + bit].head; i != kNil && skips < kSkipsMax;) {
           Item& item = items_[i];
           const Index next = item.next;
-          if (item.message.size() + keep_free > w.remaining()) {
+          if (item.message.size() + keep_free > room) {
             ++skips;
           } else {
-            w.bytes(item.message.data(), item.message.size());
+            if (write) {
+              w.bytes(item.message.data(), item.message.size());
+              ++written;
+            }
+            room -= item.message.size();
             unlink(i);
             taken_.push_back(i);
           }
@@ -278,7 +304,7 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
     }
   };
   const bool updates_waiting = classes_[kSmallUpdate].size != 0 || classes_[kLargeUpdate].size != 0;
-  take(kMembership, updates_waiting ? w.remaining() / 2 : 0);
+  take(kMembership, updates_waiting ? room / 2 : 0);
   take(kSmallUpdate, 0);
   take(kLargeUpdate, 0);
   if (updates_waiting) take(kMembership, 0);
@@ -293,7 +319,7 @@ std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit
     }
   }
   sent_ += taken_.size();
-  return taken_.size();
+  return written;
 }
 
 }  // namespace rumor

@@ -41,7 +41,18 @@ class BroadcastQueue {
   // after `limit`. Returns how many were appended.
   std::size_t fill(wire::Writer& w, std::uint32_t limit) { return fill(w, limit, limit); }
   // Membership items retire after membership_limit transmissions, updates after update_limit.
-  std::size_t fill(wire::Writer& w, std::uint32_t membership_limit, std::uint32_t update_limit);
+  // When the destination holds all membership news (`holds_membership`) or all updates
+  // (`holds_updates`) already, the items of that class that would have been appended are
+  // charged their transmission as usual, and take the room they would have taken, but are not
+  // written: the packet is smaller and each item is sent the same number of times to nodes that
+  // may lack it. Returns how many were written.
+  std::size_t fill(wire::Writer& w, std::uint32_t membership_limit, std::uint32_t update_limit,
+                   bool holds_membership = false, bool holds_updates = false);
+
+  // True while an update waits, or a membership item has been sent fewer than
+  // `membership_fresh` times: what is worth a packet of its own. Older membership items still
+  // ride on packets sent anyway (probes, acks, gossip packets for fresh items) until their limit.
+  bool has_fresh(std::uint32_t membership_fresh) const;
 
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }

@@ -71,8 +71,9 @@ void Gossip::offer_event(const EntryView& e, bool local) {
   events_.push_back(std::move(p));
 }
 
-std::size_t Gossip::fill(wire::Writer& w) {
-  return queue_.fill(w, retransmit_limit(), update_retransmit_limit());
+std::size_t Gossip::fill(wire::Writer& w, wire::Holds holds) {
+  return queue_.fill(w, retransmit_limit(), update_retransmit_limit(),
+                     (holds & wire::kHoldsMembers) != 0, (holds & wire::kHoldsStore) != 0);
 }
 
 void Gossip::subscribe(std::string_view prefix, Node::ChangeCallback cb) {

@@ -52,8 +52,13 @@ class Gossip final : public wire::Piggyback {
   std::uint32_t retransmit_limit() const;         // membership news
   std::uint32_t update_retransmit_limit() const;  // key-value updates
   // wire::Piggyback: the queued broadcasts that fit.
-  std::size_t fill(wire::Writer& w) override;
+  std::size_t fill(wire::Writer& w, wire::Holds holds) override;
   bool empty() const { return queue_.empty(); }
+  // Whether a gossip round should send packets of its own: an update waits, or membership news
+  // has had fewer than update_retransmit_limit() transmissions (memberlist's budget for
+  // everything). Membership news past that keeps riding the packets a node sends anyway, up to
+  // retransmit_limit(): the log2 budget costs bytes on probes, not packets.
+  bool wants_round() const { return queue_.has_fresh(update_retransmit_limit()); }
   std::uint64_t dropped() const { return queue_.dropped(); }
 
   // ---- what to tell the application ----

@@ -368,12 +368,13 @@ std::vector<NodeId> Members::gossip_targets(std::size_t fanout) {
   return targets;
 }
 
-void Members::on_ping(const Address& from, const wire::Ping& m, const wire::Outbox& out) {
+void Members::on_ping(const Address& from, const wire::Ping& m, const wire::Outbox& out,
+                      wire::Holds holds) {
   if (m.target != config_.id) return;  // meant for a previous owner of this address
   wire::Packet p(out);
   if (!p.open()) return;
   wire::encode_ack(p.w(), m.seq);
-  p.send(from, /*piggyback=*/true);
+  p.send(from, /*piggyback=*/true, holds);
 }
 
 void Members::tick(std::uint64_t t, const wire::Outbox& out) {
@@ -773,8 +774,10 @@ void Members::probe_tick(std::uint64_t t, const wire::Outbox& out) {
   probe_.end_ms = next_probe_ms_;
   wire::Packet p(out);
   if (!p.open()) return;
-  wire::encode(p.w(), wire::Ping{probe_.seq, target});
+  // The fingerprints first: a receiver that reads them before the ping leaves out of its ack
+  // the news this node holds already (older receivers read them in any order).
   wire::encode(p.w(), wire::StateSums{fingerprint(), store_fingerprint_ ? store_fingerprint_() : 0});
+  wire::encode(p.w(), wire::Ping{probe_.seq, target});
   p.send(*address_of(target), /*piggyback=*/true);
   ++counters_.probes_sent;
 }

@@ -59,7 +59,9 @@ class Members {
   };
   // apply() for each, in order, with their table lookups issued first.
   void apply_batch(std::span<const Record> records);
-  void on_ping(const Address& from, const wire::Ping& m, const wire::Outbox& out);
+  // Acks; `holds` is what the pinger's fingerprints showed it holds of our state.
+  void on_ping(const Address& from, const wire::Ping& m, const wire::Outbox& out,
+               wire::Holds holds = wire::kHoldsNothing);
   void on_ack(NodeId sender, std::uint32_t seq, const wire::Outbox& out);
   void on_nack(NodeId sender, std::uint32_t seq);
   void on_ping_req(const Address& from, const wire::PingReq& m, const wire::Outbox& out);

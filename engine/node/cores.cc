@@ -212,13 +212,13 @@ void NodeImpl::pump_feeds(Core& c) {
     });
   }
   if (pushed) wake(kHomeCore);
-  if (!home_core) c.broadcasts_pending.store(!c.gossip->empty(), std::memory_order_relaxed);
+  if (!home_core) c.broadcasts_pending.store(c.gossip->wants_round(), std::memory_order_relaxed);
 }
 
 void NodeImpl::publish_core(Core& c) {
   if (!is_home(c)) {
     c.counters.broadcasts_dropped = c.gossip->dropped();
-    c.broadcasts_pending.store(!c.gossip->empty(), std::memory_order_relaxed);
+    c.broadcasts_pending.store(c.gossip->wants_round(), std::memory_order_relaxed);
   }
   c.published.publish(c.counters);
 }

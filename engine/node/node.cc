@@ -242,6 +242,9 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   bool join_requested = false;
   bool state_sync = false;  // this datagram's member records are a table, not news
   bool malformed = false;
+  // What the pinger holds of our state, as a StateSums read before its ping shows: the ack
+  // leaves that news out.
+  wire::Holds pinger_holds = wire::kHoldsNothing;
   wire::Message msg;
   while (!malformed && wire::next_message(r, &msg)) {
     // Membership and gossip name the home core's shard; every core takes entries and
@@ -260,7 +263,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           malformed = true;
           break;
         }
-        members_.on_ping(from, m, o);
+        members_.on_ping(from, m, o, pinger_holds);
         break;
       }
       case wire::MsgType::kAck:
@@ -326,6 +329,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
           break;
         }
         on_state_sums(c, from, h.sender, m, out);
+        pinger_holds = holds_of(m);
         break;
       }
       case wire::MsgType::kMemberDigest:
@@ -641,10 +645,10 @@ void NodeImpl::gossip_tick(PacketSink& out) {
     }
     if (!m.targets.empty()) hand(home(), ci, std::move(m));
   }
-  if (gossip_.empty()) return;
+  if (!gossip_.wants_round()) return;
   const wire::Outbox o = outbox(home(), out);
   for (NodeId id : members_.gossip_targets(config_.gossip_fanout)) {
-    if (gossip_.empty()) break;
+    if (!gossip_.wants_round()) break;
     wire::Packet p(o);
     if (!p.open()) return;
     p.send(*members_.address_of(id), /*piggyback=*/true);
@@ -676,7 +680,7 @@ void NodeImpl::gossip_round(Core& c, std::span<const Address> targets, std::size
   c.gossip->set_live_members(live);
   const wire::Outbox o = outbox(c, out);
   for (const Address& to : targets) {
-    if (c.gossip->empty()) break;
+    if (!c.gossip->wants_round()) break;
     wire::Packet p(o);
     // Naming one of this core's shards: a receiver with as many cores steers the packet to the
     // core that owns its entries.
@@ -776,6 +780,16 @@ void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
   } else if (digest) {
     members_.send_digest(from, static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));
   }
+}
+
+wire::Holds NodeImpl::holds_of(const wire::StateSums& m) {
+  // Equal fingerprints: the peer holds every member record (or entry) ours does, up to a 32-bit
+  // collision (which costs one copy that peer does not get, of the several the news is sent).
+  // Believed from anyone: a forged match only makes the ack to the forger shorter.
+  unsigned holds = wire::kHoldsNothing;
+  if (m.members != 0 && m.members == members_.fingerprint()) holds |= wire::kHoldsMembers;
+  if (m.store != 0 && m.store == store_fingerprint()) holds |= wire::kHoldsStore;
+  return static_cast<wire::Holds>(holds);
 }
 
 void NodeImpl::start_sync(PacketSink& out, NodeId peer, bool members) {

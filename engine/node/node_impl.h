@@ -159,6 +159,9 @@ class NodeImpl {
   // repairs it starts now; where both match, the scheduled one can wait (sync_tick).
   void on_state_sums(Core& c, const Address& from, NodeId sender, const wire::StateSums& m,
                      PacketSink& out);
+  // What the peer whose ping carried `m` holds of our state: the classes whose fingerprint
+  // equals ours.
+  wire::Holds holds_of(const wire::StateSums& m);
   // The store's fingerprint (from its linear sums), never 0; 0 on a multi-core node, whose
   // shards other cores own.
   std::uint32_t store_fingerprint();

@@ -27,13 +27,24 @@ struct Framing {
   crypto::FrameCrypto* crypto = nullptr;
 };
 
+// What a datagram's destination is known to hold already (an ack to a ping whose fingerprints
+// equal ours: docs/protocol.md "State on every probe"): its member table, its store, or both.
+// Queued news of a class it holds is charged as sent to it, and not written: a copy would change
+// nothing there, and charging keeps the number of transmissions each item gets the same.
+enum Holds : std::uint8_t {
+  kHoldsNothing = 0,
+  kHoldsMembers = 1,
+  kHoldsStore = 2,
+};
+
 // Something that appends queued messages into the space a datagram has left (the broadcast
 // queue: rumor mongering rides on every packet that has room).
 class Piggyback {
  public:
   virtual ~Piggyback() = default;
-  // Appends what fits; returns how many messages it appended.
-  virtual std::size_t fill(Writer& w) = 0;
+  // Appends what fits, leaving out (but charging) the classes the destination `holds`; returns
+  // how many messages it appended.
+  virtual std::size_t fill(Writer& w, Holds holds) = 0;
 };
 
 // Where one core sends from: its framing, the driver's sink, its counters, and (on the core
@@ -76,9 +87,12 @@ class Packet {
 
   // Fills the rest with queued broadcasts when `piggyback` (and the outbox has a source), seals,
   // and commits the datagram to `to`.
-  void send(const Address& to, bool piggyback) {
+  // `holds`: what the destination holds already, charged and left out.
+  void send(const Address& to, bool piggyback, Holds holds = kHoldsNothing) {
     RUMOR_ASSERT(open_);
-    if (piggyback && out_.piggyback) out_.counters.broadcasts_sent += out_.piggyback->fill(w_);
+    if (piggyback && out_.piggyback) {
+      out_.counters.broadcasts_sent += out_.piggyback->fill(w_, holds);
+    }
     RUMOR_ASSERT(w_.ok());  // every append checks space; a failed one was rolled back
     std::size_t len = w_.size();
     crypto::FrameCrypto* c = out_.framing.crypto;

@@ -216,5 +216,58 @@ TEST(BroadcastQueue, DropsTheMostSentOfTheLowestClassPastItemsMax) {
   EXPECT_EQ(fill_bytes(q, 100, 10), "mcb");
 }
 
+TEST(BroadcastQueue, FreshWhileAnUpdateWaitsOrMembershipIsBelowItsFreshCount) {
+  BroadcastQueue q(100);
+  EXPECT_FALSE(q.has_fresh(8));
+  q.push(0, 1, BroadcastQueue::kMembership, "m");
+  EXPECT_TRUE(q.has_fresh(1));
+  EXPECT_FALSE(q.has_fresh(0));
+  fill_bytes(q, 100, 100);  // m sent once
+  EXPECT_FALSE(q.has_fresh(1));
+  EXPECT_TRUE(q.has_fresh(2));
+  // Past the first word of the bucket bitmap: m sent 70 times is fresh below 71 only.
+  for (int i = 1; i < 70; ++i) fill_bytes(q, 100, 100);
+  EXPECT_FALSE(q.has_fresh(64));
+  EXPECT_FALSE(q.has_fresh(70));
+  EXPECT_TRUE(q.has_fresh(71));
+  EXPECT_TRUE(q.has_fresh(200));
+  EXPECT_FALSE(q.empty());
+  // Any update is fresh, however often it has been sent.
+  q.push(1, 1, BroadcastQueue::kLargeUpdate, "L");
+  EXPECT_TRUE(q.has_fresh(0));
+  for (int i = 0; i < 9; ++i) fill_bytes(q, 100, 100);
+  EXPECT_TRUE(q.has_fresh(0));
+  fill_bytes(q, 100, 10);  // L retires at 10; m at 80 transmissions > 10 too
+  EXPECT_TRUE(q.empty());
+  EXPECT_FALSE(q.has_fresh(200));
+}
+
+// An ack to a peer whose fingerprints match ours: the news of a class it holds is charged (it
+// retires after the same number of packets) and takes its room, but is not written.
+TEST(BroadcastQueue, NewsTheDestinationHoldsIsChargedButNotWritten) {
+  BroadcastQueue q(100);
+  q.push(0, 1, BroadcastQueue::kMembership, "m");
+  q.push(1, 1, BroadcastQueue::kSmallUpdate, "u");
+  auto fill_holding = [&](bool members, bool store, std::size_t capacity = 100) {
+    std::vector<std::byte> buf(capacity);
+    wire::Writer w(buf);
+    q.fill(w, 3, 3, members, store);
+    return std::string(reinterpret_cast<const char*>(buf.data()), w.size());
+  };
+  EXPECT_EQ(fill_holding(true, false), "u");
+  EXPECT_EQ(fill_holding(false, true), "m");
+  EXPECT_EQ(q.sent(), 4u);
+  EXPECT_EQ(fill_holding(true, true), "");  // both charged their third transmission: retired
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.sent(), 6u);
+  // A held item takes the room it would have taken: with 4 bytes, "bb" (the newer) is charged
+  // and "aaa" no longer fits, as when "bb" is written; so "aaa" is not charged.
+  q.push(0, 2, BroadcastQueue::kMembership, "aaa");
+  q.push(0, 3, BroadcastQueue::kMembership, "bb");
+  EXPECT_EQ(fill_holding(true, false, 4), "");
+  EXPECT_EQ(fill_holding(false, false, 4), "aaa");  // sent fewer times than bb: first
+  EXPECT_EQ(q.size(), 2u);
+}
+
 }  // namespace
 }  // namespace rumor
