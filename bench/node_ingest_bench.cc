@@ -33,6 +33,7 @@
 //                            node's drops of every reason, refused updates and core hand-off
 //                            drops (per iteration)
 //   sender_stalls            flow-control waits that gave up (a datagram presumed lost)
+//   other_load               the share of the machine's CPUs other processes took meanwhile
 //
 //   build/release/bench/rumor-bench --benchmark_filter='node/ingest'
 //       --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true
@@ -207,6 +208,18 @@ double process_cpu_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+// CPU seconds the whole machine spent busy (not idle, not waiting for I/O): /proc/stat, in
+// USER_HZ ticks.
+double machine_busy_s() {
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  std::uint64_t v[8] = {};
+  f >> cpu;
+  for (auto& x : v) f >> x;
+  const std::uint64_t busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // minus idle, iowait
+  return static_cast<double>(busy) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // The reactor threads' ids: this process's tasks named after kThreadName.
 std::vector<pid_t> reactor_tids() {
   std::vector<pid_t> out;
@@ -378,7 +391,7 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
   const DatagramSet& set =
       sealed ? sealed_set(base.store.virtual_shards, base.cluster_label, base.datagram_bytes_max)
              : plain_set(base.store.virtual_shards, base.cluster_label);
-  double cpu_s = 0, node_cpu_s = 0, sender_cpu_s = 0;
+  double cpu_s = 0, node_cpu_s = 0, sender_cpu_s = 0, other_cpu_s = 0, window_s = 0;
   std::uint64_t merged = 0, sent = 0, lost = 0, socket_drops = 0, node_drops = 0, stalls = 0;
   std::string label;
   for (auto _ : state) {
@@ -414,12 +427,15 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
 
     const std::uint64_t merged0 = store.counters().merges_applied;
     const double cpu0 = process_cpu_s(), node0 = threads_cpu_s(node_tids),
-                 sender0 = thread_cpu_s(sender.tid());
+                 sender0 = thread_cpu_s(sender.tid()), busy0 = machine_busy_s();
     const std::uint64_t t0 = monotonic_ns();
     std::this_thread::sleep_for(std::chrono::duration<double>(kWindowS));
     const std::uint64_t t1 = monotonic_ns();
     const std::uint64_t merged1 = store.counters().merges_applied;
-    cpu_s += process_cpu_s() - cpu0;
+    const double cpu = process_cpu_s() - cpu0;
+    cpu_s += cpu;
+    other_cpu_s += std::max(0.0, machine_busy_s() - busy0 - cpu);
+    window_s += static_cast<double>(t1 - t0) * 1e-9;
     node_cpu_s += threads_cpu_s(node_tids) - node0;
     sender_cpu_s += thread_cpu_s(sender.tid()) - sender0;
     const std::uint64_t sent_datagrams = sender.datagrams();
@@ -427,12 +443,14 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
     tx.join();
     state.SetIterationTime(static_cast<double>(t1 - t0) * 1e-9);
 
-    // Drain (bounded): what the node still merges after the window counts for loss only.
+    // Drain (bounded): what the node still merges after the window counts for loss only. Done
+    // when every entry sent is merged, or nothing more was for 100 ms.
     std::uint64_t last = store.counters().merges_applied;
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0, still = 0; i < 300 && still < 10; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       const std::uint64_t now = store.counters().merges_applied;
-      if (now == last || now >= sender.entries()) break;
+      if (now >= sender.entries()) break;
+      still = now == last ? still + 1 : 0;
       last = now;
     }
     auto tally = std::make_shared<Tally>();
@@ -494,6 +512,10 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
   state.counters["socket_drops"] = per_iteration(socket_drops);
   state.counters["node_drops"] = per_iteration(node_drops);
   state.counters["sender_stalls"] = per_iteration(stalls);
+  // The share of the machine's CPUs other processes took during the windows (0 on a quiet
+  // machine, to within /proc/stat's 10 ms ticks): a run where it is not near 0 measured them too.
+  state.counters["other_load"] =
+      window_s > 0 ? other_cpu_s / (window_s * static_cast<double>(std::thread::hardware_concurrency())) : 0;
 }
 
 void BM_NodeIngestPlain(benchmark::State& state) { BM_NodeIngest(state, false); }
