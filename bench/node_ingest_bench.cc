@@ -38,6 +38,8 @@
 //                            node's drops of every reason, refused updates and core hand-off
 //                            drops (per iteration); stale: merges that found a newer version
 //   sender_stalls            flow-control waits that gave up (a datagram presumed lost)
+//   idle_turns, datagrams_per_batch  the reactors' turns that found nothing to receive, and
+//                            datagrams per receive batch, from the window on (per iteration)
 //   other_load               the share of the machine's CPUs other processes took meanwhile:
 //                            a run where it is not near 0 measured them too
 //
@@ -94,7 +96,7 @@ constexpr std::uint32_t kSocketBufferBytes = 32u << 20;
 constexpr double kWindowS = 1.0;
 // Datagrams built per shard parity: well above what one node merges in kWindowS on this
 // machine, so the sender never runs out (it says so if it does).
-constexpr std::size_t kDatagramsPerParity = 90'000;
+constexpr std::size_t kDatagramsPerParity = 150'000;
 constexpr NodeId kSender = 0x5e4d;
 constexpr char kThreadName[] = "ingest-node";
 
@@ -395,6 +397,7 @@ class Sender {
 struct Tally {
   NodeCounters node;
   TransportCounters transport;
+  ReactorCounters reactor;
 };
 
 // Waits (bounded) until the node merged `want` entries in all, or merged nothing more for
@@ -445,7 +448,7 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
              : plain_set(base.store.virtual_shards, base.cluster_label, true);
   double cpu_s = 0, node_cpu_s = 0, sender_cpu_s = 0, other_cpu_s = 0, window_s = 0;
   std::uint64_t merged = 0, sent = 0, lost = 0, socket_drops = 0, node_drops = 0, stalls = 0,
-                stale = 0;
+                stale = 0, idle_turns = 0, batches = 0, reactor_datagrams = 0;
   std::string label;
   for (auto _ : state) {
     ReactorConfig rc;
@@ -492,7 +495,17 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
       }
     }
     if (sealed && !on_core0(r, [&] { return n.set_encryption(EncryptionMode::kRequire); })) {
+      r.stop();
       state.SkipWithError("set_encryption(require) failed or was not answered");
+      return;
+    }
+    ReactorCounters before;
+    if (!on_core0(r, [&] {
+          before = r.counters_all_cores();
+          return true;
+        })) {
+      r.stop();  // runs the command if it is still queued, while `before` lives
+      state.SkipWithError("the node's core 0 did not answer for its counters");
       return;
     }
     Sender sender(set, cores, n, r.local_address());
@@ -524,6 +537,7 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
     const bool answered = on_core0(r, [&] {
       tally.node = n.counters();
       tally.transport = r.transport_counters_all_cores();
+      tally.reactor = r.counters_all_cores();
       return true;
     });
     r.stop();
@@ -557,6 +571,9 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
                   k.drop_auth_failed + k.drop_replayed + k.drop_plaintext_refused +
                   k.updates_refused + k.core_handoff_drops;
     stalls += sender.stalls();
+    idle_turns += tally.reactor.idle_turns - before.idle_turns;
+    batches += tally.reactor.batches - before.batches;
+    reactor_datagrams += tally.reactor.datagrams - before.datagrams;
     label = r.backend() + ", " + r.steering();
   }
   const auto m = static_cast<double>(merged);
@@ -575,6 +592,11 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
   state.counters["node_drops"] = per_iteration(node_drops);
   state.counters["sender_stalls"] = per_iteration(stalls);
   state.counters["stale"] = per_iteration(stale);
+  // The reactor from the window on: turns that found nothing to receive, and datagrams per
+  // receive batch (a node that keeps up takes what is there; one that does not, full batches).
+  state.counters["idle_turns"] = per_iteration(idle_turns);
+  state.counters["datagrams_per_batch"] =
+      batches ? static_cast<double>(reactor_datagrams) / static_cast<double>(batches) : 0;
   // The share of the machine's CPUs other processes took during the windows (0 on a quiet
   // machine, to within /proc/stat's 10 ms ticks): a run where it is not near 0 measured them too.
   state.counters["other_load"] =
