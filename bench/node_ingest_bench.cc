@@ -474,6 +474,12 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
       state.SkipWithError(st.to_string().c_str());
       return;
     }
+    // Every way out of this iteration stops the reactor threads before the node goes (stop()
+    // is idempotent, and runs commands still queued while what they point at lives).
+    struct StopOnExit {
+      Reactor& r;
+      ~StopOnExit() { r.stop(); }
+    } stop_on_exit{r};
     const Store& store = NodeInternals::store(n);
     const std::vector<pid_t> node_tids = reactor_tids();
 
@@ -495,7 +501,6 @@ void BM_NodeIngest(benchmark::State& state, bool sealed) {
       }
     }
     if (sealed && !on_core0(r, [&] { return n.set_encryption(EncryptionMode::kRequire); })) {
-      r.stop();
       state.SkipWithError("set_encryption(require) failed or was not answered");
       return;
     }
