@@ -43,6 +43,11 @@
 //   other_load               the share of the machine's CPUs other processes took meanwhile:
 //                            a run where it is not near 0 measured them too
 //
+// On a machine with only two CPUs the sender is not free: on one core it has the CPU the node
+// leaves idle, on two it takes its share of the node's (and loopback's softirq work may be
+// charged to a reactor thread there). The best cores/2 can do over cores/1 is then about
+// 2 x node_cpu_us_per_entry(1 core) / cpu_us_per_entry(2 cores); compare the two figures.
+//
 //   build/release/bench/rumor-bench --benchmark_filter='node/ingest'
 //       --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true
 #include <benchmark/benchmark.h>
