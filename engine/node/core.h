@@ -94,6 +94,11 @@ struct alignas(kCacheLineBytes) Core {
   Gossip* gossip = nullptr;
   std::atomic<bool> broadcasts_pending{false};
   std::vector<EntryView> merge_in;  // entries of the batch being received, views into it
+  // The plaintext of the batch's sealed frames, each opened into its own part (allocated at the
+  // first sealed frame), so their entries merge with the rest of the batch; `opened_used` bytes
+  // hold frames whose entries may still be in merge_in.
+  std::vector<std::byte> opened;
+  std::size_t opened_used = 0;
   std::vector<MergeOutcome> merge_out;
   std::vector<CoreMsg> inbox;  // drained from the links, reused
   std::uint64_t next_maintenance_ms = 0;

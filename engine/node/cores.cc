@@ -112,6 +112,7 @@ void NodeImpl::drain_links(Core& c, PacketSink& out) {
       }
     }
     merge(c);
+    c.opened_used = 0;
   }
 }
 

@@ -152,8 +152,10 @@ void NodeImpl::receive(std::uint32_t ci, std::span<const ReceivedDatagram> batch
   c.merge_in.clear();
   for (const ReceivedDatagram& d : batch) receive_one(c, d.from, d.bytes, out);
   // The entries of the whole batch merge as one store batch (the prefetch pipeline runs across
-  // all of them); the views point into the datagrams, which the driver holds until we return.
+  // all of them); the views point into the datagrams, which the driver holds until we return,
+  // and into the opened frames' buffer.
   merge(c);
+  c.opened_used = 0;
   if (c.running) pump_feeds(c);
   if (is_home(c) && members_.live() > 0) set_joined();
   if (cores() > 1) publish_core(c);
@@ -191,7 +193,22 @@ void NodeImpl::open_and_dispatch(Core& c, const Address& from, const wire::Heade
                                  std::span<const std::byte> datagram, PacketSink& out) {
   // The seal/open layer (engine/wire/crypto.h): from here on only authenticated (or, by the mode,
   // accepted plaintext) messages are read. Every core opens with its own windows.
-  const crypto::Opened opened = c.crypto.open(datagram, h.sender);
+  crypto::Opened opened;
+  if (static_cast<std::uint8_t>(datagram[3]) & crypto::kFlagSealed) {
+    // Into this batch's buffer, after the frames opened before it; when it is full, what the
+    // batch holds so far merges first, and the buffer starts over.
+    if (c.opened.empty()) {
+      c.opened.resize(std::max<std::size_t>(48 * 1024, 2 * config_.datagram_bytes_max));
+    }
+    if (c.opened.size() - c.opened_used < datagram.size()) {
+      merge(c);
+      c.opened_used = 0;
+    }
+    opened = c.crypto.open(datagram, h.sender, std::span(c.opened).subspan(c.opened_used));
+    if (opened.kind == crypto::Opened::Kind::kOpened) c.opened_used += opened.messages.size();
+  } else {
+    opened = c.crypto.open(datagram, h.sender);
+  }
   NodeCounters& k = c.counters;
   switch (opened.kind) {
     case crypto::Opened::Kind::kPlain: break;
@@ -205,9 +222,6 @@ void NodeImpl::open_and_dispatch(Core& c, const Address& from, const wire::Heade
     case crypto::Opened::Kind::kPlaintextRefused: ++k.drop_plaintext_refused; return;
   }
   dispatch(c, from, h, opened.messages, out);
-  // An opened frame's messages live in the crypto's buffer only until the next open: its
-  // entries merge now instead of with the rest of the batch.
-  if (opened.kind == crypto::Opened::Kind::kOpened) merge(c);
 }
 
 bool NodeImpl::admit(Core& c, const Address& from, std::span<const std::byte> datagram,

@@ -303,7 +303,8 @@ std::size_t FrameCrypto::seal(std::span<std::byte> buf, std::size_t len) {
   return len + kSealOverheadBytes;
 }
 
-Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {
+Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender,
+                         std::span<std::byte> out_buf) {
   Opened o;
   RUMOR_ASSERT(datagram.size() >= kHeaderBytes);
   const auto flags = static_cast<std::uint8_t>(datagram[3]);
@@ -343,14 +344,14 @@ Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {
     return o;
   }
   const std::size_t body = datagram.size() - kHeaderBytes - kSealOverheadBytes;
-  if (body > plain_.size()) {  // larger than any datagram this node accepts
+  if (body > plain_.size() || body > out_buf.size()) {  // larger than this node accepts
     o.kind = Opened::Kind::kTruncated;
     return o;
   }
   std::uint8_t ad[kHeaderBytes + 1 + kLabelBytesMax];
   const std::size_t ad_len = associated_data(datagram, ad);
   const std::uint8_t* text = p + kHeaderBytes + kSealPrefixBytes;
-  auto* out = reinterpret_cast<std::uint8_t*>(plain_.data());
+  auto* out = reinterpret_cast<std::uint8_t*>(out_buf.data());
   if (crypto_aead_xchacha20poly1305_ietf_decrypt_detached(out, nullptr, text, body, text + body,
                                                           ad, ad_len, nonce, key) != 0) {
     o.kind = Opened::Kind::kAuthFailed;
@@ -364,7 +365,7 @@ Opened FrameCrypto::open(std::span<const std::byte> datagram, NodeId sender) {
   }
   it->second.accept(seq);
   o.kind = Opened::Kind::kOpened;
-  o.messages = std::span<const std::byte>(plain_.data(), body);
+  o.messages = std::span<const std::byte>(out_buf.data(), body);
   return o;
 }
 

@@ -167,7 +167,13 @@ class FrameCrypto {
   std::size_t seal(std::span<std::byte> buf, std::size_t len);
   // Opens a received datagram whose header was read (sender id included). The messages of a
   // sealed frame are decrypted into an internal buffer that stays valid until the next open().
-  Opened open(std::span<const std::byte> datagram, NodeId sender);
+  Opened open(std::span<const std::byte> datagram, NodeId sender) {
+    return open(datagram, sender, plain_);
+  }
+  // The same, decrypting into `out` (at least the datagram's size), which the caller keeps:
+  // a receive batch opens every frame into its own part of one buffer, so the entries of the
+  // whole batch can merge together.
+  Opened open(std::span<const std::byte> datagram, NodeId sender, std::span<std::byte> out);
 
   std::size_t senders_tracked() const { return windows_.size(); }  // (sender, stream) pairs
 
