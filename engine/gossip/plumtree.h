@@ -94,7 +94,15 @@ class Plumtree {
     NodeId from[kAnnouncersMax] = {};
   };
 
-  bool has_work() const { return !cache_.empty() || !originate_.empty(); }
+  // A tick is due only when something waits to be sent; expired payloads go at the next tick
+  // that comes anyway (the cache is bounded by count too), so an idle node is not woken.
+  bool has_work() const {
+    if (!originate_.empty()) return true;
+    for (const Link& l : links_) {
+      if (!l.ihave.empty()) return true;
+    }
+    return false;
+  }
   Link* link(NodeId id);
   void remember(const wire::TreeId& id, const wire::EntryMsg& e, std::uint8_t hops,
                 std::uint64_t now);

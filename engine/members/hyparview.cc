@@ -338,7 +338,9 @@ void HyParView::send_neighbor_request(std::uint64_t now, const wire::Outbox& out
   std::size_t k = rng_.below(candidates);
   for (const wire::PeerRef& p : passive_) {
     if (asked(p.id) || k-- != 0) continue;
-    const bool high = active_.empty();
+    // High priority (always accepted) below two links: with one link a node hangs by a thread,
+    // and in a formed cluster almost every view is full, so low-priority requests are refused.
+    const bool high = active_.size() < 2;
     send(p.address, out, [&](wire::Writer& w) { wire::encode_neighbor(w, high); });
     pending_.push_back(Pending{p, now});
     return;
@@ -358,7 +360,10 @@ void HyParView::tick(std::uint64_t now, const wire::Outbox& out) {
       remove_active(i, /*to_passive=*/false);
       continue;
     }
-    if (now >= a.heard_ms + interval / 2) {
+    // Idle for a whole interval: ping. The two ends tick at independent phases, so the first to
+    // find the link idle pings, and the ping itself keeps the other end from pinging too: about
+    // one ping and one ack per idle link and interval.
+    if (now >= a.heard_ms + interval) {
       const wire::Ping ping{next_seq_++, a.peer.id};
       send(a.peer.address, out, [&](wire::Writer& w) { wire::encode(w, ping); });
       ++counters_.probes_sent;

@@ -180,7 +180,7 @@ struct NodeConfig {
 
   // Membership mode. kPartial (single owner core only) keeps a HyParView active view of
   // active_view_max peers (0: ceil(log2(expected_nodes)) + 1 within [4, 8]), probed every
-  // probe_interval_ms and dropped after view_failure_probes unanswered probes in a row, and a
+  // probe_interval_ms when idle and dropped after view_failure_probes intervals of silence, and a
   // passive view of passive_view_max, refreshed by a shuffle every shuffle_interval_ms; joins
   // walk active_walk_length (ARWL) hops and land in passive views at passive_walk_length (PRWL).
   // Updates spread by Plumtree: a missing payload announced by IHAVE is grafted after
@@ -192,7 +192,7 @@ struct NodeConfig {
   std::uint32_t active_walk_length = 6;
   std::uint32_t passive_walk_length = 3;
   std::uint32_t shuffle_interval_ms = 2000;
-  std::uint32_t view_failure_probes = 3;
+  std::uint32_t view_failure_probes = 5;
   std::uint32_t graft_timeout_ms = 0;  // 0: 2 gossip intervals
   std::uint32_t tree_cache_ms = 30'000;
 

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <set>
 #include <string>
 
 #include "engine/members/hyparview.h"
@@ -126,7 +127,7 @@ TEST(PartialViews, TheTreeSettlesToAboutOneCopyPerNode) {
 
 TEST(PartialViews, EveryLiveNodeConvergesWithLossAndFivePercentCrashed) {
   constexpr std::size_t kN = 400;
-  for (std::uint64_t seed : simtest::seeds(6)) {
+  for (std::uint64_t seed : simtest::seeds(20)) {
     SEED_TRACE(seed);
     SimCluster::Options o = partial_opts(kN, seed);
     SimCluster c(o);
@@ -161,7 +162,23 @@ TEST(PartialViews, EveryLiveNodeConvergesWithLossAndFivePercentCrashed) {
         },
         120'000, 50);
     EXPECT_TRUE(ok) << "every live node holds every update";
+    // Crashed peers leave every active view within view_failure_probes + 2 probe intervals.
+    const NodeConfig& cfg = c.node(0).config();
+    c.run_for(std::uint64_t{cfg.view_failure_probes + 2} * cfg.probe_interval_ms);
     EXPECT_GT(sum(c, &NodeCounters::view_failures), 0u);
+    std::set<NodeId> dead;
+    for (std::size_t i = 0; i < kN; ++i) {
+      if (c.crashed(i)) dead.insert(c.node(i).id());
+    }
+    for (std::size_t i = 0; i < kN; ++i) {
+      if (c.crashed(i)) continue;
+      const std::vector<Member> view = c.node(i).members();  // self, active..., passive...
+      const std::size_t active = c.node(i).counters().view_active;
+      EXPECT_GE(active, 1u) << "node " << i;
+      for (std::size_t j = 1; j <= active && j < view.size(); ++j) {
+        EXPECT_FALSE(dead.contains(view[j].id)) << "node " << i << " still links a crashed node";
+      }
+    }
   }
 }
 
