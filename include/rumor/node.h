@@ -267,7 +267,10 @@ class Node {
   std::vector<Entry> scan_prefix(std::string_view prefix, std::size_t limit = SIZE_MAX) const;
 
   // ---- home core's driver thread ----
-  // Every member this node knows, itself first (dead and left ones until reclaimed).
+  // Every member this node knows, itself first (dead and left ones until reclaimed). With
+  // membership = kPartial: this node, its active view, then its passive view (ids and
+  // addresses only, all reported alive): a view of at most 1 + active + passive members, never
+  // the cluster (docs/protocol.md "Partial views").
   std::vector<Member> members() const;
   NodeCounters counters() const;
   // Joins through these addresses (memberlist's Join): each is sent a join at the next turn and

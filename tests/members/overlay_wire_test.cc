@@ -1,11 +1,15 @@
 // The partial-view codecs (engine/wire/overlay.h): every message round-trips, and every
-// truncation, trailing byte, bad flag and oversized count is refused.
+// truncation, trailing byte, bad flag and oversized count is refused. Then a partial-view node
+// fed datagrams by hand: who may push payloads to it, duplicates, disconnects.
 #include <gtest/gtest.h>
 
 #include <array>
 #include <vector>
 
+#include "base/clock.h"
 #include "engine/wire/overlay.h"
+#include "rumor/driver.h"
+#include "tests/support/discard_sink.h"
 
 namespace rumor::wire {
 namespace {
@@ -157,3 +161,71 @@ TEST(OverlayWire, IdsRoundTripAndBounds) {
 
 }  // namespace
 }  // namespace rumor::wire
+
+// ---- A partial-view node fed datagrams by hand ----------------------------------------------
+
+namespace rumor {
+namespace {
+
+struct PartialNode {
+  PartialNode() {
+    NodeConfig cfg = NodeConfig::local();
+    cfg.name = "partial-target";
+    cfg.advertise = Address::ipv4(0x7f000001, 7946);
+    cfg.membership = Membership::kPartial;
+    node = std::move(Node::create(cfg, time)).value();
+    NodeDriver::of(*node).start(sink);
+  }
+  // One datagram from `sender` at 127.0.0.x:7946 carrying what `fill` writes.
+  template <class Fill>
+  void feed(NodeId sender, std::uint32_t host, const Fill& fill) {
+    std::array<std::byte, 1400> buf{};
+    wire::Writer w(buf);
+    wire::write_header(w, wire::Header{0, wire::label_hash(""), sender});
+    fill(w);
+    ASSERT_TRUE(w.ok());
+    NodeDriver::of(*node).receive(Address::ipv4(0x7f000000 + host, 7946),
+                                  std::span<const std::byte>(buf.data(), w.size()), sink);
+    time.advance(1);
+  }
+  ManualTimeSource time{1'764'000'000'000};
+  testing::DiscardSink sink;
+  std::unique_ptr<Node> node;
+};
+
+wire::TreeGossipMsg payload(std::string_view key, std::string_view value, std::uint64_t hlc) {
+  return wire::TreeGossipMsg{0, wire::EntryMsg{false, Version{hlc, 99}, key, value}};
+}
+
+TEST(PartialNode, TakesPayloadsFromActivePeersOnlyAndPrunesDuplicates) {
+  PartialNode t;
+  const std::uint64_t hlc = std::uint64_t{1'764'000'000'000} << 16;
+  // A stranger's payload is not merged.
+  t.feed(1111, 2, [&](wire::Writer& w) { wire::encode(w, payload("k", "stranger", hlc)); });
+  EXPECT_FALSE(t.node->get("k").has_value());
+  // A join makes the sender an active peer; its payload then merges.
+  t.feed(2222, 3, [&](wire::Writer& w) {
+    wire::encode_flags_only(w, wire::MsgType::kHvJoin);
+    wire::encode(w, payload("k", "v", hlc + 1));
+  });
+  EXPECT_EQ(t.node->get("k"), "v");
+  NodeCounters k = t.node->counters();
+  EXPECT_EQ(k.view_active, 1u);
+  EXPECT_EQ(k.tree_duplicates, 0u);
+  // The same payload again is a duplicate: the link is pruned.
+  t.feed(2222, 3, [&](wire::Writer& w) { wire::encode(w, payload("k", "v", hlc + 1)); });
+  k = t.node->counters();
+  EXPECT_EQ(k.tree_duplicates, 1u);
+  EXPECT_EQ(k.tree_prunes, 1u);
+  // members(): this node and its views, never more.
+  EXPECT_EQ(t.node->members().size(), 1 + k.view_active + k.view_passive);
+  // A disconnect from the peer at another address is ignored; from its own, obeyed.
+  t.feed(2222, 4, [&](wire::Writer& w) { wire::encode_flags_only(w, wire::MsgType::kHvDisconnect); });
+  EXPECT_EQ(t.node->counters().view_active, 1u);
+  t.feed(2222, 3, [&](wire::Writer& w) { wire::encode_flags_only(w, wire::MsgType::kHvDisconnect); });
+  EXPECT_EQ(t.node->counters().view_active, 0u);
+  EXPECT_EQ(t.node->counters().view_passive, 1u);
+}
+
+}  // namespace
+}  // namespace rumor
