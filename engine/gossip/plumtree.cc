@@ -45,7 +45,14 @@ void Plumtree::link_up(const wire::PeerRef& p) {
     l->peer.address = p.address;
     return;
   }
-  links_.push_back(Link{p, true, {}});
+  // A new link learns what this node holds: a node that was cut off (its links crashed) grafts
+  // what it missed from its new neighbours instead of waiting for anti-entropy.
+  Link l{p, true, {}};
+  for (const auto& [expires, id] : expiry_) {
+    if (l.ihave.size() >= kLazyQueueMax) break;
+    if (cache_.contains(id)) l.ihave.push_back(id);
+  }
+  links_.push_back(std::move(l));
 }
 
 void Plumtree::link_down(NodeId id) {

@@ -46,7 +46,8 @@ class Plumtree {
 
   static wire::TreeId id_of(const EntryView& e);
 
-  // HyParView's links: a new one is eager, a lost one forgotten.
+  // HyParView's links: a new one is eager and is announced the ids this node holds (IHAVE), so
+  // a neighbour that was cut off grafts what it missed; a lost one is forgotten.
   void link_up(const wire::PeerRef& p);
   void link_down(NodeId id);
 
