@@ -27,9 +27,9 @@ Status LoadOptions::validate() const {
   auto bad = [](std::string m) { return Status::error(Code::kInvalidArgument, std::move(m)); };
   if (nodes < 2) return bad("--nodes must be at least 2");
   if (mode != "sim" && mode != "udp") return bad("--mode must be sim or udp");
-  if (workload != "update" && workload != "writes" && workload != "churn" &&
+  if (workload != "update" && workload != "writes" && workload != "churn" && workload != "crash" &&
       workload != "partition") {
-    return bad("--workload must be update, writes, churn or partition");
+    return bad("--workload must be update, writes, churn, crash or partition");
   }
   if (bootstrap != "join" && bootstrap != "static") return bad("--bootstrap must be join or static");
   if (membership != "full" && membership != "partial") {
@@ -151,6 +151,7 @@ struct Run {
   LoadCluster::Stats at_converged;  // when every running node held the state
   LoadCluster::Stats before_workload;
   std::uint64_t updates = 1;  // writes the workload made (payload copies are per update)
+  std::size_t crashed_at_once = 0;  // workload crash
   // The settle window: cluster ms, and the traffic and memory over it.
   std::uint64_t settle_ms = 0;
   LoadCluster::Stats settle_from, settle_to;
@@ -244,7 +245,7 @@ struct Run {
   bool workload() {
     before_workload = c.stats();
     const std::size_t n = c.size();
-    updates = o.workload == "update" || o.workload == "churn" ? 1
+    updates = o.workload == "update" || o.workload == "churn" || o.workload == "crash" ? 1
               : o.workload == "partition"                     ? 4
                                                               : std::max<std::uint64_t>(
                                                                     1, static_cast<std::uint64_t>(
@@ -276,6 +277,28 @@ struct Run {
       }
       progress.end_line();
       return converge([&] { return c.holding(last); });
+    }
+    if (o.workload == "crash") {
+      // 5% of the nodes (never a seed, never the writer) crash at once, without a word; then
+      // the last node writes, and every node still running must get it (issue 22's floor:
+      // tree repair and anti-entropy around the holes).
+      reference = "the write after the crashes";
+      Rng rng(o.seed * 977 + 3);
+      const std::size_t victims = n / 20;
+      std::size_t crashed = 0;
+      std::vector<bool> down(n, false);
+      if (n > o.seeds + 1) {
+        for (std::size_t tries = 0; crashed < victims && tries < 20 * victims + 100; ++tries) {
+          const std::size_t v = o.seeds + rng.below(n - o.seeds - 1);
+          if (down[v]) continue;
+          c.crash(v);
+          down[v] = true;
+          ++crashed;
+        }
+      }
+      crashed_at_once = crashed;
+      if (Status s = c.write(n - 1, "load/update", "v1"); !s) return false;
+      return converge([&] { return c.holding({{"load/update", "v1"}}); });
     }
     if (o.workload == "churn") {
       reference = "the last restart";
@@ -481,6 +504,10 @@ void print_summary(const Run& r, bool ok) {
                                         r.formed.member_news_records,
                                         static_cast<double>(recs) / n2)
                                 .c_str());
+  }
+  if (o.workload == "crash") {
+    std::printf("  crashed            %zu of %zu nodes at once, before the write\n",
+                r.crashed_at_once, r.c.size());
   }
   std::printf("  convergence        counted from %s\n", r.reference.c_str());
   std::printf("    %-10s %10s %12s\n", "nodes", "rounds", "time");

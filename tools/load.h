@@ -24,7 +24,7 @@ namespace rumor::tools {
 struct LoadOptions {
   std::size_t nodes = 0;
   std::string mode = "sim";          // sim | udp
-  std::string workload = "update";   // update | writes | churn | partition
+  std::string workload = "update";   // update | writes | churn | crash | partition
   std::uint64_t seed = 1;
   std::size_t seeds = 1;             // join seeds: nodes 0..seeds-1
   std::string bootstrap = "join";    // join (honest: through the seeds) | static (preloaded)

@@ -283,7 +283,7 @@ int main(int argc, char** argv) {
   load->add_option("--nodes", lo.nodes, "cluster size")->required();
   load->add_option("--mode", lo.mode, "sim (one process, virtual time) | udp (loopback)")
       ->capture_default_str();
-  load->add_option("--workload", lo.workload, "update | writes | churn | partition")
+  load->add_option("--workload", lo.workload, "update | writes | churn | crash | partition")
       ->capture_default_str();
   load->add_option("--seed", lo.seed, "randomness (sim runs replay exactly from it)")
       ->capture_default_str();
