@@ -28,7 +28,7 @@ AgentConfig::AgentConfig() {
 namespace {
 
 enum class Kind { kU32, kU64, kBool, kString, kAddress, kAddressOpt, kStringList, kInt,
-                  kBackend, kLogLevel, kLogFormat, kEncryptionMode, kKeys, kKeyFile };
+                  kBackend, kLogLevel, kLogFormat, kEncryptionMode, kKeys, kKeyFile, kMembership };
 
 struct Key {
   std::string_view section;  // "" for top-level
@@ -67,6 +67,9 @@ const std::vector<Key>& keys() {
       {"", "metadata", Kind::kString, F(node.metadata), "free-form node metadata, gossiped"},
       {"", "tags", Kind::kStringList, F(tags),
        "KEY=VALUE tags, gossiped as the metadata (not with metadata); rumor tags set|del"},
+      {"", "membership", Kind::kMembership, F(node.membership),
+       "full | partial: every node knows every node (SWIM), or HyParView views + Plumtree "
+       "(one core; docs/protocol.md \"Partial views\")"},
       {"", "cores", Kind::kU32, F(cores), "reactor threads, one per owner core (sets store.owners; see docs/agent.md)"},
       {"", "log_level", Kind::kLogLevel, F(log_level), "debug | info | warn | error"},
       {"", "log_format", Kind::kLogFormat, F(log_format),
@@ -113,6 +116,14 @@ const std::vector<Key>& keys() {
       {"node", "gossip_interval_ms", Kind::kU32, F(node.gossip_interval_ms),
        "dissemination: one gossip round per interval"},
       {"node", "gossip_fanout", Kind::kU32, F(node.gossip_fanout), "peers per gossip round"},
+      {"node", "expected_nodes", Kind::kU32, F(node.expected_nodes),
+       "partial: cluster size the automatic active view is sized for"},
+      {"node", "active_view_max", Kind::kU32, F(node.active_view_max),
+       "partial: active view size (0: ceil(log2 expected_nodes) + 1 within [4, 8])"},
+      {"node", "passive_view_max", Kind::kU32, F(node.passive_view_max),
+       "partial: passive view size"},
+      {"node", "shuffle_interval_ms", Kind::kU32, F(node.shuffle_interval_ms),
+       "partial: passive view shuffle period"},
       {"node", "retransmit_mult", Kind::kU32, F(node.retransmit_mult),
        "membership news rides retransmit_mult * ceil(log2(N+1)) packets, updates * ceil(log10(N+1))"},
       {"node", "broadcast_queue_max", Kind::kU32, F(node.broadcast_queue_max),
@@ -323,6 +334,12 @@ Status set_from_text(AgentConfig& c, const Key& k, std::string_view text) {
       }
       return Status::ok();
     }
+    case Kind::kMembership: {
+      auto m = parse_membership(text);
+      if (!m) return bad(k, m.status().message());
+      *static_cast<Membership*>(f) = *m;
+      return Status::ok();
+    }
     case Kind::kEncryptionMode: {
       auto m = parse_encryption_mode(text);
       if (!m) return bad(k, m.status().message());
@@ -410,6 +427,8 @@ std::string current_text(AgentConfig& c, const Key& k) {
     }
     case Kind::kEncryptionMode:
       return fmt::format("\"{}\"", encryption_mode_name(*static_cast<EncryptionMode*>(f)));
+    case Kind::kMembership:
+      return fmt::format("\"{}\"", membership_name(*static_cast<Membership*>(f)));
     case Kind::kKeys: {
       // Never print a key: only how many there are.
       const auto n = static_cast<std::vector<std::string>*>(f)->size();

@@ -27,11 +27,17 @@ Status LoadOptions::validate() const {
   auto bad = [](std::string m) { return Status::error(Code::kInvalidArgument, std::move(m)); };
   if (nodes < 2) return bad("--nodes must be at least 2");
   if (mode != "sim" && mode != "udp") return bad("--mode must be sim or udp");
-  if (workload != "update" && workload != "writes" && workload != "churn" &&
+  if (workload != "update" && workload != "writes" && workload != "churn" && workload != "crash" &&
       workload != "partition") {
-    return bad("--workload must be update, writes, churn or partition");
+    return bad("--workload must be update, writes, churn, crash or partition");
   }
   if (bootstrap != "join" && bootstrap != "static") return bad("--bootstrap must be join or static");
+  if (membership != "full" && membership != "partial") {
+    return bad("--membership must be full or partial");
+  }
+  if (membership == "partial" && (mode != "sim" || bootstrap != "join")) {
+    return bad("--membership partial runs in --mode sim with --bootstrap join");
+  }
   if (preset != "local" && preset != "lan" && preset != "wan") {
     return bad("--preset must be local, lan or wan");
   }
@@ -144,6 +150,9 @@ struct Run {
   std::uint64_t ref_ms = 0;  // cluster ms of the reference point
   LoadCluster::Stats at_ref;
   LoadCluster::Stats at_converged;  // when every running node held the state
+  LoadCluster::Stats before_workload;
+  std::uint64_t updates = 1;  // writes the workload made (payload copies are per update)
+  std::size_t crashed_at_once = 0;  // workload crash
   // The settle window: cluster ms, and the traffic and memory over it.
   std::uint64_t settle_ms = 0;
   LoadCluster::Stats settle_from, settle_to;
@@ -174,8 +183,10 @@ struct Run {
     joined = run_until(
         [&] { return (complete_at_end = complete = c.members_complete()) == n; },
         [&] {
-          return fmt::format("joining: {}/{} nodes know every member, {:.1f} s of cluster time",
-                             complete, n, static_cast<double>(c.elapsed_ms()) / 1000.0);
+          return fmt::format("joining: {}/{} nodes {}, {:.1f} s of cluster time", complete, n,
+                             o.membership == "partial" ? "have their views"
+                                                       : "know every member",
+                             static_cast<double>(c.elapsed_ms()) / 1000.0);
         });
     join_ms = c.elapsed_ms();
     join_wall_s = progress.wall_s();
@@ -233,7 +244,13 @@ struct Run {
   }
 
   bool workload() {
+    before_workload = c.stats();
     const std::size_t n = c.size();
+    updates = o.workload == "update" || o.workload == "churn" || o.workload == "crash" ? 1
+              : o.workload == "partition"                     ? 4
+                                                              : std::max<std::uint64_t>(
+                                                                    1, static_cast<std::uint64_t>(
+                                                                           o.write_rate * o.duration_s));
     if (o.workload == "update") {
       reference = "the write";
       const std::size_t writer = n - 1;  // not a seed: the farthest from the join point
@@ -261,6 +278,28 @@ struct Run {
       }
       progress.end_line();
       return converge([&] { return c.holding(last); });
+    }
+    if (o.workload == "crash") {
+      // 5% of the nodes (never a seed, never the writer) crash at once, without a word; then
+      // the last node writes, and every node still running must get it (issue 22's floor:
+      // tree repair and anti-entropy around the holes).
+      reference = "the write after the crashes";
+      Rng rng(o.seed * 977 + 3);
+      const std::size_t victims = n / 20;
+      std::size_t crashed = 0;
+      std::vector<bool> down(n, false);
+      if (n > o.seeds + 1) {
+        for (std::size_t tries = 0; crashed < victims && tries < 20 * victims + 100; ++tries) {
+          const std::size_t v = o.seeds + rng.below(n - o.seeds - 1);
+          if (down[v]) continue;
+          c.crash(v);
+          down[v] = true;
+          ++crashed;
+        }
+      }
+      crashed_at_once = crashed;
+      if (Status s = c.write(n - 1, "load/update", "v1"); !s) return false;
+      return converge([&] { return c.holding({{"load/update", "v1"}}); });
     }
     if (o.workload == "churn") {
       reference = "the last restart";
@@ -426,7 +465,11 @@ void print_summary(const Run& r, bool ok) {
   const unsigned bound_ln = static_cast<unsigned>(std::ceil(std::log(n)));
   std::printf("\nrumor load: %zu nodes, %s, workload %s, seed %llu\n", r.c.size(),
               r.c.describe().c_str(), o.workload.c_str(), static_cast<unsigned long long>(o.seed));
+  std::printf("  membership         mode %s\n",
+              o.membership == "partial" ? "partial (HyParView views, Plumtree broadcast)"
+                                        : "full (SWIM member table, rumor mongering)");
   std::printf("  bootstrap          %s\n",
+              o.membership == "partial" ? fmt::format("HyParView join through {} seed(s)", o.seeds).c_str() :
               o.bootstrap == "static"
                   ? "static: every node starts with the full member list (not a real join)"
                   : fmt::format("join through {} seed(s), then catch-up by member digests", o.seeds).c_str());
@@ -463,6 +506,10 @@ void print_summary(const Run& r, bool ok) {
                                         static_cast<double>(recs) / n2)
                                 .c_str());
   }
+  if (o.workload == "crash") {
+    std::printf("  crashed            %zu of %zu nodes at once, before the write\n",
+                r.crashed_at_once, r.c.size());
+  }
   std::printf("  convergence        counted from %s\n", r.reference.c_str());
   std::printf("    %-10s %10s %12s\n", "nodes", "rounds", "time");
   for (double f : {0.5, 0.99, 1.0}) {
@@ -495,6 +542,42 @@ void print_summary(const Run& r, bool ok) {
     std::printf("  %-18s %.0f packets and %s cluster-wide from %s until 100%%\n",
                 o.workload == "update" ? "update cost" : "workload cost", cost_pk,
                 human_bytes(cost_by).c_str(), r.reference.c_str());
+  }
+  {
+    // Entries sent per node per update, from the workload's start until every running node
+    // held the state: rumor mongering's piggybacked broadcasts (membership news included) and
+    // Plumtree's pushes, plus the entries anti-entropy sent.
+    const LoadCluster::Stats& end = r.converged ? r.at_converged : s;
+    const LoadCluster::Stats& b = r.before_workload;
+    const double per = n * static_cast<double>(std::max<std::uint64_t>(r.updates, 1));
+    const double gossip = static_cast<double>(end.broadcasts_sent - b.broadcasts_sent) / per;
+    const double tree = static_cast<double>(end.tree_payloads - b.tree_payloads) / per;
+    const double sync = static_cast<double>(end.sync_entries_sent - b.sync_entries_sent) / per;
+    std::printf("  payload copies     %.2f per node per update over %llu update(s): %s %.2f + "
+                "anti-entropy %.2f\n",
+                gossip + tree + sync, static_cast<unsigned long long>(r.updates),
+                o.membership == "partial" ? "Plumtree pushes" : "rumor mongering broadcasts",
+                o.membership == "partial" ? tree : gossip, sync);
+  }
+  if (o.membership == "partial") {
+    std::printf("  views              active %llu..%llu (mean %.2f), passive mean %.2f; %llu active "
+                "peers dropped as failed\n",
+                static_cast<unsigned long long>(s.view_active_min),
+                static_cast<unsigned long long>(s.view_active_max),
+                static_cast<double>(s.view_active_sum) / n,
+                static_cast<double>(s.view_passive_sum) / n,
+                static_cast<unsigned long long>(s.view_failures));
+    std::printf("  tree               %llu grafts, %llu prunes, %llu duplicate payloads (whole "
+                "run)\n",
+                static_cast<unsigned long long>(s.tree_grafts),
+                static_cast<unsigned long long>(s.tree_prunes),
+                static_cast<unsigned long long>(s.tree_duplicates));
+  }
+  if (s.membership_bytes > 0) {
+    std::printf("  membership state   %s per node (%s)\n",
+                human_bytes(static_cast<double>(s.membership_bytes) / n).c_str(),
+                o.membership == "partial" ? "active + passive views and Plumtree's tables"
+                                          : "member table; names shared by the process");
   }
   std::printf("  traffic, whole run %.1f packets and %s per node per second (%.1f s)\n",
               pk / n / std::max(run_s, 1e-3), human_bytes(by / n / std::max(run_s, 1e-3)).c_str(),

@@ -24,11 +24,13 @@ namespace rumor::tools {
 struct LoadOptions {
   std::size_t nodes = 0;
   std::string mode = "sim";          // sim | udp
-  std::string workload = "update";   // update | writes | churn | partition
+  std::string workload = "update";   // update | writes | churn | crash | partition
   std::uint64_t seed = 1;
   std::size_t seeds = 1;             // join seeds: nodes 0..seeds-1
   std::string bootstrap = "join";    // join (honest: through the seeds) | static (preloaded)
   std::string preset = "local";      // node timers: local | lan | wan
+  // full (SWIM, every node knows every node) | partial (HyParView views + Plumtree; sim only).
+  std::string membership = "full";
   // Network (sim: every option; udp: loss only, applied on receive).
   double loss = 0, duplicate = 0, reorder = 0;
   double latency_ms = 1, jitter_ms = 0.5;
@@ -91,6 +93,15 @@ class LoadCluster {
     std::uint64_t member_table_records = 0, member_news_records = 0;
     // Processes that did not answer in time; their last answer stands in (udp only).
     std::uint64_t late_answers = 0;
+    // Payload copies: entries piggybacked by rumor mongering (membership news included),
+    // Plumtree pushes, and entries sent by anti-entropy.
+    std::uint64_t broadcasts_sent = 0, tree_payloads = 0, sync_entries_sent = 0;
+    // Plumtree's repairs and duplicates; HyParView's views (sim only).
+    std::uint64_t tree_duplicates = 0, tree_grafts = 0, tree_prunes = 0, view_failures = 0;
+    std::uint64_t view_active_min = 0, view_active_max = 0, view_active_sum = 0,
+                  view_passive_sum = 0;
+    // Membership state held, summed over the nodes (sim only): NodeInternals::membership_bytes.
+    std::uint64_t membership_bytes = 0;
   };
   virtual Stats stats() = 0;
   // "sim", "udp over 2 processes, io_uring", ...

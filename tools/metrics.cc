@@ -134,6 +134,23 @@ std::vector<Metric> collect_metrics(const Snapshot& s) {
   counter("rumor_leaves_total", "", n.leaves, "Members left.");
   gauge("rumor_local_health", "", n.local_health,
         "Lifeguard local health score (0 = healthy).");
+  // Partial views (membership = partial; 0 in full mode).
+  gauge("rumor_view_size", "view=\"active\"", n.view_active,
+        "HyParView view sizes (membership = partial).");
+  gauge("rumor_view_size", "view=\"passive\"", n.view_passive,
+        "HyParView view sizes (membership = partial).");
+  counter("rumor_view_failures_total", "", n.view_failures,
+          "Active peers dropped after unanswered probes.");
+  counter("rumor_view_shuffles_total", "", n.view_shuffles, "Passive view shuffles sent.");
+  counter("rumor_tree_payloads_total", "", n.tree_payloads_sent,
+          "Plumtree payloads pushed (eager pushes and graft answers).");
+  counter("rumor_tree_duplicates_total", "", n.tree_duplicates,
+          "Plumtree payloads received that this node already had.");
+  counter("rumor_tree_repairs_total", "kind=\"graft\"", n.tree_grafts,
+          "Plumtree tree repairs: GRAFTs and PRUNEs sent.");
+  counter("rumor_tree_repairs_total", "kind=\"prune\"", n.tree_prunes,
+          "Plumtree tree repairs: GRAFTs and PRUNEs sent.");
+  counter("rumor_tree_ihaves_total", "", n.tree_ihaves_sent, "Plumtree IHAVE ids announced.");
   std::array<std::uint64_t, 4> states{};
   for (const Member& mem : s.members) {
     const auto i = static_cast<std::size_t>(mem.state);

@@ -283,7 +283,7 @@ int main(int argc, char** argv) {
   load->add_option("--nodes", lo.nodes, "cluster size")->required();
   load->add_option("--mode", lo.mode, "sim (one process, virtual time) | udp (loopback)")
       ->capture_default_str();
-  load->add_option("--workload", lo.workload, "update | writes | churn | partition")
+  load->add_option("--workload", lo.workload, "update | writes | churn | crash | partition")
       ->capture_default_str();
   load->add_option("--seed", lo.seed, "randomness (sim runs replay exactly from it)")
       ->capture_default_str();
@@ -292,6 +292,10 @@ int main(int argc, char** argv) {
                    "join (through the seeds) | static (sim: nodes start knowing every member)")
       ->capture_default_str();
   load->add_option("--preset", lo.preset, "node timers: local | lan | wan")->capture_default_str();
+  load->add_option("--membership", lo.membership,
+                   "full (every node knows every node) | partial (HyParView views + Plumtree; "
+                   "sim)")
+      ->capture_default_str();
   load->add_option("--loss", lo.loss, "datagram loss probability")->capture_default_str();
   load->add_option("--latency-ms", lo.latency_ms, "one-way latency (sim)")->capture_default_str();
   load->add_option("--jitter-ms", lo.jitter_ms, "added uniform jitter (sim)")->capture_default_str();

@@ -23,6 +23,15 @@ MemberDirectory::Slot MemberDirectory::hold(std::uint64_t id) {
     slot_refs_.push_back(1);
   }
   index_.put(id, s, [this](std::uint32_t p) { return slot_ids_[p]; });
+  if (by_bucket_.empty() && lone_ == kNone) {
+    lone_ = s;
+    return s;
+  }
+  if (by_bucket_.empty()) {
+    by_bucket_.resize(std::size_t{1} << kBucketBits);
+    by_bucket_[bucket_of(slot_ids_[lone_])].push_back(lone_);
+    lone_ = kNone;
+  }
   by_bucket_[bucket_of(id)].push_back(s);
   return s;
 }
@@ -31,6 +40,12 @@ void MemberDirectory::release_slot(Slot s) {
   RUMOR_ASSERT(slot_refs_[s] > 0);
   if (--slot_refs_[s] > 0) return;
   index_.erase(slot_ids_[s], [this](std::uint32_t p) { return slot_ids_[p]; });
+  if (by_bucket_.empty()) {
+    RUMOR_ASSERT(lone_ == s);
+    lone_ = kNone;
+    free_slots_.push_back(s);
+    return;
+  }
   std::vector<Slot>& b = by_bucket_[bucket_of(slot_ids_[s])];
   for (std::size_t i = 0; i < b.size(); ++i) {
     if (b[i] != s) continue;

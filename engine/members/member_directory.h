@@ -38,7 +38,11 @@ class MemberDirectory {
   // the bucket's slots here, without scanning its table.
   static constexpr unsigned kBucketBits = 11;
   static std::size_t bucket_of(std::uint64_t id) { return static_cast<std::size_t>(id >> (64 - kBucketBits)); }
-  std::span<const Slot> bucket(std::size_t b) const { return by_bucket_[b]; }
+  std::span<const Slot> bucket(std::size_t b) const {
+    if (!by_bucket_.empty()) return by_bucket_[b];
+    return lone_ != kNone && bucket_of(slot_ids_[lone_]) == b ? std::span<const Slot>(&lone_, 1)
+                                                              : std::span<const Slot>();
+  }
 
   // ---- slots ----
   Slot find(std::uint64_t id) const {
@@ -80,7 +84,11 @@ class MemberDirectory {
   std::vector<std::uint64_t> slot_ids_;
   std::vector<std::uint32_t> slot_refs_;
   std::vector<Text> slot_text_;  // by slot: the text last interned for it (a hint)
-  std::vector<std::vector<Slot>> by_bucket_ = std::vector<std::vector<Slot>>(std::size_t{1} << kBucketBits);
+  // Slots by bucket, made when a second slot is held: a directory of one member (a node's own,
+  // in partial-view mode, where the table holds only itself) keeps it in lone_ instead of 2,048
+  // empty vectors (48 KiB).
+  std::vector<std::vector<Slot>> by_bucket_;
+  Slot lone_ = kNone;
   std::vector<Slot> free_slots_;
   IdIndex index_;
 

@@ -25,6 +25,17 @@ std::string_view member_state_name(MemberState s) {
   return "unknown";
 }
 
+std::string_view membership_name(Membership m) {
+  return m == Membership::kPartial ? "partial" : "full";
+}
+
+Result<Membership> parse_membership(std::string_view name) {
+  if (name == "full") return Membership::kFull;
+  if (name == "partial") return Membership::kPartial;
+  return Status::error(Code::kInvalidArgument,
+                       "membership is full or partial, got '" + std::string(name) + "'");
+}
+
 NodeConfig NodeConfig::lan() { return NodeConfig{}; }
 
 NodeConfig NodeConfig::wan() {
@@ -148,6 +159,19 @@ Status NodeConfig::validate() const {
   }
   if (retransmit_mult == 0 || gossip_fanout == 0) {
     return bad("retransmit_mult and gossip_fanout must be positive");
+  }
+  if (membership == Membership::kPartial) {
+    if (store.owners > 1) return bad("membership partial runs on one owner core (store.owners = 1)");
+    if (active_view_max > 64 || passive_view_max == 0 || passive_view_max > 1024) {
+      return bad("active_view_max is at most 64 (0: automatic); passive_view_max in [1, 1024]");
+    }
+    if (active_walk_length == 0 || active_walk_length > 16 ||
+        passive_walk_length > active_walk_length) {
+      return bad("active_walk_length in [1, 16], passive_walk_length at most active_walk_length");
+    }
+    if (shuffle_interval_ms == 0 || view_failure_probes == 0 || tree_cache_ms == 0) {
+      return bad("shuffle_interval_ms, view_failure_probes and tree_cache_ms must be positive");
+    }
   }
   return Status::ok();
 }

@@ -195,6 +195,13 @@ void NodeImpl::pump_feeds(Core& c) {
       shard.find_hash(rec.key_hash, [&](const EntryView& e) {
         if (e.version != rec.version) return;  // superseded: a later record carries it
         if (home_core) {
+          if (partial()) {
+            // Partial views: a local write starts a Plumtree broadcast (pushed at the next tick);
+            // what arrived by the tree was pushed on as it arrived.
+            gossip_.offer_event(e, rec.local);
+            if (rec.local) tree_->broadcast(e, now());
+            return;
+          }
           gossip_.offer_change(e, rec.local);
           return;
         }

@@ -18,6 +18,9 @@ struct NodeInternals {
   static const Store& store(const Node& node);
   // One owner core's counters (the home core's live ones, another core's last published copy).
   static NodeCounters core_counters(const Node& node, std::uint32_t core);
+  // Bytes of membership state this node holds: its member table (a shared directory not
+  // included) and, in partial mode, its views and Plumtree's tables.
+  static std::size_t membership_bytes(Node& node);
 };
 
 }  // namespace rumor

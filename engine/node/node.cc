@@ -87,6 +87,7 @@ NodeImpl::NodeImpl(const NodeConfig& config, const NodeEnvironment& env,
   }
   RUMOR_ASSERT(crypto().set_mode(config_.encryption).is_ok());
   spread_keys();
+  if (config_.membership == Membership::kPartial) make_partial();
 }
 
 NodeImpl::~NodeImpl() = default;
@@ -110,8 +111,12 @@ void NodeImpl::start(std::uint32_t ci, PacketSink& out) {
     next_gossip_ms_ = t + rng_.below(config_.gossip_interval_ms) + 1;
     next_sync_ms_ = t + config_.sync_interval_ms / 2 + rng_.below(config_.sync_interval_ms);
     seeds_ = config_.seeds;
-    joined_ = seeds_.empty();
-    if (!joined_) send_join(out);
+    joined_ = seeds_.empty() || partial();
+    if (partial()) {
+      views_->start(t, seeds_, outbox(c, out));
+    } else if (!joined_) {
+      send_join(out);
+    }
     next_reconnect_ms_ = t + config_.reconnect_interval_ms;
   }
   if (cores() > 1) publish_core(c);
@@ -122,7 +127,9 @@ void NodeImpl::stop(std::uint32_t ci, PacketSink& out) {
   Core& c = *cores_[ci];
   if (!c.running) return;
   c.sync.finish(false);
-  if (is_home(c)) {
+  if (is_home(c) && partial()) {
+    views_->leave(outbox(c, out));
+  } else if (is_home(c)) {
     // Tell a few members directly; the rest hear it by gossip from them.
     const wire::Outbox o = outbox(c, out);
     for (const Address& to : members_.leave(config_.gossip_fanout * 2)) {
@@ -269,6 +276,11 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
     if (home_only && !is_home(c)) {
       ++k.drop_unknown_type;
       continue;
+    }
+    if (partial()) {
+      const Handled done = dispatch_partial(c, from, h, msg, o);
+      if (done == Handled::kMalformed) malformed = true;
+      if (done != Handled::kNo) continue;
     }
     switch (msg.type) {
       case wire::MsgType::kPing: {
@@ -496,6 +508,7 @@ void NodeImpl::on_sync_request(Core& c, const Address& from, std::uint16_t shard
 }
 
 bool NodeImpl::is_member_at(NodeId id, const Address& from) const {
+  if (partial()) return views_->knows(id, from);
   const Address* addr = members_.address_of(id);
   return addr && *addr == from && members_.is_alive(id);
 }
@@ -542,6 +555,12 @@ void NodeImpl::home_tick(PacketSink& out) {
   Core& c = home();
   const std::uint64_t t = now();
   if (!keys_due_.empty()) hand_keys();
+  if (partial()) {
+    pump_feeds(c);
+    partial_tick(out);
+    sync_tick(t, out);
+    return;
+  }
   // Members may have arrived in datagrams other cores handed over (drain_links).
   if (members_.live() > 0) set_joined();
   if ((!joined_ && t >= next_join_ms_) || join_requested_) {
@@ -602,6 +621,10 @@ std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
   if (cores() > 1 && links_.pending_for(ci)) return 0;  // another core handed work over
   std::uint64_t d = std::min(c.sync.deadline_ms(), c.next_maintenance_ms);
   if (!is_home(c)) return d;
+  if (partial()) {
+    d = std::min({d, views_->next_deadline_ms(), tree_->next_deadline_ms(), bulk_.deadline_ms()});
+    return c.sync.active() ? d : std::min(d, next_sync_ms_);
+  }
   d = std::min({d, members_.next_deadline_ms(), next_gossip_ms_, next_reconnect_ms_,
                 bulk_.deadline_ms()});
   // While a session runs, the next one waits for it (sync_tick), whatever next_sync_ms_ says.
@@ -613,6 +636,10 @@ std::uint64_t NodeImpl::next_deadline_ms(std::uint32_t ci) const {
 }
 
 void NodeImpl::join(std::span<const Address> seeds) {
+  if (partial()) {
+    views_->set_seeds(seeds);
+    return;
+  }
   seeds_.clear();
   for (const Address& a : seeds) {
     if (a == config_.advertise) continue;
@@ -811,6 +838,14 @@ void NodeImpl::start_sync(PacketSink& out, NodeId peer, bool members) {
     peer = preferred_sync_peer_;
   }
   preferred_sync_peer_ = 0;
+  if (partial()) {
+    // Anti-entropy with a random active-view neighbour: it repairs what the tree missed.
+    wire::PeerRef p;
+    if (!views_->random_active(&p)) return;
+    home().sync.begin(p.id, p.address, static_cast<std::uint32_t>(rng_.next()),
+                      outbox(home(), out));
+    return;
+  }
   if (!peer) {
     auto pick = members_.random_alive(1, config_.id, config_.id);
     if (pick.empty()) return;

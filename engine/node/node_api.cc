@@ -72,7 +72,7 @@ std::vector<Node::Entry> Node::scan_prefix(std::string_view prefix, std::size_t 
   return out;
 }
 
-std::vector<Member> Node::members() const { return impl_->members().list(); }
+std::vector<Member> Node::members() const { return impl_->member_list(); }
 NodeCounters Node::counters() const { return impl_->counters(); }
 void Node::join(std::span<const Address> seeds) { impl_->join(seeds); }
 Status Node::set_metadata(std::string_view metadata) {
@@ -124,12 +124,23 @@ void NodeDriver::set_waker(std::uint32_t core, std::function<void()> waker) {
 }
 std::size_t NodeDriver::dispatch_events() { return impl_.dispatch_events(); }
 bool NodeDriver::running() const { return impl_.running(); }
-std::size_t NodeDriver::live_members() const { return impl_.members().live(); }
+std::size_t NodeDriver::live_members() const { return impl_.live_members(); }
 
 // ---- NodeInternals --------------------------------------------------------------------------
 
 Members& NodeInternals::members(Node& node) { return node.impl_->members(); }
 Store& NodeInternals::store(Node& node) { return node.impl_->store(); }
+std::size_t NodeInternals::membership_bytes(Node& node) {
+  NodeImpl& n = *node.impl_;
+  std::size_t b = n.members().memory_bytes();
+  // A partial-view node's table holds itself only, but its own directory and bucket sums are
+  // counted: they are what it still pays for the table.
+  if (n.partial()) {
+    b += n.views()->memory_bytes() + n.tree()->memory_bytes() +
+         n.members().directory().memory_bytes();
+  }
+  return b;
+}
 const Store& NodeInternals::store(const Node& node) { return node.impl_->store(); }
 NodeCounters NodeInternals::core_counters(const Node& node, std::uint32_t core) {
   return node.impl_->core_counters(core);

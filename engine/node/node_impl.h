@@ -24,6 +24,8 @@
 #include "base/spsc_queue.h"
 #include "engine/gossip/bulk.h"
 #include "engine/gossip/gossip.h"
+#include "engine/gossip/plumtree.h"
+#include "engine/members/hyparview.h"
 #include "engine/members/members.h"
 #include "engine/node/core.h"
 #include "engine/store/store.h"
@@ -48,6 +50,16 @@ class NodeImpl {
   Members& members() { return members_; }
   const Members& members() const { return members_; }
   Gossip& gossip() { return gossip_; }
+  // Partial views (membership = partial; engine/node/partial.cc): HyParView and Plumtree, on the
+  // home core. Null in full mode.
+  bool partial() const { return views_ != nullptr; }
+  const HyParView* views() const { return views_.get(); }
+  const Plumtree* tree() const { return tree_.get(); }
+  // Node::members(): the member table in full mode; in partial mode this node, its active
+  // view and its passive view (docs/protocol.md "Partial views").
+  std::vector<Member> member_list() const;
+  // Alive members other than this node: the table's, or the active view's.
+  std::size_t live_members() const;
   // The node's keyring and mode live in the home core's FrameCrypto; the other cores hold
   // copies (spread_keys).
   crypto::FrameCrypto& crypto() { return home().crypto; }
@@ -89,7 +101,8 @@ class NodeImpl {
   bool is_home(const Core& c) const { return c.index == kHomeCore; }
   std::uint64_t now() { return time_.now_ms(); }
   wire::Outbox outbox(Core& c, PacketSink& sink) {
-    return wire::Outbox{c.framing, sink, c.counters, c.gossip};
+    // Partial views piggyback nothing: the queue would carry member news no peer keeps.
+    return wire::Outbox{c.framing, sink, c.counters, partial() ? nullptr : c.gossip};
   }
   Status write(std::string_view key, std::string_view value, bool tombstone);
 
@@ -168,6 +181,16 @@ class NodeImpl {
   // The scheduled exchange's mean interval: sync_interval_ms, scaled up past 32 members.
   std::uint64_t sync_interval() const;
 
+  // ---- partial views (engine/node/partial.cc) ----
+  void make_partial();
+  enum class Handled : std::uint8_t { kNo, kYes, kMalformed };
+  // The messages partial mode handles itself (the overlay, the tree, probes) and those it
+  // ignores (the member table's); kNo for the rest (entries, anti-entropy, large values).
+  Handled dispatch_partial(Core& c, const Address& from, const wire::Header& h,
+                           const wire::Message& msg, const wire::Outbox& o);
+  void partial_tick(PacketSink& out);
+  bool tree_held(const wire::TreeId& id) const;
+
   static std::vector<std::unique_ptr<Core>> make_cores(const NodeConfig& config, Store& store,
                                                        TimeSource& time,
                                                        EntropySource& entropy);
@@ -218,6 +241,9 @@ class NodeImpl {
   std::size_t catchup_size_ = 0;
 
   mutable NodeCounters summed_;  // counters(): every core's, summed
+
+  std::unique_ptr<HyParView> views_;
+  std::unique_ptr<Plumtree> tree_;
 };
 
 }  // namespace rumor

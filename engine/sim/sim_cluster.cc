@@ -121,7 +121,11 @@ void SimCluster::make_node(std::size_t i) {
   auto node = Node::create(sn->config, NodeEnvironment{sn->clock, &sn->entropy});
   RUMOR_ASSERT(node.is_ok());
   sn->node = std::move(node).value();
-  NodeInternals::members(*sn->node).share_directory(directory_);
+  // A partial-view node's table holds itself only: a shared directory would give it arrays as
+  // long as the cluster (its slot's index).
+  if (sn->config.membership == Membership::kFull) {
+    NodeInternals::members(*sn->node).share_directory(directory_);
+  }
   if (options_.on_create) options_.on_create(i, *sn->node);
   if (nodes_.size() <= i) nodes_.resize(i + 1);
   nodes_[i] = std::move(sn);
@@ -197,7 +201,9 @@ void SimCluster::restart(std::size_t i, bool new_address) {
   auto node = Node::create(sn.config, NodeEnvironment{sn.clock, &sn.entropy});
   RUMOR_ASSERT(node.is_ok());
   sn.node = std::move(node).value();
-  NodeInternals::members(*sn.node).share_directory(directory_);
+  if (sn.config.membership == Membership::kFull) {
+    NodeInternals::members(*sn.node).share_directory(directory_);
+  }
   if (options_.on_create) options_.on_create(i, *sn.node);
   sn.crashed = false;
   sn.scheduled_ns = UINT64_MAX;

@@ -65,6 +65,19 @@ enum class MsgType : std::uint8_t {
   // Anti-entropy: the bodies are engine/sync/reconcile.h datagrams (docs/reconciliation.md).
   kSyncRequest = 32,   // initiator -> responder
   kSyncResponse = 33,  // responder -> initiator
+  // Partial views (membership = partial; docs/protocol.md "Partial views"). HyParView's
+  // overlay and Plumtree's tree: bodies and codecs in engine/wire/overlay.h.
+  kHvJoin = 40,
+  kHvForwardJoin = 41,
+  kHvNeighbor = 42,
+  kHvNeighborReply = 43,
+  kHvDisconnect = 44,
+  kHvShuffle = 45,
+  kHvShuffleReply = 46,
+  kTreeGossip = 47,
+  kTreeIHave = 48,
+  kTreeGraft = 49,
+  kTreePrune = 50,
 };
 
 struct Header {

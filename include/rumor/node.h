@@ -114,11 +114,26 @@ struct NodeCounters {
   std::uint64_t bulk_requests = 0, bulk_chunks_received = 0, bulk_chunks_unexpected = 0,
                 bulk_chunks_bad = 0;
   std::uint64_t bulk_chunks_sent = 0, bulk_serve_refused = 0;
+  // Partial views (membership = kPartial; docs/protocol.md "Partial views"): the sizes of the
+  // HyParView active and passive views now; active peers lost to failed probes, and passive
+  // peers promoted; shuffles sent. Plumtree: payloads pushed (eager pushes and graft answers:
+  // the payload copies an update costs), payloads received that this node already had, IHAVE
+  // ids announced, GRAFTs sent (tree repairs) and PRUNEs sent.
+  std::uint64_t view_active = 0, view_passive = 0;
+  std::uint64_t view_failures = 0, view_promotions = 0, view_shuffles = 0;
+  std::uint64_t tree_payloads_sent = 0, tree_duplicates = 0, tree_ihaves_sent = 0,
+                tree_grafts = 0, tree_prunes = 0;
 };
 
 // The largest store.value_bytes_max a node accepts: a large value is pulled whole into memory
 // on every node (docs/protocol.md "Large values").
 inline constexpr std::uint32_t kValueBytesLimit = 64u << 20;
+
+// Membership modes (docs/protocol.md): every node knows every node (SWIM), or each keeps small
+// partial views (HyParView) and key-value updates travel along a tree (Plumtree).
+enum class Membership : std::uint8_t { kFull = 0, kPartial = 1 };
+std::string_view membership_name(Membership m);
+Result<Membership> parse_membership(std::string_view name);
 
 struct NodeConfig {
   // Identity: a stable name; the id is XXH3 of it unless set. A node keeps its identity when its
@@ -162,6 +177,24 @@ struct NodeConfig {
   std::uint32_t join_sync = 1;                     // sync with a seed right after joining
 
   std::uint32_t events_max = 65536;  // queued callbacks; more are dropped and counted
+
+  // Membership mode. kPartial (single owner core only) keeps a HyParView active view of
+  // active_view_max peers (0: ceil(log2(expected_nodes)) + 1 within [4, 8]), probed every
+  // probe_interval_ms when idle and dropped after view_failure_probes intervals of silence, and a
+  // passive view of passive_view_max, refreshed by a shuffle every shuffle_interval_ms; joins
+  // walk active_walk_length (ARWL) hops and land in passive views at passive_walk_length (PRWL).
+  // Updates spread by Plumtree: a missing payload announced by IHAVE is grafted after
+  // graft_timeout_ms; payloads are kept for grafts for tree_cache_ms.
+  Membership membership = Membership::kFull;
+  std::uint32_t expected_nodes = 1000;
+  std::uint32_t active_view_max = 0;
+  std::uint32_t passive_view_max = 30;
+  std::uint32_t active_walk_length = 6;
+  std::uint32_t passive_walk_length = 3;
+  std::uint32_t shuffle_interval_ms = 2000;
+  std::uint32_t view_failure_probes = 5;
+  std::uint32_t graft_timeout_ms = 0;  // 0: 2 gossip intervals
+  std::uint32_t tree_cache_ms = 30'000;
 
   // Large values (docs/protocol.md "Large values"): an entry whose update does not fit one
   // datagram is announced, and pulled in chunks by the nodes that lack it. The pulling side's
@@ -234,7 +267,10 @@ class Node {
   std::vector<Entry> scan_prefix(std::string_view prefix, std::size_t limit = SIZE_MAX) const;
 
   // ---- home core's driver thread ----
-  // Every member this node knows, itself first (dead and left ones until reclaimed).
+  // Every member this node knows, itself first (dead and left ones until reclaimed). With
+  // membership = kPartial: this node, its active view, then its passive view (ids and
+  // addresses only, all reported alive): a view of at most 1 + active + passive members, never
+  // the cluster (docs/protocol.md "Partial views").
   std::vector<Member> members() const;
   NodeCounters counters() const;
   // Joins through these addresses (memberlist's Join): each is sent a join at the next turn and
