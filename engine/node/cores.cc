@@ -101,7 +101,9 @@ void NodeImpl::drain_links(Core& c, PacketSink& out) {
           gossip_.offer_event(EntryView{m.key, m.value, m.version, m.tombstone}, m.local);
           break;
         case CoreMsg::Kind::kGossip:
-          if (c.running) gossip_round(c, m.targets, m.session, out);
+          if (!c.running) break;
+          c.gossip->set_live_members(m.session);
+          gossip_round(c, m.targets, out);
           break;
         case CoreMsg::Kind::kStartSync:
           if (c.running) c.sync.begin(m.peer, m.addr, m.session, outbox(c, out));
@@ -116,28 +118,18 @@ void NodeImpl::drain_links(Core& c, PacketSink& out) {
   }
 }
 
+Status NodeImpl::keys_changed(Status st) {
+  if (st) spread_keys();
+  return st;
+}
+
 Status NodeImpl::install_key(std::string_view raw) {
-  Status st = crypto().keyring().install(raw);
-  if (st) spread_keys();
-  return st;
+  return keys_changed(crypto().keyring().install(raw));
 }
-
-Status NodeImpl::use_key(std::string_view ref) {
-  Status st = crypto().keyring().use(ref);
-  if (st) spread_keys();
-  return st;
-}
-
-Status NodeImpl::remove_key(std::string_view ref) {
-  Status st = crypto().remove_key(ref);
-  if (st) spread_keys();
-  return st;
-}
-
+Status NodeImpl::use_key(std::string_view ref) { return keys_changed(crypto().keyring().use(ref)); }
+Status NodeImpl::remove_key(std::string_view ref) { return keys_changed(crypto().remove_key(ref)); }
 Status NodeImpl::set_encryption(EncryptionMode mode) {
-  Status st = crypto().set_mode(mode);
-  if (st) spread_keys();
-  return st;
+  return keys_changed(crypto().set_mode(mode));
 }
 
 void NodeImpl::spread_keys() {
@@ -145,17 +137,14 @@ void NodeImpl::spread_keys() {
   const std::shared_ptr<const crypto::KeyState> state = crypto().key_state();
   // Before the home core's thread started, no core runs: the copies are made here. After, each
   // core's copy is its own thread's to change.
-  const bool started = home().thread.load(std::memory_order_acquire) != 0;
-  keys_due_.resize(cores());
-  for (std::uint32_t c = 0; c < cores(); ++c) {
-    if (c == kHomeCore) continue;
-    if (started) {
-      keys_due_[c] = state;  // a newer state replaces one not yet handed over
-    } else {
-      cores_[c]->crypto.adopt(*state);
-    }
+  if (home().thread.load(std::memory_order_acquire) == 0) {
+    for (std::uint32_t c = 1; c < cores(); ++c) cores_[c]->crypto.adopt(*state);
+    return;
   }
-  if (started) hand_keys();
+  // A newer state replaces one not yet handed over.
+  keys_due_.assign(cores(), state);
+  keys_due_[kHomeCore].reset();
+  hand_keys();
 }
 
 void NodeImpl::hand_keys() {
@@ -220,7 +209,6 @@ void NodeImpl::pump_feeds(Core& c) {
     });
   }
   if (pushed) wake(kHomeCore);
-  if (!home_core) c.broadcasts_pending.store(c.gossip->wants_round(), std::memory_order_relaxed);
 }
 
 void NodeImpl::publish_core(Core& c) {

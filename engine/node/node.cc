@@ -361,7 +361,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
       case wire::MsgType::kMemberDigest:
         // An answer is charged by the datagrams it takes, like a join's.
         if (!members_.on_digest(from, msg.body, o,
-                                [&](double cost) { return answer_allowed(c, from, cost); })) {
+                                [&](double cost) { return answer_allowed(from, cost); })) {
           malformed = true;
         }
         break;
@@ -433,7 +433,7 @@ void NodeImpl::dispatch(Core& c, const Address& from, const wire::Header& h,
   // like anti-entropy, so a spoofed flood of joins cannot turn a node into an amplifier.
   if (join_requested) {
     // Charged by the datagrams the answer takes (about 25 members each).
-    if (answer_allowed(c, from, 1.0 + static_cast<double>(members_.size()) / 25.0)) {
+    if (answer_allowed(from, 1.0 + static_cast<double>(members_.size()) / 25.0)) {
       members_.send_table(from, wire::MsgType::kJoinReply, false, o);
     } else {
       ++k.sync_rate_limited;
@@ -500,7 +500,7 @@ void NodeImpl::on_sync_request(Core& c, const Address& from, std::uint16_t shard
     }
     if (!(owners >> c.index & 1)) return;
   }
-  if (!answer_allowed(c, from)) {
+  if (!answer_allowed(from)) {
     ++c.counters.sync_rate_limited;
     return;
   }
@@ -521,7 +521,7 @@ bool NodeImpl::bulk_serve_allowed(Core& c, const Address& from, NodeId sender, i
   return c.bulk_peer.allow(from, chunks, t) && c.bulk_all.take(chunks, t);
 }
 
-bool NodeImpl::answer_allowed(Core&, const Address& from, double cost) {
+bool NodeImpl::answer_allowed(const Address& from, double cost) {
   // The address's own share first, so one address cannot drain the node's budget. Both are the
   // node's, whichever core answers.
   const std::uint64_t t = now();
@@ -681,19 +681,18 @@ void NodeImpl::gossip_tick(PacketSink& out) {
     CoreMsg m;
     m.kind = CoreMsg::Kind::kGossip;
     m.session = static_cast<std::uint32_t>(members_.live());
-    for (NodeId id : members_.gossip_targets(config_.gossip_fanout)) {
-      m.targets.push_back(*members_.address_of(id));
-    }
+    m.targets = gossip_addresses();
     if (!m.targets.empty()) hand(home(), ci, std::move(m));
   }
-  if (!gossip_.wants_round()) return;
-  const wire::Outbox o = outbox(home(), out);
+  if (gossip_.wants_round()) gossip_round(home(), gossip_addresses(), out);
+}
+
+std::vector<Address> NodeImpl::gossip_addresses() {
+  std::vector<Address> to;
   for (NodeId id : members_.gossip_targets(config_.gossip_fanout)) {
-    if (!gossip_.wants_round()) break;
-    wire::Packet p(o);
-    if (!p.open()) return;
-    p.send(*members_.address_of(id), /*piggyback=*/true);
+    to.push_back(*members_.address_of(id));
   }
+  return to;
 }
 
 void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
@@ -716,9 +715,7 @@ void NodeImpl::sync_tick(std::uint64_t t, PacketSink& out) {
   start_sync(out, 0, members_due);
 }
 
-void NodeImpl::gossip_round(Core& c, std::span<const Address> targets, std::size_t live,
-                            PacketSink& out) {
-  c.gossip->set_live_members(live);
+void NodeImpl::gossip_round(Core& c, std::span<const Address> targets, PacketSink& out) {
   const wire::Outbox o = outbox(c, out);
   for (const Address& to : targets) {
     if (!c.gossip->wants_round()) break;
@@ -765,7 +762,7 @@ void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
         1.0 + static_cast<double>(std::size_t{2} << Members::digest_bits(members_.size())) / 1200.0;
     if (m.members != 0 && next_catchup_ms_ == UINT64_MAX &&
         t >= members_probe_digest_ms_ + config_.probe_interval_ms &&
-        answer_allowed(c, from, datagrams)) {
+        answer_allowed(from, datagrams)) {
       members_probe_digest_ms_ = t;
       ++c.counters.state_sums_differ;
       members_.send_digest(from, static_cast<std::uint32_t>(rng_.next()) | 1, outbox(home(), out));

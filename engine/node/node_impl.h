@@ -125,8 +125,8 @@ class NodeImpl {
   void merge(Core& c);
   void on_sync_request(Core& c, const Address& from, std::uint16_t shard,
                        std::span<const std::byte> body, PacketSink& out, bool answer_only);
-  // What a small request may make core c send (sync and join answers), `cost` in datagrams.
-  bool answer_allowed(Core& c, const Address& from, double cost = 1.0);
+  // What a small request may make the node send (sync and join answers), `cost` in datagrams.
+  bool answer_allowed(const Address& from, double cost = 1.0);
   // Whether the home core may serve `chunks` chunks of a large value to `from` (a live member
   // asking from its own address, within the per-address and total chunk budgets).
   bool bulk_serve_allowed(Core& c, const Address& from, NodeId sender, int chunks);
@@ -150,6 +150,8 @@ class NodeImpl {
   // full), adopted on that core's thread.
   void spread_keys();
   void hand_keys();
+  // `st` of a keyring or mode change, spreading the new keys when it succeeded.
+  Status keys_changed(Status st);
   void maintenance(Core& c, std::uint64_t now);
 
   // The home core's node-wide duties.
@@ -157,8 +159,11 @@ class NodeImpl {
   void send_join(PacketSink& out);
   void reconnect_tick(std::uint64_t now, PacketSink& out);
   void gossip_tick(PacketSink& out);
-  // A gossip round of core c (not the home core) to the targets the home core picked for it.
-  void gossip_round(Core& c, std::span<const Address> targets, std::size_t live, PacketSink& out);
+  // A gossip round of core c to `targets` (picked by the home core): packets of c's own while
+  // its queue wants a round.
+  void gossip_round(Core& c, std::span<const Address> targets, PacketSink& out);
+  // Gossip targets for one round (members_.gossip_targets), as addresses.
+  std::vector<Address> gossip_addresses();
   void sync_tick(std::uint64_t now, PacketSink& out);
   void catchup_tick(std::uint64_t now, PacketSink& out);
   // A member digest exchange with a random live member (catch-up, and the scheduled exchange

@@ -27,17 +27,15 @@ bool TokenBucket::take(double cost, std::uint64_t now_ms) {
   return true;
 }
 
-SharedTokenBucket::SharedTokenBucket(double rate_per_s, double burst)
-    : us_per_token_(1e6 / rate_per_s), burst_us_(burst * 1e6 / rate_per_s) {
+Gcra::Gcra(double rate_per_s, double burst)
+    : us_per_token(1e6 / rate_per_s), burst_us(burst * 1e6 / rate_per_s) {
   RUMOR_ASSERT(rate_per_s > 0);
   RUMOR_ASSERT(burst > 0);
 }
 
-namespace {
-// GCRA on one word: refuses when taking would put the bucket below empty.
-bool gcra_take(std::atomic<std::uint64_t>& tat_us, double step_us, double burst_us,
-               std::uint64_t now_us) {
-  const auto step = static_cast<std::uint64_t>(step_us);
+bool Gcra::take(std::atomic<std::uint64_t>& tat_us, double cost, std::uint64_t now_us) const {
+  // Refused when taking would put the bucket below empty.
+  const auto step = static_cast<std::uint64_t>(cost * us_per_token);
   std::uint64_t tat = tat_us.load(std::memory_order_relaxed);
   for (;;) {
     const std::uint64_t next = std::max(tat, now_us) + step;
@@ -46,22 +44,13 @@ bool gcra_take(std::atomic<std::uint64_t>& tat_us, double step_us, double burst_
     if (tat_us.compare_exchange_weak(tat, next, std::memory_order_relaxed)) return true;
   }
 }
-}  // namespace
-
-bool SharedTokenBucket::take(double cost, std::uint64_t now_ms) {
-  return gcra_take(tat_us_, cost * us_per_token_, burst_us_, now_ms * 1000);
-}
 
 SharedPeerLimiter::SharedPeerLimiter(std::size_t slots, double rate_per_s, double burst,
                                      std::uint64_t key)
     : slots_(std::bit_ceil(std::max<std::size_t>(slots, 2))),
       mask_(slots_.size() - 1),
-      us_per_token_(1e6 / rate_per_s),
-      burst_us_(burst * 1e6 / rate_per_s),
-      key_(key) {
-  RUMOR_ASSERT(rate_per_s > 0);
-  RUMOR_ASSERT(burst > 0);
-}
+      gcra_(rate_per_s, burst),
+      key_(key) {}
 
 bool SharedPeerLimiter::allow(const Address& from, double cost, std::uint64_t now_ms) {
   const std::uint64_t now_us = now_ms * 1000;
@@ -69,23 +58,20 @@ bool SharedPeerLimiter::allow(const Address& from, double cost, std::uint64_t no
   const std::uint64_t tag = h | 1;
   Slot& a = slots_[h & mask_];
   Slot& b = slots_[mix(h) & mask_];
-  if (a.tag.load(std::memory_order_relaxed) == tag)
-    return gcra_take(a.tat_us, cost * us_per_token_, burst_us_, now_us);
-  if (b.tag.load(std::memory_order_relaxed) == tag)
-    return gcra_take(b.tat_us, cost * us_per_token_, burst_us_, now_us);
+  if (a.tag.load(std::memory_order_relaxed) == tag) return gcra_.take(a.tat_us, cost, now_us);
+  if (b.tag.load(std::memory_order_relaxed) == tag) return gcra_.take(b.tat_us, cost, now_us);
   // A new address: a free slot, or one idle for kSlotIdleMs past full, is taken over with a full
   // bucket; two cores racing for it are decided by the tag's CAS (the loser shares it).
   const std::uint64_t ta = a.tat_us.load(std::memory_order_relaxed);
   const std::uint64_t tb = b.tat_us.load(std::memory_order_relaxed);
   Slot& idle = ta <= tb ? a : b;
   std::uint64_t old = idle.tag.load(std::memory_order_relaxed);
-  const std::uint64_t idle_tat = std::min(ta, tb);
-  if ((old == 0 || idle_tat + kSlotIdleMs * 1000 <= now_us) &&
+  if ((old == 0 || std::min(ta, tb) + kSlotIdleMs * 1000 <= now_us) &&
       idle.tag.compare_exchange_strong(old, tag, std::memory_order_relaxed)) {
     idle.tat_us.store(now_us, std::memory_order_relaxed);  // full
   }
   // Otherwise (both busy) the slot with more tokens is shared, as PeerLimiter does.
-  return gcra_take(idle.tat_us, cost * us_per_token_, burst_us_, now_us);
+  return gcra_.take(idle.tat_us, cost, now_us);
 }
 
 PeerLimiter::PeerLimiter(std::size_t slots, double rate_per_s, double burst, std::uint64_t key)

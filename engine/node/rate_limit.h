@@ -34,15 +34,21 @@ class TokenBucket {
   std::uint64_t last_ms_ = 0;
 };
 
+// GCRA's parameters, and a take on one atomic word holding the time (us) at which the bucket
+// would be full again: it holds (burst_us - (tat - now)) / us_per_token tokens.
+struct Gcra {
+  Gcra(double rate_per_s, double burst);
+  bool take(std::atomic<std::uint64_t>& tat_us, double cost, std::uint64_t now_us) const;
+  double us_per_token, burst_us;
+};
+
 class SharedTokenBucket {
  public:
-  SharedTokenBucket(double rate_per_s, double burst);
-  bool take(double cost, std::uint64_t now_ms);
+  SharedTokenBucket(double rate_per_s, double burst) : gcra_(rate_per_s, burst) {}
+  bool take(double cost, std::uint64_t now_ms) { return gcra_.take(tat_us_, cost, now_ms * 1000); }
 
  private:
-  double us_per_token_, burst_us_;
-  // The "theoretical arrival time" in microseconds: the bucket holds (burst_us_ - (tat - now))
-  // / us_per_token_ tokens; taking `cost` moves it cost * us_per_token_ later.
+  Gcra gcra_;
   std::atomic<std::uint64_t> tat_us_{0};
 };
 
@@ -55,12 +61,11 @@ class SharedPeerLimiter {
  private:
   struct Slot {
     std::atomic<std::uint64_t> tag{0};     // 0: free
-    std::atomic<std::uint64_t> tat_us{0};  // as SharedTokenBucket's
+    std::atomic<std::uint64_t> tat_us{0};  // as Gcra's
   };
-  bool take(Slot& s, double cost, std::uint64_t now_us) const;
   std::vector<Slot> slots_;
   std::size_t mask_;
-  double us_per_token_, burst_us_;
+  Gcra gcra_;
   std::uint64_t key_;
 };
 
