@@ -44,30 +44,33 @@ bool decode(std::span<const std::byte> body, ForwardJoinMsg* m) {
   return peer(r, &m->joiner) && r.empty();
 }
 
-void encode_neighbor(Writer& w, bool high_priority) {
-  const std::size_t at = w.begin(MsgType::kHvNeighbor);
-  w.u8(high_priority ? 1 : 0);
+namespace {
+// A message whose body is one flag byte, 0 or 1.
+void encode_flag(Writer& w, MsgType type, bool flag) {
+  const std::size_t at = w.begin(type);
+  w.u8(flag ? 1 : 0);
   w.end(at);
 }
 
-bool decode_neighbor(std::span<const std::byte> body, bool* high_priority) {
-  Reader r(body);
-  const std::uint8_t flags = r.u8();
-  *high_priority = flags == 1;
-  return r.ok() && r.empty() && flags <= 1;
-}
-
-void encode_neighbor_reply(Writer& w, bool accepted) {
-  const std::size_t at = w.begin(MsgType::kHvNeighborReply);
-  w.u8(accepted ? 1 : 0);
-  w.end(at);
-}
-
-bool decode_neighbor_reply(std::span<const std::byte> body, bool* accepted) {
+bool decode_flag(std::span<const std::byte> body, bool* flag) {
   Reader r(body);
   const std::uint8_t v = r.u8();
-  *accepted = v == 1;
+  *flag = v == 1;
   return r.ok() && r.empty() && v <= 1;
+}
+}  // namespace
+
+void encode_neighbor(Writer& w, bool high_priority) {
+  encode_flag(w, MsgType::kHvNeighbor, high_priority);
+}
+bool decode_neighbor(std::span<const std::byte> body, bool* high_priority) {
+  return decode_flag(body, high_priority);
+}
+void encode_neighbor_reply(Writer& w, bool accepted) {
+  encode_flag(w, MsgType::kHvNeighborReply, accepted);
+}
+bool decode_neighbor_reply(std::span<const std::byte> body, bool* accepted) {
+  return decode_flag(body, accepted);
 }
 
 void encode_shuffle(Writer& w, const ShuffleMsg& m, bool reply) {
