@@ -35,8 +35,8 @@ Status LoadOptions::validate() const {
   if (membership != "full" && membership != "partial") {
     return bad("--membership must be full or partial");
   }
-  if (membership == "partial" && (mode != "sim" || bootstrap != "join")) {
-    return bad("--membership partial runs in --mode sim with --bootstrap join");
+  if (membership == "partial" && bootstrap != "join") {
+    return bad("--membership partial runs with --bootstrap join");
   }
   if (preset != "local" && preset != "lan" && preset != "wan") {
     return bad("--preset must be local, lan or wan");

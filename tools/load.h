@@ -29,7 +29,7 @@ struct LoadOptions {
   std::size_t seeds = 1;             // join seeds: nodes 0..seeds-1
   std::string bootstrap = "join";    // join (honest: through the seeds) | static (preloaded)
   std::string preset = "local";      // node timers: local | lan | wan
-  // full (SWIM, every node knows every node) | partial (HyParView views + Plumtree; sim only).
+  // full (SWIM, every node knows every node) | partial (HyParView views + Plumtree).
   std::string membership = "full";
   // Network (sim: every option; udp: loss only, applied on receive).
   double loss = 0, duplicate = 0, reorder = 0;

@@ -253,13 +253,21 @@ class Worker {
     nc.seed = o_.seed * 1'000'003 + w.index + 1;
     nc.store.write_queue_depth = 16;  // the coordinator's writes arrive on the driver thread
     nc.store.change_feed_depth = 256;
+    if (o_.membership == "partial") {
+      nc.membership = Membership::kPartial;
+      nc.expected_nodes = static_cast<std::uint32_t>(std::min<std::size_t>(o_.nodes, UINT32_MAX));
+    }
     for (const Address& s : seeds_) {
       if (s != w.address) nc.seeds.push_back(s);
     }
     auto n = Node::create(nc, clock_);
     if (!n) return n.status();
     w.node = std::move(n).value();
-    NodeInternals::members(*w.node).share_directory(directory_);
+    // As in the simulator: a partial-view node's table holds itself only, and a shared
+    // directory would give it arrays as long as the cluster.
+    if (nc.membership == Membership::kFull) {
+      NodeInternals::members(*w.node).share_directory(directory_);
+    }
     fp_.name(w.index, w.node->id());
     fp_.watch(w.index, *w.node);
     w.driven = std::make_unique<LoadDriven>(*w.node, filter_, w.index);
@@ -279,6 +287,13 @@ class Worker {
     const NodeCounters k = w.node->counters();
     w.retired.packets_sent += k.packets_sent;
     w.retired.bytes_sent += k.bytes_sent;
+    w.retired.broadcasts_sent += k.broadcasts_sent;
+    w.retired.tree_payloads_sent += k.tree_payloads_sent;
+    w.retired.sync_entries_sent += k.sync_entries_sent;
+    w.retired.tree_duplicates += k.tree_duplicates;
+    w.retired.tree_grafts += k.tree_grafts;
+    w.retired.tree_prunes += k.tree_prunes;
+    w.retired.view_failures += k.view_failures;
     // Gone without a word: no stop(), the socket closes with the "process".
     w.started = false;
     w.loop.reset();
@@ -329,9 +344,13 @@ class Worker {
       reply("ok");
     } else if (cmd == "members" && a.size() == 2) {
       const std::size_t up = std::stoull(a[1]);
+      // Full: the node's table holds every running node. Partial: its active view holds at
+      // least two peers (one in a cluster of two), as in the simulator; no node knows them all.
+      const std::size_t need =
+          o_.membership == "partial" ? std::min<std::size_t>(2, up > 0 ? up - 1 : 0) : up - 1;
       std::size_t n = 0;
       for (WorkerNode& w : nodes_) {
-        if (w.node && NodeDriver::of(*w.node).live_members() + 1 >= up) ++n;
+        if (w.node && w.started && NodeDriver::of(*w.node).live_members() >= need) ++n;
       }
       reply(std::to_string(n));
     } else if (cmd == "holding") {
@@ -374,18 +393,44 @@ class Worker {
       reply("ok");
     } else if (cmd == "stats") {
       std::uint64_t packets = 0, bytes = 0, events = 0;
+      // Payload copies, Plumtree's repairs and the views, as the simulator reports them; a
+      // crashed node's counters stay in `retired`, its view is gone.
+      LoadCluster::Stats p;
+      bool first_view = true;
+      auto add_copies = [&p](const NodeCounters& k) {
+        p.broadcasts_sent += k.broadcasts_sent;
+        p.tree_payloads += k.tree_payloads_sent;
+        p.sync_entries_sent += k.sync_entries_sent;
+        p.tree_duplicates += k.tree_duplicates;
+        p.tree_grafts += k.tree_grafts;
+        p.tree_prunes += k.tree_prunes;
+        p.view_failures += k.view_failures;
+      };
       for (WorkerNode& w : nodes_) {
         packets += w.retired.packets_sent;
         bytes += w.retired.bytes_sent;
+        add_copies(w.retired);
         if (!w.started) continue;
         const NodeCounters k = w.node->counters();
         packets += k.packets_sent;
         bytes += k.bytes_sent;
+        add_copies(k);
+        p.view_active_min = first_view ? k.view_active : std::min(p.view_active_min, k.view_active);
+        first_view = false;
+        p.view_active_max = std::max(p.view_active_max, k.view_active);
+        p.view_active_sum += k.view_active;
+        p.view_passive_sum += k.view_passive;
+        p.membership_bytes += NodeInternals::membership_bytes(*w.node);
         const ReactorCounters rc = w.loop->counters();
         events += rc.datagrams + rc.ticks;
       }
       std::string s = fmt::format("{} {} {} {} {}", packets, bytes, events, peak_rss_bytes(),
                                   backend_);
+      s += fmt::format(" p:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}:{}", p.broadcasts_sent,
+                       p.tree_payloads, p.sync_entries_sent, p.tree_duplicates, p.tree_grafts,
+                       p.tree_prunes, p.view_failures, first_view ? 0 : p.view_active_min,
+                       p.view_active_max, p.view_active_sum, p.view_passive_sum,
+                       p.membership_bytes, first_view ? 0 : 1);
       for (const auto& [id, inc] : fp_.false_suspicions()) s += fmt::format(" s:{}:{}", id, inc);
       for (const auto& [id, inc] : fp_.false_deaths()) s += fmt::format(" d:{}:{}", id, inc);
       reply(s);
@@ -535,8 +580,9 @@ class UdpLoad final : public LoadCluster {
       workers_.push_back(Proc{0, lo, hi, std::make_unique<LineChannel>(c)});
       // The options a worker's nodes need; everything else stays here.
       const std::string config = fmt::format(
-          "config nodes={} seeds={} preset={} seed={} loss={} backend={} lo={} hi={}", o_.nodes,
-          o_.seeds, o_.preset, o_.seed, o_.loss, o_.backend, lo, hi);
+          "config nodes={} seeds={} preset={} seed={} loss={} backend={} membership={} lo={} "
+          "hi={}",
+          o_.nodes, o_.seeds, o_.preset, o_.seed, o_.loss, o_.backend, o_.membership, lo, hi);
       if (!workers_.back().ch->send(config)) {
         st = Status::error(Code::kIo, "worker " + std::to_string(k) + " went away");
         break;
@@ -593,6 +639,7 @@ class UdpLoad final : public LoadCluster {
   Stats stats() override {
     Stats s;
     std::set<std::string> sus, dead;
+    bool views_seen = false;
     last_stats_.resize(workers_.size());
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       // A worker too busy to answer in time (its loops saturate the CPU) counts with its last
@@ -614,11 +661,42 @@ class UdpLoad final : public LoadCluster {
       s.peak_rss_bytes = std::max(s.peak_rss_bytes, rss);
       s.total_rss_bytes += rss;
       backend_ = a[4];
-      for (std::size_t k = 5; k < a.size(); ++k) (a[k][0] == 's' ? sus : dead).insert(a[k]);
+      for (std::size_t k = 5; k < a.size(); ++k) {
+        if (a[k].rfind("p:", 0) == 0) {
+          add_worker_copies(s, a[k], views_seen);
+          continue;
+        }
+        (a[k][0] == 's' ? sus : dead).insert(a[k]);
+      }
     }
     s.false_suspicions = sus.size();
     s.false_deaths = dead.size();
     return s;
+  }
+  // A worker's "p:" token: its payload copies, Plumtree's repairs and its nodes' views.
+  void add_worker_copies(Stats& s, const std::string& token, bool& views_seen) {
+    std::vector<std::uint64_t> v;
+    for (std::size_t at = 2; at <= token.size();) {
+      const std::size_t end = std::min(token.find(':', at), token.size());
+      v.push_back(std::strtoull(token.substr(at, end - at).c_str(), nullptr, 10));
+      at = end + 1;
+    }
+    if (v.size() < 13) return;
+    s.broadcasts_sent += v[0];
+    s.tree_payloads += v[1];
+    s.sync_entries_sent += v[2];
+    s.tree_duplicates += v[3];
+    s.tree_grafts += v[4];
+    s.tree_prunes += v[5];
+    s.view_failures += v[6];
+    if (v[12] != 0) {  // the worker has a running node
+      s.view_active_min = views_seen ? std::min(s.view_active_min, v[7]) : v[7];
+      views_seen = true;
+    }
+    s.view_active_max = std::max(s.view_active_max, v[8]);
+    s.view_active_sum += v[9];
+    s.view_passive_sum += v[10];
+    s.membership_bytes += v[11];
   }
   std::string describe() override {
     return fmt::format("udp {}, {} worker process(es), {} backend, one socket and one "
@@ -760,6 +838,7 @@ int run_load_worker(const LoadWorkerOptions& wo) {
     if (k == "seed") o.seed = std::stoull(v);
     if (k == "loss") o.loss = std::stod(v);
     if (k == "backend") o.backend = v;
+    if (k == "membership") o.membership = v;
     if (k == "lo") lo = std::stoull(v);
     if (k == "hi") hi = std::stoull(v);
   }

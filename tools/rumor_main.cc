@@ -293,8 +293,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   load->add_option("--preset", lo.preset, "node timers: local | lan | wan")->capture_default_str();
   load->add_option("--membership", lo.membership,
-                   "full (every node knows every node) | partial (HyParView views + Plumtree; "
-                   "sim)")
+                   "full (every node knows every node) | partial (HyParView views + Plumtree)")
       ->capture_default_str();
   load->add_option("--loss", lo.loss, "datagram loss probability")->capture_default_str();
   load->add_option("--latency-ms", lo.latency_ms, "one-way latency (sim)")->capture_default_str();

@@ -120,6 +120,36 @@ TEST_P(LoadTest, ConvergesAndWritesCurve) {
   check_outputs(dir, out, std::string(c.mode) == "sim", churn ? 1 : 2);
 }
 
+// Partial views over real UDP: every node forms an active view of its own, the update travels
+// by Plumtree pushes, and the summary reports the views and the tree as the simulator does.
+TEST(LoadUdp, PartialViewsReportViewsAndTree) {
+  std::string out;
+  const std::string dir = temp_dir("udp-partial");
+  ASSERT_EQ(run_load("--mode udp --nodes 60 --procs 2 --membership partial --max-time-s 30", dir,
+                     &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("mode partial (HyParView views, Plumtree broadcast)"), std::string::npos)
+      << out;
+  unsigned long active_min = 0, active_max = 0;
+  const auto views = out.find("views              active");
+  ASSERT_NE(views, std::string::npos) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + views, "views active %lu..%lu", &active_min, &active_max), 2)
+      << out;
+  EXPECT_GE(active_min, 2u) << "membership was complete: every node holds two active peers";
+  EXPECT_LE(active_max, 8u) << out;
+  double pushes = -1;
+  const auto copies = out.find("Plumtree pushes ");
+  ASSERT_NE(copies, std::string::npos) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + copies, "Plumtree pushes %lf", &pushes), 1) << out;
+  EXPECT_GT(pushes, 0.9) << "every node but the writer received the update by a push: " << out;
+  double state_kib = -1;
+  const auto state = out.find("membership state");
+  ASSERT_NE(state, std::string::npos) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + state, "membership state %lf KiB", &state_kib), 1) << out;
+  EXPECT_LT(state_kib, 16) << "views, not a table of the cluster: " << out;
+}
+
 // --settle-s sets the window over which the idle cost is measured, in cluster seconds.
 TEST(LoadSim, SettleWindowIsTheOneAskedFor) {
   std::string out;
@@ -138,7 +168,8 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"udp", "update", "--nodes 30 --procs 2"},
         Case{"udp", "writes", "--nodes 20 --procs 2 --keys 8 --write-rate 40 --duration-s 1"},
         Case{"udp", "churn", "--nodes 20 --procs 2 --churn-rate 4 --duration-s 2"},
-        Case{"udp", "partition", "--nodes 20 --procs 2 --duration-s 2"}),
+        Case{"udp", "partition", "--nodes 20 --procs 2 --duration-s 2"},
+        Case{"udp", "crash", "--nodes 40 --procs 2 --membership partial --loss 0.05"}),
     [](const auto& info) { return std::string(info.param.mode) + "_" + info.param.workload; });
 
 // The simulator replays exactly from its seed: two runs write the same curve.
