@@ -93,6 +93,9 @@ struct alignas(kCacheLineBytes) Core {
   std::unique_ptr<Gossip> own_gossip;
   Gossip* gossip = nullptr;
   std::atomic<bool> broadcasts_pending{false};
+  // Store::feed_pushes(index) when pump_feeds last read every feed of this core's shards to
+  // the end: while it has not moved, there is nothing to pump.
+  std::uint64_t feeds_read = 0;
   std::vector<EntryView> merge_in;  // entries of the batch being received, views into it
   // The plaintext of the batch's sealed frames, each opened into its own part (allocated at the
   // first sealed frame), so their entries merge with the rest of the batch; `opened_used` bytes

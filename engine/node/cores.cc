@@ -167,10 +167,13 @@ void NodeImpl::pump_feeds(Core& c) {
   // when there are subscriptions, in the order they applied it (per key, the order of its
   // versions). A value too large for a datagram is announced by the home core, which serves its
   // chunks (engine/gossip/bulk.h): those changes go to it whole.
+  const std::uint64_t pushes = store_->feed_pushes(c.index);
+  if (pushes == c.feeds_read) return;
   const bool home_core = is_home(c);
   const bool events = !home_core && gossip_.wants_changes();
   SpscQueue<CoreMsg>* q = home_core ? nullptr : &links_.link(c.index, kHomeCore);
   bool pushed = false;
+  bool all_read = true;
   for (std::uint32_t s = c.index; s < store_->shard_count(); s += cores()) {
     Shard& shard = store_->shard(s);
     if (feed_cursor_[s] == shard.feed_head()) continue;
@@ -179,7 +182,10 @@ void NodeImpl::pump_feeds(Core& c) {
     // size_approx() is at least the true size on the producer side, so the room is never
     // overestimated.
     const std::size_t room = events ? q->capacity() - q->size_approx() : SIZE_MAX;
-    if (room == 0) break;
+    if (room == 0) {
+      all_read = false;
+      break;
+    }
     shard.read_feed(&feed_cursor_[s], room, [&](const ChangeRecord& rec) {
       shard.find_hash(rec.key_hash, [&](const EntryView& e) {
         if (e.version != rec.version) return;  // superseded: a later record carries it
@@ -207,7 +213,9 @@ void NodeImpl::pump_feeds(Core& c) {
         pushed |= hand(c, kHomeCore, std::move(m), /*wake=*/false);
       });
     });
+    if (feed_cursor_[s] != shard.feed_head()) all_read = false;
   }
+  if (all_read) c.feeds_read = pushes;
   if (pushed) wake(kHomeCore);
 }
 

@@ -21,7 +21,8 @@ Shard::Shard(Store& store, std::uint32_t index)
     : store_(store),
       index_(index),
       owner_(store.owner_of_shard(index)),
-      riblt_key_(store.riblt_key()) {}
+      riblt_key_(store.riblt_key()),
+      owner_feed_pushes_(&store.owners_[owner_]->feed_pushes) {}
 
 Shard::~Shard() {
   // Destruction happens when no reader remains (the Store's owner guarantees it).

@@ -217,6 +217,7 @@ class Shard {
   std::unique_ptr<digest::MerkleTree> tree_;  // allocated at the first entry (owner only)
   std::unique_ptr<digest::RibltPrefix> riblt_;  // with tree_, when the config asks for one
   const std::uint64_t riblt_key_;
+  std::uint64_t* const owner_feed_pushes_;  // Store::feed_pushes of this shard's owner
 
   struct alignas(kCacheLineBytes) Counters {
     std::atomic<std::uint64_t> merges_applied{0}, merges_stale{0}, tombstones_purged{0},
@@ -302,6 +303,11 @@ class Store {
   // Validation shared by every entry point.
   Status check_sizes(std::string_view key, std::string_view value) const;
   StoreCounters counters() const;  // summed over shards and owners
+  // Owner thread only: records pushed so far to the change feeds of the owner's shards. A
+  // reader of the feeds that saw this number unchanged has nothing to read in any of them,
+  // without looking at each shard (one cache miss each; the simulator and the load tester turn
+  // thousands of mostly idle nodes).
+  std::uint64_t feed_pushes(std::uint32_t owner) const { return owners_[owner]->feed_pushes; }
 
  private:
   friend class Shard;
@@ -323,6 +329,8 @@ class Store {
     std::atomic<std::uint64_t> bound_thread{0};
     std::atomic<std::uint64_t> refused_too_large{0}, refused_invalid{0}, refused_clock_skew{0},
         write_queue_full{0};
+    // Records pushed to the change feeds of this owner's shards (owner thread only).
+    std::uint64_t feed_pushes = 0;
   };
 
   StoreConfig config_;

@@ -332,6 +332,7 @@ inline std::uint64_t load_word(const char* p) {
   r.tombstone = e.tombstone;
   r.local = local;
   ++feed_head_;
+  ++*owner_feed_pushes_;
   if (Journal* j = store_.journal_) [[unlikely]] {
     j->applied(owner_, index_, e, sync_epoch_);
   }
