@@ -16,6 +16,9 @@
 //                          of the responder's estimate of D, and how often the stream a session
 //                          gets (riblt_stream_symbols of the estimate) is short: the rate of
 //                          third round trips
+//   digest/sketch/update/C  BCH sketch (capacity C) maintenance per changed entry, batched as
+//                          the prefix's log is; /portable without the carry-less multiply
+//   digest/sketch/decode/D  decoding D differences from a sketch of capacity D + 1
 //   reconcile/1000000/d    one anti-entropy exchange between two 1M-entry stores that differ in
 //                          d entries, driven in lock-step rounds (one round = one round trip):
 //                          the sums, then the Merkle walk with bloom filters
@@ -39,6 +42,7 @@
 #include "digest/merkle.h"
 #include "digest/messages.h"
 #include "digest/riblt.h"
+#include "digest/sketch.h"
 #include "engine/sync/reconcile.h"
 #include "engine/sync/reconcile_detail.h"
 #include "engine/store/store.h"
@@ -266,6 +270,12 @@ void BM_RibltTail(benchmark::State& state) {
   std::vector<double> need, est;
   std::uint64_t short_streams = 0, failed = 0;
   double streamed = 0;
+  // A BCH sketch sized from the same estimate (digest/sketch.h; candidate rules, not used by
+  // sessions yet): capacity c = ceil(2 D^ + 6) (rule a) or ceil(1.6 D^ + 8) (rule b), decoding
+  // at most c - 1 elements (one syndrome kept to check), eligible while c <= 64. Short:
+  // D > c - 1, which would cost a third round trip.
+  std::uint64_t sketch_eligible[2] = {0, 0}, sketch_short[2] = {0, 0};
+  double sketch_bytes[2] = {0, 0};
   // Symbols past the last estimate index and well past what decoding ever needed here.
   std::vector<digest::RibltSymbol> diff(std::max<std::size_t>(prefix, 12 * d));
   const auto idx = digest::riblt_estimate_indices();
@@ -299,6 +309,13 @@ void BM_RibltTail(benchmark::State& state) {
     }
     const double e = digest::riblt_estimate(residues, delta0, prefix);
     const std::uint64_t m = reconcile_detail::riblt_stream_symbols(e);
+    for (int rule = 0; rule < 2; ++rule) {
+      const double c = rule == 0 ? std::ceil(2.0 * e + 6.0) : std::ceil(1.6 * e + 8.0);
+      if (c > digest::kSketchCapacityMax) continue;
+      ++sketch_eligible[rule];
+      sketch_bytes[rule] += c * static_cast<double>(digest::kSketchSyndromeBytes);
+      sketch_short[rule] += static_cast<double>(d) > c - 1;
+    }
     need.push_back(static_cast<double>(dec.received()) / static_cast<double>(d));
     est.push_back(e / static_cast<double>(d));
     streamed += static_cast<double>(m);
@@ -313,18 +330,97 @@ void BM_RibltTail(benchmark::State& state) {
   state.counters["need_p90"] = pct(need, 0.9);
   state.counters["need_p99"] = pct(need, 0.99);
   state.counters["need_p999"] = pct(need, 0.999);
+  state.counters["est_p001"] = pct(est, 0.001);
+  state.counters["est_p01"] = pct(est, 0.01);
   state.counters["est_p10"] = pct(est, 0.1);
   state.counters["est_p90"] = pct(est, 0.9);
   state.counters["streamed_per_elem"] =
       streamed / static_cast<double>(need.size()) / static_cast<double>(d);
   state.counters["short_rate"] = static_cast<double>(short_streams) / it;
   state.counters["failed"] = static_cast<double>(failed);
+  for (int rule = 0; rule < 2; ++rule) {
+    const std::string n = rule == 0 ? "sketch_a_" : "sketch_b_";
+    const auto el = static_cast<double>(sketch_eligible[rule]);
+    state.counters[n + "eligible"] = el / it;
+    state.counters[n + "short_rate"] = el > 0 ? static_cast<double>(sketch_short[rule]) / el : 0;
+    state.counters[n + "bytes_per_elem"] =
+        el > 0 ? sketch_bytes[rule] / el / static_cast<double>(d) : 0;
+  }
 }
 // Element counts of reconcile/riblt/1000000/{10,100,1000} (1.5 elements per difference: a key
 // one side lacks is one element, a version difference two).
 BENCHMARK(BM_RibltTail)->Name("digest/riblt/tail")->Arg(15)->Iterations(20000);
 BENCHMARK(BM_RibltTail)->Name("digest/riblt/tail")->Arg(150)->Iterations(4000);
 BENCHMARK(BM_RibltTail)->Name("digest/riblt/tail")->Arg(1500)->Iterations(400);
+
+// ---- digest/sketch: BCH set sketches (PinSketch over GF(2^48)) ----
+
+// Maintenance per changed entry, as a shard would keep a capacity-C sketch next to its symbol
+// prefix: the old element out and the new one in (both a toggle), logged and applied in
+// batches of 2,048 as the prefix's log is. /portable: without the carry-less multiply.
+void sketch_update(benchmark::State& state, bool portable) {
+  const auto c = static_cast<std::uint32_t>(state.range(0));
+  ShardModel m(kShardEntries);
+  auto elem = [&](std::size_t i, const Version& v) {
+    return digest::riblt_element(m.kh[i], v.hlc, digest::entry_hash(m.kh[i], v, false),
+                                 kRibltBenchKey).data;
+  };
+  digest::Sketch sk(c);
+  std::vector<std::uint64_t> log;
+  log.reserve(digest::RibltPrefix::kPendingMax);
+  auto flush = [&] {
+    if (portable) {
+      std::vector<std::uint64_t> s(sk.syndromes().begin(), sk.syndromes().end());
+      digest::sketch_toggle_batch_portable(s, log);
+      sk.clear();
+      sk.merge(s);
+    } else {
+      sk.toggle_batch(log);
+    }
+    log.clear();
+  };
+  std::uint64_t x = 88172645463325252ull;
+  for (auto _ : state) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const std::size_t i = x % kShardEntries;
+    const Version nv{m.v[i].hlc + (1u << 24), 4};
+    log.push_back(elem(i, m.v[i]));
+    log.push_back(elem(i, nv));
+    m.v[i] = nv;
+    if (log.size() >= digest::RibltPrefix::kPendingMax) flush();
+  }
+  flush();
+  benchmark::DoNotOptimize(sk.syndromes()[0]);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  state.counters["clmul"] = digest::gf48::clmul_available() && !portable ? 1 : 0;
+}
+void BM_SketchUpdate(benchmark::State& state) { sketch_update(state, false); }
+void BM_SketchUpdatePortable(benchmark::State& state) { sketch_update(state, true); }
+BENCHMARK(BM_SketchUpdate)->Name("digest/sketch/update")->Arg(16)->Arg(32)->Arg(64);
+BENCHMARK(BM_SketchUpdatePortable)->Name("digest/sketch/update/portable")->Arg(32);
+
+// Decoding D differences (half on each side) from a sketch of capacity D + 1: one syndrome
+// kept to check the answer, as a session decodes.
+void BM_SketchDecode(benchmark::State& state) {
+  const auto d = static_cast<std::uint32_t>(state.range(0));
+  std::mt19937_64 rng(11 + d);
+  std::vector<std::uint64_t> syn;
+  std::vector<std::uint64_t> out;
+  std::uint64_t decoded = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    digest::Sketch sk(d + 1);
+    for (std::uint32_t i = 0; i < d; ++i) sk.toggle((rng() & digest::kSketchElementMask) | 1);
+    syn.assign(sk.syndromes().begin(), sk.syndromes().end());
+    state.ResumeTiming();
+    decoded += digest::sketch_decode(syn, d, out) == digest::SketchDecodeResult::kDecoded &&
+               out.size() == d;
+  }
+  if (decoded != static_cast<std::uint64_t>(state.iterations())) state.SkipWithError("not decoded");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * d));
+}
+BENCHMARK(BM_SketchDecode)->Name("digest/sketch/decode")->Arg(1)->Arg(10)->Arg(30)->Arg(63)
+    ->Unit(benchmark::kMicrosecond);
 
 // ---- reconcile/1000000/d ----
 

@@ -38,10 +38,11 @@ RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local) {
 // ---------------------------------------------------------------------------------------------
 // RibltPrefix
 
-RibltPrefix::RibltPrefix(std::uint32_t symbols, std::uint64_t key)
-    : key_(key), symbols_(symbols) {
+RibltPrefix::RibltPrefix(std::uint32_t symbols, std::uint64_t key, std::uint32_t sketch_capacity)
+    : key_(key), symbols_(symbols), sketch_(sketch_capacity) {
   RUMOR_ASSERT(symbols >= 1);
   pending_.reserve(kPendingMax);
+  if (sketch_capacity > 0) sketch_log_.reserve(kPendingMax);
 }
 
 namespace {
@@ -113,15 +114,23 @@ void RibltPrefix::fold() {
         *s = pending_[i].sign;
       },
       key_, 0, symbols_.data(), symbols_.size());
+  if (sketch_.capacity() > 0) {
+    // Removing and adding are one toggle in a sketch, so the sign does not matter.
+    sketch_log_.clear();
+    for (const Pending& p : pending_) sketch_log_.push_back(p.data);
+    sketch_.toggle_batch(sketch_log_);
+  }
   pending_.clear();
 }
 
 std::size_t RibltPrefix::memory_bytes() const {
-  return symbols_.capacity() * sizeof(RibltSymbol) + pending_.capacity() * sizeof(Pending);
+  return symbols_.capacity() * sizeof(RibltSymbol) + pending_.capacity() * sizeof(Pending) +
+         sketch_.capacity() * sizeof(std::uint64_t) + sketch_log_.capacity() * sizeof(std::uint64_t);
 }
 
 void RibltPrefix::clear() {
   std::fill(symbols_.begin(), symbols_.end(), RibltSymbol{});
+  sketch_.clear();
   pending_.clear();
 }
 

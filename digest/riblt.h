@@ -24,7 +24,9 @@
 // RibltPrefix keeps the first K symbols of one shard incrementally: a write logs its removed
 // and added element (a few stores), and the log is folded into the symbols in batches (the
 // shard's K symbols stay hot in cache while a batch is applied). Beyond K, riblt_accumulate()
-// computes symbols from a set's elements on demand.
+// computes symbols from a set's elements on demand. It can also keep, from the same log, a BCH
+// sketch of the elements' data (digest/sketch.h), which decodes a small difference without a
+// peeling tail.
 //
 // RibltDecoder peels a stream of difference symbols (remote - local). It is bounded by
 // Limits: symbols accepted, elements decoded, and work per symbol; any input beyond them, or
@@ -42,6 +44,7 @@
 
 #include "digest/codec.h"
 #include "digest/hash.h"
+#include "digest/sketch.h"
 #include "rumor/status.h"
 #include "rumor/version.h"
 
@@ -177,7 +180,8 @@ class RibltPrefix {
   // Writes logged before a fold. 256 x 16 bytes: a log that stays in L1 next to the merge path.
   static constexpr std::size_t kPendingMax = 2048;
 
-  RibltPrefix(std::uint32_t symbols, std::uint64_t key);
+  // sketch_capacity > 0 also keeps a sketch of that capacity over the elements' data.
+  RibltPrefix(std::uint32_t symbols, std::uint64_t key, std::uint32_t sketch_capacity = 0);
   std::uint32_t size() const { return static_cast<std::uint32_t>(symbols_.size()); }
   std::uint64_t key() const { return key_; }
 
@@ -197,6 +201,11 @@ class RibltPrefix {
     fold();
     return symbols_;
   }
+  // The sketch's syndromes (empty when none is kept), folded first.
+  std::span<const std::uint64_t> sketch() {
+    fold();
+    return sketch_.syndromes();
+  }
   std::size_t memory_bytes() const;
   void clear();
 
@@ -214,6 +223,8 @@ class RibltPrefix {
   std::uint64_t key_;
   std::vector<RibltSymbol> symbols_;
   std::vector<Pending> pending_;
+  Sketch sketch_;
+  std::vector<std::uint64_t> sketch_log_;  // fold(): the pending data, contiguous
 };
 
 // The tag of a set's symbol stream: a hash of its symbol 0 (which every element enters), so two

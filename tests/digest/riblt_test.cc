@@ -77,7 +77,8 @@ TEST(Riblt, ElementFieldsAndTimeOrder) {
 
 TEST(Riblt, PrefixMaintainedIncrementallyEqualsRebuild) {
   constexpr std::uint32_t kK = 512;
-  RibltPrefix p(kK, kKey);
+  constexpr std::uint32_t kSketch = 24;
+  RibltPrefix p(kK, kKey, kSketch);
   std::mt19937_64 rng(2);
   std::vector<RibltElement> live;
   for (int step = 0; step < 5000; ++step) {
@@ -107,6 +108,13 @@ TEST(Riblt, PrefixMaintainedIncrementallyEqualsRebuild) {
   std::vector<RibltSymbol> tail(100);
   for (const auto& e : live) riblt_accumulate(e, 1, kKey, 300, tail);
   for (std::uint32_t i = 0; i < 100; ++i) ASSERT_EQ(tail[i], want[300 + i]);
+  // The sketch kept from the same log equals the sketch of the live elements' data.
+  Sketch sk(kSketch);
+  for (const auto& e : live) sk.toggle(e.data);
+  const auto got_sketch = p.sketch();
+  ASSERT_EQ(got_sketch.size(), kSketch);
+  EXPECT_TRUE(std::equal(got_sketch.begin(), got_sketch.end(), sk.syndromes().begin()));
+  EXPECT_TRUE(RibltPrefix(kK, kKey).sketch().empty());
 }
 
 TEST(Riblt, WireFormCarriesTheDifference) {
