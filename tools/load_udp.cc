@@ -346,8 +346,9 @@ class Worker {
       const std::size_t up = std::stoull(a[1]);
       // Full: the node's table holds every running node. Partial: its active view holds at
       // least two peers (one in a cluster of two), as in the simulator; no node knows them all.
+      const std::size_t others = up > 0 ? up - 1 : 0;
       const std::size_t need =
-          o_.membership == "partial" ? std::min<std::size_t>(2, up > 0 ? up - 1 : 0) : up - 1;
+          o_.membership == "partial" ? std::min<std::size_t>(2, others) : others;
       std::size_t n = 0;
       for (WorkerNode& w : nodes_) {
         if (w.node && w.started && NodeDriver::of(*w.node).live_members() >= need) ++n;
