@@ -255,6 +255,24 @@ bool BroadcastQueue::has_fresh(std::uint32_t membership_fresh) const {
   return false;
 }
 
+std::size_t BroadcastQueue::retire_membership(std::uint32_t from_transmits, std::uint8_t kind,
+                                              std::uint64_t keep_subject) {
+  Class& cls = classes_[kMembership];
+  const std::uint64_t keep = keep_subject * 4 + kind;
+  std::size_t retired = 0;
+  for (std::size_t t = from_transmits; t < cls.buckets.size(); ++t) {
+    for (Index i = cls.buckets[t].head; i != kNil;) {
+      const Index next = items_[i].next;
+      if (items_[i].key != keep) {
+        erase(i);
+        ++retired;
+      }
+      i = next;
+    }
+  }
+  return retired;
+}
+
 std::size_t BroadcastQueue::fill(wire::Writer& w, std::uint32_t membership_limit,
                                  std::uint32_t update_limit, bool holds_membership,
                                  bool holds_updates) {

@@ -54,6 +54,12 @@ class BroadcastQueue {
   // ride on packets sent anyway (probes, acks, gossip packets for fresh items) until their limit.
   bool has_fresh(std::uint32_t membership_fresh) const;
 
+  // Retires the membership items sent `from_transmits` times or more, except those about
+  // (kind, keep_subject). Returns how many it retired. For news that has had its fresh budget
+  // once the node learns the cluster's tables already agree (docs/protocol.md "Dissemination").
+  std::size_t retire_membership(std::uint32_t from_transmits, std::uint8_t kind,
+                                std::uint64_t keep_subject);
+
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   std::uint64_t dropped() const { return dropped_; }

@@ -7,12 +7,6 @@
 
 namespace rumor {
 
-namespace {
-// Subject kinds in the broadcast queue: a member's news and a key's news never replace each
-// other.
-constexpr std::uint8_t kSubjectMember = 0;
-constexpr std::uint8_t kSubjectKey = 1;
-}  // namespace
 
 Gossip::Gossip(const NodeConfig& config, NodeCounters& counters)
     : config_(config), counters_(counters), queue_(config.broadcast_queue_max) {}

@@ -59,6 +59,17 @@ class Gossip final : public wire::Piggyback {
   // everything). Membership news past that keeps riding the packets a node sends anyway, up to
   // retransmit_limit(): the log2 budget costs bytes on probes, not packets.
   bool wants_round() const { return queue_.has_fresh(update_retransmit_limit()); }
+  // A peer was found holding this node's whole member table (equal fingerprints on a ping):
+  // membership news that has had its fresh budget (update_retransmit_limit(), memberlist's
+  // whole budget) is retired instead of riding further probes to the log2 limit, except news
+  // about `self` (its own refutation keeps the full budget). Returns how many were retired.
+  std::size_t tables_agree(NodeId self) {
+    return queue_.retire_membership(update_retransmit_limit(), kSubjectMember, self);
+  }
+  // Subject kinds in the broadcast queue: a member's news and a key's news never replace each
+  // other.
+  static constexpr std::uint8_t kSubjectMember = 0;
+  static constexpr std::uint8_t kSubjectKey = 1;
   std::uint64_t dropped() const { return queue_.dropped(); }
 
   // ---- what to tell the application ----

@@ -804,6 +804,12 @@ void NodeImpl::on_state_sums(Core& c, const Address& from, NodeId sender,
     if (m.members == members_.fingerprint()) {
       members_matched_ms_ = t;
       members_differ_since_ = 0;
+      // The tables agree, so the tail of the news that made them agree (past memberlist's
+      // budget, riding probes toward the log2 limit) would mostly reach nodes that hold it.
+      // Where tables still differ (a formation under way, a one-sided view) no ping matches
+      // and the tail keeps riding; a node still lacking something is repaired by the probes'
+      // fingerprint comparison.
+      gossip_.tables_agree(id());
     } else {
       differs = true;
       members_matched_ms_ = 0;

@@ -269,5 +269,29 @@ TEST(BroadcastQueue, NewsTheDestinationHoldsIsChargedButNotWritten) {
   EXPECT_EQ(q.size(), 2u);
 }
 
+// Tables agree with a peer's: membership news sent `from` times or more retires at once, except
+// news about the kept subject; fresher membership news and every update stay as they were.
+TEST(BroadcastQueue, RetireMembershipDropsOnlyTheTailExceptTheKeptSubject) {
+  BroadcastQueue q(100);
+  q.push(0, 1, BroadcastQueue::kMembership, "a");
+  q.push(0, 2, BroadcastQueue::kMembership, "b");
+  q.push(0, 9, BroadcastQueue::kMembership, "s");  // about the node itself
+  q.push(1, 1, BroadcastQueue::kSmallUpdate, "u");
+  for (int i = 0; i < 3; ++i) fill_bytes(q, 100, 10);  // all sent 3 times
+  q.push(0, 3, BroadcastQueue::kMembership, "c");        // fresh: sent 0 times
+  q.push(1, 2, BroadcastQueue::kSmallUpdate, "v");
+  EXPECT_EQ(q.retire_membership(4, 0, 9), 0u);  // nothing has been sent 4 times
+  EXPECT_EQ(q.size(), 6u);
+  // Kind 1 with subject 9 is another subject: "s" is kept only as (kind 0, subject 9).
+  EXPECT_EQ(q.retire_membership(3, 1, 9), 3u);
+  EXPECT_EQ(q.size(), 3u);
+  EXPECT_EQ(fill_bytes(q, 100, 10), "cvu");
+  q.push(0, 9, BroadcastQueue::kMembership, "s");
+  for (int i = 0; i < 3; ++i) fill_bytes(q, 100, 10);
+  EXPECT_EQ(q.retire_membership(1, 0, 9), 1u);  // c goes, s stays
+  EXPECT_EQ(fill_bytes(q, 100, 10), "svu");
+  EXPECT_EQ(q.dropped(), 0u);  // retiring is not an overflow drop
+}
+
 }  // namespace
 }  // namespace rumor
