@@ -41,7 +41,8 @@ RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local) {
 RibltPrefix::RibltPrefix(std::uint32_t symbols, std::uint64_t key)
     : key_(key), symbols_(symbols) {
   RUMOR_ASSERT(symbols >= 1);
-  pending_.reserve(kPendingMax);
+  // The log grows to kPendingMax as writes come; not reserved, so a shard written now and
+  // then does not hold 32 KiB for a few records.
 }
 
 namespace {

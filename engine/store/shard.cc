@@ -121,15 +121,32 @@ void Shard::make_grave(void* slot_ptr) {
 }
 
 void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
-  if (!tree_) {
-    tree_ = std::make_unique<digest::MerkleTree>(0);
-    if (const std::uint32_t k = store_.config_.riblt_prefix_symbols; k > 0) {
-      riblt_ = std::make_unique<digest::RibltPrefix>(k, riblt_key_);
-    }
-  }
+  if (!tree_) tree_ = std::make_unique<digest::MerkleTree>(0);
   const std::uint64_t eh = digest::entry_hash(hash, v, tombstone);
   tree_->add(hash, eh);
-  if (riblt_) riblt_->add(riblt_element(hash, v.hlc, eh));
+  if (riblt_) {
+    riblt_->add(riblt_element(hash, v.hlc, eh));
+  } else if (tree_->entries() > kRibltPrefixEntriesMin) [[unlikely]] {
+    make_riblt();
+  }
+}
+
+void Shard::make_riblt() {
+  const std::uint32_t k = store_.config_.riblt_prefix_symbols;
+  if (k == 0) return;
+  // Once per shard, when it outgrows kRibltPrefixEntriesMin: the table already holds the entry
+  // being added, so the scan counts every entry once.
+  riblt_ = std::make_unique<digest::RibltPrefix>(k, riblt_key_);
+  const Table* t = table_.load(std::memory_order_relaxed);
+  for (std::uint64_t i = 0; t && i <= t->mask; ++i) {
+    const Slot& s = t->slots[i];
+    const std::uint64_t h = ld(s.hash);
+    const std::uint64_t m = ld(s.meta);
+    if (h == 0 || (meta_flags(m) & kFlagGrave)) continue;
+    const Version v{ld(s.hlc), ld(s.node)};
+    riblt_->add(riblt_element(h, v.hlc,
+                              digest::entry_hash(h, v, (meta_flags(m) & kFlagTombstone) != 0)));
+  }
 }
 
 MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool local) {
