@@ -131,6 +131,18 @@ void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
   }
 }
 
+void Shard::grow_feed() {
+  // Called when the ring is full (feed_head_ == its size) and smaller than change_feed_depth:
+  // records 0..head-1 sit at their own number, which is also their index in the doubled ring,
+  // so growing moves nothing and loses nothing.
+  const std::size_t depth = store_.config_.change_feed_depth;
+  const std::size_t size = std::min(depth, std::max(kFeedFirstRecords, 2 * feed_.size()));
+  RUMOR_ASSERT(feed_head_ == feed_.size());
+  feed_.resize(size);
+  feed_mask_ = size - 1;
+  feed_grow_at_ = size < depth ? size : UINT64_MAX;
+}
+
 void Shard::make_riblt() {
   const std::uint32_t k = store_.config_.riblt_prefix_symbols;
   if (k == 0) return;
@@ -301,14 +313,16 @@ const digest::MerkleTree* Shard::merkle() {
 
 std::size_t Shard::read_feed(std::uint64_t* cursor, std::size_t max,
                              const std::function<void(const ChangeRecord&)>& fn) {
-  const std::uint64_t depth = store_.config_.change_feed_depth;
+  // The ring holds every record since the first until it reaches change_feed_depth
+  // (grow_feed), so a cursor can only fall behind once it has.
+  const std::uint64_t depth = feed_.size();
   if (feed_head_ > depth && *cursor < feed_head_ - depth) {
     bump(c_.feed_overruns);
     *cursor = feed_head_ - depth;
   }
   std::size_t n = 0;
   while (*cursor < feed_head_ && n < max) {
-    fn(feed_[*cursor & (depth - 1)]);
+    fn(feed_[*cursor & feed_mask_]);
     ++*cursor;
     ++n;
   }

@@ -214,8 +214,15 @@ class Shard {
   std::atomic<store_detail::Table*> table_{nullptr};
   std::uint64_t used_ = 0;    // slots with an entry (owner only)
   std::uint64_t graves_ = 0;  // freed slots that still continue probe chains (owner only)
+  // A ring of change_feed_depth records, grown to it as records come (from kFeedFirstRecords,
+  // doubling whenever it is full): most shards see few changes, and a full ring is 128 KiB at
+  // the default depth (8 KiB at the simulator's 256).
+  static constexpr std::size_t kFeedFirstRecords = 16;
+  void grow_feed();
   std::vector<ChangeRecord> feed_;
   std::uint64_t feed_head_ = 0;
+  std::uint64_t feed_mask_ = 0;
+  std::uint64_t feed_grow_at_ = 0;  // feed_head_ at which grow_feed() runs; UINT64_MAX when grown
   std::uint32_t sync_epoch_ = 1;       // stamped into every slot written
   std::uint32_t safe_sync_epoch_ = 0;  // entries stamped <= this are held by a peer
   std::uint64_t last_sync_ms_ = 0;
