@@ -450,8 +450,10 @@ TEST(Riblt, OwnerSymbolsEqualTheEntriesSymbolsWithAndWithoutPrefixes) {
   const std::uint64_t k = cfg.riblt_prefix_symbols;
   std::mt19937_64 rng(7);
   auto check = [&](const char* when) {
-    for (const auto& [first, count] : {std::pair<std::uint64_t, std::uint64_t>{0, 300},
-                                      {k - 100, 300}, {k + 10, 50}}) {
+    for (const auto& range : {std::pair<std::uint64_t, std::uint64_t>{0, 300}, {k - 100, 300},
+                              {k + 10, 50}}) {
+      // Plain variables, not structured bindings: clang 14 cannot capture those in a lambda.
+      const std::uint64_t first = range.first, count = range.second;
       std::vector<digest::RibltSymbol> want(count), got(count);
       for (std::uint32_t s = 0; s < store->shard_count(); ++s) {
         store->shard(s).for_each_in_hash_range(0, ~std::uint64_t{0}, [&](std::uint64_t h,
