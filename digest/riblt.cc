@@ -41,8 +41,8 @@ RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local) {
 RibltPrefix::RibltPrefix(std::uint32_t symbols, std::uint64_t key, std::uint32_t sketch_capacity)
     : key_(key), symbols_(symbols), sketch_(sketch_capacity) {
   RUMOR_ASSERT(symbols >= 1);
-  pending_.reserve(kPendingMax);
-  if (sketch_capacity > 0) sketch_log_.reserve(kPendingMax);
+  // The logs grow to kPendingMax as writes come; not reserved, so a shard written now and
+  // then does not hold 32 KiB for a few records.
 }
 
 namespace {

@@ -177,7 +177,7 @@ RibltSymbol riblt_read_diff(ByteReader& r, const RibltSymbol& local);
 // The first K symbols of one shard, maintained incrementally (see the header comment).
 class RibltPrefix {
  public:
-  // Writes logged before a fold. 256 x 16 bytes: a log that stays in L1 next to the merge path.
+  // Writes logged before a fold: at most 2,048 x 16 bytes.
   static constexpr std::size_t kPendingMax = 2048;
 
   // sketch_capacity > 0 also keeps a sketch of that capacity over the elements' data.

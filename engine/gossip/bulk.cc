@@ -63,7 +63,8 @@ Bulk::Bulk(const NodeConfig& config, const wire::Limits& limits, Store& store,
       bytes_max_(bulk_bytes_limit(config)),
       peer_bytes_max_(bulk_peer_bytes_limit(config)) {
   RUMOR_ASSERT(chunk_bytes_ >= wire::kChunkBytesMin);  // NodeConfig::validate
-  transfers_.reserve(config.bulk_transfers_max);
+  // transfers_ grows as pulls start (bulk_transfers_max bounds it): reserved, it was 4 KiB per
+  // node that most nodes never use. The cache stays reserved: held() returns pointers into it.
   cache_.reserve(kCacheValues);
 }
 

@@ -25,7 +25,6 @@ Members::Members(const NodeConfig& config, TimeSource& time, Rng& rng, NodeCount
   cover(self_);
   text_[self_] = dir_->intern(config_.name, config_.metadata, config_.advertise);
   word_[self_] = pack(0, MemberState::kAlive);
-  sums_[fine_bucket(self_)] += contribution(self_);
 }
 
 Members::~Members() {
@@ -61,8 +60,7 @@ void Members::share_directory(std::shared_ptr<MemberDirectory> dir) {
   cover(self_);
   word_[self_] = word;
   text_[self_] = text;
-  sums_.assign(sums_.size(), 0);
-  sums_[fine_bucket(self_)] += contribution(self_);
+  sums_.clear();
 }
 
 Members::Suspicion* Members::suspicion(Slot s) {
@@ -197,15 +195,17 @@ std::uint16_t Members::coarse_sum(unsigned bits, std::size_t bucket, std::uint32
   // A coarse bucket is a run of fine ones (both are top bits of the id); the salted fold makes
   // a 16-bit collision between two different sums a fresh coin toss in every exchange.
   const unsigned shift = kDigestBitsMax - bits;
-  std::uint32_t sum = 0;
-  for (std::size_t f = bucket << shift; f < (bucket + 1) << shift; ++f) sum += sums_[f];
+  std::uint32_t sum = fine_bucket(self_) >> shift == bucket ? contribution(self_) : 0;
+  if (!sums_.empty()) {
+    for (std::size_t f = bucket << shift; f < (bucket + 1) << shift; ++f) sum += sums_[f];
+  }
   std::uint64_t x = (std::uint64_t{salt} << 32 | sum) ^ 0x5375'6d73'4469'6773ull;  // "SumsDigs"
   const std::uint64_t v = splitmix64(x);
   return static_cast<std::uint16_t>(v ^ v >> 16 ^ v >> 32 ^ v >> 48);
 }
 
 std::uint32_t Members::fingerprint() const {
-  std::uint32_t sum = 0;
+  std::uint32_t sum = contribution(self_);
   for (std::uint32_t s : sums_) sum += s;  // 2,048 additions, once per probe
   std::uint64_t x = sum ^ 0x7461'626c'6566'7072ull;  // "tablefpr"
   const auto v = static_cast<std::uint32_t>(splitmix64(x));
@@ -213,9 +213,9 @@ std::uint32_t Members::fingerprint() const {
 }
 
 void Members::rewrite(Slot s, std::uint64_t word) {
-  sums_[fine_bucket(s)] -= contribution(s);
+  sum_out(s);
   word_[s] = word;
-  sums_[fine_bucket(s)] += contribution(s);
+  sum_in(s);
   if (s == self_ && journal_ != nullptr) journal_->incarnation(incarnation(s));
 }
 
@@ -407,7 +407,7 @@ void Members::reclaim(std::uint64_t t) {
       continue;
     }
     const Slot s = it->first;
-    sums_[fine_bucket(s)] -= contribution(s);
+    sum_out(s);
     dir_->release(text_[s]);
     dir_->release_slot(s);
     text_[s] = kNone;
@@ -435,7 +435,7 @@ void Members::set_word(Slot s, std::uint64_t inc, MemberState next, NodeId from,
   note_state(previous, next, is_new);
   if (is_new) {
     word_[s] = pack(inc, next);
-    sums_[fine_bucket(s)] += contribution(s);
+    sum_in(s);
   } else {
     rewrite(s, pack(inc, next));
   }
@@ -638,7 +638,7 @@ void Members::preload(NodeId id, MemberDirectory::Text text, std::uint64_t inc) 
   dir_->retain(text);
   text_[s] = text;
   word_[s] = pack(inc, MemberState::kAlive);
-  sums_[fine_bucket(s)] += contribution(s);
+  sum_in(s);
   note_state(MemberState::kDead, MemberState::kAlive, /*is_new=*/true);
   ++count_;
 }

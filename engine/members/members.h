@@ -261,7 +261,17 @@ class Members {
   std::size_t count_ = 0;  // members known, self excluded
   // Sums of contributions (mod 2^32) per fine bucket (the top kDigestBitsMax bits of the id),
   // kept as members change so that a digest costs 2,048 additions, not a pass over the table.
-  std::vector<std::uint32_t> sums_ = std::vector<std::uint32_t>(std::size_t{1} << kDigestBitsMax);
+  // This node's own contribution is not in them (it is added where they are read), so a table
+  // that never held another member (every one in partial mode) has no sums at all: 8 KiB less.
+  std::vector<std::uint32_t> sums_;
+  void sum_in(Slot s) {
+    if (s == self_) return;
+    if (sums_.empty()) sums_.resize(std::size_t{1} << kDigestBitsMax);
+    sums_[fine_bucket(s)] += contribution(s);
+  }
+  void sum_out(Slot s) {
+    if (s != self_) sums_[fine_bucket(s)] -= contribution(s);
+  }
   // This probe round's walk over the slot space (next_probe_target).
   std::size_t probe_mod_ = 0, probe_a_ = 1, probe_c_ = 1, probe_x_ = 0, probe_steps_ = 0;
   std::size_t live_count_ = 0;

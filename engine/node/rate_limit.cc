@@ -75,13 +75,41 @@ bool SharedPeerLimiter::allow(const Address& from, double cost, std::uint64_t no
 }
 
 PeerLimiter::PeerLimiter(std::size_t slots, double rate_per_s, double burst, std::uint64_t key)
-    : slots_(std::bit_ceil(std::max<std::size_t>(slots, 2))),
+    : slots_max_(std::bit_ceil(std::max<std::size_t>(slots, 2))),
+      slots_(std::min(slots_max_, kSlotsFirst)),
       mask_(slots_.size() - 1),
       rate_(rate_per_s),
       burst_(burst),
       key_(key) {
   RUMOR_ASSERT(rate_per_s > 0);
   RUMOR_ASSERT(burst > 0);
+}
+
+std::size_t PeerLimiter::first_of(std::uint64_t tag, std::size_t mask) {
+  return static_cast<std::size_t>(tag >> 1) & mask;
+}
+std::size_t PeerLimiter::second_of(std::uint64_t tag, std::size_t mask) {
+  return static_cast<std::size_t>(mix(tag)) & mask;
+}
+
+void PeerLimiter::grow() {
+  // Doubling: a slot's two places in the new table are its old ones or those plus the old size,
+  // so an address keeps the choice (first or second) it had and lands at its old index or that
+  // plus the old size. Two addresses held distinct old indexes, so they never collide: every
+  // bucket keeps its state, and a spray gets no more fresh bursts than the final table has slots.
+  const std::size_t old_mask = mask_;
+  std::vector<Slot> next(slots_.size() * 2);
+  const std::size_t mask = next.size() - 1;
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (s.tag == 0) continue;
+    const std::size_t at =
+        first_of(s.tag, old_mask) == i ? first_of(s.tag, mask) : second_of(s.tag, mask);
+    RUMOR_ASSERT((at & old_mask) == i);
+    next[at] = s;
+  }
+  slots_ = std::move(next);
+  mask_ = mask;
 }
 
 void PeerLimiter::refill(Slot& s, std::uint64_t now_ms) const {
@@ -93,26 +121,36 @@ void PeerLimiter::refill(Slot& s, std::uint64_t now_ms) const {
 }
 
 bool PeerLimiter::allow(const Address& from, double cost, std::uint64_t now_ms) {
-  const std::uint64_t h = mix(from.hash() ^ key_);
-  const std::uint64_t tag = h | 1;  // never 0 (free)
-  Slot& a = slots_[h & mask_];
-  Slot& b = slots_[mix(h) & mask_];
+  const std::uint64_t tag = mix(from.hash() ^ key_) | 1;  // never 0 (free)
+  Slot* a = &slots_[first_of(tag, mask_)];
+  Slot* b = &slots_[second_of(tag, mask_)];
   Slot* s = nullptr;
-  if (a.tag == tag) {
-    s = &a;
-  } else if (b.tag == tag) {
-    s = &b;
+  if (a->tag == tag) {
+    s = a;
+  } else if (b->tag == tag) {
+    s = b;
   } else {
-    // A new address: a free or idle slot (the idler of the two), full bucket.
-    Slot* idle = a.last_ms <= b.last_ms ? &a : &b;
-    if (idle->tag == 0 || now_ms >= idle->last_ms + kSlotIdleMs) {
+    // A new address: a free or idle slot (the idler of the two), full bucket. When both are
+    // busy, a table below its size limit doubles first (addresses cannot be in it yet: it
+    // held neither place, and growing keeps every address at one of its places).
+    auto idler = [&] { return a->last_ms <= b->last_ms ? a : b; };
+    auto takeable = [&](const Slot* x) {
+      return x->tag == 0 || now_ms >= x->last_ms + kSlotIdleMs;
+    };
+    if (!takeable(idler()) && slots_.size() < slots_max_) {
+      grow();
+      a = &slots_[first_of(tag, mask_)];
+      b = &slots_[second_of(tag, mask_)];
+    }
+    Slot* idle = idler();
+    if (takeable(idle)) {
       idle->tag = tag;
       idle->tokens = burst_;
       idle->last_ms = now_ms;
       s = idle;
     } else {
-      // Both busy: share the bucket with more tokens, without taking it over.
-      s = a.tokens >= b.tokens ? &a : &b;
+      // Both busy at full size: share the bucket with more tokens, without taking it over.
+      s = a->tokens >= b->tokens ? a : b;
     }
   }
   refill(*s, now_ms);

@@ -75,15 +75,23 @@ class PeerLimiter {
   // so nobody can pick addresses that collide with a given peer.
   PeerLimiter(std::size_t slots, double rate_per_s, double burst, std::uint64_t key);
   bool allow(const Address& from, double cost, std::uint64_t now_ms);
+  // The table's slots now: it starts at kSlotsFirst and doubles, up to `slots`, when a new
+  // address finds both its places busy (most nodes hear from a few dozen peers).
   std::size_t slots() const { return slots_.size(); }
 
  private:
+  static constexpr std::size_t kSlotsFirst = 16;
   struct Slot {
     std::uint64_t tag = 0;  // 0: free
     std::uint64_t last_ms = 0;
     double tokens = 0;
   };
   void refill(Slot& s, std::uint64_t now_ms) const;
+  // An address's two places, from its tag (so that growing can recompute them).
+  static std::size_t first_of(std::uint64_t tag, std::size_t mask);
+  static std::size_t second_of(std::uint64_t tag, std::size_t mask);
+  void grow();
+  std::size_t slots_max_;
   std::vector<Slot> slots_;
   std::size_t mask_;
   double rate_, burst_;

@@ -122,15 +122,44 @@ void Shard::make_grave(void* slot_ptr) {
 }
 
 void Shard::tree_add(std::uint64_t hash, const Version& v, bool tombstone) {
-  if (!tree_) {
-    tree_ = std::make_unique<digest::MerkleTree>(0);
-    if (const std::uint32_t k = store_.config_.riblt_prefix_symbols; k > 0) {
-      riblt_ = std::make_unique<digest::RibltPrefix>(k, riblt_key_);
-    }
-  }
+  if (!tree_) tree_ = std::make_unique<digest::MerkleTree>(0);
   const std::uint64_t eh = digest::entry_hash(hash, v, tombstone);
   tree_->add(hash, eh);
-  if (riblt_) riblt_->add(riblt_element(hash, v.hlc, eh));
+  if (riblt_) {
+    riblt_->add(riblt_element(hash, v.hlc, eh));
+  } else if (tree_->entries() > kRibltPrefixEntriesMin) [[unlikely]] {
+    make_riblt();
+  }
+}
+
+void Shard::grow_feed() {
+  // Called when the ring is full (feed_head_ == its size) and smaller than change_feed_depth:
+  // records 0..head-1 sit at their own number, which is also their index in the doubled ring,
+  // so growing moves nothing and loses nothing.
+  const std::size_t depth = store_.config_.change_feed_depth;
+  const std::size_t size = std::min(depth, std::max(kFeedFirstRecords, 2 * feed_.size()));
+  RUMOR_ASSERT(feed_head_ == feed_.size());
+  feed_.resize(size);
+  feed_mask_ = size - 1;
+  feed_grow_at_ = size < depth ? size : UINT64_MAX;
+}
+
+void Shard::make_riblt() {
+  const std::uint32_t k = store_.config_.riblt_prefix_symbols;
+  if (k == 0) return;
+  // Once per shard, when it outgrows kRibltPrefixEntriesMin: the table already holds the entry
+  // being added, so the scan counts every entry once.
+  riblt_ = std::make_unique<digest::RibltPrefix>(k, riblt_key_);
+  const Table* t = table_.load(std::memory_order_relaxed);
+  for (std::uint64_t i = 0; t && i <= t->mask; ++i) {
+    const Slot& s = t->slots[i];
+    const std::uint64_t h = ld(s.hash);
+    const std::uint64_t m = ld(s.meta);
+    if (h == 0 || (meta_flags(m) & kFlagGrave)) continue;
+    const Version v{ld(s.hlc), ld(s.node)};
+    riblt_->add(riblt_element(h, v.hlc,
+                              digest::entry_hash(h, v, (meta_flags(m) & kFlagTombstone) != 0)));
+  }
 }
 
 MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool local) {
@@ -285,14 +314,16 @@ const digest::MerkleTree* Shard::merkle() {
 
 std::size_t Shard::read_feed(std::uint64_t* cursor, std::size_t max,
                              const std::function<void(const ChangeRecord&)>& fn) {
-  const std::uint64_t depth = store_.config_.change_feed_depth;
+  // The ring holds every record since the first until it reaches change_feed_depth
+  // (grow_feed), so a cursor can only fall behind once it has.
+  const std::uint64_t depth = feed_.size();
   if (feed_head_ > depth && *cursor < feed_head_ - depth) {
     bump(c_.feed_overruns);
     *cursor = feed_head_ - depth;
   }
   std::size_t n = 0;
   while (*cursor < feed_head_ && n < max) {
-    fn(feed_[*cursor & (depth - 1)]);
+    fn(feed_[*cursor & feed_mask_]);
     ++*cursor;
     ++n;
   }

@@ -141,9 +141,12 @@ class Shard {
   // several-fold, resizes the tree from a scan. nullptr while the shard never held an entry.
   const digest::MerkleTree* merkle();
   // The shard's rateless IBLT prefix (digest/riblt.h), kept next to the Merkle tree by the same
-  // writes (logged, folded here). nullptr while the shard never held an entry or when
-  // riblt_prefix_symbols is 0.
+  // writes (logged, folded here). nullptr while the shard has never held more than
+  // kRibltPrefixEntriesMin entries, or when riblt_prefix_symbols is 0: the symbols of so few
+  // entries are computed from the entries when a session needs them
+  // (reconcile_detail::owner_symbols), which spares a small shard the prefix's 16 KiB.
   digest::RibltPrefix* riblt();
+  static constexpr std::uint64_t kRibltPrefixEntriesMin = 64;
   // Reads feed records from *cursor on (at most max), advancing it. A cursor that fell more
   // than change_feed_depth behind skips to the oldest kept record and the overrun is counted.
   std::size_t read_feed(std::uint64_t* cursor, std::size_t max,
@@ -192,6 +195,8 @@ class Shard {
   void rebuild(std::uint32_t log2_capacity);
   void feed_push(std::uint64_t hash, const EntryView& e, bool local);
   void tree_add(std::uint64_t hash, const Version& v, bool tombstone);
+  // Builds riblt_ from a scan of the table (once the shard outgrows kRibltPrefixEntriesMin).
+  void make_riblt();
   // The element of an entry whose entry hash is known (digest::riblt_element).
   digest::RibltElement riblt_element(std::uint64_t hash, std::uint64_t hlc,
                                      std::uint64_t entry_hash) const {
@@ -209,13 +214,20 @@ class Shard {
   std::atomic<store_detail::Table*> table_{nullptr};
   std::uint64_t used_ = 0;    // slots with an entry (owner only)
   std::uint64_t graves_ = 0;  // freed slots that still continue probe chains (owner only)
+  // A ring of change_feed_depth records, grown to it as records come (from kFeedFirstRecords,
+  // doubling whenever it is full): most shards see few changes, and a full ring is 128 KiB at
+  // the default depth (8 KiB at the simulator's 256).
+  static constexpr std::size_t kFeedFirstRecords = 16;
+  void grow_feed();
   std::vector<ChangeRecord> feed_;
   std::uint64_t feed_head_ = 0;
+  std::uint64_t feed_mask_ = 0;
+  std::uint64_t feed_grow_at_ = 0;  // feed_head_ at which grow_feed() runs; UINT64_MAX when grown
   std::uint32_t sync_epoch_ = 1;       // stamped into every slot written
   std::uint32_t safe_sync_epoch_ = 0;  // entries stamped <= this are held by a peer
   std::uint64_t last_sync_ms_ = 0;
   std::unique_ptr<digest::MerkleTree> tree_;  // allocated at the first entry (owner only)
-  std::unique_ptr<digest::RibltPrefix> riblt_;  // with tree_, when the config asks for one
+  std::unique_ptr<digest::RibltPrefix> riblt_;  // past kRibltPrefixEntriesMin entries (owner only)
   const std::uint64_t riblt_key_;
   std::uint64_t* const owner_feed_pushes_;  // Store::feed_pushes of this shard's owner
 

@@ -322,11 +322,10 @@ inline std::uint64_t load_word(const char* p) {
 [[gnu::always_inline]] inline void Shard::feed_push(std::uint64_t hash, const EntryView& e,
                                                     bool local) {
   using namespace store_detail;
-  const std::uint32_t depth = store_.config_.change_feed_depth;
-  if (feed_.empty()) feed_.resize(depth);  // lazily: most shards of a small node stay empty
+  if (feed_head_ == feed_grow_at_) [[unlikely]] grow_feed();
   // Field by field: copying a whole ChangeRecord made g++ build it on the stack and reload it
   // with 16-byte loads straddling narrower stores, two failed store-to-load forwards per merge.
-  ChangeRecord& r = feed_[feed_head_ & (depth - 1)];
+  ChangeRecord& r = feed_[feed_head_ & feed_mask_];
   r.key_hash = hash;
   r.version = e.version;
   r.tombstone = e.tombstone;

@@ -59,33 +59,39 @@ void owner_symbols(Store& store, std::uint32_t owner, std::uint64_t first,
   std::fill(out.begin(), out.end(), digest::RibltSymbol{});
   const std::uint64_t k = store.config().riblt_prefix_symbols;
   const std::uint64_t end = first + out.size();
+  // A shard with a prefix gives [first, k) from it and its entries only the symbols past k; a
+  // shard without one (too few entries to keep it, Shard::riblt) gives all of [first, end) from
+  // its entries. Both sums are the same symbols.
+  const std::uint64_t tail_from = std::max(first, k);
+  const auto tail = out.subspan(std::min(tail_from, end) - first);
+  const std::uint64_t key = store.riblt_key();
+  std::vector<digest::RibltElement> batch, small;
   for (std::uint32_t s = 0; s < store.shard_count(); ++s) {
     if (store.owner_of_shard(s) != owner) continue;
     digest::RibltPrefix* p = store.shard(s).riblt();
-    if (!p || first >= k) continue;
-    const auto sym = p->symbols();
-    for (std::uint64_t i = first; i < std::min(end, k); ++i) out[i - first] += sym[i];
-  }
-  if (end <= k) return;
-  // Past the prefix: every entry's element, in batches (the mapping runs four at a time).
-  const std::uint64_t from = std::max(first, k);
-  const auto tail = out.subspan(from - first);
-  const std::uint64_t key = store.riblt_key();
-  std::vector<digest::RibltElement> batch;
-  batch.reserve(1024);
-  for (std::uint32_t s = 0; s < store.shard_count(); ++s) {
-    if (store.owner_of_shard(s) != owner) continue;
+    if (p && first < k) {
+      const auto sym = p->symbols();
+      for (std::uint64_t i = first; i < std::min(end, k); ++i) out[i - first] += sym[i];
+    }
+    if (p && end <= k) continue;
+    // Every entry's element, in batches (the mapping runs four at a time).
+    auto& b = p ? batch : small;
     store.shard(s).for_each_in_hash_range(0, ~std::uint64_t{0}, [&](std::uint64_t kh,
                                                                      const EntryView& e) {
-      batch.push_back(digest::riblt_element(kh, e.version.hlc,
-                                            digest::entry_hash(kh, e.version, e.tombstone), key));
+      b.push_back(digest::riblt_element(kh, e.version.hlc,
+                                        digest::entry_hash(kh, e.version, e.tombstone), key));
       if (batch.size() == 1024) {
-        digest::riblt_accumulate_batch(batch, 1, key, from, tail);
+        digest::riblt_accumulate_batch(batch, 1, key, tail_from, tail);
         batch.clear();
+      }
+      if (small.size() == 1024) {
+        digest::riblt_accumulate_batch(small, 1, key, first, out);
+        small.clear();
       }
     });
   }
-  digest::riblt_accumulate_batch(batch, 1, key, from, tail);
+  if (!tail.empty()) digest::riblt_accumulate_batch(batch, 1, key, tail_from, tail);
+  digest::riblt_accumulate_batch(small, 1, key, first, out);
 }
 
 }  // namespace reconcile_detail

@@ -276,6 +276,26 @@ TEST(RateLimit, PeerLimiterSharesSlotsUnderASprayAndFreesIdleOnes) {
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(lim.allow(b, 1, 5000));
 }
 
+// The table starts small and doubles as addresses arrive: every address keeps its own bucket
+// across the growths (one that spent its burst stays refused in the same instant, instead of
+// getting a fresh one), and the table never passes its limit.
+TEST(RateLimit, PeerLimiterGrowsKeepingEveryBucket) {
+  PeerLimiter lim(4096, 10.0, 10.0, 7);
+  EXPECT_EQ(lim.slots(), 16u);
+  auto addr = [](std::uint32_t i) { return Address::ipv4(0x0c000000u + i, 5); };
+  for (std::uint32_t i = 0; i < 200; ++i) {
+    for (int k = 0; k < 10; ++k) EXPECT_TRUE(lim.allow(addr(i), 1, 1000)) << i;
+    EXPECT_FALSE(lim.allow(addr(i), 1, 1000)) << i;
+  }
+  EXPECT_GE(lim.slots(), 256u);
+  EXPECT_LE(lim.slots(), 4096u);
+  for (std::uint32_t i = 0; i < 200; ++i) EXPECT_FALSE(lim.allow(addr(i), 1, 1000)) << i;
+  // A small limit is a limit: 16 slots stay 16.
+  PeerLimiter small(16, 10.0, 10.0, 7);
+  for (std::uint32_t i = 0; i < 200; ++i) (void)small.allow(addr(i), 1, 1000);
+  EXPECT_EQ(small.slots(), 16u);
+}
+
 // Large values: an announcement or a chunk request from an address that is not a live member's
 // makes the node send nothing (no request to pull from it, no chunks to it), and is counted.
 TEST_F(HostileTest, LargeValueMessagesFromStrangersDrawNothing) {

@@ -196,6 +196,40 @@ TEST_F(StoreTest, ChangeFeedRecordsAppliedChangesInOrder) {
   EXPECT_EQ(s->counters().feed_overruns, 1u);
 }
 
+// The ring grows from a few records to change_feed_depth as changes come: a reader that keeps
+// up, or lags by less than the depth, sees every record in order across the growth; one that
+// lags by more skips ahead exactly as with a full-size ring.
+TEST_F(StoreTest, ChangeFeedGrowsWithoutLosingRecords) {
+  StoreConfig cfg;
+  cfg.virtual_shards = 1;
+  cfg.change_feed_depth = 256;
+  auto s = make(cfg);
+  std::uint64_t cursor = 0, next = 0;
+  auto read = [&](std::size_t max) {
+    return s->shard(0).read_feed(&cursor, max, [&](const ChangeRecord& r) {
+      EXPECT_EQ(r.key_hash, Store::hash_key("k" + std::to_string(next))) << "record " << next;
+      ++next;
+    });
+  };
+  int written = 0;
+  auto write = [&](int n) {
+    for (int i = 0; i < n; ++i, ++written) {
+      ASSERT_TRUE(s->set("k" + std::to_string(written), "v").is_ok());
+    }
+  };
+  write(10);
+  EXPECT_EQ(read(5), 5u);  // mid-ring, before any growth
+  write(100);              // 16 -> 32 -> 64 -> 128 records
+  EXPECT_EQ(read(1000), 105u);
+  write(250);              // to 256, then wrapping: the reader lags 250 < 256
+  EXPECT_EQ(read(1000), 250u);
+  EXPECT_EQ(s->counters().feed_overruns, 0u);
+  write(300);  // lags 300: skips to the last 256
+  next = static_cast<std::uint64_t>(written) - 256;
+  EXPECT_EQ(read(1000), 256u);
+  EXPECT_EQ(s->counters().feed_overruns, 1u);
+}
+
 TEST_F(StoreTest, TombstonesArePurgedAfterTheGracePeriod) {
   StoreConfig cfg;
   cfg.virtual_shards = 1;
