@@ -215,7 +215,7 @@ struct NodeConfig {
   // Hostile input (docs/security.md): bytes accepted from one source address per second (a
   // burst of one second's worth; more is dropped unread), datagrams per second that all answers
   // to small requests (join tables, anti-entropy responses) may take together, and the slots of
-  // the fixed per-address tables behind both.
+  // the per-address tables behind both (they start small and double up to this many slots).
   std::uint32_t peer_bytes_per_s_max = 16u << 20;
   std::uint32_t answer_datagrams_per_s_max = 4096;
   std::uint32_t rate_limit_peers_max = 4096;
