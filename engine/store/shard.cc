@@ -14,6 +14,24 @@ namespace rumor {
 
 using namespace store_detail;
 
+namespace {
+
+// Calls fn(key hash, version, entry hash) for every entry and tombstone of table t (owner
+// thread): the scans that size a Merkle tree or start a shard's RIBLT prefix from its table.
+template <typename Fn>
+void for_each_entry_hash(const Table* t, Fn&& fn) {
+  for (std::uint64_t i = 0; t && i <= t->mask; ++i) {
+    const Slot& s = t->slots[i];
+    const std::uint64_t h = ld(s.hash);
+    const std::uint64_t m = ld(s.meta);
+    if (h == 0 || (meta_flags(m) & kFlagGrave)) continue;
+    const Version v{ld(s.hlc), ld(s.node)};
+    fn(h, v, digest::entry_hash(h, v, (meta_flags(m) & kFlagTombstone) != 0));
+  }
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Shard
 
@@ -150,16 +168,10 @@ void Shard::make_riblt() {
   // Once per shard, when it outgrows kRibltPrefixEntriesMin: the table already holds the entry
   // being added, so the scan counts every entry once.
   riblt_ = std::make_unique<digest::RibltPrefix>(k, riblt_key_);
-  const Table* t = table_.load(std::memory_order_relaxed);
-  for (std::uint64_t i = 0; t && i <= t->mask; ++i) {
-    const Slot& s = t->slots[i];
-    const std::uint64_t h = ld(s.hash);
-    const std::uint64_t m = ld(s.meta);
-    if (h == 0 || (meta_flags(m) & kFlagGrave)) continue;
-    const Version v{ld(s.hlc), ld(s.node)};
-    riblt_->add(riblt_element(h, v.hlc,
-                              digest::entry_hash(h, v, (meta_flags(m) & kFlagTombstone) != 0)));
-  }
+  for_each_entry_hash(table_.load(std::memory_order_relaxed),
+                      [&](std::uint64_t h, const Version& v, std::uint64_t eh) {
+                        riblt_->add(riblt_element(h, v.hlc, eh));
+                      });
 }
 
 MergeOutcome Shard::merge_hashed(std::uint64_t hash, const EntryView& e, bool local) {
@@ -296,15 +308,10 @@ const digest::MerkleTree* Shard::merkle() {
     // Rare: the entry count has grown past, or shrunk far below, what the leaves were sized
     // for. The scan is O(entries) once per several-fold change, so O(1) amortised per write.
     tree_->reset(digest::MerkleTree::leaf_bits_for(tree_->entries()));
-    const Table* t = table_.load(std::memory_order_relaxed);
-    for (std::uint64_t i = 0; t && i <= t->mask; ++i) {
-      const Slot& s = t->slots[i];
-      const std::uint64_t h = ld(s.hash);
-      const std::uint64_t m = ld(s.meta);
-      if (h == 0 || (meta_flags(m) & kFlagGrave)) continue;
-      tree_->insert(h, digest::entry_hash(h, Version{ld(s.hlc), ld(s.node)},
-                                          (meta_flags(m) & kFlagTombstone) != 0));
-    }
+    for_each_entry_hash(table_.load(std::memory_order_relaxed),
+                        [&](std::uint64_t h, const Version&, std::uint64_t eh) {
+                          tree_->insert(h, eh);
+                        });
     tree_->fold_all();
   } else {
     tree_->fold();
