@@ -762,6 +762,13 @@ void Members::probe_tick(std::uint64_t t, const wire::Outbox& out) {
         ++counters_.indirect_probes;
       }
     }
+    // The indirect stage gets its time as this node lives it: a node that ran late (a stall,
+    // a swamped loop) reaches this tick with the probe's end passed too, and judging now
+    // would accuse a target whose relays have not had a moment to answer. On time, this is
+    // the end already set.
+    probe_.end_ms =
+        std::max(probe_.end_ms, t + scaled(config_.probe_interval_ms - config_.probe_timeout_ms));
+    next_probe_ms_ = std::max(next_probe_ms_, probe_.end_ms);
   }
   if (t < next_probe_ms_) return;
   finish_probe();

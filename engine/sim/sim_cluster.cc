@@ -133,7 +133,7 @@ void SimCluster::make_node(std::size_t i) {
 
 std::uint64_t SimCluster::deadline_ns(std::size_t i) const {
   const SimNode& sn = *nodes_[i];
-  if (sn.crashed || !NodeDriver::of(*sn.node).running()) return UINT64_MAX;
+  if (sn.crashed || sn.stalled || !NodeDriver::of(*sn.node).running()) return UINT64_MAX;
   const NodeDriver& drv = NodeDriver::of(*sn.node);
   std::uint64_t d = UINT64_MAX;
   for (std::uint32_t c = 0; c < drv.cores(); ++c) d = std::min(d, drv.next_deadline_ms(c));
@@ -149,6 +149,18 @@ void SimCluster::schedule(std::size_t i) {
   if (d == nodes_[i]->scheduled_ns) return;
   nodes_[i]->scheduled_ns = d;
   if (d != UINT64_MAX) timers_.push(Timer{d, i});
+}
+
+void SimCluster::stall(std::size_t i) {
+  nodes_[i]->stalled = true;
+  net_->pause(net_id(i));
+  schedule(i);
+}
+
+void SimCluster::unstall(std::size_t i) {
+  nodes_[i]->stalled = false;
+  net_->resume(net_id(i));
+  schedule(i);
 }
 
 void SimCluster::start(std::size_t i) {
@@ -212,7 +224,7 @@ void SimCluster::restart(std::size_t i, bool new_address) {
 
 void SimCluster::step_node_receive(std::size_t i) {
   SimNode& sn = *nodes_[i];
-  if (sn.crashed) return;
+  if (sn.crashed || sn.stalled) return;
   NodeDriver& drv = NodeDriver::of(*sn.node);
   std::array<Datagram, 64> batch;
   sink_->bind(sn.transport);
@@ -239,7 +251,7 @@ void SimCluster::step_node_receive(std::size_t i) {
 
 void SimCluster::step_node_tick(std::size_t i) {
   SimNode& sn = *nodes_[i];
-  if (sn.crashed) return;
+  if (sn.crashed || sn.stalled) return;
   NodeDriver& drv = NodeDriver::of(*sn.node);
   sink_->bind(sn.transport);
   // Core 0 first, then the others, each once per step; what they hand to each other keeps the

@@ -74,6 +74,11 @@ class SimCluster {
   // A clock jump: node i's clock runs `skew_ms` from virtual time from now on.
   void set_skew(std::size_t i, std::int64_t skew_ms) { nodes_[i]->clock.skew_ms = skew_ms; }
   void resume(std::size_t i) { net_->resume(net_id(i)); }
+  // A stall: node i's process stops running (a VM paused, a long GC in the embedder) — no
+  // timers, nothing received, its datagrams wait in its socket — until unstall, when it runs
+  // late: its timers fire at once and it reads what waited.
+  void stall(std::size_t i);
+  void unstall(std::size_t i);
 
   // Runs the cluster for `ms` of virtual time.
   void run_for(std::uint64_t ms);
@@ -111,6 +116,7 @@ class SimCluster {
     std::unique_ptr<Node> node;
     NodeConfig config;
     bool crashed = false;
+    bool stalled = false;
     std::uint64_t scheduled_ns = UINT64_MAX;  // deadline currently in the timer heap
   };
   struct Timer {

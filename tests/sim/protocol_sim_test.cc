@@ -224,6 +224,38 @@ TEST(ProtocolSim, NoFalsePositivesUnderLossAndAPause) {
   EXPECT_EQ(declared, 0u);
 }
 
+// Every node stalls at once for a little longer than a probe interval (a host's VM paused, a
+// long GC in an embedder running several nodes), then runs late: its probe's direct and
+// indirect stages are both overdue at the first tick. The indirect probes it sends then must
+// get their time before it judges; otherwise every prober accuses a target that was stalled
+// too and answers a moment later.
+TEST(ProtocolSim, NoSuspicionsAfterTheWholeClusterStalls) {
+  std::uint64_t raised = 0;
+  for (std::uint64_t seed : seeds(10)) {
+    SEED_TRACE(seed);
+    const std::size_t n = 16;
+    SimCluster c(opts(n, seed));
+    c.start_all();
+    ASSERT_TRUE(c.run_until([&] { return membership_complete(c); }, 20'000));
+    const std::uint64_t interval = c.node(0).config().probe_interval_ms;
+    c.run_for(5 * interval);
+    std::uint64_t before = 0;
+    for (std::size_t i = 0; i < n; ++i) before += c.node(i).counters().suspicions;
+    for (int stall = 0; stall < 3; ++stall) {
+      for (std::size_t i = 0; i < n; ++i) c.stall(i);
+      c.run_for(interval + interval / 5);
+      for (std::size_t i = 0; i < n; ++i) c.unstall(i);
+      c.run_for(4 * interval);
+    }
+    std::uint64_t after = 0;
+    for (std::size_t i = 0; i < n; ++i) after += c.node(i).counters().suspicions;
+    EXPECT_EQ(after, before) << "a stalled prober accused a member that answered";
+    raised += after - before;
+    EXPECT_TRUE(membership_complete(c));
+  }
+  EXPECT_EQ(raised, 0u);
+}
+
 // A node that joins late receives a 10,000-key state by anti-entropy.
 TEST(ProtocolSim, LateJoinerReceivesTenThousandKeysByAntiEntropy) {
   for (std::uint64_t seed : seeds(2)) {
