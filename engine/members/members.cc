@@ -229,11 +229,9 @@ std::uint32_t Members::contribution(Slot s) const {
   return static_cast<std::uint32_t>(splitmix64(x));
 }
 
-void Members::send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out,
-                          bool pull_only) {
+void Members::send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out) {
   const unsigned bits = digest_bits(size());
   const std::size_t n = std::size_t{1} << bits;
-  pending_pull_only_ = pull_only;
   pending_salt_ = salt;
   pending_peer_ = to;
   pending_bits_ = bits;
@@ -340,7 +338,7 @@ bool Members::on_diff(const Address& from, std::span<const std::byte> body,
     want.push_back(static_cast<std::uint16_t>(first + i));
   }
   learned_from_diff_ = true;
-  if (!pending_pull_only_) send_buckets(from, bits, want, out);
+  send_buckets(from, bits, want, out);
   return true;
 }
 

@@ -84,11 +84,8 @@ class Members {
   // The initiator sends its bucket sums; the responder answers with the buckets that differ
   // and its records in them, then the initiator sends its own records in those buckets. A
   // responder whose sums all match sends nothing. `salt` keys the 16-bit sums, so a collision
-  // that hides a difference in one exchange does not hide it in the next. A `pull_only`
-  // exchange skips the last step: this node takes the responder's records and sends none of
-  // its own (a joiner catching up, docs/protocol.md "Formation").
-  void send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out,
-                   bool pull_only = false);
+  // that hides a difference in one exchange does not hide it in the next.
+  void send_digest(const Address& to, std::uint32_t salt, const wire::Outbox& out);
   // 2^bits buckets in a digest of a table of `members` (docs/protocol.md "Member tables").
   static unsigned digest_bits(std::size_t members);
   // False when the body is malformed. `answer(datagrams)` says whether the rate limit allows
@@ -284,7 +281,6 @@ class Members {
   Address pending_peer_;
   unsigned pending_bits_ = 0;
   std::vector<bool> pending_sent_;  // buckets already sent in that exchange
-  bool pending_pull_only_ = false;
   bool learned_from_diff_ = false;
   bool relay_alive_ = true;
   std::uint64_t table_records_ = 0, news_records_ = 0;

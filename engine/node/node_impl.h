@@ -168,7 +168,7 @@ class NodeImpl {
   void catchup_tick(std::uint64_t now, PacketSink& out);
   // A member digest exchange with a random live member (catch-up, and the scheduled exchange
   // when only the tables are due).
-  void digest_with_random_member(PacketSink& out, bool pull_only);
+  void digest_with_random_member(PacketSink& out);
   void set_joined();
   // A reconciliation with `peer` (0: the preferred sync peer, else a random member), each core
   // its own shards; `members` adds a member digest exchange with the same peer.
