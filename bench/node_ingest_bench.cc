@@ -96,7 +96,7 @@ constexpr std::size_t kValueBytes = 64;
 constexpr std::size_t kBatch = 48;
 static_assert(kBatch <= kGsoSegmentsMax);
 // Datagrams per stream the sender lets wait at the node: deep enough that the sender's sleep
-// (tens of microseconds) never drains the node's queue, shallow enough that the socket queue
+// (kNapNs) never drains the node's queue, shallow enough that the socket queue
 // (kSocketBufferBytes, ~2.5 KB of kernel memory per datagram) and io_uring's buffer ring
 // (recv_buffers = 1024) never overflow.
 constexpr std::size_t kInFlight = 480;
@@ -299,7 +299,7 @@ class Sender {
   // every stream has sent every datagram.
   void run(const std::atomic<bool>& stop, bool all = false) {
     tid_.store(gettid(), std::memory_order_release);
-    // Sleeps of tens of microseconds must not become the default 50 us slack on top.
+    // The naps (kNapNs) must not gain the default 50 us of timer slack on top.
     (void)prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     std::uint64_t blocked_since = 0;
     while (!stop.load(std::memory_order_relaxed) && error_ == 0) {
